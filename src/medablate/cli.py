@@ -1,0 +1,159 @@
+"""The `medablate` command: thin typer commands that parse, call one function, and print."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medablate import __version__
+from medablate.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Honest, fast ablation studies of deep-learning classifiers on medical images.\n\n"
+                       "Train every combination of a study's factors on the same split with several seeds, "
+                       "keep the best checkpoints, evaluate on test data, and write tables and figures.")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _guarded(action: Callable[[], Any]) -> Any:
+    """Run a command; a UserError becomes one paragraph on stderr and exit code 2, never a traceback."""
+    try:
+        return action()
+    except UserError as exc:
+        console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/] Run the same command again to resume where it stopped.")
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"medablate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """medablate command line."""
+
+
+@app.command()
+def run(
+    study_file: Path = typer.Argument(..., help="The study YAML (e.g. examples/course-hw2.yaml).", show_default=False),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                   help="Override any key of the study, e.g. --set training.epochs=5 "
+                                        "--set data.path=data/. The value is read as YAML; repeatable."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study name>."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the trials, train nothing."),
+) -> None:
+    """Train every trial of a study (resumes a study that was interrupted) and write its outputs."""
+
+    def action() -> int:
+        from medablate.config import load_study
+        from medablate.study import StudyRunner
+
+        study, _ = load_study(study_file, set_)
+        folder = out or Path("runs") / study.name
+        command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        runner = StudyRunner(study, folder, console, command)
+        if dry_run:
+            _print_plan(runner)
+            return 0
+        return runner.run()
+
+    code = _guarded(action)
+    raise typer.Exit(code)
+
+
+def _print_plan(runner: Any) -> None:
+    table = Table(title=f"{runner.study.name}: {len(runner.plan.trials)} trials x {len(runner.plan.seeds)} seeds")
+    table.add_column("trial")
+    table.add_column("comparisons")
+    for key in runner.plan.varied_keys:
+        table.add_column(key)
+    from medablate.plan import short_value
+
+    for trial in runner.plan.trials:
+        table.add_row(trial.id, ", ".join(trial.comparisons), *(short_value(v) for v in trial.varied.values()))
+    out_console.print(table)
+
+
+@app.command()
+def evaluate(
+    trial_dir: Path = typer.Argument(..., help="A run folder: DIR/trials/<trial>-seed<k>.", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", "-d",
+                                        help="Data to evaluate on: a folder with .npy files or class sub-folders. "
+                                             "Omit for the embedded phantom data."),
+    source: str = typer.Option("auto", "--source", help="auto, npy-pair, image-folder or phantom."),
+    files: Optional[str] = typer.Option(None, "--files",
+                                        help="npy-pair: comma-separated file per class, e.g. "
+                                             "test_normal.npy,test_pneumonia.npy."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Expect this loss's rule (default: the trial's own). "
+                                                             "A checkpoint trained with another loss is refused."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the written evaluations/<name>.json."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Rebuild a trial's model from its saved config, evaluate its checkpoint and write accuracy, loss and confusion."""
+
+    def action() -> None:
+        from medablate.evaluation import evaluate_trial
+
+        if checkpoint not in ("best", "last"):
+            raise UserError(f"--checkpoint is '{checkpoint}': use best or last.")
+        if source not in ("auto", "npy-pair", "image-folder", "phantom"):
+            raise UserError(f"--source is '{source}': use auto, npy-pair, image-folder or phantom.")
+        file_list = [f.strip() for f in files.split(",")] if files else None
+        result = evaluate_trial(trial_dir, data, source, file_list, loss, checkpoint, name, device)
+        _print_evaluation(result)
+
+    _guarded(action)
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    note = " [yellow](synthetic phantom data)[/]" if result["synthetic_data"] else ""
+    out_console.print(f"{result['trial_dir']} {result['checkpoint']} (epoch {result['checkpoint_epoch']}) on "
+                      f"{result['data']}{note}: {result['count']} images")
+    out_console.print(f"accuracy {result['accuracy']:.4f}   loss ({result['loss']}) {result['loss_value']:.4f}")
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in result["class_names"]:
+        table.add_column(name, justify="right")
+    for name, row in zip(result["class_names"], result["confusion_matrix"]):
+        table.add_row(name, *(str(v) for v in row))
+    out_console.print(table)
+
+
+@app.command()
+def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<study name>).", show_default=False)) -> None:
+    """List a study's runs as done, running, interrupted, pending, diverged or failed."""
+
+    def action() -> None:
+        from medablate.status import study_status
+
+        rows = study_status(out)
+        table = Table(title=str(out))
+        for column in ("run", "status", "epochs", "best val acc", "test acc"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(str(row[k]) for k in ("run", "status", "epochs", "best_val_acc", "test_acc")))
+        out_console.print(table)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        out_console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+    _guarded(action)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,332 @@
+"""The study file as typed, frozen data: schema, YAML loading, dotted --set overrides, validation.
+
+Nothing downstream sees YAML or CLI objects. Every validation error names its dotted path
+(e.g. `training.scheduler.name`) and, for names, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medablate import names
+from medablate.errors import UserError
+
+LOSSES = ("BCEWithLogitsLoss", "CrossEntropyLoss")
+SOURCES = ("auto", "phantom", "npy-pair", "image-folder")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Named(BaseModel):
+    """A torch class by name plus its keyword arguments, written flat: `{name: StepLR, step_size: 10}`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _as_named(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class PhantomConfig(Strict):
+    count_per_class: int = Field(1000, ge=2)
+    seed: int = 0
+
+
+class TestPhantomConfig(Strict):
+    count_per_class: int = Field(200, ge=1)
+    seed: int | None = Field(None, description="default: data.phantom.seed + 1, so test images are new")
+
+
+class SplitConfig(Strict):
+    method: Literal["course", "stratified"] = "course"
+    train_per_class: int = Field(800, ge=1, description="course: the first N images of each class train")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="stratified: fraction held out for validation")
+    seed: int = 0
+
+
+class DataConfig(Strict):
+    source: Literal["auto", "phantom", "npy-pair", "image-folder"] = "auto"
+    path: Path | None = None
+    image_size: int = Field(256, ge=8, le=2048)
+    classes: list[str] | None = None
+    files: list[str] | None = None
+    phantom: PhantomConfig = PhantomConfig()
+    split: SplitConfig = SplitConfig()
+
+
+class TestConfig(Strict):
+    """Where the test set lives. Unset fields follow the training data (see data.resolve_test)."""
+
+    source: Literal["auto", "phantom", "npy-pair", "image-folder"] = "auto"
+    path: Path | None = None
+    files: list[str] | None = None
+    phantom: TestPhantomConfig = TestPhantomConfig()
+
+
+class ActivationConfig(Named):
+    @model_validator(mode="after")
+    def _known(self) -> "ActivationConfig":
+        table = names.activations()
+        if self.name not in table:
+            raise ValueError(names.unknown_name_message("activation", self.name, table))
+        names.check_kwargs("activation", table[self.name], self.kwargs)
+        return self
+
+
+class ModelConfig(Strict):
+    name: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [512, 256, 256])
+    dropout: list[float] = Field(default_factory=lambda: [0.9, 0.9, 0.8])
+    batchnorm: bool = True
+    activation: ActivationConfig = ActivationConfig(name="ReLU")
+
+    _named = field_validator("activation", mode="before")(_as_named)
+
+    @model_validator(mode="after")
+    def _dropout_per_block(self) -> "ModelConfig":
+        if len(self.dropout) != len(self.hidden):
+            raise ValueError(
+                f"dropout has {len(self.dropout)} values but hidden has {len(self.hidden)} blocks: "
+                "give one dropout probability per hidden layer")
+        if any(not 0 <= p < 1 for p in self.dropout):
+            raise ValueError(f"dropout probabilities must be in [0, 1): got {self.dropout}")
+        if any(w < 1 for w in self.hidden):
+            raise ValueError(f"hidden widths must be positive: got {self.hidden}")
+        return self
+
+
+class OptimizerConfig(Named):
+    @model_validator(mode="after")
+    def _known(self) -> "OptimizerConfig":
+        table = names.optimizers()
+        if self.name not in table:
+            raise ValueError(names.unknown_name_message("optimizer", self.name, table))
+        names.check_kwargs("optimizer", table[self.name], self.kwargs, reserved=("params",))
+        return self
+
+
+class SchedulerConfig(Named):
+    interval: Literal["epoch", "step"] = "epoch"
+
+    @model_validator(mode="after")
+    def _known(self) -> "SchedulerConfig":
+        table = names.schedulers()
+        if self.name not in table:
+            raise ValueError(names.unknown_name_message("scheduler", self.name, table))
+        names.check_kwargs("scheduler", table[self.name], self.kwargs, reserved=("optimizer",))
+        from medablate.optim import missing_required  # late import: optim imports this module
+
+        missing = missing_required(self.name, self.kwargs)
+        if missing:
+            raise ValueError(f"scheduler {self.name} needs {', '.join(missing)} (e.g. "
+                             f"{{name: {self.name}, {missing[0]}: ...}})")
+        return self
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=1)
+    loss: str = "BCEWithLogitsLoss"
+    optimizer: OptimizerConfig = OptimizerConfig(name="Adam", lr=1e-3)
+    scheduler: SchedulerConfig | None = SchedulerConfig(name="CosineAnnealingLR")
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: int = Field(256, ge=1)
+
+    _named = field_validator("optimizer", "scheduler", mode="before")(_as_named)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        if value not in LOSSES:
+            raise ValueError(names.unknown_name_message("loss", value, LOSSES))
+        return value
+
+
+class TrialConfig(Strict):
+    """Everything one training run depends on, except the seed and the study-level data."""
+
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+
+
+class Comparison(Strict):
+    name: str = Field(min_length=1)
+    vary: dict[str, list[Any]]
+    reference: Any = None
+
+    @field_validator("vary")
+    @classmethod
+    def _vary_keys(cls, vary: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not vary:
+            raise ValueError("vary is empty: name at least one key, e.g. {training.loss: [BCEWithLogitsLoss, CrossEntropyLoss]}")
+        for key, values in vary.items():
+            if not key.startswith(("model.", "training.")):
+                raise ValueError(
+                    f"cannot vary '{key}': only model.* and training.* keys can vary within a study "
+                    "(data and test are shared by every trial so that comparisons are paired)")
+            if not values:
+                raise ValueError(f"vary.{key} is an empty list: give at least one value")
+        return vary
+
+
+class Study(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    data: DataConfig = DataConfig()
+    test: TestConfig | None = None
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    comparisons: list[Comparison] = Field(default_factory=list)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat a value: {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _unique_comparisons(self) -> "Study":
+        seen = [c.name for c in self.comparisons]
+        dupes = {n for n in seen if seen.count(n) > 1}
+        if dupes:
+            raise ValueError(f"comparison names must be unique: {sorted(dupes)} repeat")
+        return self
+
+    @property
+    def base(self) -> TrialConfig:
+        return TrialConfig(model=self.model, training=self.training)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`training.epochs=5` -> ("training.epochs", 5); the value is read as YAML."""
+    if "=" not in text:
+        raise UserError(f"--set '{text}' is not of the form key=value, e.g. --set training.epochs=5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set '{text}' has no key before '=': write e.g. --set training.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {key}: the value '{raw}' is not valid YAML ({exc.problem}); quote it") from None
+    return key, value
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set tree[a][b][c] = value for key 'a.b.c', creating mappings on the way."""
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise UserError(f"cannot set '{key}': '{where}' is a value ({child!r}), not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def get_dotted(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = _unknown_key_message(loc)
+        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"{loc or '(top level)'}: {msg}")
+    text = "; ".join(lines)
+    return f"{source} is not a valid study: {text}" + ("" if text.endswith((".", "?")) else ".")
+
+
+def _unknown_key_message(loc: str) -> str:
+    parent, _, key = loc.rpartition(".")
+    model: type[BaseModel] | None = Study
+    for part in parent.split(".") if parent else []:
+        field = model.model_fields.get(part) if model else None
+        annotation = field.annotation if field else None
+        model = next((a for a in getattr(annotation, "__args__", (annotation,))
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    valid = list(model.model_fields) if model else []
+    suggestion = names.closest(key, valid)
+    hint = f"did you mean '{suggestion}'?" if suggestion else f"valid keys here: {', '.join(valid)}"
+    return f"unknown key '{key}': {hint}"
+
+
+def validate_study(raw: dict[str, Any], source: str) -> Study:
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, source)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"study file {path} does not exist: check the path (examples/course-hw2.yaml is a template)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"study file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"study file {path} must be a mapping with at least 'name:' and 'comparisons:'")
+    return raw
+
+
+def load_study(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Study, dict[str, Any]]:
+    """Read, override and validate a study. Returns the study and the raw (overridden) mapping."""
+    raw = copy.deepcopy(read_yaml(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value)
+    source = f"study file {path}" + (f" (with --set {', '.join(overrides)})" if overrides else "")
+    study = validate_study(raw, source)
+    # Relative data paths are relative to the study file, so a study folder can move as a whole.
+    return _resolve_paths(study, Path(path).parent), raw
+
+
+def _resolve_paths(study: Study, folder: Path) -> Study:
+    def fix(p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = p.expanduser()
+        return p if p.is_absolute() or p.exists() else (folder / p)
+
+    data = study.data.model_copy(update={"path": fix(study.data.path)})
+    test = study.test.model_copy(update={"path": fix(study.test.path)}) if study.test else None
+    return study.model_copy(update={"data": data, "test": test})
+
+
+def to_plain(model: BaseModel) -> dict[str, Any]:
+    """JSON/YAML-ready dict of a config (paths as strings, extras kept)."""
+    return model.model_dump(mode="json")

@@ -1,0 +1,248 @@
+"""Fit one trial: a training loop you can read top to bottom, with per-epoch history and resume.
+
+It knows nothing about studies: it gets a trial config, a seed, tensors and a folder. After every
+epoch it writes history.csv and last.pt (model, optimizer, scheduler and RNG state) atomically, so
+a kill at any moment loses at most the epoch in progress, and a resumed run continues number for
+number as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from medablate import atomic
+from medablate.config import TrialConfig, to_plain
+from medablate.models import build_model
+from medablate.optim import build_optimizer, build_scheduler
+from medablate.tasks import Task
+
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Split:
+    """uint8 images (N, H, W) and int64 labels, already on the training device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device: torch.device) -> "Split":
+        return cls(torch.from_numpy(np.ascontiguousarray(images)).to(device),
+                   torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    count: int
+
+
+@dataclass
+class FitResult:
+    status: str  # done | diverged
+    history: list[dict[str, float]]
+    best: dict[str, Any]
+    diverged_epoch: int | None = None
+    resumed_from_epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from medablate.errors import UserError
+
+        raise UserError("training.device is cuda, but this machine has no CUDA GPU visible to torch: "
+                        "use training.device: auto (or cpu).")
+    return torch.device(name)
+
+
+def configure_threads() -> int:
+    """One intra-op thread per core this process may use (cgroup/affinity aware), never more."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() != available:
+        torch.set_num_threads(available)
+    return available
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 batch -> float32 in [0, 1]; done per batch so the data stays uint8 in memory."""
+    return images.float().div_(255)
+
+
+def epoch_permutation(n: int, device: torch.device) -> torch.Tensor:
+    """The batch order DataLoader(shuffle=True) would draw from the global RNG, so seeds match the course loop."""
+    torch.empty((), dtype=torch.int64).random_()  # DataLoader's iterator draws a base seed first
+    generator = torch.Generator()
+    generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+    return torch.randperm(n, generator=generator).to(device)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int) -> Evaluation:
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=data.labels.device)
+    confusion = torch.zeros((task.num_classes, task.num_classes), dtype=torch.int64, device=data.labels.device)
+    for start in range(0, len(data), batch_size):
+        logits = model(normalise(data.images[start:start + batch_size]))
+        labels = data.labels[start:start + batch_size]
+        total_loss += task.loss(logits, labels, reduction="sum").double()
+        index = labels * task.num_classes + task.decisions(logits)
+        confusion += torch.bincount(index, minlength=task.num_classes**2).view(task.num_classes, -1)
+    matrix = confusion.cpu()
+    correct = int(matrix.diagonal().sum())
+    return Evaluation(float(total_loss) / len(data), correct / len(data), matrix.tolist(), len(data))
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, step_scheduler_per_batch: bool, data: Split, batch_size: int,
+                    on_batch: Callable[[int, int], None] | None = None) -> tuple[float, float]:
+    """One pass over the training data; returns (mean loss, accuracy) over the epoch's samples."""
+    model.train()
+    order = epoch_permutation(len(data), data.labels.device)
+    total_loss = torch.zeros((), dtype=torch.float64, device=data.labels.device)
+    correct = torch.zeros((), dtype=torch.int64, device=data.labels.device)
+    batches = math.ceil(len(data) / batch_size)
+    for b in range(batches):
+        index = order[b * batch_size:(b + 1) * batch_size]
+        labels = data.labels[index]
+        logits = model(normalise(data.images[index]))
+        loss = task.loss(logits, labels)
+        optimizer.zero_grad(set_to_none=False)  # keep gradient buffers: no 128 MiB allocation per step
+        loss.backward()
+        optimizer.step()
+        if step_scheduler_per_batch and scheduler is not None:
+            scheduler.step()
+        total_loss += loss.detach().double() * len(index)
+        correct += (task.decisions(logits.detach()) == labels).sum()
+        if on_batch is not None:
+            on_batch(b + 1, batches)
+    return float(total_loss) / len(data), int(correct) / len(data)
+
+
+def _is_better(value: float, best: float | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    return value < best if monitor == "val_loss" else value > best
+
+
+def checkpoint_meta(config: TrialConfig, task: Task, image_shape: tuple[int, int], class_names: list[str]) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild its model and score it with the right rule."""
+    return {"format": CHECKPOINT_FORMAT, "loss": task.loss_name, "num_outputs": task.num_outputs,
+            "num_classes": task.num_classes, "class_names": list(class_names), "image_shape": list(image_shape),
+            "model": to_plain(config.model)}
+
+
+class Trainer:
+    """Owns the model, optimizer and scheduler of one trial and seed, and its files in run_dir."""
+
+    def __init__(self, config: TrialConfig, task: Task, seed: int, image_shape: tuple[int, int],
+                 class_names: list[str], run_dir: Path, device: torch.device, steps_per_epoch: int) -> None:
+        self.config, self.task, self.seed, self.run_dir, self.device = config, task, seed, Path(run_dir), device
+        torch.manual_seed(seed)  # drives initialisation, batch order and dropout
+        self.model = build_model(config.model, image_shape, task.num_outputs).to(device)
+        self.optimizer = build_optimizer(config.training.optimizer, self.model.parameters())
+        self.scheduler = build_scheduler(config.training.scheduler, self.optimizer, config.training.epochs,
+                                         steps_per_epoch)
+        self.per_batch = config.training.scheduler is not None and config.training.scheduler.interval == "step"
+        self.meta = checkpoint_meta(config, task, image_shape, class_names)
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {}
+
+    # -------------------------------------------------------------- checkpoints
+
+    def _rng_state(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save_last(self) -> None:
+        atomic.torch_save(self.run_dir / "last.pt", {
+            "meta": self.meta, "epoch": len(self.history), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": self._rng_state(), "history": self.history, "best": self.best})
+
+    def resume(self) -> int:
+        """Load last.pt if present; return the number of epochs already done."""
+        path = self.run_dir / "last.pt"
+        if not path.exists():
+            return 0
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        self.history, self.best = list(state["history"]), dict(state["best"])
+        return int(state["epoch"])
+
+    def _update_best(self, row: dict[str, float]) -> None:
+        monitor = self.config.training.monitor
+        if _is_better(row[monitor], self.best.get(monitor), monitor):
+            self.best.update(epoch=int(row["epoch"]), val_loss=row["val_loss"], val_acc=row["val_acc"])
+            atomic.torch_save(self.run_dir / "best.pt", {
+                "meta": self.meta, "epoch": int(row["epoch"]), "val_loss": row["val_loss"],
+                "val_acc": row["val_acc"], "model": self.model.state_dict()})
+        if row["val_acc"] > self.best.get("best_val_acc", -1.0):
+            self.best.update(best_val_acc=row["val_acc"], best_val_acc_epoch=int(row["epoch"]))
+
+    # -------------------------------------------------------------- the loop
+
+    def fit(self, train: Split, val: Split, on_batch: Callable[[int, int], None] | None = None,
+            on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
+        training = self.config.training
+        start = self.resume()
+        for epoch in range(start + 1, training.epochs + 1):
+            started = time.perf_counter()
+            lr = current_lr(self.optimizer)
+            train_loss, train_acc = train_one_epoch(self.model, self.task, self.optimizer, self.scheduler,
+                                                    self.per_batch, train, training.batch_size, on_batch)
+            if self.scheduler is not None and not self.per_batch:
+                self.scheduler.step()
+            val_eval = evaluate(self.model, self.task, val, training.eval_batch_size)
+            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": val_eval.loss, "val_acc": val_eval.accuracy,
+                   "seconds": round(time.perf_counter() - started, 3)}
+            if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
+                self.history.append(row)
+                self.write_history()
+                return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
+            self.history.append(row)
+            self._update_best(row)
+            self.save_last()
+            self.write_history()
+            if on_epoch is not None:
+                on_epoch(row)
+        return FitResult("done", self.history, self.best, resumed_from_epoch=start)
+
+    def write_history(self) -> None:
+        atomic.write_csv(self.run_dir / "history.csv", self.history, HISTORY_COLUMNS)
+
+    def load_best(self) -> int:
+        state = torch.load(self.run_dir / "best.pt", map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        return int(state["epoch"])

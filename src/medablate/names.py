@@ -1,0 +1,71 @@
+"""Look up torch classes by name, with 'did you mean' suggestions for misspellings."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from types import ModuleType
+from typing import Any, Iterable
+
+import torch
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The most similar candidate (case-insensitive), or None when nothing is close."""
+    candidates = list(candidates)
+    lowered = {c.lower(): c for c in candidates}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def unknown_name_message(kind: str, name: str, candidates: Iterable[str]) -> str:
+    candidates = sorted(candidates)
+    suggestion = closest(name, candidates)
+    hint = f"did you mean '{suggestion}'?" if suggestion else f"valid names: {', '.join(candidates)}"
+    return f"unknown {kind} '{name}': {hint}"
+
+
+def _classes(module: ModuleType, base: type) -> dict[str, type]:
+    return {
+        n: obj
+        for n, obj in vars(module).items()
+        if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and not n.startswith("_")
+    }
+
+
+def optimizers() -> dict[str, type]:
+    classes = _classes(torch.optim, torch.optim.Optimizer)
+    # LBFGS needs a closure, SparseAdam sparse gradients, Muon 2-D parameters only.
+    for name in ("LBFGS", "SparseAdam", "Muon"):
+        classes.pop(name, None)
+    return classes
+
+
+def schedulers() -> dict[str, type]:
+    classes = _classes(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler)
+    # ReduceLROnPlateau steps on a metric, and the meta-schedulers wrap others: not supported by name.
+    for name in ("ReduceLROnPlateau", "SequentialLR", "ChainedScheduler", "LambdaLR", "MultiplicativeLR",
+                 "LRScheduler"):
+        classes.pop(name, None)
+    return classes
+
+
+def activations() -> dict[str, type]:
+    module_names = set(torch.nn.modules.activation.__all__) - {
+        "MultiheadAttention", "GLU", "Softmax", "Softmax2d", "Softmin", "LogSoftmax"}
+    return {n: getattr(torch.nn, n) for n in module_names if hasattr(torch.nn, n)} | {"Identity": torch.nn.Identity}
+
+
+def check_kwargs(kind: str, cls: type, kwargs: dict[str, Any], reserved: Iterable[str] = ()) -> None:
+    """Raise ValueError naming an unknown keyword argument of cls, with a suggestion."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p not in ("self", *reserved)]
+    for key in kwargs:
+        if key not in valid:
+            suggestion = closest(key, valid)
+            hint = f"did you mean '{suggestion}'?" if suggestion else f"it takes: {', '.join(valid) or 'nothing'}"
+            raise ValueError(f"{kind} {cls.__name__} has no argument '{key}': {hint}")

@@ -1,0 +1,80 @@
+"""The run folder is the contract between steps: where each file lives and how to read it back.
+
+    DIR/study.json  results.csv  split.csv  tables.md  figures/<comparison>.png
+    DIR/trials/<trial>-seed<k>/config.yaml  history.csv  metrics.json  best.pt  last.pt  curves.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medablate import atomic
+
+DONE, DIVERGED, FAILED, RUNNING, INTERRUPTED, PENDING = "done", "diverged", "failed", "running", "interrupted", "pending"
+FINISHED = (DONE, DIVERGED)
+
+
+def trial_dir(out: Path, run_id: str) -> Path:
+    return Path(out) / "trials" / run_id
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    atomic.write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def mark_running(run_dir: Path) -> None:
+    atomic.write_json(Path(run_dir) / "running.json", {"pid": os.getpid(), "host": socket.gethostname()})
+
+
+def clear_running(run_dir: Path) -> None:
+    Path(run_dir, "running.json").unlink(missing_ok=True)
+
+
+def _alive(marker: dict[str, Any]) -> bool:
+    if marker.get("host") != socket.gethostname():
+        return True  # another machine's process: assume it is still working
+    try:
+        os.kill(int(marker["pid"]), 0)
+    except (ProcessLookupError, ValueError, KeyError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_status(run_dir: Path) -> str:
+    metrics = read_json(Path(run_dir) / "metrics.json")
+    if metrics and metrics.get("status") in (DONE, DIVERGED, FAILED):
+        return str(metrics["status"])
+    marker = read_json(Path(run_dir) / "running.json")
+    if marker and _alive(marker) and marker.get("pid") != os.getpid():
+        return RUNNING
+    if (Path(run_dir) / "last.pt").exists():
+        return INTERRUPTED
+    return PENDING

@@ -1,0 +1,31 @@
+"""The state of every run of a study, read from its folder alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medablate import rundir
+from medablate.config import Study
+from medablate.errors import UserError
+from medablate.plan import expand
+
+
+def study_status(out: Path) -> list[dict[str, Any]]:
+    info = rundir.read_json(Path(out) / "study.json")
+    if info is None:
+        raise UserError(f"{out} is not a study folder (no study.json): pass the --out folder of a "
+                        "`medablate run`, by default runs/<study name>.")
+    plan = expand(Study.model_validate(info["study"]))
+    rows = []
+    for run in plan.runs:
+        run_dir = rundir.trial_dir(out, run.id)
+        metrics = rundir.read_json(run_dir / "metrics.json") or {}
+        history = rundir.read_history(run_dir)
+        best = max((r["val_acc"] for r in history), default=None)
+        test = (metrics.get("test") or {}).get("accuracy")
+        rows.append({"run": run.id, "status": rundir.run_status(run_dir),
+                     "epochs": f"{len(history)}/{run.trial.config.training.epochs}",
+                     "best_val_acc": f"{best:.3f}" if best is not None else "–",
+                     "test_acc": f"{test:.3f}" if test is not None else "–"})
+    return rows

@@ -1,0 +1,338 @@
+"""Run a whole study: load data once, split once, train every run (trial x seed), evaluate, write outputs.
+
+Finished runs are skipped and interrupted ones resume, so running the same command again after a
+crash finishes the study with the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from medablate import atomic, plots, provenance, results, rundir
+from medablate.config import Study, TrialConfig, to_plain
+from medablate.data import load_data, load_test, resolve_source
+from medablate.data.npy_pair import DEFAULT_FILES
+from medablate.data.split import TRAIN, VAL, make_split, split_rows
+from medablate.data.types import ImageSet
+from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device
+from medablate.errors import UserError
+from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
+from medablate.plan import Plan, Run, expand
+from medablate.tasks import Task, make_task
+
+
+@dataclass
+class StudyData:
+    images: ImageSet
+    split: np.ndarray
+    test: ImageSet | None
+
+    @property
+    def notes(self) -> list[str]:
+        notes = list(self.images.notes)
+        if self.test is not None and self.test.synthetic and not self.images.synthetic:
+            notes += self.test.notes
+        return list(dict.fromkeys(notes))
+
+    @property
+    def synthetic(self) -> bool:
+        return self.images.synthetic or (self.test is not None and self.test.synthetic)
+
+    def fingerprint(self) -> str:
+        parts = [self.images.fingerprint(), "|".join(self.split.tolist())]
+        parts.append(self.test.fingerprint() if self.test is not None else "no-test")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def check_buildable(plan: Plan) -> None:
+    """Build every trial's optimizer and scheduler on a dummy parameter, so bad arguments fail before training."""
+    for trial in plan.trials:
+        training = trial.config.training
+        try:
+            optimizer = build_optimizer(training.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+        except Exception as exc:
+            raise UserError(f"trial '{trial.id}': training.optimizer {to_plain(training.optimizer)} cannot be "
+                            f"built: {exc}. Fix its arguments in the study file.") from None
+        try:
+            build_scheduler(training.scheduler, optimizer, training.epochs, 1)
+        except Exception as exc:
+            raise UserError(f"trial '{trial.id}': training.scheduler {to_plain(training.scheduler)} cannot be "
+                            f"built: {exc}. Fix its arguments in the study file.") from None
+
+
+def load_study_data(study: Study, console: Console) -> StudyData:
+    with console.status("Loading data..."):
+        images = load_data(study.data)
+        split = make_split(images, study.data.split)
+        test = load_test(study.data, study.test, images.class_names) if study.test is not None else None
+    if test is not None and test.image_shape != images.image_shape:
+        raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
+                        "set data.image_size so both are resized alike.")
+    return StudyData(images, split, test)
+
+
+def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, device: torch.device,
+                        steps_per_epoch: int) -> dict[str, Any]:
+    """The fully resolved config of one run, as written to its config.yaml."""
+    training = to_plain(run.trial.config.training)
+    scheduler = run.trial.config.training.scheduler
+    if scheduler is not None and scheduler.name in HORIZON_ARGUMENT:
+        training["scheduler"].setdefault(HORIZON_ARGUMENT[scheduler.name],
+                                         scheduler_horizon(scheduler, training["epochs"], steps_per_epoch))
+    files = study.data.files or DEFAULT_FILES
+    data_section = to_plain(study.data) | {"source": resolve_source(study.data.source, study.data.path, files)}
+    return {
+        "study": study.name, "trial": run.trial.id, "run": run.id, "seed": run.seed,
+        "comparisons": list(run.trial.comparisons), "model": to_plain(run.trial.config.model),
+        "training": training, "data": data_section,
+        "test": to_plain(study.test) if study.test is not None else None,
+        "resolved": {"loss": task.loss_name, "num_outputs": task.num_outputs, "num_classes": task.num_classes,
+                     "class_names": data.images.class_names, "image_shape": list(data.images.image_shape),
+                     "steps_per_epoch": steps_per_epoch, "device": str(device),
+                     "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint()},
+    }
+
+
+class StudyRunner:
+    def __init__(self, study: Study, out: Path, console: Console, command: str = "") -> None:
+        self.study, self.out, self.console, self.command = study, Path(out), console, command
+        self.plan = expand(study)
+        check_buildable(self.plan)
+        self.data_note = ""
+
+    # -------------------------------------------------------------- setup
+
+    def _prepare_folder(self, data: StudyData) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        previous = rundir.read_json(self.out / "study.json")
+        fingerprint = data.fingerprint()
+        if previous and previous.get("data_fingerprint") != fingerprint:
+            raise UserError(f"{self.out} holds a study run on different data or a different split "
+                            f"(fingerprint {str(previous.get('data_fingerprint'))[:12]}, now {fingerprint[:12]}): "
+                            "use another --out folder, or delete this one to start over.")
+        if previous and previous.get("name") != self.study.name:
+            raise UserError(f"{self.out} holds study '{previous.get('name')}', not '{self.study.name}': "
+                            "use another --out folder.")
+        atomic.write_csv(self.out / "split.csv", split_rows(data.images, data.split), ["image", "label", "class", "split"])
+        info = {
+            "name": self.study.name, "command": self.command, "status": "running",
+            "started": (previous or {}).get("started") or _now(), "resumed": _now() if previous else None,
+            "finished": None, "synthetic_data": data.synthetic, "notes": data.notes,
+            "data_fingerprint": fingerprint,
+            "data": {"source": data.images.source, "class_names": data.images.class_names,
+                     "image_shape": list(data.images.image_shape), "counts": self._counts(data)},
+            "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
+            "versions": provenance.versions(), "study": to_plain(self.study),
+        }
+        return info
+
+    @staticmethod
+    def _counts(data: StudyData) -> dict[str, dict[str, int]]:
+        counts = {s: {name: int(((data.split == s) & (data.images.labels == i)).sum())
+                      for i, name in enumerate(data.images.class_names)} for s in (TRAIN, VAL)}
+        if data.test is not None:
+            counts["test"] = data.test.counts()
+        return counts
+
+    # -------------------------------------------------------------- the study
+
+    def run(self) -> int:
+        started = time.perf_counter()
+        data = load_study_data(self.study, self.console)
+        for note in data.notes:
+            self.console.print(f"[yellow]Note:[/] {note}")
+        self.data_note = "synthetic phantom" if data.synthetic else data.images.source
+        info = self._prepare_folder(data)
+        threads = configure_threads()
+        device = resolve_device(self.study.training.device)
+        info["machine"] = provenance.machine(device) | {"torch_threads": threads}
+        atomic.write_json(self.out / "study.json", info)
+        splits = self._tensors(data, device)
+        self.console.print(f"Study [bold]{self.study.name}[/]: {len(self.plan.trials)} trials x "
+                           f"{len(self.plan.seeds)} seed(s) = {len(self.plan.runs)} runs on {device}; "
+                           f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
+                           + (f", {len(data.test)} test" if data.test is not None else "") + f" -> {self.out}")
+        statuses = self._train_all(data, splits, device)
+        self.write_outputs(data.notes)
+        info.update(status="finished" if all(s in rundir.FINISHED for s in statuses) else "incomplete",
+                    finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1))
+        atomic.write_json(self.out / "study.json", info)
+        return self._summarise(statuses)
+
+    def _tensors(self, data: StudyData, device: torch.device) -> dict[str, Split]:
+        train, val = data.split == TRAIN, data.split == VAL
+        splits = {"train": Split.from_numpy(data.images.images[train], data.images.labels[train], device),
+                  "val": Split.from_numpy(data.images.images[val], data.images.labels[val], device)}
+        if data.test is not None:
+            splits["test"] = Split.from_numpy(data.test.images, data.test.labels, device)
+        return splits
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        console=self.console, transient=False)
+
+    def _train_all(self, data: StudyData, splits: dict[str, Split], device: torch.device) -> list[str]:
+        runs = self.plan.runs
+        total_epochs = sum(r.trial.config.training.epochs for r in runs)
+        statuses: list[str] = []
+        with self._progress() as progress:
+            study_task = progress.add_task(f"study {self.study.name}", total=total_epochs)
+            for index, run in enumerate(runs, 1):
+                status = rundir.run_status(rundir.trial_dir(self.out, run.id))
+                epochs = run.trial.config.training.epochs
+                if status in rundir.FINISHED:
+                    progress.advance(study_task, epochs)
+                    statuses.append(status)
+                    continue
+                if status == rundir.RUNNING:
+                    raise UserError(f"run {run.id} is being trained by another medablate process right now "
+                                    f"({rundir.trial_dir(self.out, run.id)}/running.json): wait for it to finish "
+                                    "or stop it first.")
+                statuses.append(self._train_one(run, index, data, splits, device, progress, study_task))
+                results.write_results(self.out, self.plan, self.data_note)
+        return statuses
+
+    def _train_one(self, run: Run, index: int, data: StudyData, splits: dict[str, Split], device: torch.device,
+                   progress: Progress, study_task: Any) -> str:
+        run_dir = rundir.trial_dir(self.out, run.id)
+        training = run.trial.config.training
+        task = make_task(training.loss, len(data.images.class_names))
+        steps = -(-len(splits["train"]) // training.batch_size)
+        config = resolved_run_config(self.study, run, data, task, device, steps)
+        self._check_same_config(run_dir, config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(run_dir, config)
+        rundir.mark_running(run_dir)
+        label = f"run {index}/{len(self.plan.runs)} {run.id}"
+        trial_task = progress.add_task(label, total=training.epochs * steps)
+        base = progress.tasks[study_task].completed
+        try:
+            trainer = Trainer(run.trial.config, task, run.seed, data.images.image_shape, data.images.class_names,
+                              run_dir, device, steps)
+
+            def on_batch(batch: int, batches: int) -> None:
+                epoch = len(trainer.history)
+                progress.update(trial_task, completed=epoch * batches + batch)
+
+            def on_epoch(row: dict[str, float]) -> None:
+                progress.update(study_task, completed=base + row["epoch"])
+                progress.update(trial_task, description=f"{label} val_acc {row['val_acc']:.3f}")
+
+            fit = trainer.fit(splits["train"], splits["val"], on_batch, on_epoch)
+            metrics = self._metrics(run, trainer, fit, task, splits, data)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug or out-of-memory in one run must not lose the others
+            metrics = {"run": run.id, "trial": run.trial.id, "seed": run.seed, "status": rundir.FAILED,
+                       "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            self.console.print(f"[red]run {run.id} failed:[/] {metrics['error']} (details in {run_dir}/metrics.json)")
+        finally:
+            rundir.clear_running(run_dir)
+        atomic.write_json(run_dir / "metrics.json", metrics)
+        history = rundir.read_history(run_dir)
+        if history:
+            plots.run_curves(run_dir / "curves.png", history, f"{self.study.name}: {run.id}", self._figure_note())
+        progress.update(study_task, completed=base + training.epochs)
+        progress.remove_task(trial_task)
+        self._report_run(run, metrics)
+        return str(metrics["status"])
+
+    def _check_same_config(self, run_dir: Path, config: dict[str, Any]) -> None:
+        if not (run_dir / "config.yaml").exists():
+            return
+        old = rundir.read_config(run_dir)
+        keys = ("model", "training", "seed", "resolved")
+        if any(old.get(k) != config.get(k) for k in keys):
+            raise UserError(f"{run_dir} holds a run with a different configuration than the study now asks for "
+                            f"(changed: {', '.join(k for k in keys if old.get(k) != config.get(k))}): use another "
+                            "--out folder, or delete that run folder to retrain it.")
+
+    def _metrics(self, run: Run, trainer: Trainer, fit: Any, task: Task, splits: dict[str, Split],
+                 data: StudyData) -> dict[str, Any]:
+        history = fit.history
+        metrics: dict[str, Any] = {
+            "run": run.id, "trial": run.trial.id, "seed": run.seed, "status": fit.status,
+            "epochs_done": len(history), "diverged_epoch": fit.diverged_epoch,
+            "best_epoch": fit.best.get("epoch"), "best_val_loss": fit.best.get("val_loss"),
+            "best_val_acc": fit.best.get("best_val_acc"), "best_val_acc_epoch": fit.best.get("best_val_acc_epoch"),
+            "monitor": trainer.config.training.monitor,
+            "final_val_acc": history[-1]["val_acc"] if history else None,
+            "seconds": round(sum(r["seconds"] for r in history), 3),
+            "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint(),
+            "loss": task.loss_name, "num_outputs": task.num_outputs,
+        }
+        if "test" in splits and fit.status == rundir.DONE and (trainer.run_dir / "best.pt").exists():
+            epoch = trainer.load_best()
+            result = evaluate(trainer.model, task, splits["test"], trainer.config.training.eval_batch_size)
+            metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": result.accuracy,
+                               "loss": result.loss, "confusion_matrix": result.confusion, "count": result.count,
+                               "class_names": data.images.class_names}
+        return metrics
+
+    def _report_run(self, run: Run, metrics: dict[str, Any]) -> None:
+        if metrics["status"] == rundir.DONE:
+            test = metrics.get("test")
+            tail = f", test acc {test['accuracy']:.3f}" if test else ""
+            self.console.print(f"[green]done[/] {run.id}: best val acc {metrics['best_val_acc']:.3f} "
+                               f"(epoch {metrics['best_val_acc_epoch']}), best epoch by {metrics['monitor']} "
+                               f"{metrics['best_epoch']}{tail}, {metrics['seconds']:.0f} s")
+        elif metrics["status"] == rundir.DIVERGED:
+            self.console.print(f"[yellow]diverged[/] {run.id}: non-finite loss at epoch {metrics['diverged_epoch']}")
+
+    def _figure_note(self) -> str:
+        return "SYNTHETIC phantom data, not real patients" if self.data_note == "synthetic phantom" else ""
+
+    # -------------------------------------------------------------- outputs
+
+    def write_outputs(self, notes: list[str]) -> None:
+        rows = results.write_results(self.out, self.plan, self.data_note)
+        comparisons = {c.name: list(c.vary) for c in self.study.comparisons}
+        for name in comparisons:
+            curves = {t.id: _mean_history([rundir.read_history(rundir.trial_dir(self.out, f"{t.id}-seed{s}"))
+                                           for s in self.plan.seeds]) for t in self.plan.trials_of(name)}
+            seeds = f" (mean of {len(self.plan.seeds)} seeds)" if len(self.plan.seeds) > 1 else ""
+            plots.overlay(self.out / "figures" / f"{_safe(name)}.png", curves,
+                          f"{self.study.name}: {name}{seeds}", self._figure_note())
+        base_flat = results.flatten({"model": to_plain(self.study.model), "training": to_plain(self.study.training)})
+        results.write_tables(self.out, self.plan, self.study.name, comparisons, base_flat, rows, notes)
+
+    def _summarise(self, statuses: list[str]) -> int:
+        counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+        self.console.print("Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        self.console.print(f"Results: {self.out / 'results.csv'}\nTables:  {self.out / 'tables.md'}\n"
+                           f"Figures: {self.out / 'figures'}/ and {self.out / 'trials'}/*/curves.png")
+        return 0 if rundir.FAILED not in statuses else 1
+
+
+def _mean_history(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Element-wise mean over seeds, for the epochs every seed has."""
+    histories = [h for h in histories if h]
+    if not histories:
+        return []
+    length = min(len(h) for h in histories)
+    return [{k: float(np.mean([h[i][k] for h in histories])) for k in histories[0][i]} for i in range(length)]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def trial_config_from_saved(saved: dict[str, Any]) -> TrialConfig:
+    return TrialConfig.model_validate({"model": saved["model"], "training": saved["training"]})

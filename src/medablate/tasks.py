@@ -1,0 +1,62 @@
+"""The loss owns the head size, the label format and the prediction rule, in one place.
+
+Training, validation, test evaluation and prediction all ask the same Task object, so they can
+never disagree (the course's "102% accuracy" came from scoring a 2-logit model with the 1-logit rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from medablate.errors import UserError
+
+
+@dataclass(frozen=True)
+class Task:
+    """A loss together with everything that must agree with it."""
+
+    loss_name: str
+    num_classes: int
+
+    @property
+    def num_outputs(self) -> int:
+        """BCEWithLogitsLoss: one logit (binary only); CrossEntropyLoss: one logit per class."""
+        return 1 if self.loss_name == "BCEWithLogitsLoss" else self.num_classes
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if self.loss_name == "BCEWithLogitsLoss":
+            return F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.to(logits.dtype), reduction=reduction)
+        return F.cross_entropy(logits, labels, reduction=reduction)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, num_classes) class probabilities: sigmoid for one logit, softmax otherwise."""
+        if self.loss_name == "BCEWithLogitsLoss":
+            positive = torch.sigmoid(logits.squeeze(1))
+            return torch.stack([1 - positive, positive], dim=1)
+        return torch.softmax(logits, dim=1)
+
+    def decisions(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predicted class per row: sigmoid > 0.5 (i.e. logit > 0) for one logit, argmax otherwise."""
+        if self.loss_name == "BCEWithLogitsLoss":
+            return (logits.squeeze(1) > 0).long()
+        return logits.argmax(dim=1)
+
+    def check_outputs(self, num_outputs: int, where: str) -> None:
+        """Refuse to score a model whose head does not match this loss's rule."""
+        if num_outputs != self.num_outputs:
+            raise UserError(
+                f"{where} has a {num_outputs}-logit head, but {self.loss_name} with {self.num_classes} classes "
+                f"needs {self.num_outputs}: it was trained with another loss. Evaluate it with the loss in its "
+                "own config.yaml; scoring it with another loss's rule would give meaningless numbers.")
+
+
+def make_task(loss_name: str, num_classes: int) -> Task:
+    if loss_name == "BCEWithLogitsLoss" and num_classes != 2:
+        raise UserError(f"BCEWithLogitsLoss is for two classes, but the data has {num_classes}: "
+                        "use training.loss: CrossEntropyLoss.")
+    if num_classes < 2:
+        raise UserError(f"the data has {num_classes} class(es): a classifier needs at least two.")
+    return Task(loss_name, num_classes)
