@@ -102,7 +102,8 @@ def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int) -
     for start in range(0, len(data), batch_size):
         logits = model(normalise(data.images[start:start + batch_size]))
         labels = data.labels[start:start + batch_size]
-        total_loss += task.loss(logits, labels, reduction="sum").double()
+        # batch mean x batch size, as the usual loop sums it: same numbers as the course notebook to the bit
+        total_loss += task.loss(logits, labels).double() * len(labels)
         index = labels * task.num_classes + task.decisions(logits)
         confusion += torch.bincount(index, minlength=task.num_classes**2).view(task.num_classes, -1)
     matrix = confusion.cpu()
@@ -224,6 +225,9 @@ class Trainer:
             if self.scheduler is not None and not self.per_batch:
                 self.scheduler.step()
             val_eval = evaluate(self.model, self.task, val, training.eval_batch_size)
+            # Iterating a validation DataLoader draws one seed from the global RNG; draw it too, so that a
+            # seed gives the same batches and dropout masks as the course's DataLoader loop.
+            torch.empty((), dtype=torch.int64).random_()
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                    "val_loss": val_eval.loss, "val_acc": val_eval.accuracy,
                    "seconds": round(time.perf_counter() - started, 3)}

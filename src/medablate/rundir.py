@@ -56,6 +56,12 @@ def clear_running(run_dir: Path) -> None:
     Path(run_dir, "running.json").unlink(missing_ok=True)
 
 
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete half-written temp files that a killed process left behind (atomic writes never finished)."""
+    for stale in Path(folder).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def _alive(marker: dict[str, Any]) -> bool:
     if marker.get("host") != socket.gethostname():
         return True  # another machine's process: assume it is still working

@@ -214,6 +214,7 @@ class StudyRunner:
         config = resolved_run_config(self.study, run, data, task, device, steps)
         self._check_same_config(run_dir, config)
         run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.remove_stale_temp_files(run_dir)
         rundir.write_config(run_dir, config)
         rundir.mark_running(run_dir)
         label = f"run {index}/{len(self.plan.runs)} {run.id}"

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny studies on small phantom images, and the shared real data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TRAIN = REPO.parent / "shared" / "data" / "chest-xray-pneumonia" / "train"
+
+
+def tiny_study(**sections: Any) -> dict[str, Any]:
+    """A study that trains in about a second: 32x32 phantom images, a small MLP, 3 epochs."""
+    study: dict[str, Any] = {
+        "name": "tiny",
+        "seeds": [0],
+        "data": {"image_size": 32, "phantom": {"count_per_class": 40}, "split": {"method": "course", "train_per_class": 30}},
+        "test": {"phantom": {"count_per_class": 10}},
+        "model": {"hidden": [32, 16], "dropout": [0.2, 0.1]},
+        "training": {"epochs": 3, "batch_size": 16},
+        "comparisons": [{"name": "loss", "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}}],
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(study.get(key), dict):
+            study[key] = {**study[key], **value}
+        else:
+            study[key] = value
+    return study
+
+
+def write_study(folder: Path, **sections: Any) -> Path:
+    path = Path(folder) / "study.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(**sections), sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def study_file(tmp_path: Path) -> Path:
+    return write_study(tmp_path)
+
+
+def require_shared_data() -> Path:
+    if not (SHARED_TRAIN / "NORMAL").is_dir():
+        pytest.skip(f"the shared chest X-rays are not at {SHARED_TRAIN} (they live beside the repo, never in it)")
+    return SHARED_TRAIN

@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from medablate.config import TrialConfig
+from medablate.data import phantom
+from medablate.engine import Split, Trainer, epoch_permutation, evaluate
+from medablate.tasks import make_task
+
+CPU = torch.device("cpu")
+
+
+def tiny_config(**training) -> TrialConfig:  # type: ignore[no-untyped-def]
+    return TrialConfig.model_validate({"model": {"hidden": [16], "dropout": [0.2]},
+                                       "training": {"epochs": 4, "batch_size": 8, **training}})
+
+
+def splits() -> tuple[Split, Split]:
+    data = phantom.generate(24, 16, 0)
+    train = np.arange(len(data)) % 4 != 0
+    return (Split.from_numpy(data.images[train], data.labels[train], CPU),
+            Split.from_numpy(data.images[~train], data.labels[~train], CPU))
+
+
+def trainer(folder: Path, config: TrialConfig, loss: str = "BCEWithLogitsLoss", seed: int = 0) -> Trainer:
+    return Trainer(config, make_task(loss, 2), seed, (16, 16), ["normal", "pneumonia"], folder, CPU, 5)
+
+
+def test_batch_order_matches_a_shuffled_dataloader() -> None:
+    loader = DataLoader(TensorDataset(torch.arange(50)), batch_size=50, shuffle=True)
+    torch.manual_seed(3)
+    expected = [next(iter(loader))[0].tolist() for _ in range(3)]
+    torch.manual_seed(3)
+    assert [epoch_permutation(50, CPU).tolist() for _ in range(3)] == expected
+
+
+def test_history_columns_and_files(tmp_path: Path) -> None:
+    train, val = splits()
+    fit = trainer(tmp_path, tiny_config()).fit(train, val)
+    assert fit.status == "done" and len(fit.history) == 4
+    assert set(fit.history[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    for name in ("history.csv", "best.pt", "last.pt"):
+        assert (tmp_path / name).exists()
+    assert fit.best["epoch"] == min(fit.history, key=lambda r: r["val_loss"])["epoch"]
+    assert fit.best["best_val_acc"] == max(r["val_acc"] for r in fit.history)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path) -> None:
+    train, val = splits()
+    a = trainer(tmp_path / "a", tiny_config()).fit(train, val).history
+    b = trainer(tmp_path / "b", tiny_config()).fit(train, val).history
+    c = trainer(tmp_path / "c", tiny_config(), seed=1).fit(train, val).history
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a) == strip(b) and strip(a) != strip(c)
+
+
+class _Stop(Exception):
+    """Stands in for a kill between epochs."""
+
+
+def _stop_after(epochs: int):  # type: ignore[no-untyped-def]
+    def on_epoch(row: dict) -> None:
+        if row["epoch"] >= epochs:
+            raise _Stop
+    return on_epoch
+
+
+def test_resume_continues_number_for_number(tmp_path: Path) -> None:
+    train, val = splits()
+    full = trainer(tmp_path / "full", tiny_config(epochs=5)).fit(train, val).history
+    with pytest.raises(_Stop):
+        trainer(tmp_path / "cut", tiny_config(epochs=5)).fit(train, val, on_epoch=_stop_after(2))
+    torch.manual_seed(123)  # whatever the process did in between must not matter
+    fit = trainer(tmp_path / "cut", tiny_config(epochs=5)).fit(train, val)
+    assert fit.resumed_from_epoch == 2
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(fit.history) == strip(full)
+
+
+def test_nan_loss_ends_the_trial_as_diverged(tmp_path: Path) -> None:
+    train, val = splits()
+    config = tiny_config(optimizer={"name": "SGD", "lr": 1e30}, scheduler=None)
+    fit = trainer(tmp_path, config, loss="CrossEntropyLoss").fit(train, val)
+    assert fit.status == "diverged" and fit.diverged_epoch is not None
+    assert len(fit.history) == fit.diverged_epoch
+
+
+def test_evaluate_counts_a_confusion_matrix() -> None:
+    _, val = splits()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 2))
+    result = evaluate(model, make_task("CrossEntropyLoss", 2), val, batch_size=4)
+    assert sum(map(sum, result.confusion)) == len(val) == result.count
+    assert result.accuracy == (result.confusion[0][0] + result.confusion[1][1]) / len(val)
+
+
+def test_bce_and_ce_checkpoints_have_their_head(tmp_path: Path) -> None:
+    train, val = splits()
+    for loss, width in (("BCEWithLogitsLoss", 1), ("CrossEntropyLoss", 2)):
+        trainer(tmp_path / loss, tiny_config(epochs=1), loss=loss).fit(train, val)
+        state = torch.load(tmp_path / loss / "best.pt", weights_only=True)
+        assert state["meta"]["num_outputs"] == width and state["meta"]["loss"] == loss
+        head = [v for k, v in state["model"].items() if k.endswith("weight")][-1]
+        assert head.shape[0] == width

@@ -1,0 +1,142 @@
+"""End to end: a tiny phantom study through the real runner, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from medablate.config import load_study
+from medablate.study import StudyRunner
+from rich.console import Console
+
+from conftest import write_study
+
+
+def run_study(path: Path, out: Path, overrides: tuple[str, ...] = ()) -> int:
+    study, _ = load_study(path, list(overrides))
+    return StudyRunner(study, out, Console(quiet=True)).run()
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def without_seconds(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_tiny_study_writes_every_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_study(write_study(tmp_path), out) == 0
+    for name in ("study.json", "results.csv", "split.csv", "tables.md", "figures/loss.png"):
+        assert (out / name).exists(), name
+    rows = read_csv(out / "results.csv")
+    assert [r["trial"] for r in rows] == ["base", "CrossEntropyLoss"]
+    assert all(r["status"] == "done" and r["test_acc"] and r["data"] == "synthetic phantom" for r in rows)
+    assert set(rows[0]) >= {"trial", "comparisons", "training.loss", "seed", "best_epoch", "best_val_loss",
+                            "best_val_acc", "best_val_acc_epoch", "final_val_acc", "test_acc", "test_loss", "seconds"}
+    for row in rows:
+        folder = out / "trials" / row["run"]
+        for name in ("config.yaml", "history.csv", "best.pt", "last.pt", "metrics.json", "curves.png"):
+            assert (folder / name).exists(), (row["run"], name)
+    split = read_csv(out / "split.csv")
+    assert len(split) == 80 and {r["split"] for r in split} == {"train", "val"}
+    tables = (out / "tables.md").read_text()
+    assert "## Comparison: loss" in tables and "synthetic" in tables
+
+
+def test_heads_visible_in_config_and_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_study(write_study(tmp_path), out)
+    for run, loss, width in (("base-seed0", "BCEWithLogitsLoss", 1), ("CrossEntropyLoss-seed0", "CrossEntropyLoss", 2)):
+        config = yaml.safe_load((out / "trials" / run / "config.yaml").read_text())
+        assert config["training"]["loss"] == loss and config["resolved"]["num_outputs"] == width
+        assert config["training"]["scheduler"]["T_max"] == 3  # the resolved horizon, in epochs
+        state = torch.load(out / "trials" / run / "best.pt", weights_only=True)
+        assert state["meta"]["num_outputs"] == width
+
+
+def test_cosine_lr_column_follows_the_closed_form(tmp_path: Path) -> None:
+    import math
+
+    out = tmp_path / "out"
+    run_study(write_study(tmp_path), out, ("training.epochs=4",))
+    lrs = [float(r["lr"]) for r in read_csv(out / "trials" / "base-seed0" / "history.csv")]
+    assert lrs == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
+
+
+def test_rerun_skips_finished_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = write_study(tmp_path)
+    run_study(path, out)
+    before = (out / "trials" / "base-seed0" / "best.pt").stat().st_mtime_ns
+    run_study(path, out)
+    assert (out / "trials" / "base-seed0" / "best.pt").stat().st_mtime_ns == before
+
+
+def test_other_data_in_the_same_folder_is_refused(tmp_path: Path) -> None:
+    from medablate.errors import UserError
+
+    out = tmp_path / "out"
+    path = write_study(tmp_path)
+    run_study(path, out)
+    with pytest.raises(UserError, match="different data"):
+        run_study(path, out, ("data.phantom.seed=5",))
+
+
+def test_a_diverged_run_does_not_stop_the_study(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = write_study(tmp_path, training={"epochs": 3, "batch_size": 16, "scheduler": None,
+                                           "optimizer": {"name": "SGD", "lr": 1.0}},
+                       comparisons=[{"name": "lr", "vary": {"training.optimizer.lr": [1.0, 1e30]}}])
+    assert run_study(path, out) == 0
+    statuses = {r["trial"]: r["status"] for r in read_csv(out / "results.csv")}
+    assert statuses["base"] == "done" and list(statuses.values()).count("diverged") == 1
+
+
+def _kill_mid_trial(command: list[str], out: Path, run: str, after_epochs: int) -> None:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = out / "trials" / run / "history.csv"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if history.exists() and len(history.read_text().splitlines()) - 1 >= after_epochs:
+                process.send_signal(signal.SIGKILL)
+                break
+            if process.poll() is not None:
+                pytest.fail("the study finished before it could be killed mid-trial")
+            time.sleep(0.01)
+        else:
+            pytest.fail("the study did not reach the epoch to kill at in time")
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_sigkill_mid_trial_then_rerun_gives_the_same_results(tmp_path: Path) -> None:
+    path = write_study(tmp_path, data={"image_size": 48, "phantom": {"count_per_class": 120},
+                                       "split": {"method": "course", "train_per_class": 100}},
+                       model={"hidden": [256, 64], "dropout": [0.5, 0.2]}, training={"epochs": 12, "batch_size": 8})
+    command = [sys.executable, "-m", "medablate.cli", "run", str(path), "--out"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run(command + [str(clean)], check=True, capture_output=True)
+    _kill_mid_trial(command + [str(killed)], killed, "CrossEntropyLoss-seed0", after_epochs=4)
+    assert not (killed / "trials" / "CrossEntropyLoss-seed0" / "metrics.json").exists()
+    status = subprocess.run([sys.executable, "-m", "medablate.cli", "status", str(killed)], capture_output=True, text=True)
+    assert "interrupted" in status.stdout
+    subprocess.run(command + [str(killed)], check=True, capture_output=True)
+    assert without_seconds(read_csv(killed / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
+    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
+        assert (without_seconds(read_csv(killed / "trials" / run / "history.csv"))
+                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+    leftovers = [p for p in killed.rglob("*.tmp")]
+    assert not leftovers and not list(killed.rglob("running.json"))

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from medablate.config import ModelConfig
+from medablate.errors import UserError
+from medablate.models import build_model, count_outputs
+from medablate.tasks import make_task
+
+
+def test_head_size_follows_the_loss() -> None:
+    assert make_task("BCEWithLogitsLoss", 2).num_outputs == 1
+    assert make_task("CrossEntropyLoss", 2).num_outputs == 2
+    assert make_task("CrossEntropyLoss", 4).num_outputs == 4
+    for loss, width in (("BCEWithLogitsLoss", 1), ("CrossEntropyLoss", 2)):
+        model = build_model(ModelConfig(hidden=[8], dropout=[0.0]), (4, 4), make_task(loss, 2).num_outputs)
+        assert count_outputs(model) == width
+
+
+def test_bce_rule_is_sigmoid_above_half() -> None:
+    task = make_task("BCEWithLogitsLoss", 2)
+    logits = torch.tensor([[-2.0], [0.0], [0.1], [3.0]])
+    assert task.decisions(logits).tolist() == [0, 0, 1, 1]
+    probabilities = task.probabilities(logits)
+    assert torch.allclose(probabilities.sum(1), torch.ones(4))
+    assert torch.equal(probabilities[:, 1] > 0.5, task.decisions(logits).bool())
+
+
+def test_ce_rule_is_argmax() -> None:
+    task = make_task("CrossEntropyLoss", 2)
+    logits = torch.tensor([[2.0, -1.0], [0.0, 1.0]])
+    assert task.decisions(logits).tolist() == [0, 1]
+    assert torch.allclose(task.probabilities(logits), torch.softmax(logits, 1))
+
+
+def test_losses_match_torch_modules() -> None:
+    labels = torch.tensor([0, 1, 1, 0])
+    one = torch.randn(4, 1)
+    two = torch.randn(4, 2)
+    assert torch.equal(make_task("BCEWithLogitsLoss", 2).loss(one, labels),
+                       torch.nn.BCEWithLogitsLoss()(one, labels.float().unsqueeze(1)))
+    assert torch.equal(make_task("CrossEntropyLoss", 2).loss(two, labels), torch.nn.CrossEntropyLoss()(two, labels))
+
+
+def test_scoring_a_head_with_the_other_rule_is_an_error_not_a_number() -> None:
+    with pytest.raises(UserError, match="2-logit head"):
+        make_task("BCEWithLogitsLoss", 2).check_outputs(2, "checkpoint x")
+    with pytest.raises(UserError, match="1-logit head"):
+        make_task("CrossEntropyLoss", 2).check_outputs(1, "checkpoint x")
+
+
+def test_bce_needs_two_classes() -> None:
+    with pytest.raises(UserError, match="CrossEntropyLoss"):
+        make_task("BCEWithLogitsLoss", 3)
