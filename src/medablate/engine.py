@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from medablate import atomic
+from medablate.checkpoint import load_checkpoint, save_checkpoint
 from medablate.config import TrialConfig, to_plain
 from medablate.models import build_model
 from medablate.optim import build_optimizer, build_scheduler
@@ -178,19 +179,22 @@ class Trainer:
             state["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def save_last(self) -> None:
-        atomic.torch_save(self.run_dir / "last.pt", {
-            "meta": self.meta, "epoch": len(self.history), "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": self._rng_state(), "history": self.history, "best": self.best})
+    def _last_state(self) -> dict[str, Any]:
+        return {"meta": self.meta, "epoch": len(self.history), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "rng": self._rng_state(), "history": list(self.history), "best": dict(self.best)}
+
+    def _best_state(self, row: dict[str, float]) -> dict[str, Any]:
+        return {"meta": self.meta, "epoch": int(row["epoch"]), "val_loss": row["val_loss"],
+                "val_acc": row["val_acc"], "model": self.model.state_dict()}
 
     def resume(self) -> int:
         """Load last.pt if present; return the number of epochs already done."""
         path = self.run_dir / "last.pt"
         if not path.exists():
             return 0
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = load_checkpoint(path, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -201,15 +205,21 @@ class Trainer:
         self.history, self.best = list(state["history"]), dict(state["best"])
         return int(state["epoch"])
 
-    def _update_best(self, row: dict[str, float]) -> None:
+    def _update_best(self, row: dict[str, float]) -> bool:
+        """Record the epoch; True when it is the new best by the monitored value."""
         monitor = self.config.training.monitor
-        if _is_better(row[monitor], self.best.get(monitor), monitor):
+        improved = _is_better(row[monitor], self.best.get(monitor), monitor)
+        if improved:
             self.best.update(epoch=int(row["epoch"]), val_loss=row["val_loss"], val_acc=row["val_acc"])
-            atomic.torch_save(self.run_dir / "best.pt", {
-                "meta": self.meta, "epoch": int(row["epoch"]), "val_loss": row["val_loss"],
-                "val_acc": row["val_acc"], "model": self.model.state_dict()})
         if row["val_acc"] > self.best.get("best_val_acc", -1.0):
             self.best.update(best_val_acc=row["val_acc"], best_val_acc_epoch=int(row["epoch"]))
+        return improved
+
+    def _checkpoint(self, row: dict[str, float], improved: bool) -> None:
+        """best.pt when improved, then last.pt: resume needs last.pt, so it is written last."""
+        if improved:
+            save_checkpoint(self.run_dir / "best.pt", self._best_state(row))
+        save_checkpoint(self.run_dir / "last.pt", self._last_state())
 
     # -------------------------------------------------------------- the loop
 
@@ -236,8 +246,7 @@ class Trainer:
                 self.write_history()
                 return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
             self.history.append(row)
-            self._update_best(row)
-            self.save_last()
+            self._checkpoint(row, self._update_best(row))
             self.write_history()
             if on_epoch is not None:
                 on_epoch(row)
@@ -247,6 +256,6 @@ class Trainer:
         atomic.write_csv(self.run_dir / "history.csv", self.history, HISTORY_COLUMNS)
 
     def load_best(self) -> int:
-        state = torch.load(self.run_dir / "best.pt", map_location=self.device, weights_only=True)
+        state = load_checkpoint(self.run_dir / "best.pt", self.device)
         self.model.load_state_dict(state["model"])
         return int(state["epoch"])

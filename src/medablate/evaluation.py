@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from medablate import atomic, rundir
+from medablate import atomic, checkpoint, rundir
 from medablate.config import DataConfig, TrialConfig
 from medablate.data import load_data, resolve_source
 from medablate.data.npy_pair import DEFAULT_FILES
@@ -25,7 +25,7 @@ def load_checkpoint(run_dir: Path, which: str = "best") -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{path} does not exist: the trial has no {which} checkpoint yet (it has not finished an "
                         "epoch, or it diverged first). Run or resume the study, or pick another trial.")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint.load_checkpoint(path)
 
 
 def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", files: list[str] | None = None,

@@ -1,0 +1,57 @@
+"""The runner on the shared real chest X-rays (skipped where ../shared/data is absent)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from medablate.config import load_study
+from medablate.data import image_folder
+from medablate.study import StudyRunner
+
+from conftest import require_shared_data, write_study
+
+
+def subset(source: Path, target: Path, per_class: int) -> Path:
+    """Links to the first images of each class, so tests read the real files without copying them."""
+    for name in ("NORMAL", "PNEUMONIA"):
+        (target / name).mkdir(parents=True)
+        for path in sorted((source / name).iterdir())[:per_class]:
+            (target / name / path.name).symlink_to(path)
+    return target
+
+
+def test_real_images_decode_to_grey_at_image_size(tmp_path: Path) -> None:
+    folder = subset(require_shared_data(), tmp_path / "xrays", 5)
+    data = image_folder.load(folder, 64)
+    assert data.images.shape == (10, 64, 64) and data.class_names == ["NORMAL", "PNEUMONIA"]
+    assert 20 < data.images.mean() < 235 and data.images.std() > 10
+
+
+def test_small_real_subset_study(tmp_path: Path) -> None:
+    folder = subset(require_shared_data(), tmp_path / "xrays", 40)
+    path = write_study(tmp_path, data={"image_size": 64, "path": str(folder),
+                                       "split": {"method": "stratified", "val_fraction": 0.25, "seed": 0}},
+                       test=None, training={"epochs": 2, "batch_size": 16})
+    study, _ = load_study(path)
+    out = tmp_path / "out"
+    assert StudyRunner(study, out, Console(quiet=True)).run() == 0
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["done", "done"] and rows[0]["data"] == "image-folder"
+    with (out / "split.csv").open() as handle:
+        split = list(csv.DictReader(handle))
+    assert len(split) == 80 and sum(r["split"] == "val" for r in split) == 20
+    assert all(r["image"].endswith(".jpeg") for r in split)
+
+
+@pytest.mark.slow
+def test_whole_shared_folder_loads(tmp_path: Path) -> None:
+    data = image_folder.load(require_shared_data(), 256)
+    assert data.images.shape == (5216, 256, 256)
+    assert data.counts() == {"NORMAL": 1341, "PNEUMONIA": 3875}
+    assert np.isin(data.labels, [0, 1]).all()
