@@ -311,16 +311,18 @@ def load_study(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple
         set_dotted(raw, key, value)
     source = f"study file {path}" + (f" (with --set {', '.join(overrides)})" if overrides else "")
     study = validate_study(raw, source)
-    # Relative data paths are relative to the study file, so a study folder can move as a whole.
     return _resolve_paths(study, Path(path).parent), raw
 
 
 def _resolve_paths(study: Study, folder: Path) -> Study:
     def fix(p: Path | None) -> Path | None:
+        """Absolute path: as given, else relative to the working directory, else to the study file."""
         if p is None:
             return None
         p = p.expanduser()
-        return p if p.is_absolute() or p.exists() else (folder / p)
+        if not p.is_absolute() and not p.exists() and (folder / p).exists():
+            p = folder / p
+        return p.absolute()
 
     data = study.data.model_copy(update={"path": fix(study.data.path)})
     test = study.test.model_copy(update={"path": fix(study.test.path)}) if study.test else None

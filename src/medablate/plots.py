@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from medablate import atomic  # noqa: E402
 
@@ -52,6 +53,7 @@ def _finish(fig, acc, loss, title: str, note: str) -> None:  # type: ignore[no-u
     acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     for axis in (acc, loss):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)

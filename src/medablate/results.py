@@ -49,7 +49,7 @@ def _fmt(value: Any) -> str:
     if value is None or value == "":
         return "–"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.4g}"
     return str(value).replace("|", "\\|")
 
 

@@ -29,7 +29,7 @@ from medablate.data.types import ImageSet
 from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device
 from medablate.errors import UserError
 from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
-from medablate.plan import Plan, Run, expand
+from medablate.plan import Plan, Run, Trial, expand, short_value
 from medablate.tasks import Task, make_task
 
 
@@ -301,9 +301,10 @@ class StudyRunner:
     def write_outputs(self, notes: list[str]) -> None:
         rows = results.write_results(self.out, self.plan, self.data_note)
         comparisons = {c.name: list(c.vary) for c in self.study.comparisons}
-        for name in comparisons:
-            curves = {t.id: _mean_history([rundir.read_history(rundir.trial_dir(self.out, f"{t.id}-seed{s}"))
-                                           for s in self.plan.seeds]) for t in self.plan.trials_of(name)}
+        for name, keys in comparisons.items():
+            curves = {_level_label(t, keys): _mean_history([rundir.read_history(rundir.trial_dir(self.out, run_id))
+                                                            for run_id in (f"{t.id}-seed{s}" for s in self.plan.seeds)])
+                      for t in self.plan.trials_of(name)}
             seeds = f" (mean of {len(self.plan.seeds)} seeds)" if len(self.plan.seeds) > 1 else ""
             plots.overlay(self.out / "figures" / f"{_safe(name)}.png", curves,
                           f"{self.study.name}: {name}{seeds}", self._figure_note())
@@ -316,6 +317,11 @@ class StudyRunner:
         self.console.print(f"Results: {self.out / 'results.csv'}\nTables:  {self.out / 'tables.md'}\n"
                            f"Figures: {self.out / 'figures'}/ and {self.out / 'trials'}/*/curves.png")
         return 0 if rundir.FAILED not in statuses else 1
+
+
+def _level_label(trial: Trial, keys: list[str]) -> str:
+    """How a trial is named within one comparison: by the values of that comparison's varied keys."""
+    return ", ".join(short_value(trial.varied[k]) for k in keys)
 
 
 def _mean_history(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:
