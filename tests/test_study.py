@@ -48,6 +48,11 @@ def test_tiny_study_writes_every_output(tmp_path: Path) -> None:
         folder = out / "trials" / row["run"]
         for name in ("config.yaml", "history.csv", "best.pt", "last.pt", "metrics.json", "curves.png"):
             assert (folder / name).exists(), (row["run"], name)
+    for row in rows:  # per-image predictions agree with the recorded test accuracy
+        predictions = read_csv(out / "trials" / row["run"] / "predictions_test.csv")
+        assert len(predictions) == 20
+        assert sum(int(p["correct"]) for p in predictions) / 20 == pytest.approx(float(row["test_acc"]))
+        assert len(read_csv(out / "trials" / row["run"] / "predictions_val.csv")) == 20
     split = read_csv(out / "split.csv")
     assert len(split) == 80 and {r["split"] for r in split} == {"train", "val"}
     tables = (out / "tables.md").read_text()

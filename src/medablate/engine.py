@@ -51,6 +51,8 @@ class Evaluation:
     accuracy: float
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     count: int
+    probabilities: np.ndarray | None = None  # (N, classes), with keep_predictions
+    decisions: np.ndarray | None = None  # (N,), with keep_predictions
 
 
 @dataclass
@@ -96,8 +98,11 @@ def epoch_permutation(n: int, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int) -> Evaluation:
+def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int,
+             keep_predictions: bool = False) -> Evaluation:
+    """Loss, accuracy and confusion matrix over data (and per-image predictions when asked), in eval mode."""
     model.eval()
+    probabilities, decisions = [], []
     total_loss = torch.zeros((), dtype=torch.float64, device=data.labels.device)
     confusion = torch.zeros((task.num_classes, task.num_classes), dtype=torch.int64, device=data.labels.device)
     for start in range(0, len(data), batch_size):
@@ -105,11 +110,19 @@ def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int) -
         labels = data.labels[start:start + batch_size]
         # batch mean x batch size, as the usual loop sums it: same numbers as the course notebook to the bit
         total_loss += task.loss(logits, labels).double() * len(labels)
-        index = labels * task.num_classes + task.decisions(logits)
+        decided = task.decisions(logits)
+        index = labels * task.num_classes + decided
         confusion += torch.bincount(index, minlength=task.num_classes**2).view(task.num_classes, -1)
+        if keep_predictions:
+            probabilities.append(task.probabilities(logits.double()).cpu())
+            decisions.append(decided.cpu())
     matrix = confusion.cpu()
     correct = int(matrix.diagonal().sum())
-    return Evaluation(float(total_loss) / len(data), correct / len(data), matrix.tolist(), len(data))
+    result = Evaluation(float(total_loss) / len(data), correct / len(data), matrix.tolist(), len(data))
+    if keep_predictions:
+        result.probabilities = torch.cat(probabilities).numpy()
+        result.decisions = torch.cat(decisions).numpy()
+    return result
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:

@@ -48,6 +48,26 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     atomic.write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
 
+def write_predictions(path: Path, ids: list[str], labels: Any, probabilities: Any, decisions: Any,
+                      class_names: list[str]) -> None:
+    """One row per image: id, label, probability of each class, decision, correct (0/1)."""
+    columns = ["image", "label", *[f"prob_{name}" for name in class_names], "decision", "correct"]
+    rows = []
+    for image, label, probs, decision in zip(ids, labels, probabilities, decisions):
+        row: dict[str, Any] = {"image": image, "label": int(label), "decision": int(decision),
+                               "correct": int(int(label) == int(decision))}
+        row.update({f"prob_{name}": float(p) for name, p in zip(class_names, probs)})
+        rows.append(row)
+    atomic.write_csv(path, rows, columns)
+
+
+def read_predictions(path: Path) -> list[dict[str, str]]:
+    if not Path(path).exists():
+        return []
+    with Path(path).open() as handle:
+        return list(csv.DictReader(handle))
+
+
 def mark_running(run_dir: Path) -> None:
     atomic.write_json(Path(run_dir) / "running.json", {"pid": os.getpid(), "host": socket.gethostname()})
 

@@ -275,13 +275,28 @@ class StudyRunner:
             "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint(),
             "loss": task.loss_name, "num_outputs": task.num_outputs,
         }
-        if "test" in splits and fit.status == rundir.DONE and (trainer.run_dir / "best.pt").exists():
-            epoch = trainer.load_best()
-            result = evaluate(trainer.model, task, splits["test"], trainer.config.training.eval_batch_size)
+        if fit.status != rundir.DONE or not (trainer.run_dir / "best.pt").exists():
+            return metrics
+        epoch = trainer.load_best()
+        batch = trainer.config.training.eval_batch_size
+        names = data.images.class_names
+        val_ids = [i for i, s in zip(data.images.ids, data.split) if s == VAL]
+        self._predictions(trainer, task, splits["val"], val_ids, "predictions_val.csv", names, batch)
+        if "test" in splits and data.test is not None:
+            result = self._predictions(trainer, task, splits["test"], data.test.ids, "predictions_test.csv", names, batch)
             metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": result.accuracy,
                                "loss": result.loss, "confusion_matrix": result.confusion, "count": result.count,
-                               "class_names": data.images.class_names}
+                               "class_names": names}
         return metrics
+
+    @staticmethod
+    def _predictions(trainer: Trainer, task: Task, split: Split, ids: list[str], name: str, class_names: list[str],
+                     batch: int) -> Any:
+        """Evaluate the loaded checkpoint on split and save its per-image predictions next to the run."""
+        result = evaluate(trainer.model, task, split, batch, keep_predictions=True)
+        rundir.write_predictions(trainer.run_dir / name, ids, split.labels.cpu().numpy(), result.probabilities,
+                                 result.decisions, class_names)
+        return result
 
     def _report_run(self, run: Run, metrics: dict[str, Any]) -> None:
         if metrics["status"] == rundir.DONE:
