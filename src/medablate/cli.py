@@ -134,6 +134,26 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 
 
 @app.command()
+def compare(out: Path = typer.Argument(..., help="A study's output folder (runs/<study name>).", show_default=False)) -> None:
+    """Recompute summaries, paired comparisons, conclusions, tables and figures from saved files, without training."""
+
+    def action() -> None:
+        from medablate.compare import write_analysis
+
+        analysis = write_analysis(out)
+        if analysis.missing:
+            console.print(f"[yellow]Not finished, left out ({len(analysis.missing)}):[/] {', '.join(analysis.missing)}")
+        for comparison, texts in analysis.sentences.items():
+            out_console.print(f"[bold]{comparison}[/]")
+            for text in texts:
+                out_console.print(f"  {text}", highlight=False)
+        out_console.print(f"Wrote {out / 'summary.csv'}, {out / 'comparisons.csv'}, {out / 'tables.md'} and "
+                          f"{out / 'figures'}/")
+
+    _guarded(action)
+
+
+@app.command()
 def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<study name>).", show_default=False)) -> None:
     """List a study's runs as done, running, interrupted, pending, diverged or failed."""
 

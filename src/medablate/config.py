@@ -155,6 +155,16 @@ class TrainingConfig(Strict):
         return value
 
 
+class AnalysisConfig(Strict):
+    """How a study's comparisons are judged (see medablate.stats for the reasoning)."""
+
+    test: Literal["t", "wilcoxon"] = "t"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    convergence_fraction: float = Field(0.95, gt=0, le=1, description="converged: val acc >= this x the run's best")
+    stability_epochs: int = Field(10, ge=2, description="stability: SD of val acc over the last N epochs")
+    bootstrap_resamples: int = Field(2000, ge=100)
+
+
 class TrialConfig(Strict):
     """Everything one training run depends on, except the seed and the study-level data."""
 
@@ -190,6 +200,7 @@ class Study(Strict):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     comparisons: list[Comparison] = Field(default_factory=list)
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @field_validator("seeds")
     @classmethod

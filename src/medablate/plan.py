@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from medablate.config import Study, TrialConfig, format_validation_error, get_dotted, set_dotted, to_plain
+from medablate.config import (Comparison, Study, TrialConfig, format_validation_error, get_dotted, set_dotted,
+                             to_plain)
 from medablate.errors import UserError
 
 
@@ -135,3 +136,29 @@ def _validate_trial(raw: dict[str, Any], comparison: str, values: dict[str, Any]
     except ValidationError as exc:
         shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
         raise UserError(format_validation_error(exc, f"comparison '{comparison}' ({shown})")) from None
+
+
+def level_label(trial: Trial, keys: list[str]) -> str:
+    """How a trial is named within one comparison: by the values of that comparison's varied keys."""
+    return ", ".join(short_value(trial.varied[k]) for k in keys)
+
+
+def reference_trial(study: Study, plan: Plan, comparison: Comparison) -> Trial:
+    """The level every other level of a comparison is measured against.
+
+    `reference:` in the study names it (a value, or a mapping key -> value when several keys vary);
+    by default it is the base configuration, or the first level when the base is not among them.
+    """
+    trials = plan.trials_of(comparison.name)
+    keys = list(comparison.vary)
+    if comparison.reference is None:
+        base = config_hash(study.base)
+        return next((t for t in trials if t.fingerprint == base), trials[0])
+    wanted = comparison.reference if isinstance(comparison.reference, dict) and len(keys) > 1 \
+        else {keys[0]: comparison.reference}
+    for trial in trials:
+        if all(short_value(trial.varied.get(k)) == short_value(v) for k, v in wanted.items()):
+            return trial
+    levels = ", ".join(level_label(t, keys) for t in trials)
+    raise UserError(f"comparison '{comparison.name}': reference {comparison.reference!r} is not one of its levels "
+                    f"({levels}); set reference to one of them or leave it out to use the base configuration.")

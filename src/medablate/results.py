@@ -79,11 +79,13 @@ def comparison_tables(plan: Plan, comparison: str, base_flat: dict[str, Any], ro
 
 
 def write_tables(out: Path, plan: Plan, study_name: str, comparisons: dict[str, list[str]],
-                 base_flat: dict[str, Any], rows: list[dict[str, Any]], notes: list[str]) -> None:
+                 base_flat: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
+                 extra: list[str] = ()) -> None:  # type: ignore[assignment]
     lines = [f"# Study: {study_name}", ""]
     lines += [f"> **Note:** {note}" for note in notes] + ([""] if notes else [])
     if not comparisons:
         lines += _table(["key", "value"], [[k, v] for k, v in base_flat.items()]) + [""]
     for name, varied in comparisons.items():
         lines += comparison_tables(plan, name, base_flat, rows, varied)
+    lines += list(extra)
     atomic.write_text(Path(out) / "tables.md", "\n".join(lines))

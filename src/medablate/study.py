@@ -29,7 +29,8 @@ from medablate.data.types import ImageSet
 from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device
 from medablate.errors import UserError
 from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
-from medablate.plan import Plan, Run, Trial, expand, short_value
+from medablate.compare import write_analysis
+from medablate.plan import Plan, Run, expand, reference_trial
 from medablate.tasks import Task, make_task
 
 
@@ -110,6 +111,8 @@ class StudyRunner:
         self.study, self.out, self.console, self.command = study, Path(out), console, command
         self.plan = expand(study)
         check_buildable(self.plan)
+        for comparison in study.comparisons:
+            reference_trial(study, self.plan, comparison)  # a reference that names no level fails now, not after training
         self.data_note = ""
 
     # -------------------------------------------------------------- setup
@@ -165,7 +168,7 @@ class StudyRunner:
                            f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
                            + (f", {len(data.test)} test" if data.test is not None else "") + f" -> {self.out}")
         statuses = self._train_all(data, splits, device)
-        self.write_outputs(data.notes)
+        self.write_outputs()
         info.update(status="finished" if all(s in rundir.FINISHED for s in statuses) else "incomplete",
                     finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1))
         atomic.write_json(self.out / "study.json", info)
@@ -313,48 +316,23 @@ class StudyRunner:
 
     # -------------------------------------------------------------- outputs
 
-    def write_outputs(self, notes: list[str]) -> None:
-        rows = results.write_results(self.out, self.plan, self.data_note)
-        comparisons = {c.name: list(c.vary) for c in self.study.comparisons}
-        for name, keys in comparisons.items():
-            curves = {_level_label(t, keys): _mean_history([rundir.read_history(rundir.trial_dir(self.out, run_id))
-                                                            for run_id in (f"{t.id}-seed{s}" for s in self.plan.seeds)])
-                      for t in self.plan.trials_of(name)}
-            seeds = f" (mean of {len(self.plan.seeds)} seeds)" if len(self.plan.seeds) > 1 else ""
-            plots.overlay(self.out / "figures" / f"{_safe(name)}.png", curves,
-                          f"{self.study.name}: {name}{seeds}", self._figure_note())
-        base_flat = results.flatten({"model": to_plain(self.study.model), "training": to_plain(self.study.training)})
-        results.write_tables(self.out, self.plan, self.study.name, comparisons, base_flat, rows, notes)
+    def write_outputs(self) -> None:
+        """Everything after training, from the run folder alone (the same as `medablate compare`)."""
+        analysis = write_analysis(self.out)
+        for comparison, texts in analysis.sentences.items():
+            self.console.print(f"[bold]{comparison}[/]")
+            for text in texts:
+                self.console.print(f"  {text}", highlight=False)
 
     def _summarise(self, statuses: list[str]) -> int:
         counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
         self.console.print("Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-        self.console.print(f"Results: {self.out / 'results.csv'}\nTables:  {self.out / 'tables.md'}\n"
+        self.console.print(f"Results: {self.out / 'results.csv'} (per run), {self.out / 'summary.csv'} (per trial), "
+                           f"{self.out / 'comparisons.csv'}\nTables:  {self.out / 'tables.md'}\n"
                            f"Figures: {self.out / 'figures'}/ and {self.out / 'trials'}/*/curves.png")
         return 0 if rundir.FAILED not in statuses else 1
-
-
-def _level_label(trial: Trial, keys: list[str]) -> str:
-    """How a trial is named within one comparison: by the values of that comparison's varied keys."""
-    return ", ".join(short_value(trial.varied[k]) for k in keys)
-
-
-def _mean_history(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:
-    """Element-wise mean over seeds, for the epochs every seed has."""
-    histories = [h for h in histories if h]
-    if not histories:
-        return []
-    length = min(len(h) for h in histories)
-    return [{k: float(np.mean([h[i][k] for h in histories])) for k in histories[0][i]} for i in range(length)]
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-
-def trial_config_from_saved(saved: dict[str, Any]) -> TrialConfig:
-    return TrialConfig.model_validate({"model": saved["model"], "training": saved["training"]})

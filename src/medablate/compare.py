@@ -1,0 +1,276 @@
+"""Which differences in a study are real: per-trial summaries over seeds, paired comparisons against each
+comparison's reference level, Holm-corrected p-values, and conclusions in words.
+
+Reads the run folder only (metrics.json, history.csv, predictions_test.csv), so `medablate compare DIR`
+recomputes everything without training and works on a partly finished study.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medablate import atomic, plots, results, rundir, stats
+from medablate.config import Study, to_plain
+from medablate.errors import UserError
+from medablate.outcomes import BY_KEY, OUTCOMES, Outcome, run_outcomes, scaled
+from medablate.plan import Plan, Trial, expand, level_label, reference_trial
+
+MIN_SEEDS = 3
+PER_IMAGE = "test_acc_per_image"
+COMPARISON_COLUMNS = ["comparison", "level", "reference", "outcome", "n", "level_mean", "reference_mean",
+                      "difference", "ci_low", "ci_high", "test", "p", "p_holm", "prob_improvement", "verdict",
+                      "seeds_needed", "detail"]
+
+
+@dataclass
+class Analysis:
+    summary: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    sentences: dict[str, list[str]]
+    missing: list[str] = field(default_factory=list)
+
+
+def load_study_folder(out: Path) -> tuple[Study, Plan, dict[str, Any]]:
+    info = rundir.read_json(Path(out) / "study.json")
+    if info is None:
+        raise UserError(f"{out} is not a study folder (no study.json): pass the --out folder of a "
+                        "`medablate run`, by default runs/<study name>.")
+    study = Study.model_validate(info["study"])
+    return study, expand(study), info
+
+
+def collect(out: Path, study: Study, plan: Plan) -> tuple[dict[tuple[str, int], dict[str, float]], list[str]]:
+    """Outcomes per (trial id, seed) for finished runs, and the ids of runs that are not (yet) usable."""
+    found, missing = {}, []
+    for run in plan.runs:
+        values = run_outcomes(rundir.trial_dir(out, run.id), study.analysis)
+        if values is None:
+            missing.append(f"{run.id} ({rundir.run_status(rundir.trial_dir(out, run.id))})")
+        else:
+            found[(run.trial.id, run.seed)] = values
+    return found, missing
+
+
+def summarise(plan: Plan, found: dict[tuple[str, int], dict[str, float]]) -> list[dict[str, Any]]:
+    rows = []
+    for trial in plan.trials:
+        per_seed = [found[(trial.id, s)] for s in plan.seeds if (trial.id, s) in found]
+        row: dict[str, Any] = {"trial": trial.id, "comparisons": ";".join(trial.comparisons), "seeds": len(per_seed)}
+        for outcome in OUTCOMES:
+            mean, sd, low, high = stats.mean_sd_ci([v[outcome.key] for v in per_seed])
+            row.update({f"{outcome.key}_mean": mean, f"{outcome.key}_sd": sd,
+                        f"{outcome.key}_ci_low": low, f"{outcome.key}_ci_high": high})
+        rows.append(row)
+    return rows
+
+
+def _paired(found: dict, level: Trial, reference: Trial, seeds: list[int], key: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    pairs = [(s, found[(level.id, s)][key], found[(reference.id, s)][key]) for s in seeds
+             if (level.id, s) in found and (reference.id, s) in found]
+    pairs = [p for p in pairs if math.isfinite(p[1]) and math.isfinite(p[2])]
+    return [p[0] for p in pairs], np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])
+
+
+def seed_row(study: Study, outcome: Outcome, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Paired comparison over seeds of one outcome: difference, CI, test, P(improvement), seeds needed."""
+    d = a - b
+    mean, _, low, high = stats.mean_sd_ci(d)
+    enough = len(d) >= MIN_SEEDS
+    test = "Wilcoxon signed-rank" if study.analysis.test == "wilcoxon" else "paired t"
+    return {"outcome": outcome.key, "n": len(d), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
+            "difference": mean, "ci_low": low, "ci_high": high, "test": test,
+            "p": stats.paired_p_value(d, study.analysis.test) if enough else math.nan,
+            "prob_improvement": stats.probability_of_improvement(a, b, outcome.higher_is_better),
+            "seeds_needed": stats.seeds_needed(d, study.analysis.alpha), "detail": ""}
+
+
+def image_row(out: Path, study: Study, level: Trial, reference: Trial, seeds: list[int]) -> dict[str, Any] | None:
+    """McNemar's exact test on the test images (majority vote over seeds) and a paired bootstrap CI."""
+    level_correct, ref_correct = [], []
+    for seed in seeds:
+        a = rundir.read_predictions(rundir.trial_dir(out, f"{level.id}-seed{seed}") / "predictions_test.csv")
+        b = rundir.read_predictions(rundir.trial_dir(out, f"{reference.id}-seed{seed}") / "predictions_test.csv")
+        if not a or not b or [r["image"] for r in a] != [r["image"] for r in b]:
+            return None
+        level_correct.append([int(r["correct"]) for r in a])
+        ref_correct.append([int(r["correct"]) for r in b])
+    la, lb = np.array(level_correct), np.array(ref_correct)
+    only_level, only_ref, p = stats.mcnemar_exact(stats.majority_correct(la), stats.majority_correct(lb))
+    low, high = stats.paired_bootstrap_ci(la, lb, study.analysis.bootstrap_resamples)
+    return {"outcome": PER_IMAGE, "n": la.shape[1], "level_mean": float(la.mean()), "reference_mean": float(lb.mean()),
+            "difference": float(la.mean() - lb.mean()), "ci_low": low, "ci_high": high,
+            "test": "McNemar exact (majority vote over seeds); bootstrap CI over images",
+            "p": p if len(seeds) >= MIN_SEEDS else math.nan, "prob_improvement": math.nan, "seeds_needed": None,
+            "detail": f"images right only for the level: {only_level}, only for the reference: {only_ref}; seeds: {len(seeds)}"}
+
+
+def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for comparison in study.comparisons:
+        keys = list(comparison.vary)
+        reference = reference_trial(study, plan, comparison)
+        for level in plan.trials_of(comparison.name):
+            if level.id == reference.id:
+                continue
+            head = {"comparison": comparison.name, "level": level_label(level, keys),
+                    "reference": level_label(reference, keys)}
+            for outcome in OUTCOMES:
+                seeds, a, b = _paired(found, level, reference, plan.seeds, outcome.key)
+                if len(seeds):
+                    rows.append(head | seed_row(study, outcome, a, b))
+            seeds, _, _ = _paired(found, level, reference, plan.seeds, "test_acc")
+            per_image = image_row(out, study, level, reference, seeds) if seeds else None
+            if per_image:
+                rows.append(head | per_image)
+    adjusted = stats.holm([r["p"] for r in rows])
+    for row, p_holm in zip(rows, adjusted):
+        row["p_holm"] = p_holm
+        row["verdict"] = verdict(row, study.analysis.alpha)
+    return rows
+
+
+def verdict(row: dict[str, Any], alpha: float) -> str:
+    if math.isnan(row["p_holm"]):
+        return "cannot tell"
+    return "significant" if row["p_holm"] < alpha else "not significant"
+
+
+# ------------------------------------------------------------------ sentences
+
+
+def _amount(outcome: Outcome, value: float) -> str:
+    shown = scaled(outcome, value)
+    if outcome.unit == "points":
+        return f"{shown:+.1f} points"
+    if outcome.unit == "epochs":
+        return f"{shown:+.1f} epochs"
+    if outcome.unit == "s":
+        return f"{shown:+.1f} s"
+    return f"{shown:+.4f}"
+
+
+def _ci(outcome: Outcome, row: dict[str, Any]) -> str:
+    if math.isnan(row["ci_low"]):
+        return "no CI with one seed"
+    digits = 4 if outcome.unit == "" else 1
+    return f"95% CI {scaled(outcome, row['ci_low']):+.{digits}f} to {scaled(outcome, row['ci_high']):+.{digits}f}"
+
+
+def _judgement(row: dict[str, Any]) -> str:
+    if row["verdict"] == "cannot tell":
+        needed = row.get("seeds_needed")
+        if row["outcome"] == PER_IMAGE:
+            return f"no verdict with {row['detail'].rsplit(' ', 1)[-1]} seed(s) (at least {MIN_SEEDS} needed)"
+        if needed:
+            return (f"cannot tell with {row['n']} seed(s); a difference this size would need about {needed} seeds "
+                    f"at 80% power")
+        return f"cannot tell with {row['n']} seed(s); at least {MIN_SEEDS} are needed to estimate the spread"
+    return f"{row['verdict']} (p = {row['p_holm']:.2g} after Holm)"
+
+
+def sentence(rows: list[dict[str, Any]]) -> str:
+    """One sentence for one level against its reference, from its comparison rows."""
+    by_outcome = {r["outcome"]: r for r in rows}
+    first = rows[0]
+    primary = by_outcome.get("test_acc") or by_outcome.get("best_val_acc")
+    parts = []
+    if primary:
+        outcome = BY_KEY[primary["outcome"]]
+        parts.append(f"{outcome.label} {_amount(outcome, primary['difference'])} ({_ci(outcome, primary)}), "
+                     f"{_judgement(primary)}")
+    image = by_outcome.get(PER_IMAGE)
+    if image and image["verdict"] != "cannot tell":
+        parts.append(f"per test image, McNemar {image['verdict']} (p = {image['p_holm']:.2g} after Holm)")
+    converge = by_outcome.get("convergence_epoch")
+    if converge:
+        difference = converge["difference"]
+        when = "at the same epoch on average" if difference == 0 else \
+            f"{abs(difference):.1f} epochs {'later' if difference > 0 else 'earlier'}"
+        judgement = "" if converge["verdict"] == "cannot tell" and primary and primary["verdict"] == "cannot tell" \
+            else f", {_judgement(converge)}"
+        parts.append(f"converges {when} ({_ci(BY_KEY['convergence_epoch'], converge).replace('+', '')}){judgement}")
+    return f"{first['level']} vs {first['reference']}: " + "; ".join(parts) + "."
+
+
+def sentences(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        grouped.setdefault(row["comparison"], {}).setdefault(row["level"], []).append(row)
+    return {comparison: [sentence(level_rows) for level_rows in levels.values()]
+            for comparison, levels in grouped.items()}
+
+
+# ------------------------------------------------------------------ the whole analysis
+
+
+def analyse(out: Path) -> Analysis:
+    study, plan, _ = load_study_folder(out)
+    found, missing = collect(out, study, plan)
+    rows = compare_rows(out, study, plan, found)
+    return Analysis(summarise(plan, found), rows, sentences(rows), missing)
+
+
+def write_analysis(out: Path) -> Analysis:
+    """Write results.csv, summary.csv, comparisons.csv, figures and tables.md from the run folder."""
+    out = Path(out)
+    study, plan, info = load_study_folder(out)
+    data_note = "synthetic phantom" if info.get("synthetic_data") else str(info.get("data", {}).get("source", ""))
+    result_rows = results.write_results(out, plan, data_note)
+    analysis = analyse(out)
+    summary_columns = ["trial", "comparisons", "seeds"] + [f"{o.key}_{s}" for o in OUTCOMES
+                                                          for s in ("mean", "sd", "ci_low", "ci_high")]
+    atomic.write_csv(out / "summary.csv", analysis.summary, summary_columns)
+    atomic.write_csv(out / "comparisons.csv", analysis.rows, COMPARISON_COLUMNS)
+    _figures(out, study, plan, info, analysis)
+    comparisons = {c.name: list(c.vary) for c in study.comparisons}
+    base_flat = results.flatten({"model": to_plain(study.model), "training": to_plain(study.training)})
+    results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.get("notes", []),
+                         conclusions_section(analysis, len(plan.seeds)))
+    return analysis
+
+
+def conclusions_section(analysis: Analysis, seeds: int) -> list[str]:
+    lines = ["## Conclusions", ""]
+    if seeds < MIN_SEEDS:
+        lines += [f"> With {seeds} seed(s) this study cannot tell real differences from seed noise; "
+                  f"use `seeds:` with at least {MIN_SEEDS} (5 is better) for verdicts.", ""]
+    if analysis.missing:
+        lines += [f"> Not finished, left out: {', '.join(analysis.missing)}.", ""]
+    for comparison, texts in analysis.sentences.items():
+        lines += [f"### {comparison}", ""] + [f"- {t}" for t in texts] + [""]
+    lines += ["Differences are level minus reference, paired by seed; p-values are corrected with Holm over every "
+              "test in the study. Details: comparisons.csv (one row per level, outcome and test) and summary.csv "
+              "(mean, SD and 95% CI per trial).", ""]
+    return lines
+
+
+def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis: Analysis) -> None:
+    note = "SYNTHETIC phantom data, not real patients" if info.get("synthetic_data") else ""
+    found, _ = collect(out, study, plan)
+    for comparison in study.comparisons:
+        keys = list(comparison.vary)
+        trials = plan.trials_of(comparison.name)
+        curves = {level_label(t, keys): [rundir.read_history(rundir.trial_dir(out, f"{t.id}-seed{s}"))
+                                         for s in plan.seeds] for t in trials}
+        seeds = f" (mean and 95% band over {len(plan.seeds)} seeds)" if len(plan.seeds) > 1 else ""
+        name = _safe(comparison.name)
+        plots.overlay(out / "figures" / f"{name}.png", curves, f"{study.name}: {comparison.name}{seeds}", note)
+        per_outcome = {}
+        for outcome in OUTCOMES:
+            values = {level_label(t, keys): [scaled(outcome, found[(t.id, s)][outcome.key]) for s in plan.seeds
+                                             if (t.id, s) in found and math.isfinite(found[(t.id, s)][outcome.key])]
+                      for t in trials}
+            if any(values.values()) and outcome.key != "seconds":
+                per_outcome[outcome.label + (" (points)" if outcome.unit == "points" else "")] = values
+        if per_outcome:
+            plots.outcome_strips(out / "figures" / f"{name}-outcomes.png", per_outcome,
+                                 f"{study.name}: {comparison.name}, each dot one seed", note)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)

@@ -1,0 +1,117 @@
+"""Seeds and honest comparisons on a tiny phantom study: the files and sentences agree with each other."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from medablate import stats
+from medablate.compare import analyse, write_analysis
+from medablate.config import load_study
+from medablate.errors import UserError
+from medablate.study import StudyRunner
+
+from conftest import write_study
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def three_seed_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("compare")
+    path = write_study(folder, seeds=[0, 1, 2], training={"epochs": 4, "batch_size": 16})
+    study, _ = load_study(path)
+    out = folder / "out"
+    assert StudyRunner(study, out, Console(quiet=True)).run() == 0
+    return out
+
+
+def test_outputs_exist(three_seed_study: Path) -> None:
+    for name in ("summary.csv", "comparisons.csv", "tables.md", "figures/loss.png", "figures/loss-outcomes.png"):
+        assert (three_seed_study / name).exists(), name
+
+
+def test_summary_matches_the_runs(three_seed_study: Path) -> None:
+    summary = {r["trial"]: r for r in read_csv(three_seed_study / "summary.csv")}
+    results = read_csv(three_seed_study / "results.csv")
+    for trial in ("base", "CrossEntropyLoss"):
+        values = [float(r["test_acc"]) for r in results if r["trial"] == trial]
+        assert len(values) == 3 and summary[trial]["seeds"] == "3"
+        mean, sd, low, high = stats.mean_sd_ci(values)
+        assert float(summary[trial]["test_acc_mean"]) == pytest.approx(mean)
+        assert float(summary[trial]["test_acc_sd"]) == pytest.approx(sd)
+        assert float(summary[trial]["test_acc_ci_low"]) == pytest.approx(low)
+
+
+def test_comparison_rows_are_paired_differences_with_holm(three_seed_study: Path) -> None:
+    rows = read_csv(three_seed_study / "comparisons.csv")
+    results = read_csv(three_seed_study / "results.csv")
+    row = next(r for r in rows if r["outcome"] == "test_acc")
+    assert (row["level"], row["reference"], row["n"], row["test"]) == ("CrossEntropyLoss", "BCEWithLogitsLoss", "3", "paired t")
+    by = {(r["trial"], r["seed"]): float(r["test_acc"]) for r in results}
+    diffs = [by[("CrossEntropyLoss", s)] - by[("base", s)] for s in ("0", "1", "2")]
+    assert float(row["difference"]) == pytest.approx(np.mean(diffs))
+    if np.ptp(diffs) > 0:
+        assert float(row["p"]) == pytest.approx(stats.paired_p_value(diffs))
+    p_values = [float(r["p"]) if r["p"] else math.nan for r in rows]
+    assert [float(r["p_holm"]) if r["p_holm"] else math.nan for r in rows] == pytest.approx(stats.holm(p_values), nan_ok=True)
+    for r in rows:
+        if r["p_holm"]:
+            assert r["verdict"] == ("significant" if float(r["p_holm"]) < 0.05 else "not significant")
+    assert any(r["outcome"] == "test_acc_per_image" and "McNemar" in r["test"] for r in rows)
+
+
+def test_sentences_repeat_the_numbers_of_the_table(three_seed_study: Path) -> None:
+    analysis = analyse(three_seed_study)
+    [text] = analysis.sentences["loss"]
+    row = next(r for r in analysis.rows if r["outcome"] == "test_acc")
+    assert text.startswith("CrossEntropyLoss vs BCEWithLogitsLoss: test accuracy")
+    assert f"{row['difference'] * 100:+.1f} points" in text
+    assert f"95% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}" in text
+    assert row["verdict"] in text and f"p = {row['p_holm']:.2g} after Holm" in text
+    assert text in (three_seed_study / "tables.md").read_text()
+
+
+def test_compare_works_on_a_partly_finished_study(three_seed_study: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(three_seed_study, partial, symlinks=True)
+    shutil.rmtree(partial / "trials" / "CrossEntropyLoss-seed2")
+    result = subprocess.run([sys.executable, "-m", "medablate.cli", "compare", str(partial)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "CrossEntropyLoss-seed2 (pending)" in " ".join(result.stderr.split())
+    row = next(r for r in read_csv(partial / "comparisons.csv") if r["outcome"] == "test_acc")
+    assert row["n"] == "2" and row["verdict"] == "cannot tell"
+    assert "Not finished, left out: CrossEntropyLoss-seed2" in (partial / "tables.md").read_text()
+
+
+def test_one_seed_gives_no_verdict(tmp_path: Path) -> None:
+    study, _ = load_study(write_study(tmp_path, training={"epochs": 2, "batch_size": 16}))
+    StudyRunner(study, tmp_path / "out", Console(quiet=True)).run()
+    analysis = write_analysis(tmp_path / "out")
+    assert all(r["verdict"] == "cannot tell" for r in analysis.rows)
+    assert "cannot tell with 1 seed(s)" in analysis.sentences["loss"][0]
+    assert "cannot tell real differences from seed noise" in (tmp_path / "out" / "tables.md").read_text()
+
+
+def test_reference_can_be_named_and_must_be_a_level(tmp_path: Path) -> None:
+    comparisons = [{"name": "loss", "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]},
+                    "reference": "CrossEntropyLoss"}]
+    study, _ = load_study(write_study(tmp_path, comparisons=comparisons, training={"epochs": 1, "batch_size": 16}))
+    StudyRunner(study, tmp_path / "out", Console(quiet=True)).run()
+    row = analyse(tmp_path / "out").rows[0]
+    assert (row["level"], row["reference"]) == ("BCEWithLogitsLoss", "CrossEntropyLoss")
+    comparisons[0]["reference"] = "MSELoss"
+    bad, _ = load_study(write_study(tmp_path, comparisons=comparisons))
+    with pytest.raises(UserError, match="not one of its levels"):
+        StudyRunner(bad, tmp_path / "other", Console(quiet=True))
