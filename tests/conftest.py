@@ -46,3 +46,19 @@ def require_shared_data() -> Path:
     if not (SHARED_TRAIN / "NORMAL").is_dir():
         pytest.skip(f"the shared chest X-rays are not at {SHARED_TRAIN} (they live beside the repo, never in it)")
     return SHARED_TRAIN
+
+
+METRIC_KEYS = ["accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "ppv", "npv",
+               "f1", "brier", "ece", "confusion_matrix"]
+
+
+def assert_clinical_metrics(metrics: dict) -> None:
+    """Every metric for validation and test, at 0.5 and at the threshold, with 95% CIs for test."""
+    evaluation = metrics["evaluation"]
+    assert 0 < evaluation["threshold"]["value"] <= 1 and evaluation["threshold"]["chosen_on"] == "validation"
+    for split in ("val", "test"):
+        for at in ("at_0.5", "at_threshold"):
+            section = evaluation[split][at]
+            assert all(key in section for key in METRIC_KEYS), (split, at)
+            if split == "test":
+                assert all(section["ci95"][k][0] <= section["ci95"][k][1] for k in ("roc_auc", "accuracy"))

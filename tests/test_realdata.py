@@ -13,14 +13,14 @@ from medablate.config import load_study
 from medablate.data import image_folder
 from medablate.study import StudyRunner
 
-from conftest import require_shared_data, write_study
+from conftest import assert_clinical_metrics, require_shared_data, write_study
 
 
-def subset(source: Path, target: Path, per_class: int) -> Path:
-    """Links to the first images of each class, so tests read the real files without copying them."""
+def subset(source: Path, target: Path, per_class: int, skip: int = 0) -> Path:
+    """Links to images of each class (after the first `skip`), so tests read the real files without copying them."""
     for name in ("NORMAL", "PNEUMONIA"):
         (target / name).mkdir(parents=True)
-        for path in sorted((source / name).iterdir())[:per_class]:
+        for path in sorted((source / name).iterdir())[skip:skip + per_class]:
             (target / name / path.name).symlink_to(path)
     return target
 
@@ -33,10 +33,11 @@ def test_real_images_decode_to_grey_at_image_size(tmp_path: Path) -> None:
 
 
 def test_small_real_subset_study(tmp_path: Path) -> None:
-    folder = subset(require_shared_data(), tmp_path / "xrays", 40)
+    folder = subset(require_shared_data(), tmp_path / "xrays" / "train", 40)
+    subset(require_shared_data(), tmp_path / "xrays" / "test", 15, skip=500)
     path = write_study(tmp_path, data={"image_size": 64, "path": str(folder),
                                        "split": {"method": "stratified", "val_fraction": 0.25, "seed": 0}},
-                       test=None, training={"epochs": 2, "batch_size": 16})
+                       test={}, training={"epochs": 2, "batch_size": 16}, evaluation={"threshold": "youden"})
     study, _ = load_study(path)
     out = tmp_path / "out"
     assert StudyRunner(study, out, Console(quiet=True)).run() == 0
@@ -47,6 +48,11 @@ def test_small_real_subset_study(tmp_path: Path) -> None:
         split = list(csv.DictReader(handle))
     assert len(split) == 80 and sum(r["split"] == "val" for r in split) == 20
     assert all(r["image"].endswith(".jpeg") for r in split)
+    import json
+
+    metrics = json.loads((out / "trials" / "base-seed0" / "metrics.json").read_text())
+    assert_clinical_metrics(metrics)
+    assert metrics["evaluation"]["test"]["at_0.5"]["count"] == 30
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from medablate.config import load_study
 from medablate.study import StudyRunner
 from rich.console import Console
 
-from conftest import write_study
+from conftest import assert_clinical_metrics, write_study
 
 
 def run_study(path: Path, out: Path, overrides: tuple[str, ...] = ()) -> int:
@@ -53,6 +53,14 @@ def test_tiny_study_writes_every_output(tmp_path: Path) -> None:
         assert len(predictions) == 20
         assert sum(int(p["correct"]) for p in predictions) / 20 == pytest.approx(float(row["test_acc"]))
         assert len(read_csv(out / "trials" / row["run"] / "predictions_val.csv")) == 20
+    import json
+
+    assert_clinical_metrics(json.loads((out / "trials" / "base-seed0" / "metrics.json").read_text()))
+    for name in ("roc.png", "pr.png", "confusion.png", "reliability.png"):
+        assert (out / "trials" / "base-seed0" / name).exists(), name
+    assert (out / "figures" / "loss-roc.png").exists()
+    history = read_csv(out / "trials" / "base-seed0" / "history.csv")
+    assert {"val_auc", "val_balanced_acc", "val_sensitivity", "val_specificity"} <= set(history[0])
     split = read_csv(out / "split.csv")
     assert len(split) == 80 and {r["split"] for r in split} == {"train", "val"}
     tables = (out / "tables.md").read_text()

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medablate import __version__
@@ -27,7 +28,7 @@ def _guarded(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except UserError as exc:
-        console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] Run the same command again to resume where it stopped.")
@@ -151,6 +152,39 @@ def compare(out: Path = typer.Argument(..., help="A study's output folder (runs/
                           f"{out / 'figures'}/")
 
     _guarded(action)
+
+
+@app.command()
+def predict(
+    trial_dir: Path = typer.Argument(..., help="A finished run folder: DIR/trials/<trial>-seed<k>.", show_default=False),
+    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or folders of them.", show_default=False),
+    saliency: Optional[Path] = typer.Option(None, "--saliency", help="Write a saliency heatmap overlay per image here."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of text."),
+) -> None:
+    """Predict new images with a trial's best checkpoint, its preprocessing and its validated threshold."""
+
+    def action() -> int:
+        import json
+
+        from medablate.predict import as_json as to_json
+        from medablate.predict import predict_images
+
+        results, errors = predict_images(trial_dir, images, saliency)
+        if as_json:
+            print(json.dumps(to_json(results, errors), indent=2))
+        else:
+            for r in results:
+                probs = "  ".join(f"P({name}) {p:.4f}" for name, p in r.probabilities.items())
+                extra = "".join(f"  ({n})" for n in r.notes) + (f"  saliency: {r.saliency}" if r.saliency else "")
+                out_console.print(f"{escape(r.path)}: {probs}  -> [bold]{escape(r.decision)}[/]{escape(extra)}",
+                                  highlight=False)
+            if results:
+                out_console.print(f"decision rule: {results[0].rule}", highlight=False)
+        for message in errors:
+            console.print(f"[red]Skipped:[/] {escape(message)}", highlight=False)
+        return 1 if errors else 0
+
+    raise typer.Exit(_guarded(action))
 
 
 @app.command()

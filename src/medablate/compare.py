@@ -267,9 +267,31 @@ def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis
                       for t in trials}
             if any(values.values()) and outcome.key != "seconds":
                 per_outcome[outcome.label + (" (points)" if outcome.unit == "points" else "")] = values
+        roc = _roc_curves(out, trials, keys, plan.seeds)
+        if roc:
+            split = "test" if all(k.endswith("(test)") for k in roc) else "validation"
+            plots.roc_overlay(out / "figures" / f"{name}-roc.png", {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
+                              f"{study.name}: {comparison.name}, {split} ROC (first finished seed)", note)
         if per_outcome:
             plots.outcome_strips(out / "figures" / f"{name}-outcomes.png", per_outcome,
                                  f"{study.name}: {comparison.name}, each dot one seed", note)
+
+
+def _roc_curves(out: Path, trials: list[Trial], keys: list[str], seeds: list[int]) -> dict[str, tuple]:
+    """Per level: labels and positive-class probabilities of its first finished seed (test, else validation)."""
+    curves = {}
+    for trial in trials:
+        for seed in seeds:
+            run_dir = rundir.trial_dir(out, f"{trial.id}-seed{seed}")
+            metrics = rundir.read_json(run_dir / "metrics.json") or {}
+            positive = (metrics.get("evaluation") or {}).get("positive_class")
+            split = "test" if (run_dir / "predictions_test.csv").exists() else "val"
+            rows = rundir.read_predictions(run_dir / f"predictions_{split}.csv")
+            if positive and rows:
+                curves[f"{level_label(trial, keys)} ({split})"] = (
+                    np.array([int(r["label"]) for r in rows]), np.array([float(r[f"prob_{positive}"]) for r in rows]))
+                break
+    return curves
 
 
 def _safe(name: str) -> str:

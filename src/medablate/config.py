@@ -165,6 +165,33 @@ class AnalysisConfig(Strict):
     bootstrap_resamples: int = Field(2000, ge=100)
 
 
+class SensitivityTarget(Strict):
+    sensitivity: float = Field(gt=0, le=1)
+
+
+class EvaluationConfig(Strict):
+    """How decisions are made from probabilities (binary tasks; class 1 is positive)."""
+
+    threshold: float | Literal["youden"] | SensitivityTarget = Field(
+        0.5, description="0.5 (the course's rule), youden, or {sensitivity: 0.95}; chosen on validation only")
+    bootstrap_resamples: int = Field(2000, ge=100, description="resamples for the test metrics' 95% CIs")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _one_of_three_forms(cls, value: Any) -> Any:
+        forms = "a number between 0 and 1, youden, or {sensitivity: 0.95}"
+        if isinstance(value, str) and value != "youden":
+            hint = " (did you mean 'youden'?)" if names.closest(value, ["youden"]) else ""
+            raise ValueError(f"threshold '{value}' is not one of: {forms}{hint}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 < value < 1:
+            raise ValueError(f"a fixed threshold must be between 0 and 1, not {value}")
+        return value
+
+    @property
+    def rule(self) -> Any:
+        return self.threshold.model_dump() if isinstance(self.threshold, SensitivityTarget) else self.threshold
+
+
 class TrialConfig(Strict):
     """Everything one training run depends on, except the seed and the study-level data."""
 
@@ -201,6 +228,7 @@ class Study(Strict):
     training: TrainingConfig = TrainingConfig()
     comparisons: list[Comparison] = Field(default_factory=list)
     analysis: AnalysisConfig = AnalysisConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @field_validator("seeds")
     @classmethod

@@ -19,13 +19,15 @@ import numpy as np
 import torch
 
 from medablate import atomic
+from medablate.clinical import epoch_metrics
 from medablate.checkpoint import load_checkpoint, save_checkpoint
 from medablate.config import TrialConfig, to_plain
 from medablate.models import build_model
 from medablate.optim import build_optimizer, build_scheduler
 from medablate.tasks import Task
 
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_balanced_acc",
+                   "val_sensitivity", "val_specificity", "seconds"]
 CHECKPOINT_FORMAT = 1
 
 
@@ -247,12 +249,13 @@ class Trainer:
                                                     self.per_batch, train, training.batch_size, on_batch)
             if self.scheduler is not None and not self.per_batch:
                 self.scheduler.step()
-            val_eval = evaluate(self.model, self.task, val, training.eval_batch_size)
+            val_eval = evaluate(self.model, self.task, val, training.eval_batch_size, keep_predictions=True)
             # Iterating a validation DataLoader draws one seed from the global RNG; draw it too, so that a
             # seed gives the same batches and dropout masks as the course's DataLoader loop.
             torch.empty((), dtype=torch.int64).random_()
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                    "val_loss": val_eval.loss, "val_acc": val_eval.accuracy,
+                   **epoch_metrics(val.labels.cpu().numpy(), val_eval.probabilities, val_eval.decisions),
                    "seconds": round(time.perf_counter() - started, 3)}
             if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
                 self.history.append(row)

@@ -103,3 +103,98 @@ def _finish(fig, acc, loss, title: str, note: str) -> None:  # type: ignore[no-u
         axis.legend(fontsize=8)
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
+
+
+# ---------------------------------------------------------------- clinical figures of one trial
+
+
+def roc_pr(path_roc: Path, path_pr: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]],
+           threshold: float | None, title: str, note: str = "") -> None:
+    """ROC and precision-recall curves per split, with the operating point at the chosen threshold marked."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    for path, kind in ((path_roc, "roc"), (path_pr, "pr")):
+        fig, axis = plt.subplots(figsize=(5.2, 4.8))
+        for index, (split, (labels, positive)) in enumerate(curves.items()):
+            if len(np.unique(labels)) < 2:
+                continue
+            colour = f"C{index}"
+            if kind == "roc":
+                fpr, tpr, _ = roc_curve(labels, positive)
+                axis.plot(fpr, tpr, color=colour, label=split)
+            else:
+                precision, recall, _ = precision_recall_curve(labels, positive)
+                axis.plot(recall, precision, color=colour, label=split)
+            if threshold is not None:
+                decided = positive >= threshold
+                sensitivity = decided[labels == 1].mean()
+                x = 1 - (~decided[labels == 0]).mean() if kind == "roc" else sensitivity
+                y = sensitivity if kind == "roc" else (labels[decided] == 1).mean() if decided.any() else 1.0
+                axis.plot([x], [y], "o", color=colour, markersize=7,
+                          label=f"{split} at threshold {threshold:.3g}")
+        if kind == "roc":
+            axis.plot([0, 1], [0, 1], ":", color="grey")
+            axis.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity", title="ROC")
+        else:
+            axis.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="lower right" if kind == "roc" else "lower left")
+        fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
+        fig.tight_layout()
+        atomic.save_figure(path, fig, dpi=110)
+        plt.close(fig)
+
+
+def confusion(path: Path, matrix: list[list[int]], class_names: list[str], title: str) -> None:
+    fig, axis = plt.subplots(figsize=(4.2, 3.8))
+    values = np.asarray(matrix)
+    axis.imshow(values, cmap="Blues")
+    for (i, j), count in np.ndenumerate(values):
+        axis.text(j, i, str(count), ha="center", va="center",
+                  color="white" if count > values.max() / 2 else "black")
+    axis.set_xticks(range(len(class_names)), class_names)
+    axis.set_yticks(range(len(class_names)), class_names)
+    axis.set(xlabel="predicted", ylabel="true")
+    axis.set_title(title, fontsize=9)
+    fig.tight_layout()
+    atomic.save_figure(path, fig, dpi=110)
+    plt.close(fig)
+
+
+def reliability(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, bins: int = 10) -> None:
+    """Observed frequency of the positive class per bin of predicted probability."""
+    fig, axis = plt.subplots(figsize=(5, 4.6))
+    edges = np.linspace(0, 1, bins + 1)
+    for index, (split, (labels, positive)) in enumerate(curves.items()):
+        which = np.minimum((positive * bins).astype(int), bins - 1)
+        filled = [b for b in range(bins) if (which == b).any()]
+        axis.plot([positive[which == b].mean() for b in filled], [labels[which == b].mean() for b in filled],
+                  "o-", color=f"C{index}", label=split)
+    axis.plot(edges[[0, -1]], edges[[0, -1]], ":", color="grey", label="perfectly calibrated")
+    axis.set(xlabel="predicted probability of the positive class", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    atomic.save_figure(path, fig, dpi=110)
+    plt.close(fig)
+
+
+def roc_overlay(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, note: str = "") -> None:
+    """One ROC curve per level of a comparison (AUC in the legend)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, axis = plt.subplots(figsize=(5.6, 5))
+    for index, (label, (labels, positive)) in enumerate(curves.items()):
+        if len(np.unique(labels)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(labels, positive)
+        axis.plot(fpr, tpr, color=f"C{index}", label=f"{label} (AUC {roc_auc_score(labels, positive):.3f})")
+    axis.plot([0, 1], [0, 1], ":", color="grey")
+    axis.set(xlabel="1 - specificity", ylabel="sensitivity")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
+    fig.tight_layout()
+    atomic.save_figure(path, fig, dpi=110)
+    plt.close(fig)

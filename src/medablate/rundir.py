@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -37,7 +38,7 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with path.open() as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -49,14 +50,19 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
 
 
 def write_predictions(path: Path, ids: list[str], labels: Any, probabilities: Any, decisions: Any,
-                      class_names: list[str]) -> None:
-    """One row per image: id, label, probability of each class, decision, correct (0/1)."""
+                      class_names: list[str], threshold: float | None = None) -> None:
+    """One row per image: id, label, probability of each class, decision (the loss's rule), correct (0/1),
+    and for binary tasks the decision at the validated threshold."""
     columns = ["image", "label", *[f"prob_{name}" for name in class_names], "decision", "correct"]
+    if threshold is not None:
+        columns.append("decision_at_threshold")
     rows = []
     for image, label, probs, decision in zip(ids, labels, probabilities, decisions):
         row: dict[str, Any] = {"image": image, "label": int(label), "decision": int(decision),
                                "correct": int(int(label) == int(decision))}
         row.update({f"prob_{name}": float(p) for name, p in zip(class_names, probs)})
+        if threshold is not None:
+            row["decision_at_threshold"] = int(float(probs[1]) >= threshold)
         rows.append(row)
     atomic.write_csv(path, rows, columns)
 

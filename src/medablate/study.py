@@ -29,6 +29,7 @@ from medablate.data.types import ImageSet
 from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device
 from medablate.errors import UserError
 from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
+from medablate.clinical import Predictions, evaluate_trial
 from medablate.compare import write_analysis
 from medablate.plan import Plan, Run, expand, reference_trial
 from medablate.tasks import Task, make_task
@@ -78,6 +79,14 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         images = load_data(study.data)
         split = make_split(images, study.data.split)
         test = load_test(study.data, study.test, images.class_names) if study.test is not None else None
+    rule = study.evaluation.rule
+    if not isinstance(rule, float):
+        if len(images.class_names) != 2:
+            raise UserError(f"evaluation.threshold is {rule!r}, but a chosen threshold applies to two-class tasks and "
+                            f"the data has {len(images.class_names)} classes: use evaluation.threshold: 0.5.")
+        if len(np.unique(images.labels[split == VAL])) < 2:
+            raise UserError(f"evaluation.threshold is {rule!r}, which is chosen on validation, but the validation split "
+                            "has only one class: change data.split or use evaluation.threshold: 0.5.")
     if test is not None and test.image_shape != images.image_shape:
         raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
                         "set data.image_size so both are resized alike.")
@@ -249,6 +258,8 @@ class StudyRunner:
         history = rundir.read_history(run_dir)
         if history:
             plots.run_curves(run_dir / "curves.png", history, f"{self.study.name}: {run.id}", self._figure_note())
+        if metrics.get("evaluation"):
+            trial_figures(run_dir, metrics, f"{self.study.name}: {run.id}", self._figure_note())
         progress.update(study_task, completed=base + training.epochs)
         progress.remove_task(trial_task)
         self._report_run(run, metrics)
@@ -284,22 +295,22 @@ class StudyRunner:
         batch = trainer.config.training.eval_batch_size
         names = data.images.class_names
         val_ids = [i for i, s in zip(data.images.ids, data.split) if s == VAL]
-        self._predictions(trainer, task, splits["val"], val_ids, "predictions_val.csv", names, batch)
-        if "test" in splits and data.test is not None:
-            result = self._predictions(trainer, task, splits["test"], data.test.ids, "predictions_test.csv", names, batch)
-            metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": result.accuracy,
-                               "loss": result.loss, "confusion_matrix": result.confusion, "count": result.count,
-                               "class_names": names}
+        val_eval = evaluate(trainer.model, task, splits["val"], batch, keep_predictions=True)
+        test_eval = evaluate(trainer.model, task, splits["test"], batch, keep_predictions=True) \
+            if "test" in splits else None
+        report, threshold = evaluate_trial(_predictions(splits["val"], val_eval),
+                                           _predictions(splits["test"], test_eval) if test_eval else None,
+                                           self.study.evaluation, names)
+        metrics.update(checkpoint_epoch=epoch, threshold=threshold, evaluation=report)
+        rundir.write_predictions(trainer.run_dir / "predictions_val.csv", val_ids, _labels(splits["val"]),
+                                 val_eval.probabilities, val_eval.decisions, names, threshold)
+        if test_eval is not None and data.test is not None:
+            rundir.write_predictions(trainer.run_dir / "predictions_test.csv", data.test.ids, _labels(splits["test"]),
+                                     test_eval.probabilities, test_eval.decisions, names, threshold)
+            metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": test_eval.accuracy,
+                               "loss": test_eval.loss, "confusion_matrix": test_eval.confusion,
+                               "count": test_eval.count, "class_names": names}
         return metrics
-
-    @staticmethod
-    def _predictions(trainer: Trainer, task: Task, split: Split, ids: list[str], name: str, class_names: list[str],
-                     batch: int) -> Any:
-        """Evaluate the loaded checkpoint on split and save its per-image predictions next to the run."""
-        result = evaluate(trainer.model, task, split, batch, keep_predictions=True)
-        rundir.write_predictions(trainer.run_dir / name, ids, split.labels.cpu().numpy(), result.probabilities,
-                                 result.decisions, class_names)
-        return result
 
     def _report_run(self, run: Run, metrics: dict[str, Any]) -> None:
         if metrics["status"] == rundir.DONE:
@@ -331,6 +342,34 @@ class StudyRunner:
                            f"{self.out / 'comparisons.csv'}\nTables:  {self.out / 'tables.md'}\n"
                            f"Figures: {self.out / 'figures'}/ and {self.out / 'trials'}/*/curves.png")
         return 0 if rundir.FAILED not in statuses else 1
+
+
+def trial_figures(run_dir: Path, metrics: dict[str, Any], title: str, note: str) -> None:
+    """ROC, PR, confusion matrix and reliability diagram of one trial, from its prediction files."""
+    curves = {}
+    for split in ("val", "test"):
+        rows = rundir.read_predictions(run_dir / f"predictions_{split}.csv")
+        if rows and metrics["evaluation"].get("positive_class") is not None:
+            positive = f"prob_{metrics['evaluation']['positive_class']}"
+            curves[split] = (np.array([int(r["label"]) for r in rows]), np.array([float(r[positive]) for r in rows]))
+    threshold = metrics.get("threshold")
+    if curves:
+        plots.roc_pr(run_dir / "roc.png", run_dir / "pr.png", curves, threshold, title, note)
+        plots.reliability(run_dir / "reliability.png", curves, f"{title}: calibration")
+    shown = "test" if "test" in metrics["evaluation"] else "val"
+    section = metrics["evaluation"][shown]
+    at = "at_threshold" if "at_threshold" in section else "at_0.5"
+    rule = f"threshold {threshold:.3g}" if at == "at_threshold" else "the loss's rule"
+    names = (metrics.get("test") or {}).get("class_names") or [str(i) for i in range(len(section[at]["confusion_matrix"]))]
+    plots.confusion(run_dir / "confusion.png", section[at]["confusion_matrix"], names, f"{shown}, {rule}")
+
+
+def _labels(split: Split) -> np.ndarray:
+    return split.labels.cpu().numpy()
+
+
+def _predictions(split: Split, result: Any) -> Predictions:
+    return Predictions(_labels(split), result.probabilities, result.decisions)
 
 
 def _now() -> str:

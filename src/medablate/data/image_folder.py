@@ -59,7 +59,7 @@ def decode(path: Path, size: int) -> np.ndarray:
             grey = image.convert("L")
             if grey.size != (size, size):
                 grey = grey.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(grey, dtype=np.uint8)
+            return np.array(grey, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"image {path} could not be read ({exc}): replace or remove the file.") from None
 

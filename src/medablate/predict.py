@@ -1,0 +1,153 @@
+"""Predict new images with a trained trial: exactly its preprocessing, its model, its validated threshold.
+
+Saliency is the input gradient of the decided class's logit (|d logit / d pixel|, smoothed for display):
+it works for every model medablate builds. Grad-CAM needs convolutional layers, which no medablate model
+has yet; it will come with the first CNN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medablate import atomic, checkpoint, rundir
+from medablate.config import TrialConfig
+from medablate.data.image_folder import decode, image_extensions
+from medablate.engine import normalise
+from medablate.errors import UserError
+from medablate.models import build_model
+from medablate.tasks import make_task
+
+
+@dataclass
+class Prediction:
+    path: str
+    probabilities: dict[str, float]
+    decision: str
+    rule: str
+    notes: list[str] = field(default_factory=list)
+    saliency: str | None = None
+
+
+def list_images(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the image files inside them (sorted, recursive)."""
+    extensions = image_extensions()
+    found: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        else:
+            found.append(item)
+    return found
+
+
+class Predictor:
+    def __init__(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        if not (run_dir / "best.pt").exists():
+            raise UserError(f"{run_dir} has no best.pt: it is not a finished trial folder (DIR/trials/<trial>-seed<k>). "
+                            "Run or resume the study, or pick a trial that `medablate status DIR` lists as done.")
+        saved = rundir.read_config(run_dir)
+        state = checkpoint.load_checkpoint(run_dir / "best.pt")
+        meta = state["meta"]
+        self.class_names: list[str] = list(meta["class_names"])
+        self.size = int(meta["image_shape"][0])
+        config = TrialConfig.model_validate({"model": saved["model"], "training": saved["training"]})
+        self.task = make_task(meta["loss"], int(meta["num_classes"]))
+        self.task.check_outputs(int(meta["num_outputs"]), f"checkpoint {run_dir / 'best.pt'}")
+        self.model = build_model(config.model, tuple(meta["image_shape"]), self.task.num_outputs)
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+        self.threshold = (rundir.read_json(run_dir / "metrics.json") or {}).get("threshold")
+
+    def rule(self) -> str:
+        if self.threshold is not None:
+            return f"{self.class_names[1]} when P({self.class_names[1]}) >= {self.threshold:.4g} (validated threshold)"
+        return "the loss's rule (sigmoid > 0.5 / argmax)"
+
+    def load(self, path: Path) -> tuple[np.ndarray, list[str]]:
+        notes = []
+        try:
+            with Image.open(path) as image:
+                original = image.size
+        except Exception:  # decode() below names the file and the problem
+            original = None
+        pixels = decode(path, self.size)
+        if original and original != (self.size, self.size):
+            notes.append(f"resized from {original[0]}x{original[1]} to {self.size}x{self.size} as in training")
+        return pixels, notes
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.task.probabilities(self.model(normalise(torch.from_numpy(pixels))).double()).numpy()
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        if self.threshold is not None:
+            return (probabilities[:, 1] >= self.threshold).astype(int)
+        return probabilities.argmax(1)
+
+    def saliency(self, pixels: np.ndarray, decision: int) -> np.ndarray:
+        """|gradient| of the decided class's logit with respect to each input pixel."""
+        x = normalise(torch.from_numpy(pixels[None])).requires_grad_(True)
+        logits = self.model(x)
+        score = logits[0, 0] * (1 if decision == 1 else -1) if self.task.num_outputs == 1 else logits[0, decision]
+        (gradient,) = torch.autograd.grad(score, x)
+        return gradient[0].abs().numpy()
+
+
+def predict_images(run_dir: Path, inputs: list[Path], saliency_dir: Path | None = None) -> tuple[list[Prediction], list[str]]:
+    """Predictions for every readable image, and one message per image that could not be read."""
+    predictor = Predictor(run_dir)
+    files = list_images(inputs)
+    if not files:
+        raise UserError(f"no images found in {', '.join(map(str, inputs))}: pass PNG or JPEG files or a folder of them.")
+    loaded, errors = [], []
+    for path in files:
+        try:
+            pixels, notes = predictor.load(path)
+            loaded.append((path, pixels, notes))
+        except UserError as exc:
+            errors.append(str(exc))
+    if not loaded:
+        return [], errors
+    probabilities = predictor.probabilities(np.stack([p for _, p, _ in loaded]))
+    decisions = predictor.decide(probabilities)
+    results = []
+    for (path, pixels, notes), probs, decision in zip(loaded, probabilities, decisions):
+        prediction = Prediction(str(path), {n: float(p) for n, p in zip(predictor.class_names, probs)},
+                                predictor.class_names[int(decision)], predictor.rule(), notes)
+        if saliency_dir is not None:
+            target = Path(saliency_dir) / f"{path.stem}_saliency.png"
+            _save_overlay(target, pixels, predictor.saliency(pixels, int(decision)),
+                          f"{path.name}: {prediction.decision} ({probs[int(decision)]:.2f})")
+            prediction.saliency = str(target)
+        results.append(prediction)
+    return results, errors
+
+
+def _save_overlay(path: Path, pixels: np.ndarray, saliency: np.ndarray, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.ndimage import gaussian_filter
+
+    heat = gaussian_filter(saliency, sigma=max(1.0, pixels.shape[0] / 64))
+    heat = heat / heat.max() if heat.max() > 0 else heat
+    fig, axis = plt.subplots(figsize=(4, 4.3))
+    axis.imshow(pixels, cmap="gray")
+    axis.imshow(heat, cmap="inferno", alpha=0.45)
+    axis.set_title(title, fontsize=8)
+    axis.axis("off")
+    fig.tight_layout()
+    atomic.save_figure(path, fig, dpi=100)
+    plt.close(fig)
+
+
+def as_json(predictions: list[Prediction], errors: list[str]) -> dict[str, Any]:
+    return {"predictions": [p.__dict__ for p in predictions], "errors": errors}
