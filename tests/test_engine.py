@@ -41,7 +41,8 @@ def test_history_columns_and_files(tmp_path: Path) -> None:
     train, val = splits()
     fit = trainer(tmp_path, tiny_config()).fit(train, val)
     assert fit.status == "done" and len(fit.history) == 4
-    assert set(fit.history[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    assert list(fit.history[0]) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc",
+                                    "val_balanced_acc", "val_sensitivity", "val_specificity", "seconds"]
     for name in ("history.csv", "best.pt", "last.pt"):
         assert (tmp_path / name).exists()
     assert fit.best["epoch"] == min(fit.history, key=lambda r: r["val_loss"])["epoch"]

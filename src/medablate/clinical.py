@@ -26,7 +26,7 @@ class Predictions:
 def epoch_metrics(labels: np.ndarray, probabilities: np.ndarray, decisions: np.ndarray) -> dict[str, float]:
     """The cheap validation metrics recorded every epoch (NaN where undefined)."""
     y = np.asarray(labels)
-    if len(np.unique(y)) < 2:
+    if len(np.unique(y)) < 2 or not np.isfinite(probabilities).all():  # one class, or a diverged model
         return {"val_auc": np.nan, "val_balanced_acc": np.nan, "val_sensitivity": np.nan, "val_specificity": np.nan}
     if probabilities.shape[1] == 2:
         values = metrics.weighted_binary(np.ones((1, len(y))), y == 1, probabilities[:, 1], decisions == 1)
