@@ -155,6 +155,21 @@ def compare(out: Path = typer.Argument(..., help="A study's output folder (runs/
 
 
 @app.command()
+def report(out: Path = typer.Argument(..., help="A study's output folder (runs/<study name>).", show_default=False)) -> None:
+    """Write DIR/report.html (self-contained, opens offline) and DIR/report.md from the study's saved files."""
+
+    def action() -> None:
+        from medablate.compare import write_analysis
+        from medablate.report import build_report
+
+        write_analysis(out)
+        html_path, md_path = build_report(out)
+        out_console.print(f"Wrote {html_path} and {md_path}")
+
+    _guarded(action)
+
+
+@app.command()
 def predict(
     trial_dir: Path = typer.Argument(..., help="A finished run folder: DIR/trials/<trial>-seed<k>.", show_default=False),
     images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or folders of them.", show_default=False),

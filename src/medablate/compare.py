@@ -259,7 +259,7 @@ def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis
                                          for s in plan.seeds] for t in trials}
         seeds = f" (mean and 95% band over {len(plan.seeds)} seeds)" if len(plan.seeds) > 1 else ""
         name = _safe(comparison.name)
-        plots.overlay(out / "figures" / f"{name}.png", curves, f"{study.name}: {comparison.name}{seeds}", note)
+        plots.overlay(out / "figures" / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
         per_outcome = {}
         for outcome in OUTCOMES:
             values = {level_label(t, keys): [scaled(outcome, found[(t.id, s)][outcome.key]) for s in plan.seeds
@@ -270,10 +270,10 @@ def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis
         roc = _roc_curves(out, trials, keys, plan.seeds)
         if roc:
             split = "test" if all(k.endswith("(test)") for k in roc) else "validation"
-            plots.roc_overlay(out / "figures" / f"{name}-roc.png", {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
+            plots.roc_overlay(out / "figures" / f"{name}-roc", {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
                               f"{study.name}: {comparison.name}, {split} ROC (first finished seed)", note)
         if per_outcome:
-            plots.outcome_strips(out / "figures" / f"{name}-outcomes.png", per_outcome,
+            plots.outcome_strips(out / "figures" / f"{name}-outcomes", per_outcome,
                                  f"{study.name}: {comparison.name}, each dot one seed", note)
 
 

@@ -144,6 +144,7 @@ class TrainingConfig(Strict):
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = Field(256, ge=1)
+    tensorboard: bool = Field(False, description="write TensorBoard scalars and HParams per trial (optional package)")
 
     _named = field_validator("optimizer", "scheduler", mode="before")(_as_named)
 

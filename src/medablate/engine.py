@@ -25,6 +25,7 @@ from medablate.config import TrialConfig, to_plain
 from medablate.models import build_model
 from medablate.optim import build_optimizer, build_scheduler
 from medablate.tasks import Task
+from medablate.tracking import TensorBoardLog
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_balanced_acc",
                    "val_sensitivity", "val_specificity", "seconds"]
@@ -163,6 +164,12 @@ def _is_better(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor == "val_loss" else value > best
 
 
+def flatten_config(config: TrialConfig) -> dict[str, Any]:
+    from medablate.results import flatten
+
+    return flatten(to_plain(config))
+
+
 def checkpoint_meta(config: TrialConfig, task: Task, image_shape: tuple[int, int], class_names: list[str]) -> dict[str, Any]:
     """What a checkpoint needs to rebuild its model and score it with the right rule."""
     return {"format": CHECKPOINT_FORMAT, "loss": task.loss_name, "num_outputs": task.num_outputs,
@@ -242,6 +249,7 @@ class Trainer:
             on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
         training = self.config.training
         start = self.resume()
+        log = TensorBoardLog(self.run_dir, flatten_config(self.config)) if training.tensorboard else None
         for epoch in range(start + 1, training.epochs + 1):
             started = time.perf_counter()
             lr = current_lr(self.optimizer)
@@ -264,8 +272,12 @@ class Trainer:
             self.history.append(row)
             self._checkpoint(row, self._update_best(row))
             self.write_history()
+            if log is not None:
+                log.epoch(row)
             if on_epoch is not None:
                 on_epoch(row)
+        if log is not None:
+            log.close({"best_val_loss": self.best.get("val_loss"), "best_val_acc": self.best.get("best_val_acc")})
         return FitResult("done", self.history, self.best, resumed_from_epoch=start)
 
     def write_history(self) -> None:

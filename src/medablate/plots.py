@@ -18,6 +18,18 @@ from medablate import atomic  # noqa: E402
 History = Sequence[dict[str, float]]
 
 
+FORMATS = (".png", ".pdf", ".svg")
+
+
+def save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Save and close a figure: at path, or as path.png, .pdf and .svg when path has no such suffix (for papers)."""
+    path = Path(path)
+    targets = [path] if path.suffix in FORMATS else [path.with_name(path.name + f) for f in FORMATS]
+    for target in targets:
+        atomic.save_figure(target, fig, dpi=110, metadata={"Date": None} if target.suffix == ".svg" else None)
+    plt.close(fig)
+
+
 def _column(history: History, key: str) -> list[float]:
     return [float(row[key]) for row in history]
 
@@ -30,8 +42,7 @@ def run_curves(path: Path, history: History, title: str, note: str = "") -> None
         acc.plot(epochs, _column(history, f"{split}_acc"), style, label=split)
         loss.plot(epochs, _column(history, f"{split}_loss"), style, label=split)
     _finish(fig, acc, loss, title, note)
-    atomic.save_figure(path, fig, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _stack(histories: Sequence[History], key: str) -> np.ndarray:
@@ -65,8 +76,7 @@ def overlay(path: Path, curves: dict[str, Sequence[History]], title: str, note: 
                 axis.fill_between(epochs, mean - half, mean + half, color=colour, alpha=0.15, linewidth=0)
             axis.plot(epochs, _stack(histories, f"train_{metric}").mean(axis=0), ":", color=colour, alpha=0.7)
     _finish(fig, acc, loss, title, note + ("; " if note else "") + "dotted: train")
-    atomic.save_figure(path, fig, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def outcome_strips(path: Path, outcomes: dict[str, dict[str, list[float]]], title: str, note: str = "") -> None:
@@ -90,8 +100,7 @@ def outcome_strips(path: Path, outcomes: dict[str, dict[str, list[float]]], titl
         axis.axis("off")
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
-    atomic.save_figure(path, fig, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _finish(fig, acc, loss, title: str, note: str) -> None:  # type: ignore[no-untyped-def]
@@ -141,8 +150,7 @@ def roc_pr(path_roc: Path, path_pr: Path, curves: dict[str, tuple[np.ndarray, np
         axis.legend(fontsize=8, loc="lower right" if kind == "roc" else "lower left")
         fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
         fig.tight_layout()
-        atomic.save_figure(path, fig, dpi=110)
-        plt.close(fig)
+        save(fig, path)
 
 
 def confusion(path: Path, matrix: list[list[int]], class_names: list[str], title: str) -> None:
@@ -157,8 +165,7 @@ def confusion(path: Path, matrix: list[list[int]], class_names: list[str], title
     axis.set(xlabel="predicted", ylabel="true")
     axis.set_title(title, fontsize=9)
     fig.tight_layout()
-    atomic.save_figure(path, fig, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def reliability(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, bins: int = 10) -> None:
@@ -176,8 +183,7 @@ def reliability(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], ti
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     fig.tight_layout()
-    atomic.save_figure(path, fig, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def roc_overlay(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, note: str = "") -> None:
@@ -196,5 +202,4 @@ def roc_overlay(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], ti
     axis.legend(fontsize=8, loc="lower right")
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
-    atomic.save_figure(path, fig, dpi=110)
-    plt.close(fig)
+    save(fig, path)

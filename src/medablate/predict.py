@@ -137,7 +137,7 @@ def _save_overlay(path: Path, pixels: np.ndarray, saliency: np.ndarray, title: s
     import matplotlib.pyplot as plt
     from scipy.ndimage import gaussian_filter
 
-    heat = gaussian_filter(saliency, sigma=max(1.0, pixels.shape[0] / 64))
+    heat = gaussian_filter(saliency.astype(np.float64), sigma=max(1.0, pixels.shape[0] / 64))
     heat = heat / heat.max() if heat.max() > 0 else heat
     fig, axis = plt.subplots(figsize=(4, 4.3))
     axis.imshow(pixels, cmap="gray")
@@ -151,3 +151,23 @@ def _save_overlay(path: Path, pixels: np.ndarray, saliency: np.ndarray, title: s
 
 def as_json(predictions: list[Prediction], errors: list[str]) -> dict[str, Any]:
     return {"predictions": [p.__dict__ for p in predictions], "errors": errors}
+
+
+def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: list[str], count: int = 3) -> None:
+    """A few correctly and wrongly classified images with saliency, for the report (examples/ + examples.json)."""
+    predictor = Predictor(run_dir)
+    probabilities = predictor.probabilities(images)
+    decisions = predictor.decide(probabilities)
+    chosen = [("correct", i) for i in np.flatnonzero(decisions == labels)[:count]]
+    chosen += [("wrong", i) for i in np.flatnonzero(decisions != labels)[:count]]
+    listing = []
+    for n, (kind, i) in enumerate(chosen):
+        name = f"{kind}-{n}.png"
+        decided = int(decisions[i])
+        _save_overlay(Path(run_dir) / "examples" / name, images[i], predictor.saliency(images[i], decided),
+                      f"true {predictor.class_names[int(labels[i])]}, predicted {predictor.class_names[decided]} "
+                      f"({probabilities[i, decided]:.2f})")
+        listing.append({"file": f"examples/{name}", "image": ids[i], "kind": kind,
+                        "label": predictor.class_names[int(labels[i])], "decision": predictor.class_names[decided],
+                        "probability": float(probabilities[i, decided])})
+    atomic.write_json(Path(run_dir) / "examples.json", listing)

@@ -32,7 +32,10 @@ from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, 
 from medablate.clinical import Predictions, evaluate_trial
 from medablate.compare import write_analysis
 from medablate.plan import Plan, Run, expand, reference_trial
+from medablate.predict import write_examples
+from medablate.report import build_report
 from medablate.tasks import Task, make_task
+from medablate.tracking import require_tensorboard
 
 
 @dataclass
@@ -62,6 +65,8 @@ def check_buildable(plan: Plan) -> None:
     """Build every trial's optimizer and scheduler on a dummy parameter, so bad arguments fail before training."""
     for trial in plan.trials:
         training = trial.config.training
+        if training.tensorboard:
+            require_tensorboard()
         try:
             optimizer = build_optimizer(training.optimizer, [torch.nn.Parameter(torch.zeros(1))])
         except Exception as exc:
@@ -181,6 +186,7 @@ class StudyRunner:
         info.update(status="finished" if all(s in rundir.FINISHED for s in statuses) else "incomplete",
                     finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1))
         atomic.write_json(self.out / "study.json", info)
+        build_report(self.out)
         return self._summarise(statuses)
 
     def _tensors(self, data: StudyData, device: torch.device) -> dict[str, Split]:
@@ -260,6 +266,9 @@ class StudyRunner:
             plots.run_curves(run_dir / "curves.png", history, f"{self.study.name}: {run.id}", self._figure_note())
         if metrics.get("evaluation"):
             trial_figures(run_dir, metrics, f"{self.study.name}: {run.id}", self._figure_note())
+            shown = data.test if data.test is not None else None
+            if shown is not None:
+                write_examples(run_dir, shown.images, shown.labels, shown.ids)
         progress.update(study_task, completed=base + training.epochs)
         progress.remove_task(trial_task)
         self._report_run(run, metrics)
@@ -339,7 +348,8 @@ class StudyRunner:
         counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
         self.console.print("Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         self.console.print(f"Results: {self.out / 'results.csv'} (per run), {self.out / 'summary.csv'} (per trial), "
-                           f"{self.out / 'comparisons.csv'}\nTables:  {self.out / 'tables.md'}\n"
+                           f"{self.out / 'comparisons.csv'}\nReport:  {self.out / 'report.html'} and report.md\n"
+                           f"Tables:  {self.out / 'tables.md'}\n"
                            f"Figures: {self.out / 'figures'}/ and {self.out / 'trials'}/*/curves.png")
         return 0 if rundir.FAILED not in statuses else 1
 

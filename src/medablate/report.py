@@ -1,0 +1,246 @@
+"""The study report: DIR/report.html (one self-contained page) and DIR/report.md, from the run folder only."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medablate import atomic, plots, rundir
+from medablate.compare import Analysis, analyse, load_study_folder
+from medablate.config import Study, to_plain
+from medablate.document import Block, Figure, Heading, Image, Items, Paragraph, Table, render_html, render_markdown, slug
+from medablate.outcomes import BY_KEY, scaled
+from medablate.plan import Plan, Trial, level_label, reference_trial
+from medablate.results import flatten
+
+PATIENT_ID = re.compile(r"(person\d+_|patient[-_]?\d+|IM-\d{4}-)", re.IGNORECASE)
+METRIC_ROWS = ["accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "ppv", "npv",
+               "f1", "brier", "ece"]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(text: Any) -> Any:
+    try:
+        return float(text) if text not in (None, "") else None
+    except (TypeError, ValueError):
+        return text
+
+
+def best_trial(plan: Plan, analysis: Analysis) -> Trial | None:
+    """Chosen on validation (mean best validation accuracy over seeds), never on test."""
+    scores = {row["trial"]: row["best_val_acc_mean"] for row in analysis.summary
+              if row["seeds"] and not math.isnan(row["best_val_acc_mean"])}
+    if not scores:
+        return None
+    best = max(scores, key=lambda t: scores[t])
+    return next(t for t in plan.trials if t.id == best)
+
+
+# ---------------------------------------------------------------- warnings
+
+
+def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str, str]], best: dict | None) -> list[str]:
+    found = []
+    if info.get("synthetic_data"):
+        found.append("The data is SYNTHETIC (procedurally generated phantom images, not patients): these numbers say "
+                     "nothing about real chest X-rays.")
+    if len(plan.seeds) < 3:
+        found.append(f"{len(plan.seeds)} seed(s): differences between trials cannot be told from seed noise; use at "
+                     "least 3 (5 is better) for verdicts.")
+    bad = [r["run"] for r in results if r["status"] in ("diverged", "failed")]
+    if bad:
+        found.append(f"Diverged or failed runs: {', '.join(bad)}.")
+    unfinished = [r["run"] for r in results if r["status"] not in ("done", "diverged", "failed")]
+    if unfinished:
+        found.append(f"Not finished: {', '.join(unfinished)}; their numbers are missing below.")
+    split = _read_csv(out / "split.csv")
+    if any(PATIENT_ID.search(r["image"]) for r in split[:2000]):
+        found.append("File names look like they carry patient ids, and the split is not grouped by patient: images of "
+                     "one patient can sit on both sides and inflate validation results.")
+    train = (info.get("data", {}).get("counts") or {}).get("train") or {}
+    if train and max(train.values()) > 1.5 * max(1, min(train.values())):
+        found.append(f"Class imbalance in training: {', '.join(f'{k} {v}' for k, v in train.items())}; accuracy "
+                     "alone can mislead (see balanced accuracy, sensitivity and specificity).")
+    if best:
+        val, test = best.get("val", {}).get("at_threshold") or {}, best.get("test", {}).get("at_threshold") or {}
+        if (val.get("roc_auc") or 0) >= 0.99 or (test and abs((val.get("accuracy") or 0) - (test.get("accuracy") or 0)) >= 0.05):
+            found.append("Validation is near-perfect or far from test for the best trial: checkpoints and thresholds "
+                         "chosen on validation may not transfer to new data.")
+    return found
+
+
+# ---------------------------------------------------------------- sections
+
+
+def summary_section(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str, str]], found: list[str]) -> list[Block]:
+    versions = info.get("versions", {})
+    machine = info.get("machine", {})
+    seconds = sum(float(r["seconds"]) for r in results if r.get("seconds"))
+    data = info.get("data", {})
+    blocks: list[Block] = [Heading(2, "Summary", "summary")]
+    if found:
+        blocks.append(Items(found, "warning"))
+    facts = [["study", info.get("name")], ["started", info.get("started")], ["finished", info.get("finished")],
+             ["machine", f"{machine.get('platform', '?')}; {machine.get('device', '?')}; "
+                         f"{machine.get('torch_threads', '?')} threads" + (f"; {machine['gpu']}" if machine.get("gpu") else "")],
+             ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)],
+             ["training time (all runs)", f"{seconds / 60:.1f} min"],
+             ["trials x seeds", f"{len(plan.trials)} x {len(plan.seeds)} = {len(plan.runs)} runs"],
+             ["data", f"{data.get('source')} ({'synthetic' if info.get('synthetic_data') else 'real'}), classes "
+                      f"{', '.join(data.get('class_names', []))}, images {data.get('image_shape')}"],
+             ["patients per split", "not known (the data source gives no patient ids)"],
+             ["duplicates removed", "not checked (no duplicate detection for this source yet)"],
+             ["data fingerprint", info.get("data_fingerprint")], ["command", info.get("command") or "–"]]
+    blocks.append(Table(["", "value"], facts))
+    counts = data.get("counts") or {}
+    names = data.get("class_names", [])
+    blocks.append(Table(["split", *names, "total"], [[split, *(c.get(n) for n in names), sum(c.values())]
+                                                     for split, c in counts.items()]))
+    return blocks
+
+
+def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, comparison: Any) -> list[Block]:
+    keys = list(comparison.vary)
+    trials = plan.trials_of(comparison.name)
+    reference = reference_trial(study, plan, comparison)
+    stem = Path("figures") / "".join(c if c.isalnum() or c in "._-" else "_" for c in comparison.name)
+    blocks: list[Block] = [Heading(2, f"Comparison: {comparison.name}", f"comparison-{slug(comparison.name)}"),
+                           Paragraph(f"Varied: {', '.join(keys)}; reference level: {level_label(reference, keys)}.")]
+    blocks.append(Figure(stem, "Accuracy and loss per epoch: validation solid (mean with 95% band over seeds), "
+                               "train dotted."))
+    flats = {t.id: flatten({"model": to_plain(t.config.model), "training": to_plain(t.config.training)}) for t in trials}
+    differing = sorted({k for f in flats.values() for k in f if any(g.get(k) != f.get(k) for g in flats.values())})
+    blocks += [Heading(3, "Hyperparameters"),
+               Table(["level", *differing], [[level_label(t, keys), *(flats[t.id].get(k) for k in differing)] for t in trials]),
+               Table(["shared", "value"], [[k, v] for k, v in flats[reference.id].items() if k not in differing])]
+    summary = {row["trial"]: row for row in analysis.summary}
+    columns = ["test_acc", "best_val_acc", "convergence_epoch", "stability", "best_epoch"]
+    header = ["level", "seeds"] + [f"{BY_KEY[c].label} (mean ± SD)" for c in columns]
+    rows = []
+    for trial in trials:
+        row = summary[trial.id]
+        rows.append([level_label(trial, keys), row["seeds"]] + [_mean_sd(BY_KEY[c], row[f"{c}_mean"], row[f"{c}_sd"])
+                                                                for c in columns])
+    blocks += [Heading(3, "Results"), Table(header, rows)]
+    blocks.append(Figure(Path(f"{stem}-outcomes"), "Each outcome per level; every dot is one seed."))
+    if (out / f"{stem}-roc.svg").exists():
+        blocks.append(Figure(Path(f"{stem}-roc"), "ROC curve of each level (first finished seed)."))
+    sentences = analysis.sentences.get(comparison.name)
+    blocks += [Heading(3, "Conclusions"),
+               Items(sentences) if sentences else Paragraph("Not computed: no level has finished runs to compare.", "note")]
+    return blocks
+
+
+def _mean_sd(outcome: Any, mean: float, sd: float) -> str:
+    if math.isnan(mean):
+        return "not computed"
+    digits = 1 if outcome.unit in ("points", "epochs", "s") else 4
+    spread = "" if math.isnan(sd) else f" ± {scaled(outcome, sd):.{digits}f}"
+    return f"{scaled(outcome, mean):.{digits}f}{spread}"
+
+
+def best_section(out: Path, trial: Trial | None, plan: Plan) -> tuple[list[Block], dict | None]:
+    blocks: list[Block] = [Heading(2, "Best trial", "best-trial")]
+    run_dir = next((rundir.trial_dir(out, f"{trial.id}-seed{s}") for s in plan.seeds
+                    if trial and rundir.run_status(rundir.trial_dir(out, f"{trial.id}-seed{s}")) == "done"), None)
+    if trial is None or run_dir is None:
+        return blocks + [Paragraph("Not computed: no finished trial yet.", "note")], None
+    metrics = rundir.read_json(run_dir / "metrics.json") or {}
+    evaluation = metrics.get("evaluation") or {}
+    blocks.append(Paragraph(f"{trial.id}, chosen by mean best validation accuracy over seeds (never by test); "
+                            f"shown: {run_dir.name}."))
+    config = flatten({"model": to_plain(trial.config.model), "training": to_plain(trial.config.training)})
+    blocks.append(Table(["key", "value"], [[k, v] for k, v in config.items()]))
+    stem = Path("figures") / "best-trial"
+    history = rundir.read_history(run_dir)
+    if history:
+        plots.run_curves(out / f"{stem}-curves", history, f"best trial: {run_dir.name}")
+        blocks.append(Figure(Path(f"{stem}-curves"), "Accuracy and loss per epoch, train and validation."))
+    blocks += _metric_tables(evaluation)
+    curves = {}
+    positive = evaluation.get("positive_class")
+    for split in ("val", "test"):
+        rows = rundir.read_predictions(run_dir / f"predictions_{split}.csv")
+        if rows and positive:
+            curves[split] = (np.array([int(r["label"]) for r in rows]), np.array([float(r[f"prob_{positive}"]) for r in rows]))
+    if curves:
+        plots.roc_pr(out / f"{stem}-roc", out / f"{stem}-pr", curves, metrics.get("threshold"), "best trial")
+        blocks.append(Figure(Path(f"{stem}-roc"), "ROC, validation and test, operating point at the chosen threshold."))
+    shown = "test" if "test" in evaluation else "val"
+    if evaluation.get(shown):
+        at = "at_threshold" if "at_threshold" in evaluation[shown] else "at_0.5"
+        names = (metrics.get("test") or {}).get("class_names") or ["0", "1"]
+        plots.confusion(out / f"{stem}-confusion", evaluation[shown][at]["confusion_matrix"], names,
+                        f"{shown} confusion matrix")
+        blocks.append(Figure(Path(f"{stem}-confusion"), f"Confusion matrix on {shown} (rows: true class)."))
+    examples = rundir.read_json(run_dir / "examples.json") if (run_dir / "examples.json").exists() else None
+    if examples:
+        blocks.append(Heading(3, "Test images with saliency"))
+        relative = run_dir.relative_to(out)
+        blocks += [Image(relative / e["file"], f"{e['kind']}: {e['image']} (true {e['label']}, predicted "
+                                               f"{e['decision']}, {e['probability']:.2f})") for e in examples]
+    else:
+        blocks.append(Paragraph("Example images: not computed (they need a test set).", "note"))
+    return blocks, evaluation
+
+
+def _metric_tables(evaluation: dict[str, Any]) -> list[Block]:
+    if not evaluation:
+        return [Paragraph("Clinical metrics: not computed for this run.", "note")]
+    threshold = evaluation.get("threshold") or {}
+    blocks: list[Block] = [Heading(3, "Validation and test metrics")]
+    if threshold:
+        blocks.append(Paragraph(f"Threshold {threshold.get('value'):.4g}: {threshold.get('description')}; chosen on "
+                                "validation and applied unchanged to test."))
+    at = "at_threshold" if threshold else "at_0.5"
+    val, test = evaluation.get("val", {}).get(at, {}), evaluation.get("test", {}).get(at)
+    header = ["metric", "validation", "test", "test 95% CI"]
+    rows = []
+    for key in METRIC_ROWS:
+        ci = (test or {}).get("ci95", {}).get(key) or [None, None]
+        rows.append([key, val.get(key), (test or {}).get(key) if test else "not computed (no test set)",
+                     f"{ci[0]:.3f} to {ci[1]:.3f}" if ci[0] is not None else "–"])
+    return blocks + [Table(header, rows)]
+
+
+def trials_section(out: Path, plan: Plan, results: list[dict[str, str]]) -> list[Block]:
+    columns = ["run", "trial", "seed", "status", *plan.varied_keys, "best_val_acc", "best_epoch", "test_acc",
+               "test_loss", "seconds"]
+    rows = [[_number(r.get(c)) if c not in ("run", "trial", "status", *plan.varied_keys) else r.get(c) for c in columns]
+            for r in results]
+    links = [f"trials/{r['run']}/metrics.json" if (out / "trials" / r["run"] / "metrics.json").exists() else ""
+             for r in results]
+    return [Heading(2, "All trials", "all-trials"),
+            Paragraph("Click a column header to sort. Each run links to its metrics.json; its folder holds its "
+                      "config, history, checkpoints, predictions and figures."),
+            Table(columns, rows, sortable=True, links={0: links}, element_id="trials")]
+
+
+def build_report(out: Path) -> tuple[Path, Path]:
+    out = Path(out)
+    study, plan, info = load_study_folder(out)
+    analysis = analyse(out)
+    results = _read_csv(out / "results.csv")
+    trial = best_trial(plan, analysis)
+    best_blocks, best_eval = best_section(out, trial, plan)
+    found = warnings(out, info, plan, results, best_eval)
+    blocks: list[Block] = [Heading(1, f"medablate study: {study.name}")]
+    blocks += summary_section(out, info, plan, results, found)
+    for comparison in study.comparisons:
+        blocks += comparison_section(out, study, plan, analysis, comparison)
+    blocks += best_blocks + trials_section(out, plan, results)
+    html_path, md_path = out / "report.html", out / "report.md"
+    atomic.write_text(html_path, render_html(f"medablate: {study.name}", blocks, out))
+    atomic.write_text(md_path, render_markdown(blocks))
+    return html_path, md_path

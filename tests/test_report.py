@@ -1,0 +1,128 @@
+"""The study report in a real headless browser (Debian's chromium): loads cleanly, offline, sortable, escaped."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from markdown_it import MarkdownIt
+from rich.console import Console
+
+from medablate.config import load_study
+from medablate.study import StudyRunner
+
+from conftest import write_study
+
+INJECTED = "<script>alert(1)</script>"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("report")
+    comparisons = [{"name": INJECTED, "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}},
+                   {"name": "activation", "vary": {"model.activation": ["ReLU", "Tanh", "GELU"]}}]
+    path = write_study(folder, seeds=[0, 1], comparisons=comparisons, training={"epochs": 3, "batch_size": 16})
+    study, _ = load_study(path)
+    StudyRunner(study, folder / "out", Console(quiet=True)).run()
+    return folder / "out"
+
+
+def test_files_and_figure_formats(report: Path) -> None:
+    assert (report / "report.html").exists() and (report / "report.md").exists()
+    for stem in ("activation", "activation-outcomes", "best-trial-curves", "best-trial-roc"):
+        for suffix in (".png", ".pdf", ".svg"):
+            assert (report / "figures" / f"{stem}{suffix}").exists(), stem + suffix
+
+
+def test_html_is_self_contained_and_escaped(report: Path) -> None:
+    page = (report / "report.html").read_text()
+    assert INJECTED not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert not re.search(r"""(src|href)=["']https?://""", page)
+    assert "<svg" in page and "data:image/png;base64," in page
+
+
+def test_markdown_has_the_same_tables(report: Path) -> None:
+    html_tables = re.findall(r"<thead><tr>(.*?)</tr></thead>", (report / "report.html").read_text())
+    rendered = MarkdownIt("commonmark").enable("table").render((report / "report.md").read_text())
+    md_tables = re.findall(r"<thead>\s*<tr>(.*?)</tr>\s*</thead>", rendered, re.S)
+    assert len(md_tables) == len(html_tables) > 5
+    strip = lambda row: re.findall(r"<th[^>]*>(.*?)</th>", row, re.S)  # noqa: E731
+    assert [strip(t) for t in md_tables] == [strip(t) for t in html_tables]
+    assert "<script>" not in rendered
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_in_a_headless_browser(report: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    errors, requests, dialogs = [], [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto((report / "report.html").as_uri())
+        page.wait_for_load_state("load")
+
+        sizes = page.eval_on_selector_all("figure svg, figure img",
+                                          "els => els.map(e => [e.getBoundingClientRect().width, e.getBoundingClientRect().height])")
+        assert len(sizes) >= 8 and all(w > 50 and h > 50 for w, h in sizes)
+        assert INJECTED in page.inner_text("body")
+
+        def column(index: int) -> list[str]:
+            return page.eval_on_selector_all("#trials tbody tr", f"rows => rows.map(r => r.cells[{index}].getAttribute('data-value'))")
+
+        header = page.eval_on_selector_all("#trials th", "ths => ths.map(t => t.textContent)")
+        best = header.index("best_val_acc")
+        page.click(f"#trials th:nth-child({best + 1})")
+        ascending = [float(v) for v in column(best)]
+        assert ascending == sorted(ascending)
+        page.click(f"#trials th:nth-child({best + 1})")
+        assert [float(v) for v in column(best)] == sorted(ascending, reverse=True)
+        page.click("#trials th:nth-child(1)")
+        names = column(0)
+        assert page.evaluate("names => names.every((n, i) => i === 0 || names[i - 1].localeCompare(n) <= 0)", names)
+        assert len(set(names)) == len(names)
+        browser.close()
+    assert errors == []
+    assert dialogs == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+
+
+def test_tensorboard_events_with_scalars_and_hparams(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    study, _ = load_study(write_study(tmp_path, comparisons=[], training={"epochs": 2, "batch_size": 16, "tensorboard": True}))
+    StudyRunner(study, tmp_path / "out", Console(quiet=True)).run()
+    logs = tmp_path / "out" / "trials" / "base-seed0" / "tensorboard"
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    assert {"val_acc", "val_loss", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val_acc")] == [1, 2]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_tensorboard_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from medablate.errors import UserError
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name.startswith("tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    study, _ = load_study(write_study(tmp_path, training={"epochs": 1, "tensorboard": True}))
+    with pytest.raises(UserError, match="pip install"):
+        StudyRunner(study, tmp_path / "out", Console(quiet=True))
