@@ -286,10 +286,9 @@ def _roc_curves(out: Path, trials: list[Trial], keys: list[str], seeds: list[int
             metrics = rundir.read_json(run_dir / "metrics.json") or {}
             positive = (metrics.get("evaluation") or {}).get("positive_class")
             split = "test" if (run_dir / "predictions_test.csv").exists() else "val"
-            rows = rundir.read_predictions(run_dir / f"predictions_{split}.csv")
-            if positive and rows:
-                curves[f"{level_label(trial, keys)} ({split})"] = (
-                    np.array([int(r["label"]) for r in rows]), np.array([float(r[f"prob_{positive}"]) for r in rows]))
+            found = rundir.positive_curves(run_dir, positive, (split,))
+            if found:
+                curves[f"{level_label(trial, keys)} ({split})"] = found[split]
                 break
     return curves
 

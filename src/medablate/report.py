@@ -168,12 +168,7 @@ def best_section(out: Path, trial: Trial | None, plan: Plan) -> tuple[list[Block
         plots.run_curves(out / f"{stem}-curves", history, f"best trial: {run_dir.name}")
         blocks.append(Figure(Path(f"{stem}-curves"), "Accuracy and loss per epoch, train and validation."))
     blocks += _metric_tables(evaluation)
-    curves = {}
-    positive = evaluation.get("positive_class")
-    for split in ("val", "test"):
-        rows = rundir.read_predictions(run_dir / f"predictions_{split}.csv")
-        if rows and positive:
-            curves[split] = (np.array([int(r["label"]) for r in rows]), np.array([float(r[f"prob_{positive}"]) for r in rows]))
+    curves = rundir.positive_curves(run_dir, evaluation.get("positive_class"))
     if curves:
         plots.roc_pr(out / f"{stem}-roc", out / f"{stem}-pr", curves, metrics.get("threshold"), "best trial")
         blocks.append(Figure(Path(f"{stem}-roc"), "ROC, validation and test, operating point at the chosen threshold."))

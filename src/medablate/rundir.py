@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from medablate import atomic
@@ -72,6 +73,17 @@ def read_predictions(path: Path) -> list[dict[str, str]]:
         return []
     with Path(path).open() as handle:
         return list(csv.DictReader(handle))
+
+
+def positive_curves(run_dir: Path, positive_class: str | None, splits: tuple[str, ...] = ("val", "test")) -> dict[str, tuple]:
+    """Per split with saved predictions: (labels, probability of the positive class), for ROC-type figures."""
+    curves = {}
+    for split in splits:
+        rows = read_predictions(Path(run_dir) / f"predictions_{split}.csv")
+        if rows and positive_class is not None:
+            curves[split] = (np.array([int(r["label"]) for r in rows]),
+                             np.array([float(r[f"prob_{positive_class}"]) for r in rows]))
+    return curves
 
 
 def mark_running(run_dir: Path) -> None:

@@ -356,12 +356,7 @@ class StudyRunner:
 
 def trial_figures(run_dir: Path, metrics: dict[str, Any], title: str, note: str) -> None:
     """ROC, PR, confusion matrix and reliability diagram of one trial, from its prediction files."""
-    curves = {}
-    for split in ("val", "test"):
-        rows = rundir.read_predictions(run_dir / f"predictions_{split}.csv")
-        if rows and metrics["evaluation"].get("positive_class") is not None:
-            positive = f"prob_{metrics['evaluation']['positive_class']}"
-            curves[split] = (np.array([int(r["label"]) for r in rows]), np.array([float(r[positive]) for r in rows]))
+    curves = rundir.positive_curves(run_dir, metrics["evaluation"].get("positive_class"))
     threshold = metrics.get("threshold")
     if curves:
         plots.roc_pr(run_dir / "roc.png", run_dir / "pr.png", curves, threshold, title, note)
