@@ -32,3 +32,62 @@ def test_stratified_split_refuses_a_class_too_small() -> None:
     data = phantom.generate(1, 16, 0)
     with pytest.raises(UserError, match="too few"):
         make_split(data, SplitConfig(method="stratified", val_fraction=0.2))
+
+
+def named(data, names):  # type: ignore[no-untyped-def]
+    from medablate.data.types import ImageSet
+
+    return ImageSet(data.images, data.labels, names, data.class_names, "test")
+
+
+def test_grouped_split_keeps_every_patient_on_one_side() -> None:
+    from medablate.config import GroupBy
+    from medablate.data.split import patients
+
+    data = phantom.generate(60, 8, 0)
+    names = [f"person{i // 3}_{'virus' if y else 'normal'}_{i}.jpeg" for i, y in enumerate(data.labels)]
+    data = named(data, names)
+    config = SplitConfig(method="stratified", val_fraction=0.2, seed=0, group_by=GroupBy(regex=r"(person\d+)_"))
+    split = make_split(data, config)
+    owners = patients(data, r"(person\d+)_")
+    sides = {}
+    for patient, side in zip(owners, split):
+        sides.setdefault(patient, set()).add(side)
+    assert all(len(s) == 1 for s in sides.values()) and len(sides) == 40
+    assert 0.1 < (split == VAL).mean() < 0.3
+    for label in (0, 1):
+        assert ((split == VAL) & (data.labels == label)).any()
+
+
+def test_kermany_names_give_patients() -> None:
+    from medablate.data.split import KERMANY_PATIENTS, patients
+
+    data = named(phantom.generate(2, 8, 0), ["NORMAL/IM-0115-0001.jpeg", "NORMAL/NORMAL2-IM-0123-0001.jpeg",
+                                             "PNEUMONIA/person1000_bacteria_2931.jpeg", "PNEUMONIA/person1000_virus_1681.jpeg"])
+    assert patients(data, KERMANY_PATIENTS) == ["IM-0115", "NORMAL2-IM-0123", "person1000", "person1000"]
+    with pytest.raises(UserError, match="finds no patient id"):
+        patients(named(data, ["a.jpeg", "b.jpeg", "c.jpeg", "d.jpeg"]), KERMANY_PATIENTS)
+
+
+def test_group_by_needs_the_stratified_method() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="group_by needs method: stratified"):
+        SplitConfig(method="course", group_by={"regex": "(x)"})
+
+
+def test_duplicates_stay_in_their_earliest_split_only() -> None:
+    from medablate.data.duplicates import find_duplicates
+
+    data = phantom.generate(4, 8, 0)
+    images = data.images.copy()
+    images[5] = images[0]  # a train image again in validation
+    images[1] = images[0]  # and once more in train: same split, kept
+    data = type(data)(images, data.labels, data.ids, data.class_names, "test")
+    split = np.array([TRAIN, TRAIN, TRAIN, VAL, TRAIN, VAL, TRAIN, VAL], dtype=object)
+    test = phantom.generate(1, 8, 5)
+    test = type(test)(np.stack([images[0], test.images[1]]), test.labels, test.ids, test.class_names, "test")
+    found = find_duplicates(data, split, test)
+    assert found.keep.tolist() == [True, True, True, True, True, False, True, True]
+    assert found.test_keep.tolist() == [False, True]
+    assert found.dropped == {"train": 0, "val": 1, "test": 1} and found.groups == 1

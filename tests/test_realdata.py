@@ -61,3 +61,18 @@ def test_whole_shared_folder_loads(tmp_path: Path) -> None:
     assert data.images.shape == (5216, 256, 256)
     assert data.counts() == {"NORMAL": 1341, "PNEUMONIA": 3875}
     assert np.isin(data.labels, [0, 1]).all()
+
+
+def test_shared_folder_grouped_by_patient_has_no_leak_and_counts_duplicates() -> None:
+    from medablate.config import SplitConfig
+    from medablate.data.duplicates import find_duplicates
+    from medablate.data.split import KERMANY_PATIENTS, VAL, make_split, patients
+
+    data = image_folder.load(require_shared_data(), 64)
+    config = SplitConfig(method="stratified", val_fraction=0.2, seed=0, group_by={"regex": KERMANY_PATIENTS})
+    split = make_split(data, config)
+    owners = np.asarray(patients(data, KERMANY_PATIENTS), dtype=object)
+    assert not set(owners[split == VAL]) & set(owners[split != VAL])
+    assert 2500 < len(set(owners)) < 3200  # "about 2850 patients"
+    found = find_duplicates(data, split, None)
+    assert found.groups >= 1 and sum(found.dropped.values()) <= found.groups * 30

@@ -49,11 +49,38 @@ class TestPhantomConfig(Strict):
     seed: int | None = Field(None, description="default: data.phantom.seed + 1, so test images are new")
 
 
+class GroupBy(Strict):
+    """Which images belong to one patient: the first non-empty capture group of a regex on the file name."""
+
+    regex: str
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"regex {value!r} does not compile: {exc}") from None
+        if pattern.groups < 1:
+            raise ValueError(f"regex {value!r} has no capture group: put the patient id in (...)")
+        return value
+
+
 class SplitConfig(Strict):
     method: Literal["course", "stratified"] = "course"
     train_per_class: int = Field(800, ge=1, description="course: the first N images of each class train")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="stratified: fraction held out for validation")
     seed: int = 0
+    group_by: GroupBy | None = Field(None, description="stratified: keep each patient's images on one side")
+
+    @model_validator(mode="after")
+    def _grouping_needs_stratified(self) -> "SplitConfig":
+        if self.group_by is not None and self.method != "stratified":
+            raise ValueError("group_by needs method: stratified (the course split takes the first images of each "
+                             "class and cannot keep patients together)")
+        return self
 
 
 class DataConfig(Strict):
@@ -64,6 +91,8 @@ class DataConfig(Strict):
     files: list[str] | None = None
     phantom: PhantomConfig = PhantomConfig()
     split: SplitConfig = SplitConfig()
+    duplicates: Literal["drop", "keep"] = Field(
+        "drop", description="drop: an image whose pixels repeat one in an earlier split (train < val < test) is removed")
 
 
 class TestConfig(Strict):

@@ -65,7 +65,8 @@ def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str
     if unfinished:
         found.append(f"Not finished: {', '.join(unfinished)}; their numbers are missing below.")
     split = _read_csv(out / "split.csv")
-    if any(PATIENT_ID.search(r["image"]) for r in split[:2000]):
+    grouped = ((info.get("study") or {}).get("data") or {}).get("split", {}).get("group_by")
+    if not grouped and any(PATIENT_ID.search(r["image"]) for r in split[:2000]):
         found.append("File names look like they carry patient ids, and the split is not grouped by patient: images of "
                      "one patient can sit on both sides and inflate validation results.")
     train = (info.get("data", {}).get("counts") or {}).get("train") or {}
@@ -99,8 +100,9 @@ def summary_section(out: Path, info: dict[str, Any], plan: Plan, results: list[d
              ["trials x seeds", f"{len(plan.trials)} x {len(plan.seeds)} = {len(plan.runs)} runs"],
              ["data", f"{data.get('source')} ({'synthetic' if info.get('synthetic_data') else 'real'}), classes "
                       f"{', '.join(data.get('class_names', []))}, images {data.get('image_shape')}"],
-             ["patients per split", "not known (the data source gives no patient ids)"],
-             ["duplicates removed", "not checked (no duplicate detection for this source yet)"],
+             ["patients per split", ", ".join(f"{k} {v}" for k, v in data["patients"].items()) if data.get("patients")
+              else "not known (the split is not grouped by patient)"],
+             ["duplicates removed", _duplicates(data.get("duplicates"))],
              ["data fingerprint", info.get("data_fingerprint")], ["command", info.get("command") or "–"]]
     blocks.append(Table(["", "value"], facts))
     counts = data.get("counts") or {}
@@ -108,6 +110,13 @@ def summary_section(out: Path, info: dict[str, Any], plan: Plan, results: list[d
     blocks.append(Table(["split", *names, "total"], [[split, *(c.get(n) for n in names), sum(c.values())]
                                                      for split, c in counts.items()]))
     return blocks
+
+
+def _duplicates(found: dict[str, Any] | None) -> str:
+    if not found:
+        return "not checked (data.duplicates: keep)"
+    removed = ", ".join(f"{k} {v}" for k, v in found["removed"].items())
+    return f"{sum(found['removed'].values())} removed ({removed}); {found['duplicate_groups']} images occur more than once"
 
 
 def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, comparison: Any) -> list[Block]:

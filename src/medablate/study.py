@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -24,7 +25,10 @@ from medablate import atomic, plots, provenance, results, rundir
 from medablate.config import Study, TrialConfig, to_plain
 from medablate.data import load_data, load_test, resolve_source
 from medablate.data.npy_pair import DEFAULT_FILES
-from medablate.data.split import TRAIN, VAL, make_split, split_rows
+from medablate.data.duplicates import find_duplicates
+from medablate.data.split import KERMANY_PATIENTS, TRAIN, VAL, looks_patient_named, make_split, patients, split_rows
+
+DROPPED = "dropped-duplicate"
 from medablate.data.types import ImageSet
 from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device
 from medablate.errors import UserError
@@ -41,12 +45,15 @@ from medablate.tracking import require_tensorboard
 @dataclass
 class StudyData:
     images: ImageSet
-    split: np.ndarray
+    split: np.ndarray  # train / val / dropped-duplicate, one per image
     test: ImageSet | None
+    patients: list[str] | None = None
+    duplicates: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
-        notes = list(self.images.notes)
+        notes = list(self.images.notes) + list(self.warnings)
         if self.test is not None and self.test.synthetic and not self.images.synthetic:
             notes += self.test.notes
         return list(dict.fromkeys(notes))
@@ -84,6 +91,21 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         images = load_data(study.data)
         split = make_split(images, study.data.split)
         test = load_test(study.data, study.test, images.class_names) if study.test is not None else None
+    group_by = study.data.split.group_by
+    patient_ids = patients(images, group_by.regex) if group_by is not None else None
+    found_warnings = []
+    if group_by is None and looks_patient_named(images):
+        found_warnings.append(
+            "file names look like they carry patient ids, but the split is not grouped by patient, so one patient's "
+            "images can land in train and validation; group it with data.split: {method: stratified, group_by: "
+            f"{{regex: '{KERMANY_PATIENTS}'}}}} (that regex fits the Kermany chest X-ray names).")
+    duplicates = None
+    if study.data.duplicates == "drop":
+        found = find_duplicates(images, split, test)
+        split = np.where(found.keep, split, DROPPED)
+        if test is not None and found.test_keep is not None:
+            test = test.subset(found.test_keep)
+        duplicates = found.as_dict()
     rule = study.evaluation.rule
     if not isinstance(rule, float):
         if len(images.class_names) != 2:
@@ -95,7 +117,7 @@ def load_study_data(study: Study, console: Console) -> StudyData:
     if test is not None and test.image_shape != images.image_shape:
         raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
                         "set data.image_size so both are resized alike.")
-    return StudyData(images, split, test)
+    return StudyData(images, split, test, patient_ids, duplicates, found_warnings)
 
 
 def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, device: torch.device,
@@ -142,18 +164,27 @@ class StudyRunner:
         if previous and previous.get("name") != self.study.name:
             raise UserError(f"{self.out} holds study '{previous.get('name')}', not '{self.study.name}': "
                             "use another --out folder.")
-        atomic.write_csv(self.out / "split.csv", split_rows(data.images, data.split), ["image", "label", "class", "split"])
+        atomic.write_csv(self.out / "split.csv", split_rows(data.images, data.split, data.patients),
+                         ["image", "label", "class", "patient", "split"])
         info = {
             "name": self.study.name, "command": self.command, "status": "running",
             "started": (previous or {}).get("started") or _now(), "resumed": _now() if previous else None,
             "finished": None, "synthetic_data": data.synthetic, "notes": data.notes,
             "data_fingerprint": fingerprint,
             "data": {"source": data.images.source, "class_names": data.images.class_names,
-                     "image_shape": list(data.images.image_shape), "counts": self._counts(data)},
+                     "image_shape": list(data.images.image_shape), "counts": self._counts(data),
+                     "patients": self._patients(data), "duplicates": data.duplicates},
             "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
             "versions": provenance.versions(), "study": to_plain(self.study),
         }
         return info
+
+    @staticmethod
+    def _patients(data: StudyData) -> dict[str, int] | None:
+        if data.patients is None:
+            return None
+        ids = np.asarray(data.patients, dtype=object)
+        return {s: len(set(ids[data.split == s])) for s in (TRAIN, VAL)}
 
     @staticmethod
     def _counts(data: StudyData) -> dict[str, dict[str, int]]:
@@ -169,7 +200,7 @@ class StudyRunner:
         started = time.perf_counter()
         data = load_study_data(self.study, self.console)
         for note in data.notes:
-            self.console.print(f"[yellow]Note:[/] {note}")
+            self.console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
         self.data_note = "synthetic phantom" if data.synthetic else data.images.source
         info = self._prepare_folder(data)
         threads = configure_threads()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from medablate.config import SplitConfig
@@ -11,11 +13,54 @@ from medablate.errors import UserError
 TRAIN, VAL = "train", "val"
 
 
+PATIENT_LIKE = re.compile(r"(person\d+_|patient[-_]?\d+|IM-\d{4}-)", re.IGNORECASE)
+KERMANY_PATIENTS = r"(person\d+)_|((?:NORMAL2-)?IM-\d+)-"
+
+
 def make_split(data: ImageSet, config: SplitConfig) -> np.ndarray:
     """Return an array of 'train' / 'val', one per image."""
     if config.method == "course":
         return _course(data, config.train_per_class)
+    if config.group_by is not None:
+        return _stratified_groups(data, patients(data, config.group_by.regex), config.val_fraction, config.seed)
     return _stratified(data, config.val_fraction, config.seed)
+
+
+def patients(data: ImageSet, regex: str) -> list[str]:
+    """The patient of each image: the first non-empty capture group of regex in its file name."""
+    pattern = re.compile(regex)
+    found = []
+    for image in data.ids:
+        match = pattern.search(image.rsplit("/", 1)[-1])
+        group = next((g for g in match.groups() if g), None) if match else None
+        if group is None:
+            raise UserError(f"data.split.group_by.regex {regex!r} finds no patient id in '{image}': fix the regex "
+                            f"(for the Kermany chest X-rays: '{KERMANY_PATIENTS}') or rename the file.")
+        found.append(group)
+    return found
+
+
+def looks_patient_named(data: ImageSet) -> bool:
+    return any(PATIENT_LIKE.search(i) for i in data.ids[:5000])
+
+
+def _stratified_groups(data: ImageSet, groups: list[str], val_fraction: float, seed: int) -> np.ndarray:
+    """Stratified by class, every patient's images on one side (scikit-learn's StratifiedGroupKFold, first fold)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = max(2, int(round(1 / val_fraction)))
+    if len(set(groups)) < folds:
+        raise UserError(f"only {len(set(groups))} patients: too few to hold out about {val_fraction:.0%} of them; "
+                        "add data or drop data.split.group_by.")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    _, val_index = next(splitter.split(np.zeros(len(data)), data.labels, groups))
+    split = np.full(len(data), TRAIN, dtype=object)
+    split[val_index] = VAL
+    for index, name in enumerate(data.class_names):
+        if not ((split == VAL) & (data.labels == index)).any() or not ((split == TRAIN) & (data.labels == index)).any():
+            raise UserError(f"the patient-grouped split leaves class '{name}' empty on one side: add images or "
+                            "change data.split.val_fraction.")
+    return split
 
 
 def _course(data: ImageSet, train_per_class: int) -> np.ndarray:
@@ -47,6 +92,7 @@ def _stratified(data: ImageSet, val_fraction: float, seed: int) -> np.ndarray:
     return split
 
 
-def split_rows(data: ImageSet, split: np.ndarray) -> list[dict[str, object]]:
-    return [{"image": i, "label": int(y), "class": data.class_names[int(y)], "split": s}
-            for i, y, s in zip(data.ids, data.labels, split)]
+def split_rows(data: ImageSet, split: np.ndarray, patient: list[str] | None = None) -> list[dict[str, object]]:
+    patient = patient or [""] * len(data)
+    return [{"image": i, "label": int(y), "class": data.class_names[int(y)], "patient": p, "split": s}
+            for i, y, p, s in zip(data.ids, data.labels, patient, split)]

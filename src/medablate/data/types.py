@@ -34,6 +34,12 @@ class ImageSet:
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
 
+    def subset(self, keep: np.ndarray) -> "ImageSet":
+        """The images where keep is True (same classes, source and notes)."""
+        keep = np.asarray(keep, bool)
+        return ImageSet(self.images[keep], self.labels[keep], [i for i, k in zip(self.ids, keep) if k],
+                        self.class_names, self.source, self.synthetic, list(self.notes))
+
     def fingerprint(self) -> str:
         """sha256 of the pixels, labels and class names: equal exactly when the data is."""
         digest = hashlib.sha256()
