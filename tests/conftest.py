@@ -37,6 +37,12 @@ def write_study(folder: Path, **sections: Any) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests write only to temp folders: the decode-once cache too."""
+    monkeypatch.setenv("MEDABLATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture
 def study_file(tmp_path: Path) -> Path:
     return write_study(tmp_path)

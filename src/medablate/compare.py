@@ -185,7 +185,9 @@ def sentence(rows: list[dict[str, Any]]) -> str:
                      f"{_judgement(primary)}")
     image = by_outcome.get(PER_IMAGE)
     if image and image["verdict"] != "cannot tell":
-        parts.append(f"per test image, McNemar {image['verdict']} (p = {image['p_holm']:.2g} after Holm)")
+        parts.append(f"the majority-vote models differ on these test images: McNemar {image['verdict']} "
+                     f"(p = {image['p_holm']:.2g} after Holm; this holds the trained models fixed, the seed test above "
+                     "does not)")
     converge = by_outcome.get("convergence_epoch")
     if converge:
         difference = converge["difference"]

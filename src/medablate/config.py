@@ -17,7 +17,8 @@ from medablate import names
 from medablate.errors import UserError
 
 LOSSES = ("BCEWithLogitsLoss", "CrossEntropyLoss")
-SOURCES = ("auto", "phantom", "npy-pair", "image-folder")
+SOURCES = ("auto", "phantom", "npy-pair", "image-folder", "manifest", "medmnist")
+SourceName = Literal["auto", "phantom", "npy-pair", "image-folder", "manifest", "medmnist"]
 
 
 class Strict(BaseModel):
@@ -50,15 +51,25 @@ class TestPhantomConfig(Strict):
 
 
 class GroupBy(Strict):
-    """Which images belong to one patient: the first non-empty capture group of a regex on the file name."""
+    """Which images belong to one patient: a regex on the file name (its first non-empty capture group),
+    or a column of the manifest (`{column: patient_id}`)."""
 
-    regex: str
+    regex: str | None = None
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "GroupBy":
+        if (self.regex is None) == (self.column is None):
+            raise ValueError("group_by takes exactly one of regex: '...' or column: patient_id")
+        return self
 
     @field_validator("regex")
     @classmethod
-    def _compiles(cls, value: str) -> str:
+    def _compiles(cls, value: str | None) -> str | None:
         import re
 
+        if value is None:
+            return value
         try:
             pattern = re.compile(value)
         except re.error as exc:
@@ -69,7 +80,9 @@ class GroupBy(Strict):
 
 
 class SplitConfig(Strict):
-    method: Literal["course", "stratified"] = "course"
+    method: Literal["course", "stratified", "source"] = Field(
+        "course", description="course, stratified, or source (the data's own split: folders, manifest, MedMNIST); "
+                              "a source that comes split is used as split unless method is set")
     train_per_class: int = Field(800, ge=1, description="course: the first N images of each class train")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="stratified: fraction held out for validation")
     seed: int = 0
@@ -84,7 +97,7 @@ class SplitConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: Literal["auto", "phantom", "npy-pair", "image-folder"] = "auto"
+    source: SourceName = "auto"
     path: Path | None = None
     image_size: int = Field(256, ge=8, le=2048)
     classes: list[str] | None = None
@@ -98,7 +111,7 @@ class DataConfig(Strict):
 class TestConfig(Strict):
     """Where the test set lives. Unset fields follow the training data (see data.resolve_test)."""
 
-    source: Literal["auto", "phantom", "npy-pair", "image-folder"] = "auto"
+    source: SourceName = "auto"
     path: Path | None = None
     files: list[str] | None = None
     phantom: TestPhantomConfig = TestPhantomConfig()

@@ -26,7 +26,8 @@ from medablate.config import Study, TrialConfig, to_plain
 from medablate.data import load_data, load_test, resolve_source
 from medablate.data.npy_pair import DEFAULT_FILES
 from medablate.data.duplicates import find_duplicates
-from medablate.data.split import KERMANY_PATIENTS, TRAIN, VAL, looks_patient_named, make_split, patients, split_rows
+from medablate.data.split import (KERMANY_PATIENTS, TEST, TRAIN, VAL, group_ids, looks_patient_named, make_split,
+                                  split_rows)
 
 DROPPED = "dropped-duplicate"
 from medablate.data.types import ImageSet
@@ -90,9 +91,14 @@ def load_study_data(study: Study, console: Console) -> StudyData:
     with console.status("Loading data..."):
         images = load_data(study.data)
         split = make_split(images, study.data.split)
-        test = load_test(study.data, study.test, images.class_names) if study.test is not None else None
+        test = None
+        if (split == TEST).any():  # the source's own test part (folders, manifest split column, MedMNIST)
+            test = images.subset(split == TEST) if study.test is not None else None
+            images, split = images.subset(split != TEST), split[split != TEST]
+        elif study.test is not None:
+            test = load_test(study.data, study.test, images.class_names)
     group_by = study.data.split.group_by
-    patient_ids = patients(images, group_by.regex) if group_by is not None else None
+    patient_ids = group_ids(images, study.data.split) if group_by is not None else images.patients
     found_warnings = []
     if group_by is None and looks_patient_named(images):
         found_warnings.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medablate.config import DataConfig, TestConfig
-from medablate.data import image_folder, npy_pair, phantom
+from medablate.data import image_folder, manifest, medmnist, npy_pair, phantom
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
 
@@ -24,6 +24,10 @@ def resolve_source(source: str, path: Path | None, files: list[str]) -> str:
     if not path.exists():
         raise UserError(f"data path {path} does not exist: set data.path to a folder with the course's .npy files "
                         "or one sub-folder per class, or leave it unset for the embedded phantom data.")
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return "manifest"
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return "medmnist"
     if path.is_dir() and all((path / f).is_file() for f in files):
         return "npy-pair"
     if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
@@ -41,6 +45,10 @@ def load_data(config: DataConfig) -> ImageSet:
         _missing_path(source)
     if source == "npy-pair":
         return npy_pair.load(config.path, files, config.image_size, config.classes)
+    if source == "manifest":
+        return manifest.load(config.path, config.image_size, config.classes)
+    if source == "medmnist":
+        return medmnist.load(config.path, config.image_size, config.classes)
     return image_folder.load(config.path, config.image_size, config.classes)
 
 
@@ -48,6 +56,9 @@ def load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> Ima
     """The test set, taking whatever the test section leaves unset from the training data's section."""
     train_files = data.files or npy_pair.DEFAULT_FILES
     source = test.source if test.source != "auto" else resolve_source(data.source, data.path, train_files)
+    if source in ("manifest", "medmnist") and test.path is None:
+        raise UserError(f"the {source} source holds no test split of its own here: give its rows split=test (manifest), "
+                        "set test.path, or drop the test set with --set test=null.")
     if source == "phantom":
         seed = test.phantom.seed if test.phantom.seed is not None else data.phantom.seed + 1
         if seed == data.phantom.seed:
@@ -58,6 +69,8 @@ def load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> Ima
         path = test.path or data.path or _missing_path("npy-pair test")
         files = test.files or [f"test_{f}" for f in train_files]
         loaded = npy_pair.load(path, files, data.image_size, class_names)
+    elif source in ("manifest", "medmnist"):
+        loaded = load_data(DataConfig(source=source, path=test.path, image_size=data.image_size, classes=class_names))
     else:
         path = test.path or _sibling_test_folder(data.path)
         loaded = image_folder.load(path, data.image_size, class_names)

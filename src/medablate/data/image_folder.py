@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medablate.data import cache
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
 
@@ -79,10 +80,51 @@ def decode_all(files: list[Path], size: int, workers: int | None = None) -> np.n
         return np.concatenate(list(pool.map(_decode_many, jobs)))
 
 
-def load(folder: Path, image_size: int, classes: list[str] | None = None) -> ImageSet:
-    folder = Path(folder)
+SPLIT_FOLDERS = ("train", "val", "test")
+SMALL_VALIDATION = 50
+
+
+def split_layout(folder: Path) -> list[str]:
+    """The split sub-folders (train/, val/, test/) of a Kaggle-style download, or [] for a plain class layout."""
+    present = [s for s in SPLIT_FOLDERS if (Path(folder) / s).is_dir()]
+    return present if "train" in present and len(present) > 1 else []
+
+
+def load(folder: Path, image_size: int, classes: list[str] | None = None, use_cache: bool = True) -> ImageSet:
+    """One class sub-folder per class; or train/, val/, test/ folders of those, used as the source's own split."""
+    splits = split_layout(Path(folder))
+    if not splits:
+        return _load_classes(Path(folder), image_size, classes, use_cache)
+    parts = []
+    for split in splits:
+        part = _load_classes(Path(folder) / split, image_size, classes or list_classes(Path(folder) / "train", None),
+                             use_cache)
+        part.ids = [f"{split}/{i}" for i in part.ids]
+        parts.append((split, part))
+    first = parts[0][1]
+    data = ImageSet(np.concatenate([p.images for _, p in parts]), np.concatenate([p.labels for _, p in parts]),
+                    [i for _, p in parts for i in p.ids], first.class_names, "image-folder",
+                    preset=np.array([s for s, p in parts for _ in range(len(p))], dtype=object))
+    val = dict(parts).get("val")
+    if val is not None and (len(val) < SMALL_VALIDATION or min(val.counts().values()) < 5):
+        data.notes.append(f"the val/ folder holds only {len(val)} images ({val.counts()}): too few to choose "
+                          "checkpoints or thresholds on; set data.split.method: stratified to carve validation out "
+                          "of train/ and val/ instead (test/ stays the test set).")
+    return data
+
+
+def _load_classes(folder: Path, image_size: int, classes: list[str] | None, use_cache: bool) -> ImageSet:
+    """Decode every image (all cores) or, when nothing changed since last time, read the decode-once cache."""
     class_names = list_classes(folder, classes)
     files, labels = list_files(folder, class_names)
-    images = decode_all(files, image_size)
-    ids = [str(f.relative_to(folder)) for f in files]
-    return ImageSet(images, labels, ids, class_names, "image-folder")
+
+    def build() -> ImageSet:
+        images = decode_all(files, image_size)
+        ids = [str(f.relative_to(folder)) for f in files]
+        return ImageSet(images, labels, ids, class_names, "image-folder")
+
+    if not use_cache:
+        return build()
+    key = cache.source_key(folder, files, {"source": "image-folder", "size": image_size, "classes": class_names,
+                                           "resample": "bilinear", "grey": "L"})
+    return cache.cached(key, build)

@@ -17,13 +17,46 @@ PATIENT_LIKE = re.compile(r"(person\d+_|patient[-_]?\d+|IM-\d{4}-)", re.IGNORECA
 KERMANY_PATIENTS = r"(person\d+)_|((?:NORMAL2-)?IM-\d+)-"
 
 
+TEST = "test"
+
+
+def uses_source_split(data: ImageSet, config: SplitConfig) -> bool:
+    """The source's own split, when asked for, or when the source comes split and no method was chosen."""
+    if config.method == "source":
+        if data.preset is None:
+            raise UserError(f"data.split.method is source, but the {data.source} data has no split of its own "
+                            "(folders train/val/test, a manifest split column, or a MedMNIST file have one): "
+                            "use course or stratified.")
+        return True
+    return data.preset is not None and "method" not in config.model_fields_set
+
+
 def make_split(data: ImageSet, config: SplitConfig) -> np.ndarray:
-    """Return an array of 'train' / 'val', one per image."""
+    """Return an array of 'train' / 'val' (and 'test' for a source's own test part), one per image."""
+    if uses_source_split(data, config):
+        return np.asarray(data.preset, dtype=object).copy()
+    if data.preset is not None and (data.preset == TEST).any():
+        # A method was chosen for a source that comes split: carve validation out of train and val, keep its test.
+        split = np.full(len(data), TEST, dtype=object)
+        pool = data.preset != TEST
+        split[pool] = make_split(data.subset(pool), config)
+        return split
     if config.method == "course":
         return _course(data, config.train_per_class)
     if config.group_by is not None:
-        return _stratified_groups(data, patients(data, config.group_by.regex), config.val_fraction, config.seed)
+        return _stratified_groups(data, group_ids(data, config), config.val_fraction, config.seed)
     return _stratified(data, config.val_fraction, config.seed)
+
+
+def group_ids(data: ImageSet, config: SplitConfig) -> list[str]:
+    """The patient of every image, from the regex on file names or from the source (a manifest column)."""
+    assert config.group_by is not None
+    if config.group_by.regex is not None:
+        return patients(data, config.group_by.regex)
+    if data.patients is None:
+        raise UserError(f"data.split.group_by.column is {config.group_by.column}, but the {data.source} data has no "
+                        "patient column: use a manifest with a patient_id column, or group_by: {regex: '...'}.")
+    return list(data.patients)
 
 
 def patients(data: ImageSet, regex: str) -> list[str]:

@@ -19,6 +19,8 @@ class ImageSet:
     source: str
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
+    patients: list[str] | None = None  # per image, when the source knows them (manifest column, DICOM tag)
+    preset: np.ndarray | None = None  # per image 'train' / 'val' / 'test', when the source comes split
 
     def __post_init__(self) -> None:
         assert self.images.dtype == np.uint8 and self.images.ndim == 3, (self.images.dtype, self.images.shape)
@@ -37,8 +39,10 @@ class ImageSet:
     def subset(self, keep: np.ndarray) -> "ImageSet":
         """The images where keep is True (same classes, source and notes)."""
         keep = np.asarray(keep, bool)
-        return ImageSet(self.images[keep], self.labels[keep], [i for i, k in zip(self.ids, keep) if k],
-                        self.class_names, self.source, self.synthetic, list(self.notes))
+        pick = lambda values: [v for v, k in zip(values, keep) if k] if values is not None else None  # noqa: E731
+        preset = self.preset[keep] if self.preset is not None else None
+        return ImageSet(self.images[keep], self.labels[keep], pick(self.ids), self.class_names, self.source,
+                        self.synthetic, list(self.notes), pick(self.patients), preset)
 
     def fingerprint(self) -> str:
         """sha256 of the pixels, labels and class names: equal exactly when the data is."""

@@ -1,0 +1,64 @@
+"""A CSV manifest: columns path, label, and optionally patient_id and split; paths relative to the CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from medablate.data import cache
+from medablate.data.image_folder import decode_all
+from medablate.data.types import ImageSet
+from medablate.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise UserError(f"manifest {path} does not exist: set data.path to a CSV with columns path,label "
+                        "(and optionally patient_id, split).")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise UserError(f"manifest {path} has no column(s) {sorted(missing)}; its columns are {reader.fieldnames}. "
+                            "It needs path and label (patient_id and split are optional).")
+        rows = list(reader)
+    if not rows:
+        raise UserError(f"manifest {path} lists no images.")
+    return rows
+
+
+def load(path: Path, image_size: int, classes: list[str] | None = None) -> ImageSet:
+    path = Path(path)
+    rows = read_rows(path)
+    names = list(classes) if classes else sorted({r["label"] for r in rows})
+    files = []
+    for line, row in enumerate(rows, start=2):
+        file = (path.parent / row["path"]).resolve()
+        if not file.is_file():
+            raise UserError(f"manifest {path}, line {line}: image {row['path']} does not exist (paths are relative to "
+                            "the manifest's folder).")
+        if row["label"] not in names:
+            raise UserError(f"manifest {path}, line {line}: label '{row['label']}' is not among the classes {names}: "
+                            "fix the label or data.classes.")
+        if row.get("split") and row["split"] not in SPLITS:
+            raise UserError(f"manifest {path}, line {line}: split '{row['split']}' is not one of {list(SPLITS)}.")
+        files.append(file)
+    if len(names) < 2:
+        raise UserError(f"manifest {path} has only the class {names}: a classifier needs at least two.")
+    labels = np.array([names.index(r["label"]) for r in rows], dtype=np.int64)
+
+    def build() -> ImageSet:
+        return ImageSet(decode_all(files, image_size), labels, [r["path"] for r in rows], names, "manifest")
+
+    key = cache.source_key(Path("/"), files, {"source": "manifest", "size": image_size, "rows": rows})
+    data = cache.cached(key, build)
+    data.labels, data.class_names = labels, names
+    if any(r.get("patient_id") for r in rows):
+        data.patients = [r.get("patient_id") or r["path"] for r in rows]
+    if all(r.get("split") for r in rows):
+        data.preset = np.array([r["split"] for r in rows], dtype=object)
+    return data

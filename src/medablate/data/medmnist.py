@@ -1,0 +1,56 @@
+"""A MedMNIST .npz (train_images, train_labels, val_..., test_...), any published size, with its official splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medablate.data.arrays import check_uint8_images, resize_uint8
+from medablate.data.types import ImageSet
+from medablate.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def _grey(images: np.ndarray) -> np.ndarray:
+    """RGB MedMNIST sets to one grey channel (ITU-R 601 luma, as Pillow's convert('L'))."""
+    if images.ndim == 4 and images.shape[-1] == 3:
+        weights = np.array([299, 587, 114], dtype=np.uint32)
+        return ((images.astype(np.uint32) * weights).sum(-1) // 1000).astype(np.uint8)
+    return images
+
+
+def load(path: Path, image_size: int, classes: list[str] | None = None) -> ImageSet:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"MedMNIST file {path} does not exist. Download it where the network allows, e.g. "
+            f"`pip install medmnist` then `python -c \"import medmnist; medmnist.PneumoniaMNIST(split='train', "
+            f"download=True, size=28, root='{path.parent}')\"` (the file is named like pneumoniamnist.npz or "
+            "pneumoniamnist_224.npz), and set data.path to it.")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise UserError(f"{path} could not be read as a .npz archive ({exc}).") from None
+    images, labels, preset = [], [], []
+    for split in SPLITS:
+        for key in (f"{split}_images", f"{split}_labels"):
+            if key not in archive.files:
+                raise UserError(f"{path} has no array '{key}' (it has {sorted(archive.files)}): a MedMNIST file holds "
+                                "train_, val_ and test_ images and labels.")
+        split_labels = archive[f"{split}_labels"]
+        if split_labels.ndim == 2 and split_labels.shape[1] > 1:
+            raise UserError(f"{path} is multi-label ({split_labels.shape[1]} labels per image, like ChestMNIST): "
+                            "medablate handles one label per image.")
+        grey = check_uint8_images(_grey(archive[f"{split}_images"]), f"{path}[{split}_images]")
+        images.append(resize_uint8(grey, image_size))
+        labels.append(split_labels.reshape(-1).astype(np.int64))
+        preset += [split] * len(grey)
+    all_labels = np.concatenate(labels)
+    count = int(all_labels.max()) + 1
+    names = list(classes) if classes else [str(i) for i in range(count)]
+    if len(names) < count:
+        raise UserError(f"{path} has labels up to {count - 1} but data.classes names {len(names)} classes.")
+    ids = [f"{split}[{i}]" for split, part in zip(SPLITS, labels) for i in range(len(part))]
+    return ImageSet(np.concatenate(images), all_labels, ids, names, "medmnist", preset=np.array(preset, dtype=object))
