@@ -105,3 +105,25 @@ def test_bce_and_ce_checkpoints_have_their_head(tmp_path: Path) -> None:
         assert state["meta"]["num_outputs"] == width and state["meta"]["loss"] == loss
         head = [v for k, v in state["model"].items() if k.endswith("weight")][-1]
         assert head.shape[0] == width
+
+
+def test_balanced_sampler_draws_classes_equally_and_is_seeded() -> None:
+    from medablate.engine import balanced_order
+
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    torch.manual_seed(0)
+    order = balanced_order(labels)
+    assert len(order) == 1000 and 0.4 < labels[order].float().mean() < 0.6
+    torch.manual_seed(0)
+    assert torch.equal(order, balanced_order(labels))
+
+
+def test_class_weights_and_sampler_train_and_resume(tmp_path: Path) -> None:
+    train, val = splits()
+    config = tiny_config(epochs=3, class_weights="balanced", sampler="balanced")
+    full = trainer(tmp_path / "full", config).fit(train, val).history
+    with pytest.raises(_Stop):
+        trainer(tmp_path / "cut", config).fit(train, val, on_epoch=_stop_after(1))
+    resumed = trainer(tmp_path / "cut", config).fit(train, val).history
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed) == strip(full)

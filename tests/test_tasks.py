@@ -51,3 +51,17 @@ def test_scoring_a_head_with_the_other_rule_is_an_error_not_a_number() -> None:
 def test_bce_needs_two_classes() -> None:
     with pytest.raises(UserError, match="CrossEntropyLoss"):
         make_task("BCEWithLogitsLoss", 3)
+
+
+def test_balanced_class_weights_follow_the_training_split() -> None:
+    labels = torch.tensor([0] * 30 + [1] * 10)
+    task = make_task("BCEWithLogitsLoss", 2).with_balanced_weights(labels)
+    assert task.class_weights == pytest.approx((40 / 60, 40 / 20))
+    logits = torch.randn(40, 1)
+    expected = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(3.0))(logits, labels.float().unsqueeze(1))
+    assert torch.allclose(task.loss(logits, labels, weighted=True), expected)
+    assert torch.equal(task.loss(logits, labels), make_task("BCEWithLogitsLoss", 2).loss(logits, labels))
+    ce = make_task("CrossEntropyLoss", 2).with_balanced_weights(labels)
+    two = torch.randn(40, 2)
+    weight = torch.tensor(ce.class_weights, dtype=torch.float32)
+    assert torch.allclose(ce.loss(two, labels, weighted=True), torch.nn.CrossEntropyLoss(weight=weight)(two, labels))

@@ -96,6 +96,21 @@ class SplitConfig(Strict):
         return self
 
 
+class AugmentConfig(Strict):
+    """Random training-time transforms (see medablate.augment); all zero/off by default."""
+
+    rotate: float = Field(0.0, ge=0, le=180, description="max rotation, degrees either way")
+    translate: float = Field(0.0, ge=0, le=0.5, description="max shift, as a fraction of the image size")
+    scale: float = Field(0.0, ge=0, lt=1, description="max zoom in or out, as a fraction")
+    contrast: float = Field(0.0, ge=0, lt=1, description="max contrast change, as a fraction")
+    brightness: float = Field(0.0, ge=0, le=1, description="max brightness shift, in units of the 0..1 range")
+    flip: bool = Field(False, description="flip half of the images left-right (think twice: anatomy is not symmetric)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip or any(v > 0 for v in (self.rotate, self.translate, self.scale, self.contrast, self.brightness))
+
+
 class DataConfig(Strict):
     source: SourceName = "auto"
     path: Path | None = None
@@ -104,6 +119,7 @@ class DataConfig(Strict):
     files: list[str] | None = None
     phantom: PhantomConfig = PhantomConfig()
     split: SplitConfig = SplitConfig()
+    augment: AugmentConfig = AugmentConfig()
     duplicates: Literal["drop", "keep"] = Field(
         "drop", description="drop: an image whose pixels repeat one in an earlier split (train < val < test) is removed")
 
@@ -187,6 +203,10 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = Field(256, ge=1)
     tensorboard: bool = Field(False, description="write TensorBoard scalars and HParams per trial (optional package)")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight the training loss by inverse class frequency of the training split")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="balanced: draw each epoch's batches with equal weight per class (with replacement)")
 
     _named = field_validator("optimizer", "scheduler", mode="before")(_as_named)
 
@@ -240,6 +260,7 @@ class TrialConfig(Strict):
 
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    augment: AugmentConfig = AugmentConfig()  # the study's data.augment, which comparisons can vary
 
 
 class Comparison(Strict):
@@ -253,10 +274,10 @@ class Comparison(Strict):
         if not vary:
             raise ValueError("vary is empty: name at least one key, e.g. {training.loss: [BCEWithLogitsLoss, CrossEntropyLoss]}")
         for key, values in vary.items():
-            if not key.startswith(("model.", "training.")):
+            if not key.startswith(("model.", "training.", "data.augment")):
                 raise ValueError(
-                    f"cannot vary '{key}': only model.* and training.* keys can vary within a study "
-                    "(data and test are shared by every trial so that comparisons are paired)")
+                    f"cannot vary '{key}': only model.*, training.* and data.augment keys can vary within a study "
+                    "(the data and its split are shared by every trial so that comparisons are paired)")
             if not values:
                 raise ValueError(f"vary.{key} is an empty list: give at least one value")
         return vary
@@ -290,7 +311,7 @@ class Study(Strict):
 
     @property
     def base(self) -> TrialConfig:
-        return TrialConfig(model=self.model, training=self.training)
+        return TrialConfig(model=self.model, training=self.training, augment=self.data.augment)
 
 
 # ---------------------------------------------------------------- loading and overrides

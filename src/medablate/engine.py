@@ -92,6 +92,13 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
 
+def balanced_order(labels: torch.Tensor) -> torch.Tensor:
+    """len(labels) draws with replacement, each class equally likely (global RNG, so seeded and resumable)."""
+    counts = torch.bincount(labels.cpu())
+    weights = (1.0 / counts.double())[labels.cpu()]
+    return torch.multinomial(weights, len(labels), replacement=True).to(labels.device)
+
+
 def epoch_permutation(n: int, device: torch.device) -> torch.Tensor:
     """The batch order DataLoader(shuffle=True) would draw from the global RNG, so seeds match the course loop."""
     torch.empty((), dtype=torch.int64).random_()  # DataLoader's iterator draws a base seed first
@@ -134,18 +141,20 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
 
 def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                     scheduler: Any, step_scheduler_per_batch: bool, data: Split, batch_size: int,
-                    on_batch: Callable[[int, int], None] | None = None) -> tuple[float, float]:
+                    on_batch: Callable[[int, int], None] | None = None, balanced: bool = False,
+                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
     """One pass over the training data; returns (mean loss, accuracy) over the epoch's samples."""
     model.train()
-    order = epoch_permutation(len(data), data.labels.device)
+    order = balanced_order(data.labels) if balanced else epoch_permutation(len(data), data.labels.device)
     total_loss = torch.zeros((), dtype=torch.float64, device=data.labels.device)
     correct = torch.zeros((), dtype=torch.int64, device=data.labels.device)
     batches = math.ceil(len(data) / batch_size)
     for b in range(batches):
         index = order[b * batch_size:(b + 1) * batch_size]
         labels = data.labels[index]
-        logits = model(normalise(data.images[index]))
-        loss = task.loss(logits, labels)
+        images = normalise(data.images[index])
+        logits = model(augment(images) if augment is not None else images)
+        loss = task.loss(logits, labels, weighted=task.class_weights is not None)
         optimizer.zero_grad(set_to_none=False)  # keep gradient buffers: no 128 MiB allocation per step
         loss.backward()
         optimizer.step()
@@ -192,6 +201,7 @@ class Trainer:
         self.meta = checkpoint_meta(config, task, image_shape, class_names)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
+        self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the runner from data.augment
 
     # -------------------------------------------------------------- checkpoints
 
@@ -248,13 +258,16 @@ class Trainer:
     def fit(self, train: Split, val: Split, on_batch: Callable[[int, int], None] | None = None,
             on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
         training = self.config.training
+        if training.class_weights == "balanced":
+            self.task = self.task.with_balanced_weights(train.labels)
         start = self.resume()
         log = TensorBoardLog(self.run_dir, flatten_config(self.config)) if training.tensorboard else None
         for epoch in range(start + 1, training.epochs + 1):
             started = time.perf_counter()
             lr = current_lr(self.optimizer)
             train_loss, train_acc = train_one_epoch(self.model, self.task, self.optimizer, self.scheduler,
-                                                    self.per_batch, train, training.batch_size, on_batch)
+                                                    self.per_batch, train, training.batch_size, on_batch,
+                                                    balanced=training.sampler == "balanced", augment=self.augment)
             if self.scheduler is not None and not self.per_batch:
                 self.scheduler.step()
             val_eval = evaluate(self.model, self.task, val, training.eval_batch_size, keep_predictions=True)

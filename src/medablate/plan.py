@@ -68,6 +68,11 @@ def short_value(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_") or "value"
 
 
+def trial_key(key: str) -> str:
+    """Where a study's dotted key lives in a trial's config: data.augment.* is the trial's augment.*."""
+    return key.removeprefix("data.") if key.startswith("data.augment") else key
+
+
 def expand(study: Study) -> Plan:
     base_raw = to_plain(study.base)
     varied_keys = list(dict.fromkeys(k for c in study.comparisons for k in c.vary))
@@ -93,8 +98,8 @@ def expand(study: Study) -> Plan:
         for values in itertools.product(*(comparison.vary[k] for k in keys)):
             raw = json.loads(json.dumps(base_raw))
             for k, v in zip(keys, values):
-                _check_key_exists(base_raw, k, comparison.name)
-                set_dotted(raw, k, v)
+                _check_key_exists(base_raw, trial_key(k), comparison.name)
+                set_dotted(raw, trial_key(k), v)
             config = _validate_trial(raw, comparison.name, dict(zip(keys, values)))
             differs = [short_value(v) for k, v in zip(keys, values) if _get(config, k) != _get(study.base, k)]
             add(config, "_".join(differs) or "base", comparison.name)
@@ -109,7 +114,7 @@ def expand(study: Study) -> Plan:
 
 def _get(config: TrialConfig, key: str) -> Any:
     try:
-        return get_dotted(to_plain(config), key)
+        return get_dotted(to_plain(config), trial_key(key))
     except KeyError:
         return None
 

@@ -128,7 +128,7 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
                            Paragraph(f"Varied: {', '.join(keys)}; reference level: {level_label(reference, keys)}.")]
     blocks.append(Figure(stem, "Accuracy and loss per epoch: validation solid (mean with 95% band over seeds), "
                                "train dotted."))
-    flats = {t.id: flatten({"model": to_plain(t.config.model), "training": to_plain(t.config.training)}) for t in trials}
+    flats = {t.id: flatten(to_plain(t.config)) for t in trials}
     differing = sorted({k for f in flats.values() for k in f if any(g.get(k) != f.get(k) for g in flats.values())})
     blocks += [Heading(3, "Hyperparameters"),
                Table(["level", *differing], [[level_label(t, keys), *(flats[t.id].get(k) for k in differing)] for t in trials]),
@@ -169,7 +169,7 @@ def best_section(out: Path, trial: Trial | None, plan: Plan) -> tuple[list[Block
     evaluation = metrics.get("evaluation") or {}
     blocks.append(Paragraph(f"{trial.id}, chosen by mean best validation accuracy over seeds (never by test); "
                             f"shown: {run_dir.name}."))
-    config = flatten({"model": to_plain(trial.config.model), "training": to_plain(trial.config.training)})
+    config = flatten(to_plain(trial.config))
     blocks.append(Table(["key", "value"], [[k, v] for k, v in config.items()]))
     stem = Path("figures") / "best-trial"
     history = rundir.read_history(run_dir)

@@ -61,8 +61,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def comparison_tables(plan: Plan, comparison: str, base_flat: dict[str, Any], rows: list[dict[str, Any]],
                       varied: list[str]) -> list[str]:
     trials = plan.trials_of(comparison)
-    flats = {t.id: flatten({"model": t.config.model.model_dump(mode="json"),
-                             "training": t.config.training.model_dump(mode="json")}) for t in trials}
+    flats = {t.id: flatten(t.config.model_dump(mode="json")) for t in trials}
     differing = sorted({k for f in flats.values() for k in f if any(g.get(k) != f.get(k) for g in flats.values())})
     lines = [f"## Comparison: {comparison}", "", f"Varied: {', '.join(varied)}.", "",
              "### Hyperparameters (what differs)", ""]

@@ -34,6 +34,7 @@ from medablate.data.types import ImageSet
 from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device
 from medablate.errors import UserError
 from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
+from medablate.augment import make_augment
 from medablate.clinical import Predictions, evaluate_trial
 from medablate.compare import write_analysis
 from medablate.plan import Plan, Run, expand, reference_trial
@@ -139,7 +140,7 @@ def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, dev
     return {
         "study": study.name, "trial": run.trial.id, "run": run.id, "seed": run.seed,
         "comparisons": list(run.trial.comparisons), "model": to_plain(run.trial.config.model),
-        "training": training, "data": data_section,
+        "training": training, "augment": to_plain(run.trial.config.augment), "data": data_section,
         "test": to_plain(study.test) if study.test is not None else None,
         "resolved": {"loss": task.loss_name, "num_outputs": task.num_outputs, "num_classes": task.num_classes,
                      "class_names": data.images.class_names, "image_shape": list(data.images.image_shape),
@@ -278,6 +279,7 @@ class StudyRunner:
         try:
             trainer = Trainer(run.trial.config, task, run.seed, data.images.image_shape, data.images.class_names,
                               run_dir, device, steps)
+            trainer.augment = make_augment(run.trial.config.augment)
 
             def on_batch(batch: int, batches: int) -> None:
                 epoch = len(trainer.history)
@@ -315,7 +317,7 @@ class StudyRunner:
         if not (run_dir / "config.yaml").exists():
             return
         old = rundir.read_config(run_dir)
-        keys = ("model", "training", "seed", "resolved")
+        keys = ("model", "training", "augment", "seed", "resolved")
         if any(old.get(k) != config.get(k) for k in keys):
             raise UserError(f"{run_dir} holds a run with a different configuration than the study now asks for "
                             f"(changed: {', '.join(k for k in keys if old.get(k) != config.get(k))}): use another "

@@ -20,16 +20,30 @@ class Task:
 
     loss_name: str
     num_classes: int
+    class_weights: tuple[float, ...] | None = None  # per class; used by the training loss only
+
+    def with_balanced_weights(self, train_labels: "torch.Tensor") -> "Task":
+        """Weights by inverse class frequency of the training split (scikit-learn's 'balanced': n / (k n_c))."""
+        counts = torch.bincount(train_labels.cpu(), minlength=self.num_classes).double()
+        weights = counts.sum() / (self.num_classes * counts.clamp(min=1))
+        return Task(self.loss_name, self.num_classes, tuple(float(w) for w in weights))
 
     @property
     def num_outputs(self) -> int:
         """BCEWithLogitsLoss: one logit (binary only); CrossEntropyLoss: one logit per class."""
         return 1 if self.loss_name == "BCEWithLogitsLoss" else self.num_classes
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
+             weighted: bool = False) -> torch.Tensor:
+        """The loss; weighted=True applies the class weights (pos_weight for BCE: n_neg / n_pos; weight for CE)."""
+        weights = self.class_weights if weighted else None
         if self.loss_name == "BCEWithLogitsLoss":
-            return F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.to(logits.dtype), reduction=reduction)
-        return F.cross_entropy(logits, labels, reduction=reduction)
+            pos_weight = None if weights is None else torch.tensor(weights[1] / weights[0], device=logits.device,
+                                                                   dtype=logits.dtype)
+            return F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.to(logits.dtype), reduction=reduction,
+                                                      pos_weight=pos_weight)
+        weight = None if weights is None else torch.tensor(weights, device=logits.device, dtype=logits.dtype)
+        return F.cross_entropy(logits, labels, reduction=reduction, weight=weight)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, num_classes) class probabilities: sigmoid for one logit, softmax otherwise."""
