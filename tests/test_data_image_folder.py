@@ -77,3 +77,11 @@ def test_named_classes_must_exist(tmp_path: Path) -> None:
     make_folder(tmp_path)
     with pytest.raises(UserError, match="VIRAL"):
         image_folder.load(tmp_path, 16, ["NORMAL", "VIRAL"])
+
+
+def test_on_error_skip_counts_and_names_unreadable_images(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    (tmp_path / "NORMAL" / "broken.jpeg").write_bytes(b"\xff\xd8 truncated")
+    data = load_data(DataConfig(path=tmp_path, image_size=16, on_error="skip"))
+    assert len(data) == 6 and "broken.jpeg" not in " ".join(data.ids)
+    assert any("skipped 1 unreadable" in n and "broken.jpeg" in n for n in data.notes)

@@ -132,8 +132,9 @@ def test_kaggle_split_folders_are_used_and_a_tiny_val_warns(tmp_path: Path) -> N
 def test_decode_once_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_images(tmp_path / "xr", 3)
     calls = []
-    original = image_folder.decode_all
-    monkeypatch.setattr(image_folder, "decode_all", lambda files, size, workers=None: calls.append(1) or original(files, size, workers))
+    original = image_folder.decode_with_errors
+    monkeypatch.setattr(image_folder, "decode_with_errors",
+                        lambda files, size, workers=None, skip=False: calls.append(1) or original(files, size, workers, skip))
     first = image_folder.load(tmp_path / "xr", 24)
     second = image_folder.load(tmp_path / "xr", 24)
     assert len(calls) == 1 and np.array_equal(first.images, second.images) and first.ids == second.ids

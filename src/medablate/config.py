@@ -18,7 +18,7 @@ from medablate.errors import UserError
 
 LOSSES = ("BCEWithLogitsLoss", "CrossEntropyLoss")
 SOURCES = ("auto", "phantom", "npy-pair", "image-folder", "manifest", "medmnist")
-SourceName = Literal["auto", "phantom", "npy-pair", "image-folder", "manifest", "medmnist"]
+SourceName = Literal["auto", "phantom", "npy-pair", "image-folder", "dicom", "manifest", "medmnist"]
 
 
 class Strict(BaseModel):
@@ -56,11 +56,12 @@ class GroupBy(Strict):
 
     regex: str | None = None
     column: str | None = None
+    dicom: Literal["PatientID"] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "GroupBy":
-        if (self.regex is None) == (self.column is None):
-            raise ValueError("group_by takes exactly one of regex: '...' or column: patient_id")
+        if sum(v is not None for v in (self.regex, self.column, self.dicom)) != 1:
+            raise ValueError("group_by takes exactly one of regex: '...', column: patient_id or dicom: PatientID")
         return self
 
     @field_validator("regex")
@@ -120,6 +121,7 @@ class DataConfig(Strict):
     phantom: PhantomConfig = PhantomConfig()
     split: SplitConfig = SplitConfig()
     augment: AugmentConfig = AugmentConfig()
+    on_error: Literal["fail", "skip"] = Field("fail", description="an unreadable image fails the load, or is skipped and counted")
     duplicates: Literal["drop", "keep"] = Field(
         "drop", description="drop: an image whose pixels repeat one in an earlier split (train < val < test) is removed")
 

@@ -158,8 +158,15 @@ def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: l
     predictor = Predictor(run_dir)
     probabilities = predictor.probabilities(images)
     decisions = predictor.decide(probabilities)
-    chosen = [("correct", i) for i in np.flatnonzero(decisions == labels)[:count]]
-    chosen += [("wrong", i) for i in np.flatnonzero(decisions != labels)[:count]]
+    chosen = []
+    for kind, hits in (("correct", decisions == labels), ("wrong", decisions != labels)):
+        per_class = [list(np.flatnonzero(hits & (labels == c))) for c in range(len(predictor.class_names))]
+        picked: list[int] = []
+        while len(picked) < count and any(per_class):  # take the classes in turn, so both show
+            for members in per_class:
+                if members and len(picked) < count:
+                    picked.append(int(members.pop(0)))
+        chosen += [(kind, i) for i in picked]
     listing = []
     for n, (kind, i) in enumerate(chosen):
         name = f"{kind}-{n}.png"

@@ -49,7 +49,8 @@ def load_data(config: DataConfig) -> ImageSet:
         return manifest.load(config.path, config.image_size, config.classes)
     if source == "medmnist":
         return medmnist.load(config.path, config.image_size, config.classes)
-    return image_folder.load(config.path, config.image_size, config.classes)
+    return image_folder.load(config.path, config.image_size, config.classes,  # image files or DICOM (by suffix)
+                             skip_unreadable=config.on_error == "skip")
 
 
 def load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> ImageSet:

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medablate.data import cache
+from medablate.data import cache, dicom
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
 
 
 def image_extensions() -> set[str]:
-    return {ext.lower() for ext in Image.registered_extensions()}
+    return {ext.lower() for ext in Image.registered_extensions()} | dicom.EXTENSIONS
 
 
 def list_classes(folder: Path, classes: list[str] | None) -> list[str]:
@@ -54,7 +54,9 @@ def list_files(folder: Path, classes: list[str]) -> tuple[list[Path], np.ndarray
 
 
 def decode(path: Path, size: int) -> np.ndarray:
-    """One file to a (size, size) uint8 grey array; UserError naming the file when Pillow cannot read it."""
+    """One file to a (size, size) uint8 grey array; UserError naming the file when it cannot be read."""
+    if dicom.is_dicom(path):
+        return dicom.decode(path, size)
     try:
         with Image.open(path) as image:
             grey = image.convert("L")
@@ -65,19 +67,36 @@ def decode(path: Path, size: int) -> np.ndarray:
         raise UserError(f"image {path} could not be read ({exc}): replace or remove the file.") from None
 
 
-def _decode_many(args: tuple[list[str], int]) -> np.ndarray:
-    paths, size = args
-    return np.stack([decode(Path(p), size) for p in paths]) if paths else np.empty((0, size, size), np.uint8)
+def _decode_many(args: tuple[list[str], int, bool]) -> tuple[np.ndarray, list[str | None]]:
+    """Decode paths; with skip, an unreadable file gives a blank image and its error message instead of raising."""
+    paths, size, skip = args
+    images, errors = np.zeros((len(paths), size, size), np.uint8), []
+    for i, path in enumerate(paths):
+        try:
+            images[i] = decode(Path(path), size)
+            errors.append(None)
+        except UserError as exc:
+            if not skip:
+                raise
+            errors.append(str(exc))
+    return images, errors
+
+
+def decode_with_errors(files: list[Path], size: int, workers: int | None = None,
+                       skip: bool = False) -> tuple[np.ndarray, list[str | None]]:
+    """Every file decoded on all cores; per file None or (with skip) the message of why it could not be read."""
+    workers = workers or min(len(os.sched_getaffinity(0)), 8)
+    if workers <= 1 or len(files) < 256:
+        return _decode_many(([str(f) for f in files], size, skip))
+    chunk = max(64, len(files) // (workers * 4))
+    jobs = [([str(f) for f in files[i:i + chunk]], size, skip) for i in range(0, len(files), chunk)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(_decode_many, jobs))
+    return np.concatenate([p[0] for p in parts]), [e for p in parts for e in p[1]]
 
 
 def decode_all(files: list[Path], size: int, workers: int | None = None) -> np.ndarray:
-    workers = workers or min(len(os.sched_getaffinity(0)), 8)
-    if workers <= 1 or len(files) < 256:
-        return _decode_many(([str(f) for f in files], size))
-    chunk = max(64, len(files) // (workers * 4))
-    jobs = [([str(f) for f in files[i:i + chunk]], size) for i in range(0, len(files), chunk)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return np.concatenate(list(pool.map(_decode_many, jobs)))
+    return decode_with_errors(files, size, workers)[0]
 
 
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -90,15 +109,16 @@ def split_layout(folder: Path) -> list[str]:
     return present if "train" in present and len(present) > 1 else []
 
 
-def load(folder: Path, image_size: int, classes: list[str] | None = None, use_cache: bool = True) -> ImageSet:
+def load(folder: Path, image_size: int, classes: list[str] | None = None, use_cache: bool = True,
+         skip_unreadable: bool = False) -> ImageSet:
     """One class sub-folder per class; or train/, val/, test/ folders of those, used as the source's own split."""
     splits = split_layout(Path(folder))
     if not splits:
-        return _load_classes(Path(folder), image_size, classes, use_cache)
+        return _load_classes(Path(folder), image_size, classes, use_cache, skip_unreadable)
     parts = []
     for split in splits:
         part = _load_classes(Path(folder) / split, image_size, classes or list_classes(Path(folder) / "train", None),
-                             use_cache)
+                             use_cache, skip_unreadable)
         part.ids = [f"{split}/{i}" for i in part.ids]
         parts.append((split, part))
     first = parts[0][1]
@@ -113,18 +133,27 @@ def load(folder: Path, image_size: int, classes: list[str] | None = None, use_ca
     return data
 
 
-def _load_classes(folder: Path, image_size: int, classes: list[str] | None, use_cache: bool) -> ImageSet:
+def _load_classes(folder: Path, image_size: int, classes: list[str] | None, use_cache: bool,
+                  skip_unreadable: bool = False) -> ImageSet:
     """Decode every image (all cores) or, when nothing changed since last time, read the decode-once cache."""
     class_names = list_classes(folder, classes)
     files, labels = list_files(folder, class_names)
 
     def build() -> ImageSet:
-        images = decode_all(files, image_size)
+        images, errors = decode_with_errors(files, image_size, skip=skip_unreadable)
         ids = [str(f.relative_to(folder)) for f in files]
-        return ImageSet(images, labels, ids, class_names, "image-folder")
+        source = "dicom" if files and all(dicom.is_dicom(f) for f in files) else "image-folder"
+        patients = [dicom.patient_id(f) for f in files] if source == "dicom" else None
+        data = ImageSet(images, labels, ids, class_names, source, patients=patients)
+        skipped = [e for e in errors if e]
+        if skipped:
+            data = data.subset(np.array([e is None for e in errors]))
+            data.notes.append(f"skipped {len(skipped)} unreadable image(s) (data.on_error: skip): "
+                              + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+        return data
 
     if not use_cache:
         return build()
     key = cache.source_key(folder, files, {"source": "image-folder", "size": image_size, "classes": class_names,
-                                           "resample": "bilinear", "grey": "L"})
+                                           "resample": "bilinear", "grey": "L", "skip": skip_unreadable})
     return cache.cached(key, build)

@@ -54,8 +54,9 @@ def group_ids(data: ImageSet, config: SplitConfig) -> list[str]:
     if config.group_by.regex is not None:
         return patients(data, config.group_by.regex)
     if data.patients is None:
-        raise UserError(f"data.split.group_by.column is {config.group_by.column}, but the {data.source} data has no "
-                        "patient column: use a manifest with a patient_id column, or group_by: {regex: '...'}.")
+        asked = f"column {config.group_by.column}" if config.group_by.column else f"dicom {config.group_by.dicom}"
+        raise UserError(f"data.split.group_by is {asked}, but the {data.source} data has no patient ids: use a manifest "
+                        "with a patient_id column, DICOM files, or group_by: {regex: '...'} on file names.")
     return list(data.patients)
 
 
