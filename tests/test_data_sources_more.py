@@ -146,3 +146,8 @@ def test_decode_once_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path: P
     image_folder.load(tmp_path / "xr", 16)
     assert len(calls) == 3  # another image size is another entry
     assert list(Path(os.environ["MEDABLATE_CACHE"]).glob("*.npy"))
+
+
+def test_a_named_medmnist_set_that_is_not_on_disk_says_how_to_get_it() -> None:
+    with pytest.raises(UserError, match="pip install medmnist"):
+        load_data(DataConfig(path=Path("/nonexistent/pneumoniamnist")))

@@ -47,7 +47,7 @@ def test_small_real_subset_study(tmp_path: Path) -> None:
     with (out / "split.csv").open() as handle:
         split = list(csv.DictReader(handle))
     assert len(split) == 80 and sum(r["split"] == "val" for r in split) == 20
-    assert all(r["image"].endswith(".jpeg") for r in split)
+    assert all(r["file"].endswith(".jpeg") for r in split)
     import json
 
     metrics = json.loads((out / "trials" / "base-seed0" / "metrics.json").read_text())

@@ -66,7 +66,7 @@ def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str
         found.append(f"Not finished: {', '.join(unfinished)}; their numbers are missing below.")
     split = _read_csv(out / "split.csv")
     grouped = ((info.get("study") or {}).get("data") or {}).get("split", {}).get("group_by")
-    if not grouped and any(PATIENT_ID.search(r["image"]) for r in split[:2000]):
+    if not grouped and any(PATIENT_ID.search(r["file"]) for r in split[:2000]):
         found.append("File names look like they carry patient ids, and the split is not grouped by patient: images of "
                      "one patient can sit on both sides and inflate validation results.")
     train = (info.get("data", {}).get("counts") or {}).get("train") or {}

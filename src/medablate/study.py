@@ -172,7 +172,7 @@ class StudyRunner:
             raise UserError(f"{self.out} holds study '{previous.get('name')}', not '{self.study.name}': "
                             "use another --out folder.")
         atomic.write_csv(self.out / "split.csv", split_rows(data.images, data.split, data.patients),
-                         ["image", "label", "class", "patient", "split"])
+                         ["file", "label", "class", "patient", "split"])
         info = {
             "name": self.study.name, "command": self.command, "status": "running",
             "started": (previous or {}).get("started") or _now(), "resumed": _now() if previous else None,

@@ -21,6 +21,10 @@ def resolve_source(source: str, path: Path | None, files: list[str]) -> str:
         return source
     if path is None:
         return "phantom"
+    if not path.exists() and "mnist" in path.name.lower():
+        from medablate.data.medmnist import load as load_medmnist
+
+        load_medmnist(path, 28)  # raises the message that says how to get a MedMNIST file
     if not path.exists():
         raise UserError(f"data path {path} does not exist: set data.path to a folder with the course's .npy files "
                         "or one sub-folder per class, or leave it unset for the embedded phantom data.")

@@ -128,5 +128,5 @@ def _stratified(data: ImageSet, val_fraction: float, seed: int) -> np.ndarray:
 
 def split_rows(data: ImageSet, split: np.ndarray, patient: list[str] | None = None) -> list[dict[str, object]]:
     patient = patient or [""] * len(data)
-    return [{"image": i, "label": int(y), "class": data.class_names[int(y)], "patient": p, "split": s}
+    return [{"file": i, "label": int(y), "class": data.class_names[int(y)], "patient": p, "split": s}
             for i, y, p, s in zip(data.ids, data.labels, patient, split)]
