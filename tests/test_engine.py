@@ -127,3 +127,15 @@ def test_class_weights_and_sampler_train_and_resume(tmp_path: Path) -> None:
     resumed = trainer(tmp_path / "cut", config).fit(train, val).history
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(resumed) == strip(full)
+
+
+def test_a_finished_run_keeps_weights_only_and_no_spare_slots(tmp_path: Path) -> None:
+    train, val = splits()
+    fit = trainer(tmp_path, tiny_config(epochs=2)).fit(train, val)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert [n for n in names if not n.startswith(".")] == ["best.pt", "history.csv", "last.pt"]
+    assert len([n for n in names if n.startswith(".last.")]) == 1 and len([n for n in names if n.startswith(".best.")]) == 1
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["finished"] and "optimizer" not in state and state["epoch"] == 2
+    again = trainer(tmp_path, tiny_config(epochs=2)).fit(train, val)  # a finished run is not retrained
+    assert again.history == fit.history

@@ -46,5 +46,15 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(link, path)
 
 
+def drop_stale_slot(path: Path) -> None:
+    """Delete the slot that path does not point to: needed only while training, for the next in-place write."""
+    path = Path(path)
+    if path.is_symlink():
+        current = os.readlink(path)
+        for slot in _slots(path):
+            if slot.name != current:
+                slot.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     return torch.load(Path(path), map_location=device, weights_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shlex
 import sys
 from pathlib import Path
@@ -33,6 +34,14 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] Run the same command again to resume where it stopped.")
         raise typer.Exit(130) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        console.print(f"[bold red]Error:[/] the disk is full ({escape(str(exc))}). Free some space (finished runs keep "
+                      "best.pt and a weights-only last.pt, about 260 MiB each for the course MLP) or choose another "
+                      "--out folder, then run the same command again: it resumes where it stopped.",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _version(value: bool) -> None:

@@ -6,6 +6,9 @@ crash finishes the study with the same numbers as an uninterrupted run.
 
 from __future__ import annotations
 
+import errno
+import functools
+import shutil
 import hashlib
 import time
 import traceback
@@ -64,10 +67,15 @@ class StudyData:
     def synthetic(self) -> bool:
         return self.images.synthetic or (self.test is not None and self.test.synthetic)
 
-    def fingerprint(self) -> str:
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         parts = [self.images.fingerprint(), "|".join(self.split.tolist())]
         parts.append(self.test.fingerprint() if self.test is not None else "no-test")
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def fingerprint(self) -> str:
+        """sha256 over the pixels, labels, split and test set (computed once: it hashes hundreds of MiB)."""
+        return self._fingerprint
 
 
 def check_buildable(plan: Plan) -> None:
@@ -294,9 +302,12 @@ class StudyRunner:
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug or out-of-memory in one run must not lose the others
+            if shutil.disk_usage(run_dir).free < 512 * 2**20:  # a full disk is not the run's fault: stop, resumable
+                raise OSError(errno.ENOSPC, f"no space left on the device while writing {run_dir}") from exc
             metrics = {"run": run.id, "trial": run.trial.id, "seed": run.seed, "status": rundir.FAILED,
                        "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-            self.console.print(f"[red]run {run.id} failed:[/] {metrics['error']} (details in {run_dir}/metrics.json)")
+            self.console.print(f"[red]run {run.id} failed:[/] {escape(metrics['error'])} (details in "
+                               f"{run_dir}/metrics.json)", highlight=False)
         finally:
             rundir.clear_running(run_dir)
         atomic.write_json(run_dir / "metrics.json", metrics)
