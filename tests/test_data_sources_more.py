@@ -104,18 +104,22 @@ def test_medmnist_missing_file_and_key(tmp_path: Path) -> None:
 
 
 def test_course_study_runs_from_a_manifest_and_from_medmnist(tmp_path: Path) -> None:
+    from conftest import REPO
+
     rows = write_images(tmp_path / "images", 30)
     splits = (["train"] * 6 + ["val"] * 2 + ["test"] * 2) * 6
     path = write_manifest(tmp_path, [(f"images/{p}", lab, pat) for p, lab, pat in rows], splits)
     write_npz(tmp_path / "pneumoniamnist.npz", size=24)
     for data_path in (path, tmp_path / "pneumoniamnist.npz"):
-        study, _ = load_study(write_study(tmp_path, data={"path": str(data_path), "image_size": 24, "split": {}}, test={},
-                                          training={"epochs": 1, "batch_size": 8}))
+        overrides = [f"data.path={data_path}", "data.image_size=24", "data.split={}", "training.epochs=1"]
+        study, _ = load_study(REPO / "examples" / "course-hw2.yaml", overrides)
         out = tmp_path / f"out-{data_path.suffix[1:]}"
         assert StudyRunner(study, out, Console(quiet=True)).run() == 0
+        with (out / "results.csv").open() as handle:
+            results = list(csv.DictReader(handle))
+        assert len(results) == 6 and all(r["status"] == "done" and r["test_acc"] for r in results)
         with (out / "split.csv").open() as handle:
             assert {r["split"] for r in csv.DictReader(handle)} == {"train", "val"}
-        assert (out / "trials" / "base-seed0" / "predictions_test.csv").exists()
 
 
 def test_kaggle_split_folders_are_used_and_a_tiny_val_warns(tmp_path: Path) -> None:
