@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install medablate into it. Safe to run again.
+# `bash scripts/setup.sh test` also installs what the tests need (pytest, playwright, tensorboard).
 # torch is installed first from the pinned CPU wheel so that pip never pulls a multi-GB CUDA build;
 # any torch>=2.4 already in the venv (e.g. a CUDA build on a GPU machine) is kept.
 set -euo pipefail
@@ -13,4 +14,8 @@ VPY=.venv/bin/python
 if ! "$VPY" -c "import torch" 2>/dev/null; then
     "$VPY" -m pip install -q "torch==${MEDABLATE_TORCH_VERSION:-2.13.0}"
 fi
-"$VPY" -m pip install -q -e ".[test]"
+if [ "${1:-}" = "test" ]; then
+    "$VPY" -m pip install -q -e ".[test]"
+else
+    "$VPY" -m pip install -q -e .
+fi

@@ -2,5 +2,5 @@
 # Set up medablate and run the fast test suite (add -m slow for the long tests, or any pytest arguments).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 exec .venv/bin/python -m pytest "$@"
