@@ -153,3 +153,28 @@ def test_sigkill_mid_trial_then_rerun_gives_the_same_results(tmp_path: Path) -> 
                 == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
     leftovers = [p for p in killed.rglob("*.tmp")]
     assert not leftovers and not list(killed.rglob("running.json"))
+
+
+def test_a_three_class_study_reports_macro_and_per_class_metrics(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from medablate.data import phantom
+
+    data = phantom.generate(30, 24, 0)
+    for i, (pixels, label) in enumerate(zip(data.images, data.labels)):
+        name = ["a", "b", "c"][label if i % 3 else 2]
+        (tmp_path / "xr" / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "xr" / name / f"{i}.png")
+    path = write_study(tmp_path, data={"path": str(tmp_path / "xr"), "image_size": 24,
+                                       "split": {"method": "stratified", "val_fraction": 0.3}},
+                       test=None, training={"epochs": 2, "batch_size": 8, "loss": "CrossEntropyLoss"}, comparisons=[])
+    out = tmp_path / "out"
+    assert run_study(path, out) == 0
+    metrics = json.loads((out / "trials" / "base-seed0" / "metrics.json").read_text())
+    section = metrics["evaluation"]["val"]["at_0.5"]
+    assert set(section["per_class"]) == {"a", "b", "c"} and "macro_f1" in section
+    assert metrics["threshold"] is None and (out / "report.html").exists()
+    assert np.array(section["confusion_matrix"]).shape == (3, 3)
