@@ -139,3 +139,16 @@ def test_a_finished_run_keeps_weights_only_and_no_spare_slots(tmp_path: Path) ->
     assert state["finished"] and "optimizer" not in state and state["epoch"] == 2
     again = trainer(tmp_path, tiny_config(epochs=2)).fit(train, val)  # a finished run is not retrained
     assert again.history == fit.history
+
+
+def test_a_trailing_single_image_batch_is_left_out_so_batchnorm_trains(tmp_path: Path) -> None:
+    from medablate.engine import steps_per_epoch
+
+    assert steps_per_epoch(17, 8) == 2 and steps_per_epoch(16, 8) == 2 and steps_per_epoch(18, 8) == 3
+    assert steps_per_epoch(1, 8) == 1
+    data = phantom.generate(9, 16, 0)  # 18 images; 17 for training leaves one over with batch 8
+    train = Split.from_numpy(data.images[:17], data.labels[:17], CPU)
+    val = Split.from_numpy(data.images[17:], data.labels[17:], CPU)
+    fit = trainer(tmp_path, TrialConfig.model_validate({"model": {"hidden": [8], "dropout": [0.1]},
+                                                         "training": {"epochs": 1, "batch_size": 8}})).fit(train, val)
+    assert fit.status == "done"

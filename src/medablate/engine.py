@@ -148,7 +148,8 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
     order = balanced_order(data.labels) if balanced else epoch_permutation(len(data), data.labels.device)
     total_loss = torch.zeros((), dtype=torch.float64, device=data.labels.device)
     correct = torch.zeros((), dtype=torch.int64, device=data.labels.device)
-    batches = math.ceil(len(data) / batch_size)
+    batches = steps_per_epoch(len(data), batch_size)
+    seen = min(len(data), batches * batch_size)
     for b in range(batches):
         index = order[b * batch_size:(b + 1) * batch_size]
         labels = data.labels[index]
@@ -164,7 +165,14 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
         correct += (task.decisions(logits.detach()) == labels).sum()
         if on_batch is not None:
             on_batch(b + 1, batches)
-    return float(total_loss) / len(data), int(correct) / len(data)
+    return float(total_loss) / seen, int(correct) / seen
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    """Optimizer steps per epoch. A trailing batch of one image is left out (a different image each epoch,
+    as the order is shuffled): BatchNorm cannot train on a single sample."""
+    batches = math.ceil(count / batch_size)
+    return batches - 1 if count % batch_size == 1 and batches > 1 else batches
 
 
 def _is_better(value: float, best: float | None, monitor: str) -> bool:

@@ -34,7 +34,7 @@ from medablate.data.split import (KERMANY_PATIENTS, TEST, TRAIN, VAL, group_ids,
 
 DROPPED = "dropped-duplicate"
 from medablate.data.types import ImageSet
-from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device
+from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device, steps_per_epoch
 from medablate.errors import UserError
 from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
 from medablate.augment import make_augment
@@ -274,7 +274,7 @@ class StudyRunner:
         run_dir = rundir.trial_dir(self.out, run.id)
         training = run.trial.config.training
         task = make_task(training.loss, len(data.images.class_names))
-        steps = -(-len(splits["train"]) // training.batch_size)
+        steps = steps_per_epoch(len(splits["train"]), training.batch_size)
         config = resolved_run_config(self.study, run, data, task, device, steps)
         self._check_same_config(run_dir, config)
         run_dir.mkdir(parents=True, exist_ok=True)
