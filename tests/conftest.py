@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+# Tests write only to temp folders: matplotlib's font cache too (subprocesses inherit this).
+os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="medablate-mpl-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TRAIN = REPO.parent / "shared" / "data" / "chest-xray-pneumonia" / "train"
