@@ -17,7 +17,6 @@ from medablate.data.split import make_split
 from medablate.errors import UserError
 from medablate.study import StudyRunner
 
-from conftest import write_study
 
 
 def write_images(folder: Path, count: int, size: int = 24, seed: int = 0) -> list[tuple[str, str, str]]:

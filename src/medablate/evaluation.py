@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from medablate import atomic, checkpoint, rundir
 from medablate.config import DataConfig, TrialConfig

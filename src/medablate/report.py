@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from medablate import atomic, plots, rundir
 from medablate.compare import Analysis, analyse, load_study_folder

@@ -25,7 +25,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from medablate import atomic, plots, provenance, results, rundir
-from medablate.config import Study, TrialConfig, to_plain
+from medablate.config import Study, to_plain
 from medablate.data import load_data, load_test, resolve_source
 from medablate.data.npy_pair import DEFAULT_FILES
 from medablate.data.duplicates import find_duplicates
