@@ -24,7 +24,7 @@ MIN_SEEDS = 3
 PER_IMAGE = "test_acc_per_image"
 COMPARISON_COLUMNS = ["comparison", "level", "reference", "outcome", "n", "level_mean", "reference_mean",
                       "difference", "ci_low", "ci_high", "test", "p", "p_holm", "prob_improvement", "verdict",
-                      "seeds_needed", "detail"]
+                      "seeds_needed", "family", "detail"]
 
 
 @dataclass
@@ -128,8 +128,9 @@ def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[
             if per_image:
                 rows.append(head | per_image)
     adjusted = stats.holm([r["p"] for r in rows])
+    family = sum(1 for r in rows if not math.isnan(r["p"]))
     for row, p_holm in zip(rows, adjusted):
-        row["p_holm"] = p_holm
+        row["p_holm"], row["family"] = p_holm, family
         row["verdict"] = verdict(row, study.analysis.alpha)
     return rows
 
@@ -170,7 +171,12 @@ def _judgement(row: dict[str, Any]) -> str:
             return (f"cannot tell with {row['n']} seed(s); a difference this size would need about {needed} seeds "
                     f"at 80% power")
         return f"cannot tell with {row['n']} seed(s); at least {MIN_SEEDS} are needed to estimate the spread"
-    return f"{row['verdict']} (p = {row['p_holm']:.2g} after Holm)"
+    return f"{row['verdict']} ({_p_values(row)})"
+
+
+def _p_values(row: dict[str, Any]) -> str:
+    """Raw and Holm-adjusted p, so a CI that excludes zero beside 'not significant' is not a puzzle."""
+    return f"p = {row['p']:.2g}; {row['p_holm']:.2g} after Holm over the study's {row['family']} tests"
 
 
 def sentence(rows: list[dict[str, Any]]) -> str:
@@ -186,7 +192,7 @@ def sentence(rows: list[dict[str, Any]]) -> str:
     image = by_outcome.get(PER_IMAGE)
     if image and image["verdict"] != "cannot tell":
         parts.append(f"the majority-vote models differ on these test images: McNemar {image['verdict']} "
-                     f"(p = {image['p_holm']:.2g} after Holm; this holds the trained models fixed, the seed test above "
+                     f"({_p_values(image)}; this holds the trained models fixed, the seed test above "
                      "does not)")
     converge = by_outcome.get("convergence_epoch")
     if converge:
