@@ -171,8 +171,7 @@ def report(out: Path = typer.Argument(..., help="A study's output folder (runs/<
         from medablate.compare import write_analysis
         from medablate.report import build_report
 
-        write_analysis(out)
-        html_path, md_path = build_report(out)
+        html_path, md_path = build_report(out, write_analysis(out))
         out_console.print(f"Wrote {html_path} and {md_path}")
 
     _guarded(action)

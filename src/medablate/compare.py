@@ -16,6 +16,7 @@ import numpy as np
 
 from medablate import atomic, plots, results, rundir, stats
 from medablate.config import Study, to_plain
+from medablate.data.phantom import FIGURE_NOTE
 from medablate.errors import UserError
 from medablate.outcomes import BY_KEY, OUTCOMES, Outcome, run_outcomes, scaled
 from medablate.plan import Plan, Trial, expand, level_label, reference_trial
@@ -33,6 +34,7 @@ class Analysis:
     rows: list[dict[str, Any]]
     sentences: dict[str, list[str]]
     missing: list[str] = field(default_factory=list)
+    outcomes: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # per (trial id, seed)
 
 
 def load_study_folder(out: Path) -> tuple[Study, Plan, dict[str, Any]]:
@@ -220,7 +222,7 @@ def analyse(out: Path) -> Analysis:
     study, plan, _ = load_study_folder(out)
     found, missing = collect(out, study, plan)
     rows = compare_rows(out, study, plan, found)
-    return Analysis(summarise(plan, found), rows, sentences(rows), missing)
+    return Analysis(summarise(plan, found), rows, sentences(rows), missing, found)
 
 
 def write_analysis(out: Path) -> Analysis:
@@ -258,15 +260,15 @@ def conclusions_section(analysis: Analysis, seeds: int) -> list[str]:
 
 
 def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis: Analysis) -> None:
-    note = "SYNTHETIC phantom data, not real patients" if info.get("synthetic_data") else ""
-    found, _ = collect(out, study, plan)
+    note = FIGURE_NOTE if info.get("synthetic_data") else ""
+    found = analysis.outcomes
     for comparison in study.comparisons:
         keys = list(comparison.vary)
         trials = plan.trials_of(comparison.name)
         curves = {level_label(t, keys): [rundir.read_history(rundir.trial_dir(out, f"{t.id}-seed{s}"))
                                          for s in plan.seeds] for t in trials}
         seeds = f" (mean and 95% band over {len(plan.seeds)} seeds)" if len(plan.seeds) > 1 else ""
-        name = _safe(comparison.name)
+        name = rundir.safe_name(comparison.name)
         plots.overlay(out / "figures" / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
         per_outcome = {}
         for outcome in OUTCOMES:
@@ -300,6 +302,3 @@ def _roc_curves(out: Path, trials: list[Trial], keys: list[str], seeds: list[int
                 break
     return curves
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)

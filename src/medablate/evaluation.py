@@ -63,7 +63,7 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
               "accuracy": result.accuracy, "loss_value": result.loss, "class_names": images.class_names,
               "confusion_matrix": result.confusion}
     label = name or (Path(data_path).name if data_path else "phantom")
-    atomic.write_json(run_dir / "evaluations" / f"{_safe(label)}.json", output)
+    atomic.write_json(run_dir / "evaluations" / f"{rundir.safe_name(label)}.json", output)
     return output
 
 
@@ -73,6 +73,3 @@ def _folder_classes(path: Path | None, class_names: list[str]) -> list[str] | No
         return list(class_names)
     return None
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "evaluation"

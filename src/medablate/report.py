@@ -122,7 +122,7 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
     keys = list(comparison.vary)
     trials = plan.trials_of(comparison.name)
     reference = reference_trial(study, plan, comparison)
-    stem = Path("figures") / "".join(c if c.isalnum() or c in "._-" else "_" for c in comparison.name)
+    stem = Path("figures") / rundir.safe_name(comparison.name)
     blocks: list[Block] = [Heading(2, f"Comparison: {comparison.name}", f"comparison-{slug(comparison.name)}"),
                            Paragraph(f"Varied: {', '.join(keys)}; reference level: {level_label(reference, keys)}.")]
     blocks.append(Figure(stem, "Accuracy and loss per epoch: validation solid (mean with 95% band over seeds), "
@@ -230,10 +230,11 @@ def trials_section(out: Path, plan: Plan, results: list[dict[str, str]]) -> list
             Table(columns, rows, sortable=True, links={0: links}, element_id="trials")]
 
 
-def build_report(out: Path) -> tuple[Path, Path]:
+def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Path]:
+    """Write report.html and report.md; pass the analysis when the caller has just computed it."""
     out = Path(out)
     study, plan, info = load_study_folder(out)
-    analysis = analyse(out)
+    analysis = analysis or analyse(out)
     results = _read_csv(out / "results.csv")
     trial = best_trial(plan, analysis)
     best_blocks, best_eval = best_section(out, trial, plan)

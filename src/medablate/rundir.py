@@ -23,6 +23,11 @@ DONE, DIVERGED, FAILED, RUNNING, INTERRUPTED, PENDING = "done", "diverged", "fai
 FINISHED = (DONE, DIVERGED)
 
 
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a user's name (comparison, evaluation): letters, digits, '.', '_', '-'."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "unnamed"
+
+
 def trial_dir(out: Path, run_id: str) -> Path:
     return Path(out) / "trials" / run_id
 

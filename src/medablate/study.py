@@ -29,6 +29,7 @@ from medablate.config import Study, to_plain
 from medablate.data import load_data, load_test, resolve_source
 from medablate.data.npy_pair import DEFAULT_FILES
 from medablate.data.duplicates import find_duplicates
+from medablate.data.phantom import FIGURE_NOTE
 from medablate.data.split import (KERMANY_PATIENTS, TEST, TRAIN, VAL, group_ids, looks_patient_named, make_split,
                                   split_rows)
 
@@ -39,7 +40,7 @@ from medablate.errors import UserError
 from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
 from medablate.augment import make_augment
 from medablate.clinical import Predictions, evaluate_trial
-from medablate.compare import write_analysis
+from medablate.compare import Analysis, write_analysis
 from medablate.plan import Plan, Run, expand, reference_trial
 from medablate.predict import write_examples
 from medablate.report import build_report
@@ -165,6 +166,7 @@ class StudyRunner:
         for comparison in study.comparisons:
             reference_trial(study, self.plan, comparison)  # a reference that names no level fails now, not after training
         self.data_note = ""
+        self.analysis: Analysis | None = None
 
     # -------------------------------------------------------------- setup
 
@@ -232,7 +234,7 @@ class StudyRunner:
         info.update(status="finished" if all(s in rundir.FINISHED for s in statuses) else "incomplete",
                     finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1))
         atomic.write_json(self.out / "study.json", info)
-        build_report(self.out)
+        build_report(self.out, self.analysis)
         return self._summarise(statuses)
 
     def _tensors(self, data: StudyData, device: torch.device) -> dict[str, Split]:
@@ -382,13 +384,13 @@ class StudyRunner:
             self.console.print(f"[yellow]diverged[/] {run.id}: non-finite loss at epoch {metrics['diverged_epoch']}")
 
     def _figure_note(self) -> str:
-        return "SYNTHETIC phantom data, not real patients" if self.data_note == "synthetic phantom" else ""
+        return FIGURE_NOTE if self.data_note == "synthetic phantom" else ""
 
     # -------------------------------------------------------------- outputs
 
     def write_outputs(self) -> None:
         """Everything after training, from the run folder alone (the same as `medablate compare`)."""
-        analysis = write_analysis(self.out)
+        analysis = self.analysis = write_analysis(self.out)
         for comparison, texts in analysis.sentences.items():
             self.console.print(f"[bold]{comparison}[/]")
             for text in texts:

@@ -15,6 +15,7 @@ from medablate.data.types import ImageSet
 
 CLASS_NAMES = ["normal", "pneumonia"]
 SYNTHETIC_NOTE = "synthetic phantom images (procedurally generated, not real patients)"
+FIGURE_NOTE = "SYNTHETIC phantom data, not real patients"
 _CHUNK = 64
 # Opacity size (as a fraction of the half-width) and brightness (of the 0..1 range): tuned so the course MLP
 # lands between about 80% and 97% validation accuracy after 10 epochs (see tests/test_data_phantom.py).
