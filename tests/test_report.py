@@ -80,7 +80,7 @@ def test_report_in_a_headless_browser(report: Path) -> None:
             return page.eval_on_selector_all("#trials tbody tr", f"rows => rows.map(r => r.cells[{index}].getAttribute('data-value'))")
 
         header = page.eval_on_selector_all("#trials th", "ths => ths.map(t => t.textContent)")
-        best = header.index("best_val_acc")
+        best = header.index("val_acc")
         page.click(f"#trials th:nth-child({best + 1})")
         ascending = [float(v) for v in column(best)]
         assert ascending == sorted(ascending)

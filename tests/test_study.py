@@ -43,7 +43,8 @@ def test_tiny_study_writes_every_output(tmp_path: Path) -> None:
     assert [r["trial"] for r in rows] == ["base", "CrossEntropyLoss"]
     assert all(r["status"] == "done" and r["test_acc"] and r["data"] == "synthetic phantom" for r in rows)
     assert set(rows[0]) >= {"trial", "comparisons", "training.loss", "seed", "best_epoch", "best_val_loss",
-                            "best_val_acc", "best_val_acc_epoch", "final_val_acc", "test_acc", "test_loss", "seconds"}
+                            "val_acc", "highest_val_acc", "highest_val_acc_epoch", "final_val_acc", "test_acc", "test_loss",
+                            "seconds"}
     for row in rows:
         folder = out / "trials" / row["run"]
         for name in ("config.yaml", "history.csv", "best.pt", "last.pt", "metrics.json", "curves.png"):

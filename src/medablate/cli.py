@@ -21,6 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                        "Train every combination of a study's factors on the same split with several seeds, "
                        "keep the best checkpoints, evaluate on test data, and write tables and figures.")
 console = Console(stderr=True)
+EVALUATE_SOURCES = ("auto", "image-folder", "dicom", "npy-pair", "manifest", "medmnist")
 out_console = Console()
 
 
@@ -64,6 +65,9 @@ def run(
                                         "--set data.path=data/. The value is read as YAML; repeatable."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study name>."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the trials, train nothing."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="Torch threads. Default: OMP_NUM_THREADS when set, else one per usable "
+                                               "core; give fewer on a machine shared with other work."),
 ) -> None:
     """Train every trial of a study (resumes a study that was interrupted) and write its outputs."""
 
@@ -74,7 +78,7 @@ def run(
         study, _ = load_study(study_file, set_)
         folder = out or Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        runner = StudyRunner(study, folder, console, command)
+        runner = StudyRunner(study, folder, console, command, threads)
         if dry_run:
             _print_plan(runner)
             return 0
@@ -101,9 +105,10 @@ def _print_plan(runner: Any) -> None:
 def evaluate(
     trial_dir: Path = typer.Argument(..., help="A run folder: DIR/trials/<trial>-seed<k>.", show_default=False),
     data: Optional[Path] = typer.Option(None, "--data", "-d",
-                                        help="Data to evaluate on: a folder with .npy files or class sub-folders. "
-                                             "Omit for the embedded phantom data."),
-    source: str = typer.Option("auto", "--source", help="auto, npy-pair, image-folder or phantom."),
+                                        help="Data to evaluate on, in any form `run` reads (class folders of images "
+                                             "or DICOM, .npy files, a manifest CSV, a MedMNIST .npz). Omit for the "
+                                             "study's own test set."),
+    source: str = typer.Option("auto", "--source", help=f"{', '.join(EVALUATE_SOURCES)}."),
     files: Optional[str] = typer.Option(None, "--files",
                                         help="npy-pair: comma-separated file per class, e.g. "
                                              "test_normal.npy,test_pneumonia.npy."),
@@ -120,8 +125,8 @@ def evaluate(
 
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint is '{checkpoint}': use best or last.")
-        if source not in ("auto", "npy-pair", "image-folder", "phantom"):
-            raise UserError(f"--source is '{source}': use auto, npy-pair, image-folder or phantom.")
+        if source not in EVALUATE_SOURCES:
+            raise UserError(f"--source is '{source}': use one of {', '.join(EVALUATE_SOURCES)}.")
         file_list = [f.strip() for f in files.split(",")] if files else None
         result = evaluate_trial(trial_dir, data, source, file_list, loss, checkpoint, name, device)
         _print_evaluation(result)
@@ -129,11 +134,28 @@ def evaluate(
     _guarded(action)
 
 
+SHOWN_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "ppv", "npv", "f1")
+
+
 def _print_evaluation(result: dict[str, Any]) -> None:
     note = " [yellow](synthetic phantom data)[/]" if result["synthetic_data"] else ""
-    out_console.print(f"{result['trial_dir']} {result['checkpoint']} (epoch {result['checkpoint_epoch']}) on "
-                      f"{result['data']}{note}: {result['count']} images")
+    out_console.print(f"{escape(result['trial_dir'])} {result['checkpoint']} (epoch {result['checkpoint_epoch']}) on "
+                      f"{escape(result['data'])}{note}: {result['count']} images", highlight=False)
     out_console.print(f"accuracy {result['accuracy']:.4f}   loss ({result['loss']}) {result['loss_value']:.4f}")
+    rules = {"at_0.5": "at the loss's rule (0.5)"}
+    if result.get("threshold") is not None:
+        rules["at_threshold"] = f"at the validated threshold {result['threshold']:.4g}"
+    table = Table(title="metrics with 95% bootstrap CIs")
+    table.add_column("metric")
+    for title in rules.values():
+        table.add_column(title, justify="right")
+    for metric in SHOWN_METRICS:
+        cells = [_with_ci(result["metrics"].get(at, {}), metric) for at in rules]
+        if any(cells):
+            table.add_row(metric, *cells)
+    out_console.print(table)
+    if result.get("warning"):
+        console.print(f"[bold yellow]Warning:[/] {escape(result['warning'])}", highlight=False, soft_wrap=True)
     table = Table(title="confusion matrix (rows: true, columns: predicted)")
     table.add_column("")
     for name in result["class_names"]:
@@ -141,6 +163,15 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     for name, row in zip(result["class_names"], result["confusion_matrix"]):
         table.add_row(name, *(str(v) for v in row))
     out_console.print(table)
+
+
+def _with_ci(section: dict[str, Any], metric: str) -> str:
+    value = section.get(metric)
+    if value is None or isinstance(value, (list, dict)):
+        return ""
+    ci = (section.get("ci95") or {}).get(metric)
+    interval = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci and ci[0] is not None else ""
+    return f"{value:.4f}{interval}"
 
 
 @app.command()
@@ -219,10 +250,10 @@ def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<
 
         rows = study_status(out)
         table = Table(title=str(out))
-        for column in ("run", "status", "epochs", "best val acc", "test acc"):
+        for column in ("run", "status", "epochs", "val acc (best.pt; latest epoch if unfinished)", "test acc"):
             table.add_column(column)
         for row in rows:
-            table.add_row(*(str(row[k]) for k in ("run", "status", "epochs", "best_val_acc", "test_acc")))
+            table.add_row(*(str(row[k]) for k in ("run", "status", "epochs", "val_acc", "test_acc")))
         out_console.print(table)
         counts: dict[str, int] = {}
         for row in rows:

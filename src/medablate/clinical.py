@@ -55,15 +55,23 @@ def evaluate_trial(val: Predictions, test: Predictions | None, config: Evaluatio
                                "description": thresholds.describe(config.rule),
                                "decision": "positive when P(positive) >= threshold"}
     for name, predictions in (("val", val), ("test", test)):
-        if predictions is None:
-            continue
-        section = {"at_0.5": _at(predictions, predictions.decisions, class_names)}
-        if binary:
-            decided = (predictions.positive >= threshold).astype(int)
-            section["at_threshold"] = _at(predictions, decided, class_names)
-            if name == "test":
-                for key, decisions in (("at_0.5", predictions.decisions), ("at_threshold", decided)):
-                    section[key]["ci95"] = metrics.bootstrap_intervals(
-                        predictions.labels == 1, predictions.positive, decisions == 1, config.bootstrap_resamples)
-        report[name] = section
+        if predictions is not None:
+            report[name] = score(predictions, threshold, class_names,
+                                 config.bootstrap_resamples if name == "test" else None)
     return report, threshold
+
+
+def score(predictions: Predictions, threshold: float | None, class_names: list[str],
+          resamples: int | None = None) -> dict[str, Any]:
+    """Every metric at the loss's rule ('at_0.5') and, for binary tasks, at the threshold ('at_threshold');
+    with resamples, 95% bootstrap CIs (images resampled within each class)."""
+    section = {"at_0.5": _at(predictions, predictions.decisions, class_names)}
+    if predictions.probabilities.shape[1] != 2 or threshold is None:
+        return section
+    decided = (predictions.positive >= threshold).astype(int)
+    section["at_threshold"] = _at(predictions, decided, class_names)
+    if resamples:
+        for key, decisions in (("at_0.5", predictions.decisions), ("at_threshold", decided)):
+            section[key]["ci95"] = metrics.bootstrap_intervals(predictions.labels == 1, predictions.positive,
+                                                               decisions == 1, resamples)
+    return section

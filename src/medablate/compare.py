@@ -18,10 +18,11 @@ from medablate import atomic, plots, results, rundir, stats
 from medablate.config import Study, to_plain
 from medablate.data.phantom import FIGURE_NOTE
 from medablate.errors import UserError
-from medablate.outcomes import BY_KEY, OUTCOMES, Outcome, run_outcomes, scaled
+from medablate.outcomes import BY_KEY, OUTCOMES, Outcome, is_tested, run_outcomes, scaled
 from medablate.plan import Plan, Trial, expand, level_label, reference_trial
 
 MIN_SEEDS = 3
+DESCRIPTIVE = "descriptive only"
 PER_IMAGE = "test_acc_per_image"
 COMPARISON_COLUMNS = ["comparison", "level", "reference", "outcome", "n", "level_mean", "reference_mean",
                       "difference", "ci_low", "ci_high", "test", "p", "p_holm", "prob_improvement", "verdict",
@@ -82,13 +83,20 @@ def seed_row(study: Study, outcome: Outcome, a: np.ndarray, b: np.ndarray) -> di
     """Paired comparison over seeds of one outcome: difference, CI, test, P(improvement), seeds needed."""
     d = a - b
     mean, _, low, high = stats.mean_sd_ci(d)
-    enough = len(d) >= MIN_SEEDS
+    enough = len(d) >= MIN_SEEDS and is_tested(outcome)
     test = "Wilcoxon signed-rank" if study.analysis.test == "wilcoxon" else "paired t"
+    detail = ""
+    if not is_tested(outcome):
+        test, detail = DESCRIPTIVE, f"reported, never tested: {outcome.untested_because}"
+    elif stats.no_spread(d) and study.analysis.test == "t":
+        test, low, high = "exact sign-flip permutation (no spread: a t-test cannot be computed)", math.nan, math.nan
+        detail = f"every seed pair differs by exactly {d[0]:.6g}"
     return {"outcome": outcome.key, "n": len(d), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
             "difference": mean, "ci_low": low, "ci_high": high, "test": test,
             "p": stats.paired_p_value(d, study.analysis.test) if enough else math.nan,
             "prob_improvement": stats.probability_of_improvement(a, b, outcome.higher_is_better),
-            "seeds_needed": stats.seeds_needed(d, study.analysis.alpha), "detail": ""}
+            "seeds_needed": stats.seeds_needed(d, study.analysis.alpha) if is_tested(outcome) else None,
+            "detail": detail}
 
 
 def image_row(out: Path, study: Study, level: Trial, reference: Trial, seeds: list[int]) -> dict[str, Any] | None:
@@ -138,6 +146,8 @@ def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[
 
 
 def verdict(row: dict[str, Any], alpha: float) -> str:
+    if row["test"] == DESCRIPTIVE:
+        return "descriptive"
     if math.isnan(row["p_holm"]):
         return "cannot tell"
     return "significant" if row["p_holm"] < alpha else "not significant"
@@ -159,6 +169,8 @@ def _amount(outcome: Outcome, value: float) -> str:
 
 def _ci(outcome: Outcome, row: dict[str, Any]) -> str:
     if math.isnan(row["ci_low"]):
+        if row["n"] >= 2 and row["difference"] != 0:
+            return f"no spread: every seed pair differs by exactly {_amount(outcome, row['difference'])}"
         return "no CI with one seed"
     digits = 4 if outcome.unit == "" else 1
     return f"95% CI {scaled(outcome, row['ci_low']):+.{digits}f} to {scaled(outcome, row['ci_high']):+.{digits}f}"
@@ -185,7 +197,7 @@ def sentence(rows: list[dict[str, Any]]) -> str:
     """One sentence for one level against its reference, from its comparison rows."""
     by_outcome = {r["outcome"]: r for r in rows}
     first = rows[0]
-    primary = by_outcome.get("test_acc") or by_outcome.get("best_val_acc")
+    primary = by_outcome.get("test_acc") or by_outcome.get("val_acc")
     parts = []
     if primary:
         outcome = BY_KEY[primary["outcome"]]

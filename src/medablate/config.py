@@ -7,6 +7,7 @@ Nothing downstream sees YAML or CLI objects. Every validation error names its do
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,25 @@ from medablate.errors import UserError
 LOSSES = ("BCEWithLogitsLoss", "CrossEntropyLoss")
 SOURCES = ("auto", "phantom", "npy-pair", "image-folder", "manifest", "medmnist")
 SourceName = Literal["auto", "phantom", "npy-pair", "image-folder", "dicom", "manifest", "medmnist"]
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float rule, so `1e-4` and `5E-3` are numbers, not strings."""
+
+
+FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                  for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Loader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT, list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as users write it: numbers in exponent notation (`lr: 1e-4`) are floats."""
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class Strict(BaseModel):
@@ -86,6 +106,8 @@ class SplitConfig(Strict):
                               "a source that comes split is used as split unless method is set")
     train_per_class: int = Field(800, ge=1, description="course: the first N images of each class train")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="stratified: fraction held out for validation")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="stratified: fraction held out as the test set "
+                                                              "(patient-grouped like validation); 0: none")
     seed: int = 0
     group_by: GroupBy | None = Field(None, description="stratified: keep each patient's images on one side")
 
@@ -94,6 +116,11 @@ class SplitConfig(Strict):
         if self.group_by is not None and self.method != "stratified":
             raise ValueError("group_by needs method: stratified (the course split takes the first images of each "
                              "class and cannot keep patients together)")
+        if self.test_fraction > 0 and self.method != "stratified":
+            raise ValueError("test_fraction needs method: stratified (it holds out a random, stratified share)")
+        if self.test_fraction + self.val_fraction >= 0.9:
+            raise ValueError(f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction} leave too little "
+                             "to train on: keep their sum below 0.9")
         return self
 
 
@@ -328,20 +355,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise UserError(f"--set '{text}' has no key before '=': write e.g. --set training.epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise UserError(f"--set {key}: the value '{raw}' is not valid YAML ({exc.problem}); quote it") from None
     return key, value
 
 
-def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set tree[a][b][c] = value for key 'a.b.c', creating mappings on the way."""
+def set_dotted(tree: dict[str, Any], key: str, value: Any, defaults: dict[str, Any] | None = None) -> None:
+    """Set tree[a][b][c] = value for key 'a.b.c', creating mappings on the way. A section missing on the way
+    starts as its default from `defaults` (so `training.optimizer.lr=1e-4` keeps the default optimizer's name)."""
     parts = key.split(".")
     node = tree
     for i, part in enumerate(parts[:-1]):
+        defaults = defaults.get(part) if isinstance(defaults, dict) else None
         child = node.get(part)
         if child is None:
-            child = node[part] = {}
+            child = node[part] = copy.deepcopy(defaults) if isinstance(defaults, dict) else {}
         if not isinstance(child, dict):
             where = ".".join(parts[: i + 1])
             raise UserError(f"cannot set '{key}': '{where}' is a value ({child!r}), not a section")
@@ -398,7 +427,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"study file {path} does not exist: check the path (examples/course-hw2.yaml is a template)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -411,9 +440,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_study(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Study, dict[str, Any]]:
     """Read, override and validate a study. Returns the study and the raw (overridden) mapping."""
     raw = copy.deepcopy(read_yaml(path))
+    defaults = Study(name="defaults").model_dump(mode="json")
     for text in overrides:
         key, value = parse_override(text)
-        set_dotted(raw, key, value)
+        set_dotted(raw, key, value, defaults)
     source = f"study file {path}" + (f" (with --set {', '.join(overrides)})" if overrides else "")
     study = validate_study(raw, source)
     return _resolve_paths(study, Path(path).parent), raw

@@ -79,12 +79,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def configure_threads() -> int:
-    """One intra-op thread per core this process may use (cgroup/affinity aware), never more."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def configure_threads(requested: int | None = None) -> tuple[int, str]:
+    """Torch's intra-op threads and where the number came from: `requested` (--threads), else what the user set
+    with OMP_NUM_THREADS / MKL_NUM_THREADS (torch already follows it), else one per core this process may use
+    (cgroup/affinity aware). A machine shared with other work should be given --threads or OMP_NUM_THREADS."""
+    if requested is not None:
+        torch.set_num_threads(requested)
+        return requested, "--threads"
+    for variable in THREAD_VARIABLES:
+        if os.environ.get(variable, "").strip():
+            return torch.get_num_threads(), variable
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if torch.get_num_threads() != available:
         torch.set_num_threads(available)
-    return available
+    return available, "usable cores"
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:

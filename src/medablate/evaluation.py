@@ -1,19 +1,31 @@
-"""Evaluate a saved trial's checkpoint on any supported data source (the course's second task)."""
+"""Evaluate a saved trial's checkpoint on its study's test set or on any data a study can read.
+
+Classes are matched to the model's by name (case-insensitive), never by position; images the study trained
+or validated on are counted and the result says so; the metrics are the clinical ones `run` reports, with
+95% bootstrap CIs, at the loss's rule and at the run's validated threshold.
+"""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
 from medablate import atomic, checkpoint, rundir
-from medablate.config import DataConfig, TrialConfig
+from medablate.clinical import Predictions, score
+from medablate.config import DataConfig, Study, TrialConfig
 from medablate.data import load_data, resolve_source
+from medablate.data.duplicates import pixel_hashes
 from medablate.data.npy_pair import DEFAULT_FILES
+from medablate.data.types import ImageSet
 from medablate.engine import Split, evaluate, resolve_device
 from medablate.errors import UserError
 from medablate.models import build_model, count_outputs
 from medablate.tasks import make_task
+
+STUDY_TEST = "the study's test set"
 
 
 def load_checkpoint(run_dir: Path, which: str = "best") -> dict[str, Any]:
@@ -22,9 +34,80 @@ def load_checkpoint(run_dir: Path, which: str = "best") -> dict[str, Any]:
         raise UserError(f"trial folder {run_dir} does not exist: pass a folder under DIR/trials/ "
                         "(medablate status DIR lists them).")
     if not path.exists():
+        if (Path(run_dir) / "study.json").exists():
+            raise UserError(f"{run_dir} is a study folder, not a run folder: pass one of its runs, "
+                            f"{run_dir}/trials/<trial>-seed<k> (medablate status {run_dir} lists them).")
         raise UserError(f"{path} does not exist: the trial has no {which} checkpoint yet (it has not finished an "
                         "epoch, or it diverged first). Run or resume the study, or pick another trial.")
     return checkpoint.load_checkpoint(path)
+
+
+def align_classes(images: ImageSet, model_classes: list[str], where: str) -> ImageSet:
+    """Relabel images so that label i means the model's class i, matching class names case-insensitively."""
+    index = {name.lower(): i for i, name in enumerate(model_classes)}
+    found = [name.lower() for name in images.class_names]
+    if sorted(found) != sorted(index):
+        raise UserError(f"the classes of {where} are {images.class_names}, but the model was trained on "
+                        f"{model_classes}: the names must match (case does not matter). Rename the class folders "
+                        "(or files, or labels), or pass data with exactly the model's classes.")
+    mapping = np.array([index[name] for name in found])
+    images.labels = mapping[images.labels]
+    images.class_names = list(model_classes)
+    return images
+
+
+def study_test_set(run_dir: Path) -> ImageSet:
+    """The test set the run's study used (same source, split and duplicate removal), or a UserError."""
+    from rich.console import Console
+
+    from medablate.study import load_study_data
+
+    folder = Path(run_dir).resolve().parent.parent
+    info = rundir.read_json(folder / "study.json")
+    if info is None:
+        raise UserError(f"{run_dir} is not inside a study folder (no {folder}/study.json), so its study's test set "
+                        "is unknown: pass --data with the images to evaluate on.")
+    data = load_study_data(Study.model_validate(info["study"]), Console(quiet=True))
+    if data.test is None:
+        raise UserError(f"the study in {folder} has no test set, and evaluating on its validation images would "
+                        "only repeat its own checkpoint choice: pass --data with images the model never saw.")
+    return data.test
+
+
+def load_images(data_path: Path, source: str, files: list[str] | None, image_size: int,
+                model_classes: list[str]) -> ImageSet:
+    """Any source `run` reads (image folders, DICOM, npy pairs, manifests, MedMNIST), classes aligned by name."""
+    resolved = resolve_source(source, data_path, files or DEFAULT_FILES)
+    if resolved == "phantom":
+        raise UserError("--source phantom would score the model on synthetic images: pass --data with real images, "
+                        "or leave --data out to use the study's own test set.")
+    images = load_data(DataConfig(source=resolved, path=data_path, image_size=image_size, files=files))
+    return align_classes(images, model_classes, f"{data_path} ({resolved})")
+
+
+def overlap(study_folder: Path, images: ImageSet) -> dict[str, Any] | None:
+    """How many images also belong to the study's train/val split: by pixels (split.csv's hashes), else by name."""
+    path = study_folder / "split.csv"
+    if not path.exists():
+        return None
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    by_pixels = bool(rows) and all(r.get("pixels_sha1") for r in rows)
+    if by_pixels:
+        seen = {r["pixels_sha1"] for r in rows}
+        shared = sum(h in seen for h in pixel_hashes(images))
+    else:
+        seen = {r["file"] for r in rows}
+        shared = sum(i in seen for i in images.ids)
+    return {"shared_images": int(shared), "of": len(images), "matched_by": "pixels" if by_pixels else "file names"}
+
+
+def overlap_warning(found: dict[str, Any] | None) -> str | None:
+    if not found or not found["shared_images"]:
+        return None
+    return (f"{found['shared_images']} of {found['of']} images are also in the study's train/validation split "
+            f"(matched by {found['matched_by']}): the model trained or chose its checkpoint on them, so this figure "
+            "is not a test result.")
 
 
 def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", files: list[str] | None = None,
@@ -41,13 +124,11 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     task = make_task(loss or config.training.loss, int(meta["num_classes"]))
     task.check_outputs(int(meta["num_outputs"]), f"checkpoint {run_dir / (which + '.pt')}")
     image_shape = tuple(meta["image_shape"])
-    resolved = resolve_source(source, data_path, files or DEFAULT_FILES)
-    classes = _folder_classes(data_path, meta["class_names"]) if resolved == "image-folder" else None
-    data_config = DataConfig(source=resolved, path=data_path, image_size=image_shape[0], files=files, classes=classes)
-    images = load_data(data_config)
-    if len(images.class_names) != task.num_classes:
-        raise UserError(f"the data at {data_path} has {len(images.class_names)} classes {images.class_names}, but the "
-                        f"model was trained on {task.num_classes} {meta['class_names']}.")
+    model_classes = list(meta["class_names"])
+    if data_path is None:
+        images = align_classes(study_test_set(run_dir), model_classes, STUDY_TEST)
+    else:
+        images = load_images(Path(data_path), source, files, int(image_shape[0]), model_classes)
     if images.image_shape != image_shape:
         raise UserError(f"the images at {data_path} are {images.image_shape}, the model expects {image_shape}.")
     device = resolve_device(device_name)
@@ -56,20 +137,19 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     model.load_state_dict(state["model"])
     model.to(device)
     result = evaluate(model, task, Split.from_numpy(images.images, images.labels, device),
-                      config.training.eval_batch_size)
+                      config.training.eval_batch_size, keep_predictions=True)
+    metrics = rundir.read_json(run_dir / "metrics.json") or {}
+    threshold = metrics.get("threshold")
+    resamples = int((metrics.get("evaluation_config") or {}).get("bootstrap_resamples", 2000))
+    predictions = Predictions(images.labels, result.probabilities, result.decisions)
+    shared = overlap(run_dir.resolve().parent.parent, images) if data_path is not None else None
     output = {"trial_dir": str(run_dir), "checkpoint": f"{which}.pt", "checkpoint_epoch": int(state["epoch"]),
-              "data": str(data_path) if data_path else "phantom", "source": images.source,
+              "data": str(data_path) if data_path else STUDY_TEST, "source": images.source,
               "synthetic_data": images.synthetic, "loss": task.loss_name, "count": result.count,
-              "accuracy": result.accuracy, "loss_value": result.loss, "class_names": images.class_names,
-              "confusion_matrix": result.confusion}
-    label = name or (Path(data_path).name if data_path else "phantom")
+              "accuracy": result.accuracy, "loss_value": result.loss, "class_names": model_classes,
+              "confusion_matrix": result.confusion, "threshold": threshold,
+              "metrics": score(predictions, threshold, model_classes, resamples),
+              "overlap": shared, "warning": overlap_warning(shared)}
+    label = name or (Path(data_path).name if data_path else "study-test")
     atomic.write_json(run_dir / "evaluations" / f"{rundir.safe_name(label)}.json", output)
     return output
-
-
-def _folder_classes(path: Path | None, class_names: list[str]) -> list[str] | None:
-    """Use the trial's class names as folder names when the folder has exactly those."""
-    if path is not None and path.is_dir() and all((path / c).is_dir() for c in class_names):
-        return list(class_names)
-    return None
-

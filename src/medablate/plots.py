@@ -61,6 +61,11 @@ def _mean_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return mean, half
 
 
+def band_limits(mean: np.ndarray, half: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """A band clipped to the metric's range: an accuracy stays inside [0, 1], a loss above 0."""
+    return np.clip(mean - half, 0, None), np.clip(mean + half, None, 1 if metric == "acc" else None)
+
+
 def overlay(path: Path, curves: dict[str, Sequence[History]], title: str, note: str = "") -> None:
     """Every trial of a comparison on one figure: validation (solid, with a 95% band over seeds) and train (dotted)."""
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -73,7 +78,7 @@ def overlay(path: Path, curves: dict[str, Sequence[History]], title: str, note: 
             mean, half = _mean_band(_stack(histories, f"val_{metric}"))
             axis.plot(epochs, mean, "-", color=colour, label=f"{label} (val)")
             if half is not None:
-                axis.fill_between(epochs, mean - half, mean + half, color=colour, alpha=0.15, linewidth=0)
+                axis.fill_between(epochs, *band_limits(mean, half, metric), color=colour, alpha=0.15, linewidth=0)
             axis.plot(epochs, _stack(histories, f"train_{metric}").mean(axis=0), ":", color=colour, alpha=0.7)
     _finish(fig, acc, loss, title, note + ("; " if note else "") + "dotted: train")
     save(fig, path)

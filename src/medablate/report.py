@@ -37,9 +37,9 @@ def _number(text: Any) -> Any:
 
 
 def best_trial(plan: Plan, analysis: Analysis) -> Trial | None:
-    """Chosen on validation (mean best validation accuracy over seeds), never on test."""
-    scores = {row["trial"]: row["best_val_acc_mean"] for row in analysis.summary
-              if row["seeds"] and not math.isnan(row["best_val_acc_mean"])}
+    """Chosen on validation (mean validation accuracy of the checkpoints used, over seeds), never on test."""
+    scores = {row["trial"]: row["val_acc_mean"] for row in analysis.summary
+              if row["seeds"] and not math.isnan(row["val_acc_mean"])}
     if not scores:
         return None
     best = max(scores, key=lambda t: scores[t])
@@ -68,6 +68,10 @@ def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str
     if not grouped and any(PATIENT_ID.search(r["file"]) for r in split[:2000]):
         found.append("File names look like they carry patient ids, and the split is not grouped by patient: images of "
                      "one patient can sit on both sides and inflate validation results.")
+    if "test" not in (info.get("data", {}).get("counts") or {}):
+        found.append("This study has no test set: every figure comes from the validation split, which also chose the "
+                     "checkpoints (and thresholds), so it overstates performance on new images. Hold one out with "
+                     "data.split.test_fraction (patient-grouped with group_by) or add a test: section.")
     train = (info.get("data", {}).get("counts") or {}).get("train") or {}
     if train and max(train.values()) > 1.5 * max(1, min(train.values())):
         found.append(f"Class imbalance in training: {', '.join(f'{k} {v}' for k, v in train.items())}; accuracy "
@@ -102,6 +106,8 @@ def summary_section(out: Path, info: dict[str, Any], plan: Plan, results: list[d
              ["patients per split", ", ".join(f"{k} {v}" for k, v in data["patients"].items()) if data.get("patients")
               else "not known (the split is not grouped by patient)"],
              ["duplicates removed", _duplicates(data.get("duplicates"))],
+             ["test set", data.get("test_from") or ("none" if "test" not in (data.get("counts") or {}) else "–")],
+             ["intensity", data.get("intensity") or "8-bit (Pillow's convert)"],
              ["data fingerprint", info.get("data_fingerprint")], ["command", info.get("command") or "–"]]
     blocks.append(Table(["", "value"], facts))
     counts = data.get("counts") or {}
@@ -133,7 +139,7 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
                Table(["level", *differing], [[level_label(t, keys), *(flats[t.id].get(k) for k in differing)] for t in trials]),
                Table(["shared", "value"], [[k, v] for k, v in flats[reference.id].items() if k not in differing])]
     summary = {row["trial"]: row for row in analysis.summary}
-    columns = ["test_acc", "best_val_acc", "convergence_epoch", "stability", "best_epoch"]
+    columns = ["test_acc", "val_acc", "highest_val_acc", "convergence_epoch", "stability", "best_epoch"]
     header = ["level", "seeds"] + [f"{BY_KEY[c].label} (mean ± SD)" for c in columns]
     rows = []
     for trial in trials:
@@ -166,7 +172,7 @@ def best_section(out: Path, trial: Trial | None, plan: Plan) -> tuple[list[Block
         return blocks + [Paragraph("Not computed: no finished trial yet.", "note")], None
     metrics = rundir.read_json(run_dir / "metrics.json") or {}
     evaluation = metrics.get("evaluation") or {}
-    blocks.append(Paragraph(f"{trial.id}, chosen by mean best validation accuracy over seeds (never by test); "
+    blocks.append(Paragraph(f"{trial.id}, chosen by the mean validation accuracy of its checkpoints over seeds (never by test); "
                             f"shown: {run_dir.name}."))
     config = flatten(to_plain(trial.config))
     blocks.append(Table(["key", "value"], [[k, v] for k, v in config.items()]))
@@ -218,7 +224,7 @@ def _metric_tables(evaluation: dict[str, Any]) -> list[Block]:
 
 
 def trials_section(out: Path, plan: Plan, results: list[dict[str, str]]) -> list[Block]:
-    columns = ["run", "trial", "seed", "status", *plan.varied_keys, "best_val_acc", "best_epoch", "test_acc",
+    columns = ["run", "trial", "seed", "status", *plan.varied_keys, "val_acc", "best_epoch", "highest_val_acc", "test_acc",
                "test_loss", "seconds"]
     rows = [[_number(r.get(c)) if c not in ("run", "trial", "status", *plan.varied_keys) else r.get(c) for c in columns]
             for r in results]

@@ -8,7 +8,7 @@ from typing import Any
 from medablate import atomic, rundir
 from medablate.plan import Plan, Run, short_value
 
-METRIC_COLUMNS = ["seed", "status", "best_epoch", "best_val_loss", "best_val_acc", "best_val_acc_epoch",
+METRIC_COLUMNS = ["seed", "status", "best_epoch", "best_val_loss", "val_acc", "highest_val_acc", "highest_val_acc_epoch",
                   "final_val_acc", "test_acc", "test_loss", "epochs_done", "seconds"]
 
 
@@ -19,7 +19,9 @@ def result_row(out: Path, run: Run) -> dict[str, Any]:
     row: dict[str, Any] = {"trial": run.trial.id, "run": run.id, "comparisons": ";".join(run.trial.comparisons)}
     row.update({key: short_value(value) for key, value in run.trial.varied.items()})
     row.update({k: metrics.get(k) for k in METRIC_COLUMNS})
-    row.update(seed=run.seed, status=status)
+    row.update(seed=run.seed, status=status, val_acc=rundir.checkpoint_val_acc(metrics, rundir.read_history(run_dir)),
+               highest_val_acc=rundir.highest_val_acc(metrics),
+               highest_val_acc_epoch=metrics.get("highest_val_acc_epoch", metrics.get("best_val_acc_epoch")))
     test = metrics.get("test") or {}
     row.update(test_acc=test.get("accuracy"), test_loss=test.get("loss"))
     return row
@@ -71,7 +73,7 @@ def comparison_tables(plan: Plan, comparison: str, base_flat: dict[str, Any], ro
     lines += _table(["key", "value"], [[k, v] for k, v in shared.items()])
     lines += ["", "### Results", ""]
     ids = {t.id for t in trials}
-    keep = ["trial", "seed", "status", "best_epoch", "best_val_loss", "best_val_acc", "best_val_acc_epoch",
+    keep = ["trial", "seed", "status", "best_epoch", "best_val_loss", "val_acc", "highest_val_acc", "highest_val_acc_epoch",
             "final_val_acc", "test_acc", "test_loss", "seconds"]
     lines += _table(keep, [[r.get(k) for k in keep] for r in rows if r["trial"] in ids])
     return lines + [""]

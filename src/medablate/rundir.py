@@ -47,8 +47,25 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
+def checkpoint_val_acc(metrics: dict[str, Any], history: list[dict[str, float]]) -> float | None:
+    """Validation accuracy of the checkpoint that is used (best.pt, chosen by training.monitor); folders written
+    before it was stored give it from the history row of the best epoch."""
+    if metrics.get("val_acc") is not None:
+        return float(metrics["val_acc"])
+    epoch = metrics.get("best_epoch")
+    return float(history[int(epoch) - 1]["val_acc"]) if epoch and len(history) >= int(epoch) else None
+
+
+def highest_val_acc(metrics: dict[str, Any]) -> float | None:
+    """The highest validation accuracy at any epoch (not necessarily the checkpoint's)."""
+    value = metrics.get("highest_val_acc", metrics.get("best_val_acc"))
+    return float(value) if value is not None else None
+
+
 def read_config(run_dir: Path) -> dict[str, Any]:
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    from medablate.config import load_yaml
+
+    return load_yaml((Path(run_dir) / "config.yaml").read_text())
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:

@@ -43,9 +43,31 @@ def paired_p_value(differences: Sequence[float], method: str = "t") -> float:
         return 1.0
     if method == "wilcoxon":
         return float(st.wilcoxon(d).pvalue)
-    if np.all(d == d[0]):  # no spread: a t statistic is infinite; the differences are all alike
-        return 0.0
+    if no_spread(d):  # a t statistic would be infinite (p = 0): use the exact sign-flip test instead
+        return sign_flip_p(d)
     return float(st.ttest_1samp(d, 0.0).pvalue)
+
+
+def no_spread(differences: Sequence[float]) -> bool:
+    """Every paired difference is the same non-zero value: a t-test cannot be computed there."""
+    d = np.asarray(differences, dtype=float)
+    return len(d) >= 2 and bool(np.all(d == d[0])) and d[0] != 0
+
+
+def sign_flip_p(differences: Sequence[float], exact_limit: int = 16, resamples: int = 100_000) -> float:
+    """Two-sided exact permutation test of a zero mean paired difference: every sign pattern of the differences
+    (Monte Carlo over `resamples` patterns above `exact_limit` pairs). Valid with no spread at all: with n
+    identical differences p = 2 / 2^n."""
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    if n == 0:
+        return math.nan
+    if n <= exact_limit:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+    else:
+        signs = np.random.default_rng(0).choice([-1, 1], size=(resamples, n))
+    means = np.abs((signs * d).mean(axis=1))
+    return float(np.mean(means >= abs(d.mean()) - 1e-12))
 
 
 def probability_of_improvement(level: Sequence[float], reference: Sequence[float], higher_is_better: bool) -> float:

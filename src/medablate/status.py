@@ -22,10 +22,12 @@ def study_status(out: Path) -> list[dict[str, Any]]:
         run_dir = rundir.trial_dir(out, run.id)
         metrics = rundir.read_json(run_dir / "metrics.json") or {}
         history = rundir.read_history(run_dir)
-        best = max((r["val_acc"] for r in history), default=None)
+        best = rundir.checkpoint_val_acc(metrics, history) if metrics else None
+        if best is None and history:  # unfinished: the checkpoint so far is unknown here; show the latest epoch
+            best = history[-1]["val_acc"]
         test = (metrics.get("test") or {}).get("accuracy")
         rows.append({"run": run.id, "status": rundir.run_status(run_dir),
                      "epochs": f"{len(history)}/{run.trial.config.training.epochs}",
-                     "best_val_acc": f"{best:.3f}" if best is not None else "–",
+                     "val_acc": f"{best:.3f}" if best is not None else "–",
                      "test_acc": f"{test:.3f}" if test is not None else "–"})
     return rows

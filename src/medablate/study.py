@@ -28,10 +28,11 @@ from medablate import atomic, plots, provenance, results, rundir
 from medablate.config import Study, to_plain
 from medablate.data import load_data, load_test, resolve_source
 from medablate.data.npy_pair import DEFAULT_FILES
-from medablate.data.duplicates import find_duplicates
+from medablate.data.duplicates import find_duplicates, pixel_hashes
+from medablate.data.image_folder import INTENSITY
 from medablate.data.phantom import FIGURE_NOTE
-from medablate.data.split import (KERMANY_PATIENTS, TEST, TRAIN, VAL, group_ids, looks_patient_named, make_split,
-                                  split_rows)
+from medablate.data.split import (KERMANY_PATIENTS, SPLIT_COLUMNS, TEST, TRAIN, VAL, group_ids, looks_patient_named,
+                                  make_split, split_rows)
 
 DROPPED = "dropped-duplicate"
 from medablate.data.types import ImageSet
@@ -40,6 +41,8 @@ from medablate.errors import UserError
 from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
 from medablate.augment import make_augment
 from medablate.clinical import Predictions, evaluate_trial
+from medablate.config import EvaluationConfig
+from medablate.results import flatten
 from medablate.compare import Analysis, write_analysis
 from medablate.plan import Plan, Run, expand, reference_trial
 from medablate.predict import write_examples
@@ -56,6 +59,8 @@ class StudyData:
     patients: list[str] | None = None
     duplicates: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    hashes: list[str] | None = None  # sha1 of each image's pixels, for split.csv
+    test_from: str | None = None  # where the test set came from, in words
 
     @property
     def notes(self) -> list[str]:
@@ -98,15 +103,22 @@ def check_buildable(plan: Plan) -> None:
 
 
 def load_study_data(study: Study, console: Console) -> StudyData:
+    carved = study.data.split.test_fraction > 0
+    if carved and study.test is not None:
+        raise UserError(f"data.split.test_fraction is {study.data.split.test_fraction}, which holds out a test set from "
+                        "data.path, and the study also has a test: section: keep one of them (--set test=null uses the "
+                        "held-out part).")
     with console.status("Loading data..."):
         images = load_data(study.data)
         split = make_split(images, study.data.split)
-        test = None
-        if (split == TEST).any():  # the source's own test part (folders, manifest split column, MedMNIST)
-            test = images.subset(split == TEST) if study.test is not None else None
+        test, test_from = None, None
+        if (split == TEST).any():  # held out by test_fraction, or the source's own test part (folders, manifest, MedMNIST)
+            test = images.subset(split == TEST) if study.test is not None or carved else None
+            test_from = (f"held out from data.path (data.split.test_fraction {study.data.split.test_fraction})"
+                         if carved else "the source's own test part")
             images, split = images.subset(split != TEST), split[split != TEST]
         elif study.test is not None:
-            test = load_test(study.data, study.test, images.class_names)
+            test, test_from = load_test(study.data, study.test, images.class_names), "the study's test: section"
     group_by = study.data.split.group_by
     patient_ids = group_ids(images, study.data.split) if group_by is not None else images.patients
     found_warnings = []
@@ -115,9 +127,16 @@ def load_study_data(study: Study, console: Console) -> StudyData:
             "file names look like they carry patient ids, but the split is not grouped by patient, so one patient's "
             "images can land in train and validation; group it with data.split: {method: stratified, group_by: "
             f"{{regex: '{KERMANY_PATIENTS}'}}}} (that regex fits the Kermany chest X-ray names).")
+    if test is None:
+        found_warnings.append(
+            "this study has no test set: every figure is measured on the validation split, which also chose the "
+            "checkpoint (and threshold), so it overstates how the models do on new images; hold out a test set with "
+            "data.split: {method: stratified, test_fraction: 0.15} (patient-grouped with group_by) or add a test: "
+            "section.")
+    hashes = pixel_hashes(images)
     duplicates = None
     if study.data.duplicates == "drop":
-        found = find_duplicates(images, split, test)
+        found = find_duplicates(images, split, test, hashes)
         split = np.where(found.keep, split, DROPPED)
         if test is not None and found.test_keep is not None:
             test = test.subset(found.test_keep)
@@ -133,7 +152,8 @@ def load_study_data(study: Study, console: Console) -> StudyData:
     if test is not None and test.image_shape != images.image_shape:
         raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
                         "set data.image_size so both are resized alike.")
-    return StudyData(images, split, test, patient_ids, duplicates, found_warnings)
+    return StudyData(images, split, test, patient_ids, duplicates, found_warnings, hashes,
+                     test_from if test is not None else None)
 
 
 def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, device: torch.device,
@@ -158,9 +178,36 @@ def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, dev
     }
 
 
+RUNTIME_KEYS = ("training.device", "training.eval_batch_size", "training.tensorboard", "resolved.device")
+IDENTITY_SECTIONS = ("model", "training", "augment", "seed", "resolved")
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every identity key of a run that differs (runtime settings such as the device and the
+    evaluation batch size are not part of a run's identity)."""
+    before = flatten({k: old.get(k) for k in IDENTITY_SECTIONS})
+    after = flatten({k: new.get(k) for k in IDENTITY_SECTIONS})
+    keys = [k for k in dict.fromkeys([*before, *after]) if k not in RUNTIME_KEYS]
+    return [f"{k}: {before.get(k, '(unset)')} -> {after.get(k, '(unset)')}" for k in keys
+            if before.get(k, "(unset)") != after.get(k, "(unset)")]
+
+
+def changed_config_message(out: Path, changed: dict[str, list[str]]) -> str:
+    runs = "; ".join(f"{run}: {', '.join(diffs)}" for run, diffs in list(changed.items())[:4])
+    more = f" (and {len(changed) - 4} more runs)" if len(changed) > 4 else ""
+    epochs = any(d.startswith("training.epochs:") for diffs in changed.values() for d in diffs)
+    hint = (" A longer or shorter schedule is a different trial (the scheduler's horizon, the best epoch and every "
+            "outcome change), so finished runs cannot be extended: to compare the two, add a comparison "
+            "`vary: {training.epochs: [old, new]}`; to train only the new one, use a new --out.") if epochs else ""
+    return (f"{out} holds runs trained with a different configuration than the study now asks for, and a study never "
+            f"mixes configurations: {runs}{more}.{hint} Put the study back as it was, use another --out folder, or "
+            "delete those run folders to retrain them.")
+
+
 class StudyRunner:
-    def __init__(self, study: Study, out: Path, console: Console, command: str = "") -> None:
+    def __init__(self, study: Study, out: Path, console: Console, command: str = "", threads: int | None = None) -> None:
         self.study, self.out, self.console, self.command = study, Path(out), console, command
+        self.threads = threads
         self.plan = expand(study)
         check_buildable(self.plan)
         for comparison in study.comparisons:
@@ -181,8 +228,8 @@ class StudyRunner:
         if previous and previous.get("name") != self.study.name:
             raise UserError(f"{self.out} holds study '{previous.get('name')}', not '{self.study.name}': "
                             "use another --out folder.")
-        atomic.write_csv(self.out / "split.csv", split_rows(data.images, data.split, data.patients),
-                         ["file", "label", "class", "patient", "split"])
+        atomic.write_csv(self.out / "split.csv", split_rows(data.images, data.split, data.patients, data.hashes),
+                         SPLIT_COLUMNS)
         info = {
             "name": self.study.name, "command": self.command, "status": "running",
             "started": (previous or {}).get("started") or _now(), "resumed": _now() if previous else None,
@@ -190,6 +237,7 @@ class StudyRunner:
             "data_fingerprint": fingerprint,
             "data": {"source": data.images.source, "class_names": data.images.class_names,
                      "image_shape": list(data.images.image_shape), "counts": self._counts(data),
+                     "intensity": INTENSITY, "test_from": data.test_from,
                      "patients": self._patients(data), "duplicates": data.duplicates},
             "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
             "versions": provenance.versions(), "study": to_plain(self.study),
@@ -220,11 +268,12 @@ class StudyRunner:
             self.console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
         self.data_note = "synthetic phantom" if data.synthetic else data.images.source
         info = self._prepare_folder(data)
-        threads = configure_threads()
+        threads, threads_from = configure_threads(self.threads)
         device = resolve_device(self.study.training.device)
-        info["machine"] = provenance.machine(device) | {"torch_threads": threads}
-        atomic.write_json(self.out / "study.json", info)
+        info["machine"] = provenance.machine(device) | {"torch_threads": threads, "threads_from": threads_from}
         splits = self._tensors(data, device)
+        self._check_configs(data, splits, device)
+        atomic.write_json(self.out / "study.json", info)
         self.console.print(f"Study [bold]{self.study.name}[/]: {len(self.plan.trials)} trials x "
                            f"{len(self.plan.seeds)} seed(s) = {len(self.plan.runs)} runs on {device}; "
                            f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
@@ -262,6 +311,10 @@ class StudyRunner:
                 if status in rundir.FINISHED:
                     progress.advance(study_task, epochs)
                     statuses.append(status)
+                    if reevaluate(rundir.trial_dir(self.out, run.id), self.study.evaluation, data.test,
+                                  f"{self.study.name}: {run.id}", self._figure_note()):
+                        self.console.print(f"re-evaluated {run.id} with evaluation {to_plain(self.study.evaluation)} "
+                                           "from its saved predictions (no retraining)", highlight=False)
                     continue
                 if status == rundir.RUNNING:
                     raise UserError(f"run {run.id} is being trained by another medablate process right now "
@@ -275,10 +328,7 @@ class StudyRunner:
                    progress: Progress, study_task: Any) -> str:
         run_dir = rundir.trial_dir(self.out, run.id)
         training = run.trial.config.training
-        task = make_task(training.loss, len(data.images.class_names))
-        steps = steps_per_epoch(len(splits["train"]), training.batch_size)
-        config = resolved_run_config(self.study, run, data, task, device, steps)
-        self._check_same_config(run_dir, config)
+        task, steps, config = self._run_config(run, data, splits, device)
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.remove_stale_temp_files(run_dir)
         rundir.write_config(run_dir, config)
@@ -326,15 +376,24 @@ class StudyRunner:
         self._report_run(run, metrics)
         return str(metrics["status"])
 
-    def _check_same_config(self, run_dir: Path, config: dict[str, Any]) -> None:
-        if not (run_dir / "config.yaml").exists():
-            return
-        old = rundir.read_config(run_dir)
-        keys = ("model", "training", "augment", "seed", "resolved")
-        if any(old.get(k) != config.get(k) for k in keys):
-            raise UserError(f"{run_dir} holds a run with a different configuration than the study now asks for "
-                            f"(changed: {', '.join(k for k in keys if old.get(k) != config.get(k))}): use another "
-                            "--out folder, or delete that run folder to retrain it.")
+    def _run_config(self, run: Run, data: StudyData, splits: dict[str, Split],
+                    device: torch.device) -> tuple[Task, int, dict[str, Any]]:
+        training = run.trial.config.training
+        task = make_task(training.loss, len(data.images.class_names))
+        steps = steps_per_epoch(len(splits["train"]), training.batch_size)
+        return task, steps, resolved_run_config(self.study, run, data, task, device, steps)
+
+    def _check_configs(self, data: StudyData, splits: dict[str, Split], device: torch.device) -> None:
+        """Every run already in the folder, finished or not, must be the run the study now asks for."""
+        changed = {}
+        for run in self.plan.runs:
+            run_dir = rundir.trial_dir(self.out, run.id)
+            if (run_dir / "config.yaml").exists():
+                differences = config_differences(rundir.read_config(run_dir), self._run_config(run, data, splits, device)[2])
+                if differences:
+                    changed[f"trials/{run.id}"] = differences
+        if changed:
+            raise UserError(changed_config_message(self.out, changed))
 
     def _metrics(self, run: Run, trainer: Trainer, fit: Any, task: Task, splits: dict[str, Split],
                  data: StudyData) -> dict[str, Any]:
@@ -343,12 +402,14 @@ class StudyRunner:
             "run": run.id, "trial": run.trial.id, "seed": run.seed, "status": fit.status,
             "epochs_done": len(history), "diverged_epoch": fit.diverged_epoch,
             "best_epoch": fit.best.get("epoch"), "best_val_loss": fit.best.get("val_loss"),
-            "best_val_acc": fit.best.get("best_val_acc"), "best_val_acc_epoch": fit.best.get("best_val_acc_epoch"),
+            "val_acc": fit.best.get("val_acc"), "highest_val_acc": fit.best.get("best_val_acc"),
+            "highest_val_acc_epoch": fit.best.get("best_val_acc_epoch"),
             "monitor": trainer.config.training.monitor,
             "final_val_acc": history[-1]["val_acc"] if history else None,
             "seconds": round(sum(r["seconds"] for r in history), 3),
             "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint(),
-            "loss": task.loss_name, "num_outputs": task.num_outputs,
+            "loss": task.loss_name, "num_outputs": task.num_outputs, "threads": torch.get_num_threads(),
+            "evaluation_config": to_plain(self.study.evaluation),
         }
         if fit.status != rundir.DONE or not (trainer.run_dir / "best.pt").exists():
             return metrics
@@ -377,9 +438,10 @@ class StudyRunner:
         if metrics["status"] == rundir.DONE:
             test = metrics.get("test")
             tail = f", test acc {test['accuracy']:.3f}" if test else ""
-            self.console.print(f"[green]done[/] {run.id}: best val acc {metrics['best_val_acc']:.3f} "
-                               f"(epoch {metrics['best_val_acc_epoch']}), best epoch by {metrics['monitor']} "
-                               f"{metrics['best_epoch']}{tail}, {metrics['seconds']:.0f} s")
+            self.console.print(f"[green]done[/] {run.id}: val acc {metrics['val_acc']:.3f} of best.pt (epoch "
+                               f"{metrics['best_epoch']}, by {metrics['monitor']}); highest val acc at any epoch "
+                               f"{metrics['highest_val_acc']:.3f} (epoch {metrics['highest_val_acc_epoch']}){tail}, "
+                               f"{metrics['seconds']:.0f} s")
         elif metrics["status"] == rundir.DIVERGED:
             self.console.print(f"[yellow]diverged[/] {run.id}: non-finite loss at epoch {metrics['diverged_epoch']}")
 
@@ -419,6 +481,42 @@ def trial_figures(run_dir: Path, metrics: dict[str, Any], title: str, note: str)
     rule = f"threshold {threshold:.3g}" if at == "at_threshold" else "the loss's rule"
     names = (metrics.get("test") or {}).get("class_names") or [str(i) for i in range(len(section[at]["confusion_matrix"]))]
     plots.confusion(run_dir / "confusion.png", section[at]["confusion_matrix"], names, f"{shown}, {rule}")
+
+
+def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Predictions] | None:
+    """Image ids and predictions from a predictions_*.csv (None when the file is absent)."""
+    rows = rundir.read_predictions(path)
+    if not rows:
+        return None
+    probabilities = np.array([[float(r[f"prob_{n}"]) for n in class_names] for r in rows])
+    return [r["image"] for r in rows], Predictions(np.array([int(r["label"]) for r in rows]), probabilities,
+                                                   np.array([int(r["decision"]) for r in rows]))
+
+
+def reevaluate(run_dir: Path, config: EvaluationConfig, test: ImageSet | None, title: str, note: str) -> bool:
+    """Apply the study's evaluation settings to a finished run from its saved predictions (no retraining): the
+    threshold, every metric, the prediction files, the figures and the examples. False when nothing changed."""
+    metrics = rundir.read_json(run_dir / "metrics.json") or {}
+    wanted = to_plain(config)
+    if metrics.get("status") != rundir.DONE or "evaluation" not in metrics or metrics.get("evaluation_config") == wanted:
+        return False
+    names = list(rundir.read_config(run_dir)["resolved"]["class_names"])
+    val, test_saved = (saved_predictions(run_dir / f"predictions_{s}.csv", names) for s in ("val", "test"))
+    if val is None:
+        return False
+    report, threshold = evaluate_trial(val[1], test_saved[1] if test_saved else None, config, names)
+    for split, saved in (("val", val), ("test", test_saved)):
+        if saved is not None:
+            ids, p = saved
+            rundir.write_predictions(run_dir / f"predictions_{split}.csv", ids, p.labels, p.probabilities, p.decisions,
+                                     names, threshold)
+    metrics.update(threshold=threshold, evaluation=report)
+    trial_figures(run_dir, metrics, title, note)
+    atomic.write_json(run_dir / "metrics.json", metrics)  # the examples read the new threshold from it
+    if test is not None and (run_dir / "examples.json").exists():
+        write_examples(run_dir, test.images, test.labels, test.ids)
+    atomic.write_json(run_dir / "metrics.json", metrics | {"evaluation_config": wanted})  # last: the run is current
+    return True
 
 
 def _labels(split: Split) -> np.ndarray:

@@ -53,13 +53,32 @@ def list_files(folder: Path, classes: list[str]) -> tuple[list[Path], np.ndarray
     return files, np.asarray(labels, dtype=np.int64)
 
 
+INTENSITY = ("by bit depth: 8-bit as stored; 16-bit (and 32-bit integers within 0..65535) x 255/65535; "
+             "other 32-bit integers and floats by the image's own min/max")
+INTENSITY_VERSION = 2  # part of every decode-cache key: version 1 saturated 16-bit images to white
+
+
+def grey_uint8(image: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit grey, scaled by its real bit depth (see INTENSITY): Pillow's convert("L") clips
+    16-bit values at 255, which turns a 16-bit radiograph white."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image.convert("L")
+    values = np.asarray(image, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        scaled = values * (255 / 65535)
+    else:
+        scaled = (values - low) * (255 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
 def decode(path: Path, size: int) -> np.ndarray:
     """One file to a (size, size) uint8 grey array; UserError naming the file when it cannot be read."""
     if dicom.is_dicom(path):
         return dicom.decode(path, size)
     try:
         with Image.open(path) as image:
-            grey = image.convert("L")
+            grey = grey_uint8(image)
             if grey.size != (size, size):
                 grey = grey.resize((size, size), Image.Resampling.BILINEAR)
             return np.array(grey, dtype=np.uint8)
@@ -155,5 +174,6 @@ def _load_classes(folder: Path, image_size: int, classes: list[str] | None, use_
     if not use_cache:
         return build()
     key = cache.source_key(folder, files, {"source": "image-folder", "size": image_size, "classes": class_names,
+                                           "intensity": INTENSITY_VERSION,
                                            "resample": "bilinear", "grey": "L", "skip": skip_unreadable})
     return cache.cached(key, build)

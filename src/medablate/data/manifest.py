@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medablate.data import cache
+from medablate.data import cache, image_folder
 from medablate.data.image_folder import decode_all
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
@@ -54,7 +54,8 @@ def load(path: Path, image_size: int, classes: list[str] | None = None) -> Image
     def build() -> ImageSet:
         return ImageSet(decode_all(files, image_size), labels, [r["path"] for r in rows], names, "manifest")
 
-    key = cache.source_key(Path("/"), files, {"source": "manifest", "size": image_size, "rows": rows})
+    key = cache.source_key(Path("/"), files, {"source": "manifest", "size": image_size, "rows": rows,
+                                                   "intensity": image_folder.INTENSITY_VERSION})
     data = cache.cached(key, build)
     data.labels, data.class_names = labels, names
     if any(r.get("patient_id") for r in rows):

@@ -36,6 +36,9 @@ def make_split(data: ImageSet, config: SplitConfig) -> np.ndarray:
     if uses_source_split(data, config):
         return np.asarray(data.preset, dtype=object).copy()
     if data.preset is not None and (data.preset == TEST).any():
+        if config.test_fraction > 0:
+            raise UserError(f"data.split.test_fraction is {config.test_fraction}, but the {data.source} data comes with "
+                            "a test part of its own: set data.split.test_fraction: 0 to use it (or remove it).")
         # A method was chosen for a source that comes split: carve validation out of train and val, keep its test.
         split = np.full(len(data), TEST, dtype=object)
         pool = data.preset != TEST
@@ -43,9 +46,23 @@ def make_split(data: ImageSet, config: SplitConfig) -> np.ndarray:
         return split
     if config.method == "course":
         return _course(data, config.train_per_class)
-    if config.group_by is not None:
-        return _stratified_groups(data, group_ids(data, config), config.val_fraction, config.seed)
-    return _stratified(data, config.val_fraction, config.seed)
+    groups = group_ids(data, config) if config.group_by is not None else None
+    if config.test_fraction == 0:
+        return _hold_out(data, groups, config.val_fraction, config.seed)
+    # Test first, then validation from the rest; both fractions are of all images, both patient-grouped.
+    test = _hold_out(data, groups, config.test_fraction, config.seed) == VAL
+    split = np.full(len(data), TEST, dtype=object)
+    rest_groups = [g for g, t in zip(groups, test) if not t] if groups is not None else None
+    split[~test] = _hold_out(data.subset(~test), rest_groups, config.val_fraction / (1 - config.test_fraction),
+                             config.seed)
+    return split
+
+
+def _hold_out(data: ImageSet, groups: list[str] | None, fraction: float, seed: int) -> np.ndarray:
+    """'train' / 'val' per image: a stratified share held out, patient-grouped when groups are given."""
+    if groups is not None:
+        return _stratified_groups(data, groups, fraction, seed)
+    return _stratified(data, fraction, seed)
 
 
 def group_ids(data: ImageSet, config: SplitConfig) -> list[str]:
@@ -126,7 +143,13 @@ def _stratified(data: ImageSet, val_fraction: float, seed: int) -> np.ndarray:
     return split
 
 
-def split_rows(data: ImageSet, split: np.ndarray, patient: list[str] | None = None) -> list[dict[str, object]]:
+SPLIT_COLUMNS = ["file", "label", "class", "patient", "split", "pixels_sha1"]
+
+
+def split_rows(data: ImageSet, split: np.ndarray, patient: list[str] | None = None,
+               hashes: list[str] | None = None) -> list[dict[str, object]]:
+    """split.csv's rows; the pixel hash lets `evaluate` tell when its images are the study's own."""
     patient = patient or [""] * len(data)
-    return [{"file": i, "label": int(y), "class": data.class_names[int(y)], "patient": p, "split": s}
-            for i, y, p, s in zip(data.ids, data.labels, patient, split)]
+    hashes = hashes or [""] * len(data)
+    return [{"file": i, "label": int(y), "class": data.class_names[int(y)], "patient": p, "split": s, "pixels_sha1": h}
+            for i, y, p, s, h in zip(data.ids, data.labels, patient, split, hashes)]
