@@ -40,8 +40,8 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_course_arrays(data)
     out = root / "out"
     result = medablate("run", str(write_study(root, test={})), "--set", f"data.path={data}", "--set",
-                       "data.image_size=24", "--set", "data.split.train_per_class=24", "--set", "training.epochs=3",
-                       "--out", str(out))
+                       "data.image_size=24", "--set", "data.split.train_per_class=24", "--set", "training.epochs=6",
+                       "--set", "training.optimizer={name: Adam, lr: 0.01}", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return {"root": root, "data": data, "out": out, "trial": out / "trials" / "base-seed0"}
 
@@ -56,6 +56,7 @@ def save_pngs(arrays: dict[str, np.ndarray], folder: Path, bits: int = 8) -> Non
 
 def test_1_evaluate_matches_class_folders_by_name_not_position(course: dict[str, Path], tmp_path: Path) -> None:
     saved = json.loads((course["trial"] / "metrics.json").read_text())["test"]
+    assert saved["confusion_matrix"] != saved["confusion_matrix"][::-1], "swapped labels must change the numbers"
     folder = tmp_path / "mixed-case"
     # 'PNEUMONIA' sorts before 'normal': matching by sorted position swaps the labels.
     save_pngs({"PNEUMONIA": np.load(course["data"] / "test_pneumonia.npy"),

@@ -32,6 +32,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     first, second = _slots(path)
     current = os.readlink(path) if path.is_symlink() else None
     target = second if current == first.name else first
+    if target.exists() and os.stat(target).st_nlink > 1:  # shared with a backup (cp -al, rsync --link-dest):
+        target.unlink()  # writing in place would rewrite the backup too, so write a fresh file
     with open(target, "r+b" if target.exists() else "wb") as handle:
         torch.save(state, handle)
         handle.truncate()
@@ -58,3 +60,40 @@ def drop_stale_slot(path: Path) -> None:
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     return torch.load(Path(path), map_location=device, weights_only=True)
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint file that cannot be read (truncated, overwritten, not a checkpoint)."""
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """load_checkpoint, with every way a damaged file fails turned into DamagedCheckpoint."""
+    try:
+        state = load_checkpoint(path, device)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch reports damage as RuntimeError, EOFError, UnpicklingError, OSError(EINVAL), ...
+        raise DamagedCheckpoint(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(state, dict) or "model" not in state or "meta" not in state:
+        raise DamagedCheckpoint(f"{path} is not a medablate checkpoint (no model weights or meta data in it)")
+    return state
+
+
+def older_slot(path: Path) -> Path | None:
+    """The slot file that `path` does not point to: the previous complete checkpoint, when there is one."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    current = os.readlink(path)
+    return next((s for s in _slots(path) if s.name != current and s.exists()), None)
+
+
+def user_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """For evaluate and predict: a damaged file is a UserError that names it and says what to do."""
+    from medablate.errors import UserError
+
+    try:
+        return read_checkpoint(path, device)
+    except DamagedCheckpoint as exc:
+        raise UserError(f"{exc}. Rerun the study with the same command: the run is redone from its last good "
+                        "state (or delete the run folder to retrain it).") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -14,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from medablate import __version__
-from medablate.errors import UserError
+from medablate.errors import Terminated, UserError, raise_terminated
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Honest, fast ablation studies of deep-learning classifiers on medical images.\n\n"
@@ -32,6 +33,10 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except UserError as exc:
         console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except Terminated:
+        console.print("[yellow]Terminated (SIGTERM).[/] The run in progress stopped cleanly; run the same command "
+                      "again to resume where it stopped.")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] Run the same command again to resume where it stopped.")
         raise typer.Exit(130) from None
@@ -75,6 +80,7 @@ def run(
         from medablate.config import load_study
         from medablate.study import StudyRunner
 
+        signal.signal(signal.SIGTERM, raise_terminated)
         study, _ = load_study(study_file, set_)
         folder = out or Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -17,7 +17,6 @@ import numpy as np
 from medablate import atomic, plots, results, rundir, stats
 from medablate.config import Study, to_plain
 from medablate.data.phantom import FIGURE_NOTE
-from medablate.errors import UserError
 from medablate.outcomes import BY_KEY, OUTCOMES, Outcome, is_tested, run_outcomes, scaled
 from medablate.plan import Plan, Trial, expand, level_label, reference_trial
 
@@ -39,11 +38,7 @@ class Analysis:
 
 
 def load_study_folder(out: Path) -> tuple[Study, Plan, dict[str, Any]]:
-    info = rundir.read_json(Path(out) / "study.json")
-    if info is None:
-        raise UserError(f"{out} is not a study folder (no study.json): pass the --out folder of a "
-                        "`medablate run`, by default runs/<study name>.")
-    study = Study.model_validate(info["study"])
+    info, study = rundir.read_study_info(out)
     return study, expand(study), info
 
 

@@ -424,6 +424,9 @@ def validate_study(raw: dict[str, Any], source: str) -> Study:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a study file: pass the study's YAML file (e.g. "
+                        "examples/course-hw2.yaml); to look at a finished study's folder use `medablate status`.")
     if not path.is_file():
         raise UserError(f"study file {path} does not exist: check the path (examples/course-hw2.yaml is a template)")
     try:

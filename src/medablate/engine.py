@@ -20,7 +20,8 @@ import torch
 
 from medablate import atomic
 from medablate.clinical import epoch_metrics
-from medablate.checkpoint import drop_stale_slot, load_checkpoint, save_checkpoint
+from medablate.checkpoint import (DamagedCheckpoint, drop_stale_slot, load_checkpoint, older_slot, read_checkpoint,
+                                  save_checkpoint)
 from medablate.config import TrialConfig, to_plain
 from medablate.models import build_model
 from medablate.optim import build_optimizer, build_scheduler
@@ -221,6 +222,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
         self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the runner from data.augment
+        self.notes: list[str] = []  # what resume had to repair, for the runner to show
 
     # -------------------------------------------------------------- checkpoints
 
@@ -240,15 +242,32 @@ class Trainer:
         return {"meta": self.meta, "epoch": int(row["epoch"]), "val_loss": row["val_loss"],
                 "val_acc": row["val_acc"], "model": self.model.state_dict()}
 
-    def resume(self) -> int:
-        """Load last.pt if present; return the number of epochs already done."""
+    def _last_good_state(self) -> dict[str, Any] | None:
+        """last.pt, else the older slot when last.pt is damaged, else None (the run starts over), with a note."""
         path = self.run_dir / "last.pt"
         if not path.exists():
+            return None
+        try:
+            return read_checkpoint(path, self.device)
+        except DamagedCheckpoint as exc:
+            older = older_slot(path)
+            try:
+                state = read_checkpoint(older, self.device) if older is not None else None
+            except DamagedCheckpoint:
+                state = None
+            where = f"the previous checkpoint (epoch {state['epoch']})" if state else "the first epoch"
+            self.notes.append(f"{exc}; resuming from {where}")
+            return state
+
+    def resume(self) -> int:
+        """Load the last good checkpoint if there is one; return the number of epochs already done."""
+        state = self._last_good_state()
+        if state is None:
             return 0
-        state = load_checkpoint(path, self.device)
         if state.get("finished"):
             self.model.load_state_dict(state["model"])
             self.history, self.best = list(state["history"]), dict(state["best"])
+            self.write_history()
             return int(state["epoch"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -258,6 +277,7 @@ class Trainer:
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         self.history, self.best = list(state["history"]), dict(state["best"])
+        self.write_history()  # a kill between a checkpoint and its history row must not lose the row
         return int(state["epoch"])
 
     def _update_best(self, row: dict[str, float]) -> bool:

@@ -7,3 +7,12 @@ everything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the user's input, with a message that names the culprit and the fix."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, SLURM preemption, kill): handled like Ctrl-C, so claims are released and every
+    file stays whole, but the command exits with 143 as a terminated process does."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()

@@ -15,7 +15,7 @@ import numpy as np
 
 from medablate import atomic, checkpoint, rundir
 from medablate.clinical import Predictions, score
-from medablate.config import DataConfig, Study, TrialConfig
+from medablate.config import DataConfig, TrialConfig
 from medablate.data import load_data, resolve_source
 from medablate.data.duplicates import pixel_hashes
 from medablate.data.npy_pair import DEFAULT_FILES
@@ -39,7 +39,7 @@ def load_checkpoint(run_dir: Path, which: str = "best") -> dict[str, Any]:
                             f"{run_dir}/trials/<trial>-seed<k> (medablate status {run_dir} lists them).")
         raise UserError(f"{path} does not exist: the trial has no {which} checkpoint yet (it has not finished an "
                         "epoch, or it diverged first). Run or resume the study, or pick another trial.")
-    return checkpoint.load_checkpoint(path)
+    return checkpoint.user_checkpoint(path)
 
 
 def align_classes(images: ImageSet, model_classes: list[str], where: str) -> ImageSet:
@@ -63,11 +63,11 @@ def study_test_set(run_dir: Path) -> ImageSet:
     from medablate.study import load_study_data
 
     folder = Path(run_dir).resolve().parent.parent
-    info = rundir.read_json(folder / "study.json")
-    if info is None:
+    if not (folder / "study.json").exists():
         raise UserError(f"{run_dir} is not inside a study folder (no {folder}/study.json), so its study's test set "
                         "is unknown: pass --data with the images to evaluate on.")
-    data = load_study_data(Study.model_validate(info["study"]), Console(quiet=True))
+    _, study = rundir.read_study_info(folder)
+    data = load_study_data(study, Console(quiet=True))
     if data.test is None:
         raise UserError(f"the study in {folder} has no test set, and evaluating on its validation images would "
                         "only repeat its own checkpoint choice: pass --data with images the model never saw.")

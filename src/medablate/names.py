@@ -64,8 +64,27 @@ def check_kwargs(kind: str, cls: type, kwargs: dict[str, Any], reserved: Iterabl
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     valid = [p for p in params if p not in ("self", *reserved)]
-    for key in kwargs:
+    for key, value in kwargs.items():
         if key not in valid:
             suggestion = closest(key, valid)
             hint = f"did you mean '{suggestion}'?" if suggestion else f"it takes: {', '.join(valid) or 'nothing'}"
             raise ValueError(f"{kind} {cls.__name__} has no argument '{key}': {hint}")
+        expected = _scalar_kind(params[key])
+        if expected == "bool" and not isinstance(value, bool) or \
+                expected == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{kind} {cls.__name__} argument '{key}' takes "
+                             f"{'true or false' if expected == 'bool' else 'a number'}, not {value!r}")
+
+
+def _scalar_kind(parameter: inspect.Parameter) -> str | None:
+    """'bool' or 'number' when the parameter's default (or, without one, its annotation) says so; else None."""
+    default = parameter.default
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, (int, float)):
+        return "number"
+    if default is inspect.Parameter.empty:
+        annotation = parameter.annotation
+        name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        return {"bool": "bool", "int": "number", "float": "number"}.get(name)
+    return None

@@ -47,13 +47,16 @@ def list_images(inputs: list[Path]) -> list[Path]:
 
 
 class Predictor:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, threshold: float | None = None) -> None:
         run_dir = Path(run_dir)
         if not (run_dir / "best.pt").exists():
             raise UserError(f"{run_dir} has no best.pt: it is not a finished trial folder (DIR/trials/<trial>-seed<k>). "
                             "Run or resume the study, or pick a trial that `medablate status DIR` lists as done.")
+        if not (run_dir / "config.yaml").exists():
+            raise UserError(f"{run_dir}/config.yaml is missing, so the model and its preprocessing cannot be rebuilt "
+                            "exactly: restore it (e.g. from a backup), or rerun the study to recreate the run.")
         saved = rundir.read_config(run_dir)
-        state = checkpoint.load_checkpoint(run_dir / "best.pt")
+        state = checkpoint.user_checkpoint(run_dir / "best.pt")
         meta = state["meta"]
         self.class_names: list[str] = list(meta["class_names"])
         self.size = int(meta["image_shape"][0])
@@ -63,7 +66,8 @@ class Predictor:
         self.model = build_model(config.model, tuple(meta["image_shape"]), self.task.num_outputs)
         self.model.load_state_dict(state["model"])
         self.model.eval()
-        self.threshold = (rundir.read_json(run_dir / "metrics.json") or {}).get("threshold")
+        self.threshold = threshold if threshold is not None else \
+            (rundir.read_json(run_dir / "metrics.json") or {}).get("threshold")
 
     def rule(self) -> str:
         if self.threshold is not None:
@@ -118,16 +122,33 @@ def predict_images(run_dir: Path, inputs: list[Path], saliency_dir: Path | None 
     probabilities = predictor.probabilities(np.stack([p for _, p, _ in loaded]))
     decisions = predictor.decide(probabilities)
     results = []
+    targets = saliency_names([path for path, _, _ in loaded])
     for (path, pixels, notes), probs, decision in zip(loaded, probabilities, decisions):
         prediction = Prediction(str(path), {n: float(p) for n, p in zip(predictor.class_names, probs)},
                                 predictor.class_names[int(decision)], predictor.rule(), notes)
         if saliency_dir is not None:
-            target = Path(saliency_dir) / f"{path.stem}_saliency.png"
+            target = Path(saliency_dir) / targets[path]
             _save_overlay(target, pixels, predictor.saliency(pixels, int(decision)),
                           f"{path.name}: {prediction.decision} ({probs[int(decision)]:.2f})")
             prediction.saliency = str(target)
         results.append(prediction)
     return results, errors
+
+
+def saliency_names(paths: list[Path]) -> dict[Path, str]:
+    """`<stem>_saliency.png` per input; inputs whose stems collide (same name, different folders) get their
+    parent folders in the name, then a number, so no output overwrites another."""
+    stems = [p.stem for p in paths]
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for path, stem in zip(paths, stems):
+        name = stem if stems.count(stem) == 1 else rundir.safe_name("_".join([*path.parent.parts[-2:], stem]))
+        candidate, n = name, 2
+        while candidate in used:
+            candidate, n = f"{name}-{n}", n + 1
+        used.add(candidate)
+        names[path] = f"{candidate}_saliency.png"
+    return names
 
 
 def _save_overlay(path: Path, pixels: np.ndarray, saliency: np.ndarray, title: str) -> None:
@@ -153,9 +174,10 @@ def as_json(predictions: list[Prediction], errors: list[str]) -> dict[str, Any]:
     return {"predictions": [p.__dict__ for p in predictions], "errors": errors}
 
 
-def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: list[str], count: int = 3) -> None:
+def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: list[str],
+                   threshold: float | None = None, count: int = 3) -> None:
     """A few correctly and wrongly classified images with saliency, for the report (examples/ + examples.json)."""
-    predictor = Predictor(run_dir)
+    predictor = Predictor(run_dir, threshold)
     probabilities = predictor.probabilities(images)
     decisions = predictor.decide(probabilities)
     chosen = []

@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from medablate import atomic
+from medablate import atomic, claims
+from medablate.errors import UserError
 
 DONE, DIVERGED, FAILED, RUNNING, INTERRUPTED, PENDING = "done", "diverged", "failed", "running", "interrupted", "pending"
 FINISHED = (DONE, DIVERGED)
@@ -25,7 +24,8 @@ FINISHED = (DONE, DIVERGED)
 
 def safe_name(name: str) -> str:
     """A file-name-safe form of a user's name (comparison, evaluation): letters, digits, '.', '_', '-'."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "unnamed"
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    return "_" + safe[1:] if safe.startswith(".") else safe or "unnamed"  # never '.', '..' or a hidden file
 
 
 def trial_dir(out: Path, run_id: str) -> Path:
@@ -39,12 +39,71 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _parse_history(path: Path) -> list[dict[str, float]]:
+    """Every row with every column a number (empty = NaN); ValueError for a cut or edited file."""
+    with path.open() as handle:
+        reader = csv.DictReader(handle)
+        rows = []
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise ValueError(f"line {reader.line_num} has {'more' if None in row else 'fewer'} cells than the header")
+            rows.append({k: float(v) if v != "" else math.nan for k, v in row.items()})
+    for i, row in enumerate(rows, 1):
+        if row.get("epoch") != i:
+            raise ValueError(f"row {i} is epoch {row.get('epoch')}")
+    return rows
+
+
+def read_study_info(out: Path) -> tuple[dict[str, Any], Any]:
+    """study.json and the Study it records; a missing, damaged or no longer valid file is a UserError naming it."""
+    from pydantic import ValidationError
+
+    from medablate.config import Study
+
+    path = Path(out) / "study.json"
+    if not path.is_file():
+        raise UserError(f"{out} is not a study folder (no study.json): pass the --out folder of a `medablate run`, "
+                        "by default runs/<study name>.")
+    try:
+        info = json.loads(path.read_text())
+        return info, Study.model_validate(info["study"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        problem = f"is damaged ({type(exc).__name__}: {str(exc)[:80]})"
+    except ValidationError as exc:
+        problem = f"records a study this version of medablate cannot read ({exc.error_count()} problem(s), first: " \
+                  f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']})"
+    raise UserError(f"{path} {problem}: run the study again with its study file and --out {out} (it rewrites "
+                    "study.json and keeps every finished run), then retry.")
+
+
 def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """history.csv; a damaged one (cut mid-row, a non-numeric cell) is rebuilt from last.pt, which holds the
+    same rows, or reported naming the file."""
     path = Path(run_dir) / "history.csv"
     if not path.exists():
         return []
-    with path.open() as handle:
-        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(handle)]
+    try:
+        return _parse_history(path)
+    except ValueError as exc:
+        damage = str(exc)
+    rows = _history_from_checkpoint(Path(run_dir))
+    if rows is None:
+        raise UserError(f"{path} is damaged ({damage}) and {Path(run_dir) / 'last.pt'} cannot restore it: delete the run "
+                        "folder and run the study again to retrain that run.")
+    columns = list(rows[0]) if rows else ["epoch"]
+    atomic.write_csv(path, rows, columns)
+    return rows
+
+
+def _history_from_checkpoint(run_dir: Path) -> list[dict[str, float]] | None:
+    from medablate.checkpoint import DamagedCheckpoint, read_checkpoint
+
+    try:
+        state = read_checkpoint(run_dir / "last.pt")
+    except (DamagedCheckpoint, FileNotFoundError):
+        return None
+    history = state.get("history")
+    return [{k: float(v) for k, v in row.items()} for row in history] if isinstance(history, list) else None
 
 
 def checkpoint_val_acc(metrics: dict[str, Any], history: list[dict[str, float]]) -> float | None:
@@ -108,38 +167,17 @@ def positive_curves(run_dir: Path, positive_class: str | None, splits: tuple[str
     return curves
 
 
-def mark_running(run_dir: Path) -> None:
-    atomic.write_json(Path(run_dir) / "running.json", {"pid": os.getpid(), "host": socket.gethostname()})
-
-
-def clear_running(run_dir: Path) -> None:
-    Path(run_dir, "running.json").unlink(missing_ok=True)
-
-
 def remove_stale_temp_files(folder: Path) -> None:
     """Delete half-written temp files that a killed process left behind (atomic writes never finished)."""
     for stale in Path(folder).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
 
 
-def _alive(marker: dict[str, Any]) -> bool:
-    if marker.get("host") != socket.gethostname():
-        return True  # another machine's process: assume it is still working
-    try:
-        os.kill(int(marker["pid"]), 0)
-    except (ProcessLookupError, ValueError, KeyError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_status(run_dir: Path) -> str:
     metrics = read_json(Path(run_dir) / "metrics.json")
     if metrics and metrics.get("status") in (DONE, DIVERGED, FAILED):
         return str(metrics["status"])
-    marker = read_json(Path(run_dir) / "running.json")
-    if marker and _alive(marker) and marker.get("pid") != os.getpid():
+    if claims.holder(run_dir) is not None:
         return RUNNING
     if (Path(run_dir) / "last.pt").exists():
         return INTERRUPTED

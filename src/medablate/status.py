@@ -6,17 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from medablate import rundir
-from medablate.config import Study
-from medablate.errors import UserError
 from medablate.plan import expand
 
 
 def study_status(out: Path) -> list[dict[str, Any]]:
-    info = rundir.read_json(Path(out) / "study.json")
-    if info is None:
-        raise UserError(f"{out} is not a study folder (no study.json): pass the --out folder of a "
-                        "`medablate run`, by default runs/<study name>.")
-    plan = expand(Study.model_validate(info["study"]))
+    _, study = rundir.read_study_info(out)
+    plan = expand(study)
     rows = []
     for run in plan.runs:
         run_dir = rundir.trial_dir(out, run.id)

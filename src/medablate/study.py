@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from medablate import atomic, plots, provenance, results, rundir
+from medablate import atomic, claims, plots, provenance, results, rundir
 from medablate.config import Study, to_plain
 from medablate.data import load_data, load_test, resolve_source
 from medablate.data.npy_pair import DEFAULT_FILES
@@ -85,18 +85,26 @@ class StudyData:
 
 
 def check_buildable(plan: Plan) -> None:
-    """Build every trial's optimizer and scheduler on a dummy parameter, so bad arguments fail before training."""
+    """Build every trial's optimizer and scheduler on a dummy parameter and take two steps, so bad arguments
+    (wrong types too, which torch only notices when stepping: `T_max: abc`, `amsgrad: "x"`) fail before training."""
     for trial in plan.trials:
         training = trial.config.training
         if training.tensorboard:
             require_tensorboard()
+        parameter = torch.nn.Parameter(torch.zeros(1))
         try:
-            optimizer = build_optimizer(training.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+            optimizer = build_optimizer(training.optimizer, [parameter])
+            for _ in range(2):
+                parameter.grad = torch.ones(1)
+                optimizer.step()
         except Exception as exc:
             raise UserError(f"trial '{trial.id}': training.optimizer {to_plain(training.optimizer)} cannot be "
                             f"built: {exc}. Fix its arguments in the study file.") from None
         try:
-            build_scheduler(training.scheduler, optimizer, training.epochs, 1)
+            scheduler = build_scheduler(training.scheduler, optimizer, training.epochs, 1)
+            for _ in range(2 if scheduler is not None else 0):
+                optimizer.step()
+                scheduler.step()
         except Exception as exc:
             raise UserError(f"trial '{trial.id}': training.scheduler {to_plain(training.scheduler)} cannot be "
                             f"built: {exc}. Fix its arguments in the study file.") from None
@@ -208,6 +216,7 @@ class StudyRunner:
     def __init__(self, study: Study, out: Path, console: Console, command: str = "", threads: int | None = None) -> None:
         self.study, self.out, self.console, self.command = study, Path(out), console, command
         self.threads = threads
+        self.elsewhere: list[str] = []  # runs another process was training while this one ran
         self.plan = expand(study)
         check_buildable(self.plan)
         for comparison in study.comparisons:
@@ -219,7 +228,13 @@ class StudyRunner:
 
     def _prepare_folder(self, data: StudyData) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
-        previous = rundir.read_json(self.out / "study.json")
+        previous = None
+        if (self.out / "study.json").exists():
+            try:
+                previous = rundir.read_study_info(self.out)[0]
+            except UserError as exc:  # every run's config is checked on its own, so study.json can be rewritten
+                self.console.print(f"[yellow]Note:[/] {escape(str(exc).split(': run the study again')[0])}; "
+                                   "writing it anew.", highlight=False)
         fingerprint = data.fingerprint()
         if previous and previous.get("data_fingerprint") != fingerprint:
             raise UserError(f"{self.out} holds a study run on different data or a different split "
@@ -280,7 +295,8 @@ class StudyRunner:
                            + (f", {len(data.test)} test" if data.test is not None else "") + f" -> {self.out}")
         statuses = self._train_all(data, splits, device)
         self.write_outputs()
-        info.update(status="finished" if all(s in rundir.FINISHED for s in statuses) else "incomplete",
+        now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
+        info.update(status="finished" if all(s in rundir.FINISHED for s in now) else "incomplete",
                     finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1))
         atomic.write_json(self.out / "study.json", info)
         build_report(self.out, self.analysis)
@@ -316,11 +332,21 @@ class StudyRunner:
                         self.console.print(f"re-evaluated {run.id} with evaluation {to_plain(self.study.evaluation)} "
                                            "from its saved predictions (no retraining)", highlight=False)
                     continue
-                if status == rundir.RUNNING:
-                    raise UserError(f"run {run.id} is being trained by another medablate process right now "
-                                    f"({rundir.trial_dir(self.out, run.id)}/running.json): wait for it to finish "
-                                    "or stop it first.")
-                statuses.append(self._train_one(run, index, data, splits, device, progress, study_task))
+                claim = claims.try_claim(rundir.trial_dir(self.out, run.id))
+                if claim is None:  # another live process trains it: leave it to that one
+                    progress.advance(study_task, epochs)
+                    statuses.append(rundir.RUNNING)
+                    self.elsewhere.append(run.id)
+                    continue
+                try:  # re-read under the claim: another process may have finished it since the check above
+                    status = rundir.run_status(rundir.trial_dir(self.out, run.id))
+                    if status in rundir.FINISHED:
+                        progress.advance(study_task, epochs)
+                        statuses.append(status)
+                        continue
+                    statuses.append(self._train_one(run, index, data, splits, device, progress, study_task))
+                finally:
+                    claims.release(claim)
                 results.write_results(self.out, self.plan, self.data_note)
         return statuses
 
@@ -332,7 +358,6 @@ class StudyRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.remove_stale_temp_files(run_dir)
         rundir.write_config(run_dir, config)
-        rundir.mark_running(run_dir)
         label = f"run {index}/{len(self.plan.runs)} {run.id}"
         trial_task = progress.add_task(label, total=training.epochs * steps)
         base = progress.tasks[study_task].completed
@@ -350,27 +375,26 @@ class StudyRunner:
                 progress.update(trial_task, description=f"{label} val_acc {row['val_acc']:.3f}")
 
             fit = trainer.fit(splits["train"], splits["val"], on_batch, on_epoch)
+            for note in trainer.notes:
+                self.console.print(f"[yellow]{run.id}:[/] {escape(note)}", highlight=False)
             metrics = self._metrics(run, trainer, fit, task, splits, data)
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug or out-of-memory in one run must not lose the others
-            if shutil.disk_usage(run_dir).free < 512 * 2**20:  # a full disk is not the run's fault: stop, resumable
+            if disk_full(exc, run_dir):  # not the run's fault: stop, resumable
                 raise OSError(errno.ENOSPC, f"no space left on the device while writing {run_dir}") from exc
             metrics = {"run": run.id, "trial": run.trial.id, "seed": run.seed, "status": rundir.FAILED,
                        "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
             self.console.print(f"[red]run {run.id} failed:[/] {escape(metrics['error'])} (details in "
                                f"{run_dir}/metrics.json)", highlight=False)
-        finally:
-            rundir.clear_running(run_dir)
-        atomic.write_json(run_dir / "metrics.json", metrics)
         history = rundir.read_history(run_dir)
         if history:
             plots.run_curves(run_dir / "curves.png", history, f"{self.study.name}: {run.id}", self._figure_note())
         if metrics.get("evaluation"):
             trial_figures(run_dir, metrics, f"{self.study.name}: {run.id}", self._figure_note())
-            shown = data.test if data.test is not None else None
-            if shown is not None:
-                write_examples(run_dir, shown.images, shown.labels, shown.ids)
+            if data.test is not None:
+                write_examples(run_dir, data.test.images, data.test.labels, data.test.ids, metrics.get("threshold"))
+        atomic.write_json(run_dir / "metrics.json", metrics)  # last: a run is finished only when all of it is written
         progress.update(study_task, completed=base + training.epochs)
         progress.remove_task(trial_task)
         self._report_run(run, metrics)
@@ -461,6 +485,11 @@ class StudyRunner:
     def _summarise(self, statuses: list[str]) -> int:
         counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
         self.console.print("Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        if self.elsewhere:
+            self.console.print(f"{len(self.elsewhere)} run(s) were being trained by another medablate process on this "
+                               f"folder ({', '.join(self.elsewhere)}): that process writes the analysis with them when "
+                               "it finishes (or run `medablate compare` / `report` on the folder later).",
+                               highlight=False)
         self.console.print(f"Results: {self.out / 'results.csv'} (per run), {self.out / 'summary.csv'} (per trial), "
                            f"{self.out / 'comparisons.csv'}\nReport:  {self.out / 'report.html'} and report.md\n"
                            f"Tables:  {self.out / 'tables.md'}\n"
@@ -481,6 +510,19 @@ def trial_figures(run_dir: Path, metrics: dict[str, Any], title: str, note: str)
     rule = f"threshold {threshold:.3g}" if at == "at_threshold" else "the loss's rule"
     names = (metrics.get("test") or {}).get("class_names") or [str(i) for i in range(len(section[at]["confusion_matrix"]))]
     plots.confusion(run_dir / "confusion.png", section[at]["confusion_matrix"], names, f"{shown}, {rule}")
+
+
+def disk_full(exc: BaseException, folder: Path) -> bool:
+    """ENOSPC / EDQUOT anywhere in the exception's chain; torch.save reports a full disk only as a failed write,
+    which counts when the disk is in fact nearly full. Any other error is the run's own and is reported as it is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(seen, RuntimeError) and "write" in str(seen).lower() and "fail" in str(seen).lower():
+            return shutil.disk_usage(folder).free < 512 * 2**20
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Predictions] | None:
@@ -510,12 +552,11 @@ def reevaluate(run_dir: Path, config: EvaluationConfig, test: ImageSet | None, t
             ids, p = saved
             rundir.write_predictions(run_dir / f"predictions_{split}.csv", ids, p.labels, p.probabilities, p.decisions,
                                      names, threshold)
-    metrics.update(threshold=threshold, evaluation=report)
+    metrics.update(threshold=threshold, evaluation=report, evaluation_config=wanted)
     trial_figures(run_dir, metrics, title, note)
-    atomic.write_json(run_dir / "metrics.json", metrics)  # the examples read the new threshold from it
     if test is not None and (run_dir / "examples.json").exists():
-        write_examples(run_dir, test.images, test.labels, test.ids)
-    atomic.write_json(run_dir / "metrics.json", metrics | {"evaluation_config": wanted})  # last: the run is current
+        write_examples(run_dir, test.images, test.labels, test.ids, threshold)
+    atomic.write_json(run_dir / "metrics.json", metrics)  # last: the run is current only when all of it is
     return True
 
 

@@ -17,6 +17,15 @@ def check_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
                         f"one grey image per row{hint}.")
     if len(array) == 0:
         raise UserError(f"{where} holds no images (shape {array.shape}): each class needs at least one image.")
+    if 0 in array.shape[1:]:
+        raise UserError(f"{where} has shape {array.shape}: its images have no pixels; save real (N, H, W) images.")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == np.bool_):
+        raise UserError(f"{where} has dtype {array.dtype}, which is not pixel data: save the images as uint8 "
+                        "0..255 (np.save(path, arr.astype(np.uint8)) for numbers; strings or objects cannot be images).")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise UserError(f"{where} holds NaN or infinite values ({int((~np.isfinite(array)).sum())} of them): replace "
+                        "them (e.g. np.nan_to_num) and save uint8 0..255.")
     if array.dtype != np.uint8:
         lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
         if lo < 0 or hi > 255:

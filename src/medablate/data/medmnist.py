@@ -21,6 +21,21 @@ def _grey(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def check_labels(labels: np.ndarray, count: int, where: str) -> np.ndarray:
+    """Integer class indices 0..K-1, one per image; a UserError naming the array otherwise."""
+    if len(labels) != count:
+        raise UserError(f"{where} has {len(labels)} labels for {count} images: give exactly one label per image.")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise UserError(f"{where} has dtype {labels.dtype}: labels must be integer class indices 0, 1, ...")
+    if np.issubdtype(labels.dtype, np.floating) and not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+        raise UserError(f"{where} holds non-integer labels (e.g. {labels[labels != np.round(labels)][:3].tolist()}): "
+                        "labels must be class indices 0, 1, ...; they would be truncated silently otherwise.")
+    if len(labels) and labels.min() < 0:
+        raise UserError(f"{where} holds negative labels (smallest {labels.min():g}): labels must be class indices "
+                        "0, 1, ... (-1 often marks 'unlabelled': drop those images).")
+    return labels.astype(np.int64)
+
+
 def load(path: Path, image_size: int, classes: list[str] | None = None) -> ImageSet:
     path = Path(path)
     if not path.is_file():
@@ -45,7 +60,7 @@ def load(path: Path, image_size: int, classes: list[str] | None = None) -> Image
                             "medablate handles one label per image.")
         grey = check_uint8_images(_grey(archive[f"{split}_images"]), f"{path}[{split}_images]")
         images.append(resize_uint8(grey, image_size))
-        labels.append(split_labels.reshape(-1).astype(np.int64))
+        labels.append(check_labels(split_labels.reshape(-1), len(grey), f"{path}[{split}_labels]"))
         preset += [split] * len(grey)
     all_labels = np.concatenate(labels)
     count = int(all_labels.max()) + 1

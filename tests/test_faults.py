@@ -1,0 +1,323 @@
+"""Faults, part 2 (issue 14): stale and live claims, SIGTERM, false 'disk full', damaged files, data that
+slipped past validation, hard-linked backups, and the smaller defects. Each test failed on the code before."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_study
+from test_cli import assert_user_error, medablate
+from test_study import _kill_mid_trial, read_csv, without_seconds
+
+SLOW_ENOUGH = {"data": {"image_size": 48, "phantom": {"count_per_class": 120},
+                        "split": {"method": "course", "train_per_class": 100}},
+               "model": {"hidden": [256, 64], "dropout": [0.5, 0.2]}, "training": {"epochs": 8, "batch_size": 8}}
+
+
+def command(study: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "medablate.cli", "run", str(study), "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A finished tiny study (2 trials, 2 epochs) to damage copies of."""
+    root = tmp_path_factory.mktemp("finished")
+    study = write_study(root, training={"epochs": 2})
+    out = root / "out"
+    assert medablate("run", str(study), "--out", str(out)).returncode == 0
+    return {"root": root, "study": study, "out": out}
+
+
+def copy_of(finished: dict[str, Path], tmp_path: Path) -> Path:
+    subprocess.run(["cp", "-a", str(finished["out"]), str(tmp_path / "out")], check=True)
+    return tmp_path / "out"
+
+
+# ------------------------------------------------------------------ claims and signals
+
+
+def test_a_stale_marker_or_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    study = write_study(tmp_path, training={"epochs": 1}, comparisons=[])
+    out = tmp_path / "out"
+    run_dir = out / "trials" / "base-seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "running.json").write_text(json.dumps({"pid": 1, "host": "a-container-that-is-gone"}))
+    (run_dir / "claim.lock").write_text(json.dumps({"pid": 1, "host": "a-container-that-is-gone"}))
+    result = medablate("run", str(study), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "done"
+    assert not (run_dir / "running.json").exists() and not (run_dir / "claim.lock").exists()
+
+
+def test_a_run_claimed_by_a_live_process_is_skipped_not_an_error(tmp_path: Path) -> None:
+    from medablate import claims
+
+    study = write_study(tmp_path, training={"epochs": 1})
+    out = tmp_path / "out"
+    claim = claims.try_claim(out / "trials" / "base-seed0")
+    assert claim is not None and claims.try_claim(out / "trials" / "base-seed0") is None
+    try:
+        result = medablate("run", str(study), "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        assert "being trained by another medablate process" in " ".join(result.stderr.split())
+        assert not (out / "trials" / "base-seed0" / "metrics.json").exists()
+        assert (out / "trials" / "CrossEntropyLoss-seed0" / "metrics.json").exists()
+        status = medablate("status", str(out))
+        assert "running" in status.stdout
+    finally:
+        claims.release(claim)
+    assert medablate("run", str(study), "--out", str(out)).returncode == 0
+    assert (out / "trials" / "base-seed0" / "metrics.json").exists()
+
+
+def test_two_processes_on_one_folder_train_each_run_once(tmp_path: Path) -> None:
+    study = write_study(tmp_path, seeds=[0, 1], training={"epochs": 3})
+    out = tmp_path / "out"
+    first, second = (subprocess.Popen(command(study, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
+    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    done = [line.split()[1].rstrip(":") for _, err in outputs for line in err.splitlines() if line.startswith("done ")]
+    runs = ["base-seed0", "CrossEntropyLoss-seed0", "base-seed1", "CrossEntropyLoss-seed1"]
+    assert sorted(done) == sorted(runs)
+    assert all(json.loads((out / "trials" / r / "metrics.json").read_text())["status"] == "done" for r in runs)
+    assert not list(out.rglob("claim.lock")) and not list(out.rglob("*.tmp"))
+
+
+def test_sigterm_stops_cleanly_with_143_and_resumes_identically(tmp_path: Path) -> None:
+    study = write_study(tmp_path, **SLOW_ENOUGH)
+    clean, stopped = tmp_path / "clean", tmp_path / "stopped"
+    subprocess.run(command(study, clean), check=True, capture_output=True)
+    process = subprocess.Popen(command(study, stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history = stopped / "trials" / "base-seed0" / "history.csv"
+    deadline = time.time() + 120
+    while not (history.exists() and len(history.read_text().splitlines()) > 2) and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "Terminated (SIGTERM)" in err and "Traceback" not in err
+    assert not list(stopped.rglob("claim.lock")) and not list(stopped.rglob("*.tmp"))
+    subprocess.run(command(study, stopped), check=True, capture_output=True)
+    assert without_seconds(read_csv(stopped / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
+    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
+        assert (without_seconds(read_csv(stopped / "trials" / run / "history.csv"))
+                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+
+
+def test_only_enospc_or_edquot_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from medablate.study import disk_full
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=55 * 2**20))
+    assert not disk_full(TypeError("unsupported operand"), tmp_path)
+    assert disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path)
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed") from inner
+    except RuntimeError as outer:
+        assert disk_full(outer, tmp_path)
+    assert disk_full(RuntimeError("file write failed"), tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=50 * 2**30))
+    assert not disk_full(RuntimeError("file write failed"), tmp_path)
+
+
+# ------------------------------------------------------------------ damaged files
+
+
+def test_a_truncated_last_pt_falls_back_and_finishes_identically(tmp_path: Path) -> None:
+    study = write_study(tmp_path, **SLOW_ENOUGH)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run(command(study, clean), check=True, capture_output=True)
+    _kill_mid_trial(command(study, killed), killed, "base-seed0", after_epochs=3)
+    last = killed / "trials" / "base-seed0" / "last.pt"
+    target = last.resolve()
+    target.write_bytes(target.read_bytes()[:1000])
+    result = subprocess.run(command(study, killed), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "damaged" in result.stderr and "resuming from the previous checkpoint" in " ".join(result.stderr.split())
+    assert without_seconds(read_csv(killed / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
+
+
+def test_damaged_checkpoints_and_configs_in_evaluate_and_predict(finished: dict[str, Path], tmp_path: Path) -> None:
+    out = copy_of(finished, tmp_path)
+    run_dir = out / "trials" / "base-seed0"
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(image)
+    best = run_dir / "best.pt"
+    best.resolve().write_bytes(best.resolve().read_bytes()[:500])
+    assert_user_error(medablate("evaluate", str(run_dir)), "best.pt is damaged")
+    assert_user_error(medablate("predict", str(run_dir), str(image)), "best.pt is damaged")
+    other = out / "trials" / "CrossEntropyLoss-seed0"
+    (other / "last.pt").resolve().write_bytes(os.urandom(4000))
+    assert_user_error(medablate("evaluate", str(other), "--checkpoint", "last"), "last.pt is damaged")
+    (other / "config.yaml").unlink()
+    assert_user_error(medablate("predict", str(other), str(image)), "config.yaml is missing")
+    assert_user_error(medablate("evaluate", str(out)), "is a study folder, not a run folder")
+
+
+@pytest.mark.parametrize("damage", ["cut mid-row", "non-numeric cell"])
+def test_a_damaged_history_is_rebuilt_from_last_pt(finished: dict[str, Path], tmp_path: Path, damage: str) -> None:
+    out = copy_of(finished, tmp_path)
+    history = out / "trials" / "base-seed0" / "history.csv"
+    original = history.read_text()
+    if damage == "cut mid-row":
+        history.write_text(original[: len(original) - 25])
+    else:
+        history.write_text(original.replace(original.splitlines()[1].split(",")[3], "oops", 1))
+    for args in (["status", str(out)], ["compare", str(out)], ["report", str(out)]):
+        result = medablate(*args)
+        assert result.returncode == 0, (args, result.stderr)
+    assert [r["val_acc"] for r in csv.DictReader(history.open())] == \
+        [r["val_acc"] for r in csv.DictReader(original.splitlines())]
+    assert medablate("run", str(finished["study"]), "--out", str(out)).returncode == 0
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"name": "tiny", "study": {"name": "tiny", "seeds": "x"}})])
+def test_a_damaged_study_json_is_named(finished: dict[str, Path], tmp_path: Path, content: str) -> None:
+    out = copy_of(finished, tmp_path)
+    (out / "study.json").write_text(content)
+    for args in (["status", str(out)], ["compare", str(out)], ["report", str(out)]):
+        assert_user_error(medablate(*args), "study.json", "run the study again")
+    result = medablate("run", str(finished["study"]), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert medablate("status", str(out)).returncode == 0
+
+
+def test_resuming_a_hard_linked_backup_leaves_the_backup_alone(tmp_path: Path) -> None:
+    study = write_study(tmp_path, **SLOW_ENOUGH)
+    out, backup = tmp_path / "out", tmp_path / "backup"
+    _kill_mid_trial(command(study, out), out, "base-seed0", after_epochs=2)
+    subprocess.run(["cp", "-al", str(out), str(backup)], check=True)
+    before = {p.name: p.read_bytes() for p in (backup / "trials" / "base-seed0").iterdir() if p.suffix == ".pt"
+              and not p.is_symlink()}
+    assert before and any(os.stat(backup / "trials" / "base-seed0" / n).st_nlink > 1 for n in before)
+    subprocess.run(command(study, out), check=True, capture_output=True)
+    after = {n: (backup / "trials" / "base-seed0" / n).read_bytes() for n in before}
+    assert after == before
+
+
+# ------------------------------------------------------------------ data that slipped past validation
+
+
+def write_npz(path: Path, labels: np.ndarray | None = None, shorter: bool = False) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 40), ("val", 10), ("test", 10)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        split_labels = (np.arange(n) % 2).reshape(-1, 1) if labels is None else labels[:n].reshape(-1, 1)
+        arrays[f"{split}_labels"] = split_labels[:-3] if shorter else split_labels
+    np.savez(path, **arrays)
+
+
+def write_manifest(folder: Path, rows: list[tuple[str, str, str]]) -> Path:
+    for i in range(12):
+        Image.fromarray(np.full((16, 16), i * 20, np.uint8)).save(folder / f"{i}.png")
+    path = folder / "manifest.csv"
+    path.write_text("path,label,split\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    return path
+
+
+def manifest_rows(**changes: tuple[str, str, str]) -> list[tuple[str, str, str]]:
+    rows = [(f"{i}.png", "a" if i % 2 else "b", "") for i in range(12)]
+    for index, row in changes.items():
+        rows[int(index.strip("_"))] = row
+    return rows
+
+
+BAD_DATA = {
+    "manifest row with no label": lambda d: write_manifest(d, manifest_rows(_3=("3.png", "", ""))),
+    "manifest split partly empty": lambda d: write_manifest(d, manifest_rows(_0=("0.png", "b", "train"))),
+    "medmnist labels shorter than images": lambda d: write_npz(d / "x.npz", shorter=True) or d / "x.npz",
+    "medmnist labels of -1": lambda d: write_npz(d / "x.npz", np.array([-1, 0, 1] * 20)) or d / "x.npz",
+    "medmnist float labels": lambda d: write_npz(d / "x.npz", np.array([0.5, 1.0] * 30)) or d / "x.npz",
+    "npy of shape (N, 0, 0)": lambda d: (np.save(d / "normal.npy", np.zeros((5, 0, 0), np.uint8)),
+                                         np.save(d / "pneumonia.npy", np.zeros((5, 0, 0), np.uint8)), d)[-1],
+    "npy of strings": lambda d: (np.save(d / "normal.npy", np.array([["a"] * 4] * 4)[None].repeat(3, 0)),
+                                 np.save(d / "pneumonia.npy", np.zeros((3, 4, 4), np.uint8)), d)[-1],
+    "npy all NaN": lambda d: (np.save(d / "normal.npy", np.full((3, 4, 4), np.nan)),
+                              np.save(d / "pneumonia.npy", np.zeros((3, 4, 4), np.uint8)), d)[-1],
+    "npy complex": lambda d: (np.save(d / "normal.npy", np.zeros((3, 4, 4), complex)),
+                              np.save(d / "pneumonia.npy", np.zeros((3, 4, 4), np.uint8)), d)[-1],
+}
+EXPECTED = {"manifest row with no label": "label is empty", "manifest split partly empty": "split column is filled",
+            "medmnist labels shorter than images": "labels for", "medmnist labels of -1": "negative labels",
+            "medmnist float labels": "non-integer labels", "npy of shape (N, 0, 0)": "no pixels",
+            "npy of strings": "not pixel data", "npy all NaN": "NaN", "npy complex": "not pixel data"}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_data_that_slipped_past_validation_is_a_clear_error(tmp_path: Path, case: str) -> None:
+    data = BAD_DATA[case](tmp_path)
+    study = write_study(tmp_path, test=None, comparisons=[], training={"epochs": 1},
+                        data={"path": str(data), "image_size": 16, "split": {"method": "stratified"}})
+    assert_user_error(medablate("run", str(study), "--out", str(tmp_path / "out")), EXPECTED[case])
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("training.scheduler={name: CosineAnnealingLR, T_max: abc}", "'T_max' takes a number, not 'abc'"),
+    ("training.optimizer={name: Adam, lr: 0.001, amsgrad: x}", "'amsgrad' takes true or false, not 'x'")])
+def test_wrongly_typed_optimizer_and_scheduler_arguments_fail_before_training(tmp_path: Path, setting: str,
+                                                                              message: str) -> None:
+    study = write_study(tmp_path)
+    assert_user_error(medablate("run", str(study), "--set", setting, "--dry-run"), "training.", message)
+
+
+def test_arguments_torch_only_rejects_when_stepping_fail_before_training() -> None:
+    from medablate.config import SchedulerConfig, TrainingConfig, TrialConfig
+    from medablate.errors import UserError
+    from medablate.plan import Plan, Trial
+    from medablate.study import check_buildable
+
+    # past validation (built unvalidated here): torch builds this scheduler and fails only at its first step
+    scheduler = SchedulerConfig.model_construct(name="CosineAnnealingLR", interval="epoch", T_max="abc")
+    training = TrainingConfig(epochs=2).model_copy(update={"scheduler": scheduler})
+    with pytest.raises(UserError, match="cannot be built"):
+        check_buildable(Plan([Trial("t", TrialConfig(training=training))], [0], []))
+
+
+# ------------------------------------------------------------------ smaller
+
+
+def test_predict_saliency_keeps_inputs_with_the_same_name_apart(finished: dict[str, Path], tmp_path: Path) -> None:
+    for folder, value in (("a", 0), ("b", 200)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.full((32, 32), value, np.uint8)).save(tmp_path / folder / "scan.png")
+    result = medablate("predict", str(finished["out"] / "trials" / "base-seed0"), str(tmp_path / "a"),
+                       str(tmp_path / "b"), "--saliency", str(tmp_path / "sal"), "--json")
+    assert result.returncode == 0, result.stderr
+    written = [p["saliency"] for p in json.loads(result.stdout)["predictions"]]
+    assert len(set(written)) == 2 and all(Path(w).exists() for w in written)
+
+
+def test_comparison_names_cannot_write_outside_figures(tmp_path: Path) -> None:
+    from medablate.rundir import safe_name
+
+    assert safe_name("..") not in (".", "..") and safe_name(".") != "." and not safe_name(".hidden").startswith(".")
+    study = write_study(tmp_path, training={"epochs": 1},
+                        comparisons=[{"name": "..", "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}}])
+    out = tmp_path / "out"
+    assert medablate("run", str(study), "--out", str(out)).returncode == 0
+    assert not list(tmp_path.glob("*.png")) and not list(out.glob("*.png"))
+    assert list((out / "figures").glob("_*.png"))
+
+
+def test_a_folder_given_as_the_study_file_says_so(tmp_path: Path) -> None:
+    assert_user_error(medablate("run", str(tmp_path)), "is a folder, not a study file")
