@@ -9,11 +9,14 @@ import csv
 import io
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
+
+from medablate import faults
 
 
 def _default_mode() -> int:
@@ -33,7 +36,7 @@ def _replace_with(path: Path, write: Any, mode: str, durable: bool = True) -> No
     400 MiB last.pt costs about a second per epoch here) and are still whole after a killed process.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as handle:
@@ -41,11 +44,36 @@ def _replace_with(path: Path, write: Any, mode: str, durable: bool = True) -> No
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
+        faults.point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+HOST = socket.gethostname().replace("~", "_")
+
+
+def temp_prefix(name: str) -> str:
+    """`.<name>~<host>~<pid>~`: whose temp file it is, so a cleanup removes only those of dead processes."""
+    return f".{name}~{HOST}~{os.getpid()}~"
+
+
+def owner_alive(temp_name: str) -> bool:
+    """Whether the process that made a temp file (see temp_prefix) may still be writing it."""
+    parts = temp_name.split("~")
+    if len(parts) < 4 or not parts[2].isdigit():
+        return False  # an older medablate's temp file: nobody writes it any more
+    if parts[1] != HOST:
+        return True  # another machine's process: leave its files alone
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_text(path: Path, text: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medablate import atomic, plots, results, rundir, stats
+from medablate import atomic, faults, plots, results, rundir, stats
 from medablate.config import Study, to_plain
 from medablate.data.phantom import FIGURE_NOTE
 from medablate.outcomes import BY_KEY, OUTCOMES, Outcome, is_tested, run_outcomes, scaled
@@ -98,8 +98,9 @@ def image_row(out: Path, study: Study, level: Trial, reference: Trial, seeds: li
     """McNemar's exact test on the test images (majority vote over seeds) and a paired bootstrap CI."""
     level_correct, ref_correct = [], []
     for seed in seeds:
-        a = rundir.read_predictions(rundir.trial_dir(out, f"{level.id}-seed{seed}") / "predictions_test.csv")
-        b = rundir.read_predictions(rundir.trial_dir(out, f"{reference.id}-seed{seed}") / "predictions_test.csv")
+        a = rundir.read_predictions(rundir.predictions_file(rundir.trial_dir(out, rundir.run_id(level.id, seed)), "test"))
+        b = rundir.read_predictions(rundir.predictions_file(rundir.trial_dir(out, rundir.run_id(reference.id, seed)),
+                                                            "test"))
         if not a or not b or [r["image"] for r in a] != [r["image"] for r in b]:
             return None
         level_correct.append([int(r["correct"]) for r in a])
@@ -238,6 +239,7 @@ def write_analysis(out: Path) -> Analysis:
     study, plan, info = load_study_folder(out)
     data_note = "synthetic phantom" if info.get("synthetic_data") else str(info.get("data", {}).get("source", ""))
     result_rows = results.write_results(out, plan, data_note)
+    faults.point("analysis")
     analysis = analyse(out)
     summary_columns = ["trial", "comparisons", "seeds"] + [f"{o.key}_{s}" for o in OUTCOMES
                                                           for s in ("mean", "sd", "ci_low", "ci_high")]
@@ -272,7 +274,7 @@ def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis
     for comparison in study.comparisons:
         keys = list(comparison.vary)
         trials = plan.trials_of(comparison.name)
-        curves = {level_label(t, keys): [rundir.read_history(rundir.trial_dir(out, f"{t.id}-seed{s}"))
+        curves = {level_label(t, keys): [rundir.read_history(rundir.trial_dir(out, rundir.run_id(t.id, s)))
                                          for s in plan.seeds] for t in trials}
         seeds = f" (mean and 95% band over {len(plan.seeds)} seeds)" if len(plan.seeds) > 1 else ""
         name = rundir.safe_name(comparison.name)
@@ -299,10 +301,10 @@ def _roc_curves(out: Path, trials: list[Trial], keys: list[str], seeds: list[int
     curves = {}
     for trial in trials:
         for seed in seeds:
-            run_dir = rundir.trial_dir(out, f"{trial.id}-seed{seed}")
-            metrics = rundir.read_json(run_dir / "metrics.json") or {}
+            run_dir = rundir.trial_dir(out, rundir.run_id(trial.id, seed))
+            metrics = rundir.metrics_or_empty(run_dir)
             positive = (metrics.get("evaluation") or {}).get("positive_class")
-            split = "test" if (run_dir / "predictions_test.csv").exists() else "val"
+            split = "test" if rundir.predictions_file(run_dir, "test").exists() else "val"
             found = rundir.positive_curves(run_dir, positive, (split,))
             if found:
                 curves[f"{level_label(trial, keys)} ({split})"] = found[split]

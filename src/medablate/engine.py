@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from medablate import atomic
+from medablate import atomic, faults
 from medablate.clinical import epoch_metrics
 from medablate.checkpoint import (DamagedCheckpoint, drop_stale_slot, load_checkpoint, older_slot, read_checkpoint,
                                   save_checkpoint)
@@ -327,6 +327,7 @@ class Trainer:
                 return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
             self.history.append(row)
             self._checkpoint(row, self._update_best(row))
+            faults.point("after-checkpoint")
             self.write_history()
             if log is not None:
                 log.epoch(row)
@@ -340,6 +341,7 @@ class Trainer:
     def finish(self) -> None:
         """A finished run needs no optimizer state: last.pt keeps the final weights and history, and the spare
         slot files go, so a finished course-MLP run holds about 260 MiB instead of about 1 GiB."""
+        faults.point("finish")
         last = self.run_dir / "last.pt"
         if last.exists():
             state = {k: v for k, v in self._last_state().items() if k not in ("optimizer", "scheduler", "rng")}

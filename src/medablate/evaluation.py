@@ -87,7 +87,7 @@ def load_images(data_path: Path, source: str, files: list[str] | None, image_siz
 
 def overlap(study_folder: Path, images: ImageSet) -> dict[str, Any] | None:
     """How many images also belong to the study's train/val split: by pixels (split.csv's hashes), else by name."""
-    path = study_folder / "split.csv"
+    path = study_folder / rundir.SPLIT_CSV
     if not path.exists():
         return None
     with path.open() as handle:
@@ -138,7 +138,7 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     model.to(device)
     result = evaluate(model, task, Split.from_numpy(images.images, images.labels, device),
                       config.training.eval_batch_size, keep_predictions=True)
-    metrics = rundir.read_json(run_dir / "metrics.json") or {}
+    metrics = rundir.metrics_or_empty(run_dir)
     threshold = metrics.get("threshold")
     resamples = int((metrics.get("evaluation_config") or {}).get("bootstrap_resamples", 2000))
     predictions = Predictions(images.labels, result.probabilities, result.decisions)

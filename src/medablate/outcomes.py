@@ -41,7 +41,7 @@ def is_tested(outcome: Outcome) -> bool:
 
 def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | None:
     """The outcomes of one finished run, or None when it has not finished (or diverged/failed)."""
-    metrics = rundir.read_json(Path(run_dir) / "metrics.json")
+    metrics = rundir.metrics_or_empty(run_dir)
     if not metrics or metrics.get("status") != rundir.DONE:
         return None
     history = rundir.read_history(run_dir)

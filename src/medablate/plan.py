@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from medablate.config import (Comparison, Study, TrialConfig, format_validation_error, get_dotted, set_dotted,
                              to_plain)
 from medablate.errors import UserError
+from medablate.rundir import run_id
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Run:
 
     @property
     def id(self) -> str:
-        return f"{self.trial.id}-seed{self.seed}"
+        return run_id(self.trial.id, self.seed)
 
 
 @dataclass

@@ -67,7 +67,7 @@ class Predictor:
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.threshold = threshold if threshold is not None else \
-            (rundir.read_json(run_dir / "metrics.json") or {}).get("threshold")
+            rundir.metrics_or_empty(run_dir).get("threshold")
 
     def rule(self) -> str:
         if self.threshold is not None:

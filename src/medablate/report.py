@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 
-from medablate import atomic, plots, rundir
+from medablate import atomic, faults, plots, rundir
 from medablate.compare import Analysis, analyse, load_study_folder
 from medablate.config import Study, to_plain
 from medablate.document import Block, Figure, Heading, Image, Items, Paragraph, Table, render_html, render_markdown, slug
@@ -166,11 +166,11 @@ def _mean_sd(outcome: Any, mean: float, sd: float) -> str:
 
 def best_section(out: Path, trial: Trial | None, plan: Plan) -> tuple[list[Block], dict | None]:
     blocks: list[Block] = [Heading(2, "Best trial", "best-trial")]
-    run_dir = next((rundir.trial_dir(out, f"{trial.id}-seed{s}") for s in plan.seeds
-                    if trial and rundir.run_status(rundir.trial_dir(out, f"{trial.id}-seed{s}")) == "done"), None)
+    run_dir = next((rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in plan.seeds
+                    if trial and rundir.run_status(rundir.trial_dir(out, rundir.run_id(trial.id, s))) == "done"), None)
     if trial is None or run_dir is None:
         return blocks + [Paragraph("Not computed: no finished trial yet.", "note")], None
-    metrics = rundir.read_json(run_dir / "metrics.json") or {}
+    metrics = rundir.metrics_or_empty(run_dir)
     evaluation = metrics.get("evaluation") or {}
     blocks.append(Paragraph(f"{trial.id}, chosen by the mean validation accuracy of its checkpoints over seeds (never by test); "
                             f"shown: {run_dir.name}."))
@@ -251,6 +251,7 @@ def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Pat
         blocks += comparison_section(out, study, plan, analysis, comparison)
     blocks += best_blocks + trials_section(out, plan, results)
     html_path, md_path = out / "report.html", out / "report.md"
+    faults.point("report")
     atomic.write_text(html_path, render_html(f"medablate: {study.name}", blocks, out))
     atomic.write_text(md_path, render_markdown(blocks))
     return html_path, md_path

@@ -14,7 +14,7 @@ METRIC_COLUMNS = ["seed", "status", "best_epoch", "best_val_loss", "val_acc", "h
 
 def result_row(out: Path, run: Run) -> dict[str, Any]:
     run_dir = rundir.trial_dir(out, run.id)
-    metrics = rundir.read_json(run_dir / "metrics.json") or {}
+    metrics = rundir.metrics_or_empty(run_dir)
     status = rundir.run_status(run_dir)
     row: dict[str, Any] = {"trial": run.trial.id, "run": run.id, "comparisons": ";".join(run.trial.comparisons)}
     row.update({key: short_value(value) for key, value in run.trial.varied.items()})

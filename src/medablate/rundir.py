@@ -1,7 +1,14 @@
-"""The run folder is the contract between steps: where each file lives and how to read it back.
+"""The run folder is the contract between steps: every file name, the run-id spelling, the typed and
+versioned records of study.json and metrics.json, and how each file is read back. Every reader goes
+through this module, so a folder written by another format is read correctly or refused, never misread.
 
-    DIR/study.json  results.csv  split.csv  tables.md  figures/<comparison>.png
+    DIR/study.json  results.csv  summary.csv  comparisons.csv  split.csv  tables.md  figures/<comparison>.png
     DIR/trials/<trial>-seed<k>/config.yaml  history.csv  metrics.json  best.pt  last.pt  curves.png
+                               predictions_val.csv  predictions_test.csv  examples.json  examples/  claim.lock
+
+Format history: 1 (medablate 0.1.0: no `format` key, `best_val_acc` = highest at any epoch); 2 (`format`,
+`val_acc` of the checkpoint used, `highest_val_acc`, `evaluation_config`, `threads`; study.json records the
+split used and the intensity rule). Format 1 folders are read (missing values are derived from the history).
 """
 
 from __future__ import annotations
@@ -10,16 +17,88 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from medablate import atomic, claims
 from medablate.errors import UserError
 
 DONE, DIVERGED, FAILED, RUNNING, INTERRUPTED, PENDING = "done", "diverged", "failed", "running", "interrupted", "pending"
+DAMAGED = "damaged"  # metrics.json exists but cannot be read: the run is redone from its last good checkpoint
 FINISHED = (DONE, DIVERGED)
+FORMAT = 2
+
+STUDY_JSON, SPLIT_CSV, RESULTS_CSV = "study.json", "split.csv", "results.csv"
+SUMMARY_CSV, COMPARISONS_CSV, TABLES_MD = "summary.csv", "comparisons.csv", "tables.md"
+CONFIG_YAML, HISTORY_CSV, METRICS_JSON = "config.yaml", "history.csv", "metrics.json"
+BEST_PT, LAST_PT, EXAMPLES_JSON = "best.pt", "last.pt", "examples.json"
+
+
+def run_id(trial_id: str, seed: int) -> str:
+    """The one spelling of a run's id and folder name."""
+    return f"{trial_id}-seed{seed}"
+
+
+def predictions_file(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / f"predictions_{split}.csv"
+
+
+class RunMetrics(BaseModel):
+    """metrics.json: the typed core of a run's record (other keys are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: int = 1
+    run: str
+    trial: str
+    seed: int
+    status: Literal["done", "diverged", "failed"]
+    best_epoch: int | None = None
+    val_acc: float | None = None
+    threshold: float | None = None
+
+
+class StudyInfo(BaseModel):
+    """study.json: the typed core of a study's record (other keys are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: int = 1
+    name: str
+    data_fingerprint: str | None = None
+    study: dict[str, Any]
+
+
+def _check_format(found: int, path: Path) -> None:
+    if found > FORMAT:
+        raise UserError(f"{path} has format {found}, written by a newer medablate than this one (which reads formats "
+                        f"up to {FORMAT}): upgrade medablate (pip install -U medablate) to read this folder.")
+
+
+class DamagedFile(Exception):
+    """A run-folder file that exists but cannot be read as its format says."""
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json as a validated record (None when it does not exist); DamagedFile when it cannot be read."""
+    path = Path(run_dir) / METRICS_JSON
+    if not path.exists():
+        return None
+    try:
+        record = RunMetrics.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
+        raise DamagedFile(f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
+    _check_format(record.format, path)
+    return record.model_dump()
+
+
+def metrics_or_empty(run_dir: Path) -> dict[str, Any]:
+    """For readers that show what there is: a missing or damaged metrics.json reads as no record."""
+    try:
+        return read_metrics(run_dir) or {}
+    except DamagedFile:
+        return {}
 
 
 def safe_name(name: str) -> str:
@@ -65,9 +144,10 @@ def read_study_info(out: Path) -> tuple[dict[str, Any], Any]:
         raise UserError(f"{out} is not a study folder (no study.json): pass the --out folder of a `medablate run`, "
                         "by default runs/<study name>.")
     try:
-        info = json.loads(path.read_text())
+        info = StudyInfo.model_validate(json.loads(path.read_text())).model_dump()
+        _check_format(info["format"], path)
         return info, Study.model_validate(info["study"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         problem = f"is damaged ({type(exc).__name__}: {str(exc)[:80]})"
     except ValidationError as exc:
         problem = f"records a study this version of medablate cannot read ({exc.error_count()} problem(s), first: " \
@@ -124,11 +204,11 @@ def highest_val_acc(metrics: dict[str, Any]) -> float | None:
 def read_config(run_dir: Path) -> dict[str, Any]:
     from medablate.config import load_yaml
 
-    return load_yaml((Path(run_dir) / "config.yaml").read_text())
+    return load_yaml((Path(run_dir) / CONFIG_YAML).read_text())
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
-    atomic.write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic.write_text(Path(run_dir) / CONFIG_YAML, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_predictions(path: Path, ids: list[str], labels: Any, probabilities: Any, decisions: Any,
@@ -167,15 +247,24 @@ def positive_curves(run_dir: Path, positive_class: str | None, splits: tuple[str
     return curves
 
 
-def remove_stale_temp_files(folder: Path) -> None:
-    """Delete half-written temp files that a killed process left behind (atomic writes never finished)."""
-    for stale in Path(folder).glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+def remove_stale_temp_files(folder: Path, recursive: bool = False) -> int:
+    """Delete half-written temp files that killed processes left behind (their atomic writes never finished);
+    a live process's temp files stay. Returns how many were removed."""
+    removed = 0
+    for stale in (Path(folder).rglob(".*.tmp") if recursive else Path(folder).glob(".*.tmp")):
+        if not atomic.owner_alive(stale.name) and not (stale.name.endswith(".link.tmp")
+                                                       and claims.holder(stale.parent) is not None):
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def run_status(run_dir: Path) -> str:
-    metrics = read_json(Path(run_dir) / "metrics.json")
-    if metrics and metrics.get("status") in (DONE, DIVERGED, FAILED):
+    try:
+        metrics = read_metrics(run_dir)
+    except DamagedFile:
+        return RUNNING if claims.holder(run_dir) is not None else DAMAGED
+    if metrics:
         return str(metrics["status"])
     if claims.holder(run_dir) is not None:
         return RUNNING

@@ -15,7 +15,7 @@ def study_status(out: Path) -> list[dict[str, Any]]:
     rows = []
     for run in plan.runs:
         run_dir = rundir.trial_dir(out, run.id)
-        metrics = rundir.read_json(run_dir / "metrics.json") or {}
+        metrics = rundir.metrics_or_empty(run_dir)
         history = rundir.read_history(run_dir)
         best = rundir.checkpoint_val_acc(metrics, history) if metrics else None
         if best is None and history:  # unfinished: the checkpoint so far is unknown here; show the latest epoch

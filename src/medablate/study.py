@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from medablate import atomic, claims, plots, provenance, results, rundir
+from medablate import atomic, claims, faults, plots, provenance, results, rundir
 from medablate.config import Study, to_plain
 from medablate.data import load_data, load_test, resolve_source
 from medablate.data.npy_pair import DEFAULT_FILES
@@ -32,7 +32,7 @@ from medablate.data.duplicates import find_duplicates, pixel_hashes
 from medablate.data.image_folder import INTENSITY
 from medablate.data.phantom import FIGURE_NOTE
 from medablate.data.split import (KERMANY_PATIENTS, SPLIT_COLUMNS, TEST, TRAIN, VAL, group_ids, looks_patient_named,
-                                  make_split, split_rows)
+                                  make_split, split_rows, uses_source_split)
 
 DROPPED = "dropped-duplicate"
 from medablate.data.types import ImageSet
@@ -229,7 +229,7 @@ class StudyRunner:
     def _prepare_folder(self, data: StudyData) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         previous = None
-        if (self.out / "study.json").exists():
+        if (self.out / rundir.STUDY_JSON).exists():
             try:
                 previous = rundir.read_study_info(self.out)[0]
             except UserError as exc:  # every run's config is checked on its own, so study.json can be rewritten
@@ -243,21 +243,28 @@ class StudyRunner:
         if previous and previous.get("name") != self.study.name:
             raise UserError(f"{self.out} holds study '{previous.get('name')}', not '{self.study.name}': "
                             "use another --out folder.")
-        atomic.write_csv(self.out / "split.csv", split_rows(data.images, data.split, data.patients, data.hashes),
+        atomic.write_csv(self.out / rundir.SPLIT_CSV, split_rows(data.images, data.split, data.patients, data.hashes),
                          SPLIT_COLUMNS)
         info = {
-            "name": self.study.name, "command": self.command, "status": "running",
+            "format": rundir.FORMAT, "name": self.study.name, "command": self.command, "status": "running",
             "started": (previous or {}).get("started") or _now(), "resumed": _now() if previous else None,
             "finished": None, "synthetic_data": data.synthetic, "notes": data.notes,
             "data_fingerprint": fingerprint,
             "data": {"source": data.images.source, "class_names": data.images.class_names,
                      "image_shape": list(data.images.image_shape), "counts": self._counts(data),
-                     "intensity": INTENSITY, "test_from": data.test_from,
+                     "intensity": INTENSITY, "test_from": data.test_from, "split_used": self._split_used(data),
                      "patients": self._patients(data), "duplicates": data.duplicates},
             "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
             "versions": provenance.versions(), "study": to_plain(self.study),
         }
         return info
+
+    def _split_used(self, data: StudyData) -> dict[str, Any]:
+        """The split actually made: the source's own, or the method with its settings."""
+        config = self.study.data.split
+        if data.images.preset is not None and uses_source_split(data.images, config):
+            return {"method": "source", "from": data.images.source}
+        return to_plain(config)
 
     @staticmethod
     def _patients(data: StudyData) -> dict[str, int] | None:
@@ -283,12 +290,15 @@ class StudyRunner:
             self.console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
         self.data_note = "synthetic phantom" if data.synthetic else data.images.source
         info = self._prepare_folder(data)
+        removed = rundir.remove_stale_temp_files(self.out, recursive=True)
+        if removed:
+            self.console.print(f"removed {removed} half-written temp file(s) left by a killed process", highlight=False)
         threads, threads_from = configure_threads(self.threads)
         device = resolve_device(self.study.training.device)
         info["machine"] = provenance.machine(device) | {"torch_threads": threads, "threads_from": threads_from}
         splits = self._tensors(data, device)
         self._check_configs(data, splits, device)
-        atomic.write_json(self.out / "study.json", info)
+        atomic.write_json(self.out / rundir.STUDY_JSON, info)
         self.console.print(f"Study [bold]{self.study.name}[/]: {len(self.plan.trials)} trials x "
                            f"{len(self.plan.seeds)} seed(s) = {len(self.plan.runs)} runs on {device}; "
                            f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
@@ -298,7 +308,7 @@ class StudyRunner:
         now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
         info.update(status="finished" if all(s in rundir.FINISHED for s in now) else "incomplete",
                     finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1))
-        atomic.write_json(self.out / "study.json", info)
+        atomic.write_json(self.out / rundir.STUDY_JSON, info)
         build_report(self.out, self.analysis)
         return self._summarise(statuses)
 
@@ -332,6 +342,9 @@ class StudyRunner:
                         self.console.print(f"re-evaluated {run.id} with evaluation {to_plain(self.study.evaluation)} "
                                            "from its saved predictions (no retraining)", highlight=False)
                     continue
+                if status == rundir.DAMAGED:
+                    self.console.print(f"[yellow]{run.id}:[/] its metrics.json is damaged; redoing the run from its "
+                                       "last good checkpoint.", highlight=False)
                 claim = claims.try_claim(rundir.trial_dir(self.out, run.id))
                 if claim is None:  # another live process trains it: leave it to that one
                     progress.advance(study_task, epochs)
@@ -383,10 +396,12 @@ class StudyRunner:
         except Exception as exc:  # a bug or out-of-memory in one run must not lose the others
             if disk_full(exc, run_dir):  # not the run's fault: stop, resumable
                 raise OSError(errno.ENOSPC, f"no space left on the device while writing {run_dir}") from exc
-            metrics = {"run": run.id, "trial": run.trial.id, "seed": run.seed, "status": rundir.FAILED,
+            metrics = {"format": rundir.FORMAT, "run": run.id, "trial": run.trial.id, "seed": run.seed,
+                       "status": rundir.FAILED,
                        "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
             self.console.print(f"[red]run {run.id} failed:[/] {escape(metrics['error'])} (details in "
                                f"{run_dir}/metrics.json)", highlight=False)
+        faults.point("before-run-figures")
         history = rundir.read_history(run_dir)
         if history:
             plots.run_curves(run_dir / "curves.png", history, f"{self.study.name}: {run.id}", self._figure_note())
@@ -394,7 +409,8 @@ class StudyRunner:
             trial_figures(run_dir, metrics, f"{self.study.name}: {run.id}", self._figure_note())
             if data.test is not None:
                 write_examples(run_dir, data.test.images, data.test.labels, data.test.ids, metrics.get("threshold"))
-        atomic.write_json(run_dir / "metrics.json", metrics)  # last: a run is finished only when all of it is written
+        faults.point("before-metrics")
+        atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)  # last: a run is finished only when all of it is written
         progress.update(study_task, completed=base + training.epochs)
         progress.remove_task(trial_task)
         self._report_run(run, metrics)
@@ -412,7 +428,7 @@ class StudyRunner:
         changed = {}
         for run in self.plan.runs:
             run_dir = rundir.trial_dir(self.out, run.id)
-            if (run_dir / "config.yaml").exists():
+            if (run_dir / rundir.CONFIG_YAML).exists():
                 differences = config_differences(rundir.read_config(run_dir), self._run_config(run, data, splits, device)[2])
                 if differences:
                     changed[f"trials/{run.id}"] = differences
@@ -423,7 +439,7 @@ class StudyRunner:
                  data: StudyData) -> dict[str, Any]:
         history = fit.history
         metrics: dict[str, Any] = {
-            "run": run.id, "trial": run.trial.id, "seed": run.seed, "status": fit.status,
+            "format": rundir.FORMAT, "run": run.id, "trial": run.trial.id, "seed": run.seed, "status": fit.status,
             "epochs_done": len(history), "diverged_epoch": fit.diverged_epoch,
             "best_epoch": fit.best.get("epoch"), "best_val_loss": fit.best.get("val_loss"),
             "val_acc": fit.best.get("val_acc"), "highest_val_acc": fit.best.get("best_val_acc"),
@@ -448,10 +464,10 @@ class StudyRunner:
                                            _predictions(splits["test"], test_eval) if test_eval else None,
                                            self.study.evaluation, names)
         metrics.update(checkpoint_epoch=epoch, threshold=threshold, evaluation=report)
-        rundir.write_predictions(trainer.run_dir / "predictions_val.csv", val_ids, _labels(splits["val"]),
+        rundir.write_predictions(rundir.predictions_file(trainer.run_dir, "val"), val_ids, _labels(splits["val"]),
                                  val_eval.probabilities, val_eval.decisions, names, threshold)
         if test_eval is not None and data.test is not None:
-            rundir.write_predictions(trainer.run_dir / "predictions_test.csv", data.test.ids, _labels(splits["test"]),
+            rundir.write_predictions(rundir.predictions_file(trainer.run_dir, "test"), data.test.ids, _labels(splits["test"]),
                                      test_eval.probabilities, test_eval.decisions, names, threshold)
             metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": test_eval.accuracy,
                                "loss": test_eval.loss, "confusion_matrix": test_eval.confusion,
@@ -538,25 +554,25 @@ def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Pr
 def reevaluate(run_dir: Path, config: EvaluationConfig, test: ImageSet | None, title: str, note: str) -> bool:
     """Apply the study's evaluation settings to a finished run from its saved predictions (no retraining): the
     threshold, every metric, the prediction files, the figures and the examples. False when nothing changed."""
-    metrics = rundir.read_json(run_dir / "metrics.json") or {}
+    metrics = rundir.metrics_or_empty(run_dir)
     wanted = to_plain(config)
     if metrics.get("status") != rundir.DONE or "evaluation" not in metrics or metrics.get("evaluation_config") == wanted:
         return False
     names = list(rundir.read_config(run_dir)["resolved"]["class_names"])
-    val, test_saved = (saved_predictions(run_dir / f"predictions_{s}.csv", names) for s in ("val", "test"))
+    val, test_saved = (saved_predictions(rundir.predictions_file(run_dir, s), names) for s in ("val", "test"))
     if val is None:
         return False
     report, threshold = evaluate_trial(val[1], test_saved[1] if test_saved else None, config, names)
     for split, saved in (("val", val), ("test", test_saved)):
         if saved is not None:
             ids, p = saved
-            rundir.write_predictions(run_dir / f"predictions_{split}.csv", ids, p.labels, p.probabilities, p.decisions,
+            rundir.write_predictions(rundir.predictions_file(run_dir, split), ids, p.labels, p.probabilities, p.decisions,
                                      names, threshold)
     metrics.update(threshold=threshold, evaluation=report, evaluation_config=wanted)
     trial_figures(run_dir, metrics, title, note)
     if test is not None and (run_dir / "examples.json").exists():
         write_examples(run_dir, test.images, test.labels, test.ids, threshold)
-    atomic.write_json(run_dir / "metrics.json", metrics)  # last: the run is current only when all of it is
+    atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)  # last: the run is current only when all of it is
     return True
 
 

@@ -1,0 +1,103 @@
+"""Fault injection (issue 12): kill a small study with SIGKILL at every named point, rerun the same command, and
+check it finished exactly as an uninterrupted run: the same numbers, every file, no temp file or claim left,
+and `medablate status` right before and after."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import write_study
+from medablate import faults
+
+KILL_POINTS = [*faults.POINTS, "write:study.json", "write:results.csv", "write:history.csv", "write:metrics.json",
+               "write:config.yaml", "write:loss.png", "write:curves.png", "write:report.html",
+               "after-checkpoint@3", "before-metrics@2"]
+TIMING = {"seconds", "seconds_this_invocation", "started", "finished", "resumed", "command"}
+
+
+def run(study: Path, out: Path, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != faults.VARIABLE}
+    if kill_at:
+        env[faults.VARIABLE] = kill_at
+    return subprocess.run([sys.executable, "-m", "medablate.cli", "run", str(study), "--out", str(out)],
+                          capture_output=True, text=True, env=env)
+
+
+def without_timing(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING and k != "traceback"}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def csv_without_seconds(path: Path) -> list[list[str]]:
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    drop = [i for i, name in enumerate(rows[0]) if name == "seconds"]
+    return [[cell for i, cell in enumerate(row) if i not in drop] for row in rows]
+
+
+def files(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def assert_same_study(out: Path, clean: Path) -> None:
+    assert files(out) == files(clean)
+    assert csv_without_seconds(out / "results.csv") == csv_without_seconds(clean / "results.csv")
+    for name in ("summary.csv", "comparisons.csv"):
+        assert len((out / name).read_text().splitlines()) == len((clean / name).read_text().splitlines())
+    for run_dir in sorted((clean / "trials").iterdir()):
+        other = out / "trials" / run_dir.name
+        assert csv_without_seconds(other / "history.csv") == csv_without_seconds(run_dir / "history.csv")
+        assert without_timing(json.loads((other / "metrics.json").read_text())) == \
+            without_timing(json.loads((run_dir / "metrics.json").read_text()))
+        assert (other / "predictions_test.csv").read_text() == (run_dir / "predictions_test.csv").read_text()
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("claim.lock")) and not list(out.rglob("running.json"))
+
+
+def assert_status_matches_files(out: Path) -> None:
+    """`medablate status` says done exactly for runs with a done metrics.json, interrupted for those with a
+    checkpoint, pending for the rest (the killed process holds no claim any more)."""
+    from medablate.status import study_status
+
+    for row in study_status(out):
+        run_dir = out / "trials" / row["run"]
+        expected = "done" if (run_dir / "metrics.json").exists() else \
+            "interrupted" if (run_dir / "last.pt").exists() else "pending"
+        assert row["status"] == expected, (row, expected)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("injection")
+    study = write_study(root, training={"epochs": 3})
+    result = run(study, root / "clean")
+    assert result.returncode == 0, result.stderr
+    return {"study": study, "out": root / "clean"}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_kill_at_every_named_point_then_a_rerun_gives_the_same_study(clean: dict[str, Path], tmp_path: Path,
+                                                                       point: str) -> None:
+    out = tmp_path / "out"
+    killed = run(clean["study"], out, point)
+    assert killed.returncode == -signal.SIGKILL, f"the point {point} was not reached: {killed.stderr[-500:]}"
+    if (out / "study.json").exists():
+        assert_status_matches_files(out)
+    rerun = run(clean["study"], out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_study(out, clean["out"])
+    status = subprocess.run([sys.executable, "-m", "medablate.cli", "status", str(out)], capture_output=True, text=True)
+    assert status.returncode == 0 and status.stdout.count("done") >= 2 and "2 done" in status.stdout
+
+
+def test_every_named_point_is_in_the_suite() -> None:
+    assert set(faults.POINTS) <= {p.split("@")[0] for p in KILL_POINTS}
