@@ -265,7 +265,8 @@ EXPECTED = {"manifest row with no label": "label is empty", "manifest split part
 
 @pytest.mark.parametrize("case", list(BAD_DATA))
 def test_data_that_slipped_past_validation_is_a_clear_error(tmp_path: Path, case: str) -> None:
-    data = BAD_DATA[case](tmp_path)
+    (tmp_path / "data").mkdir()
+    data = BAD_DATA[case](tmp_path / "data")
     study = write_study(tmp_path, test=None, comparisons=[], training={"epochs": 1},
                         data={"path": str(data), "image_size": 16, "split": {"method": "stratified"}})
     assert_user_error(medablate("run", str(study), "--out", str(tmp_path / "out")), EXPECTED[case])
@@ -321,3 +322,37 @@ def test_comparison_names_cannot_write_outside_figures(tmp_path: Path) -> None:
 
 def test_a_folder_given_as_the_study_file_says_so(tmp_path: Path) -> None:
     assert_user_error(medablate("run", str(tmp_path)), "is a folder, not a study file")
+
+
+# ------------------------------------------------------------------ storage
+
+
+def test_a_full_disk_stops_cleanly_and_the_same_command_then_finishes_identically(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from medablate import atomic
+    from medablate.cli import app
+
+    study = write_study(tmp_path, training={"epochs": 3})
+    clean, full = tmp_path / "clean", tmp_path / "full"
+    assert CliRunner().invoke(app, ["run", str(study), "--out", str(clean)]).exit_code == 0
+    real, writes = atomic._replace_with, []
+
+    def filling_up(path: Path, *args: object, **kwargs: object) -> None:
+        writes.append(path.name)
+        if path.name == "history.csv" and writes.count("history.csv") == 5:  # the 2nd run's 2nd epoch
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "_replace_with", filling_up)
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(full)])
+    assert result.exit_code == 2 and "the disk is full" in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+    assert not list(full.rglob("claim.lock")) and not list(full.rglob("*.tmp"))
+    monkeypatch.setattr(atomic, "_replace_with", real)
+    assert CliRunner().invoke(app, ["run", str(study), "--out", str(full)]).exit_code == 0
+    assert without_seconds(read_csv(full / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
+    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
+        assert (without_seconds(read_csv(full / "trials" / run / "history.csv"))
+                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))

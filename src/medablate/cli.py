@@ -41,6 +41,12 @@ def _guarded(action: Callable[[], Any]) -> Any:
         console.print("[yellow]Interrupted.[/] Run the same command again to resume where it stopped.")
         raise typer.Exit(130) from None
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            console.print(f"[bold red]Error:[/] cannot write {escape(str(exc.filename or ''))} "
+                          f"({escape(exc.strerror or str(exc))}). Make the output folder writable or choose another "
+                          "--out, then run the same command again: nothing already written is lost.",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         console.print(f"[bold red]Error:[/] the disk is full ({escape(str(exc))}). Free some space (finished runs keep "

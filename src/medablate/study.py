@@ -226,6 +226,26 @@ class StudyRunner:
 
     # -------------------------------------------------------------- setup
 
+    def check_output_folder(self) -> None:
+        """--out must be a folder this process can write, and not the data itself; checked before anything loads."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is an existing file, not a folder: choose a folder (it is created if needed).")
+        data = self.study.data.path
+        if data is not None and data.is_dir() and (out.resolve() == data.resolve() or data.resolve() in out.resolve().parents):
+            raise UserError(f"--out {out} is inside the data folder {data}: the study's outputs would mix with the "
+                            "images (and be read as data next time). Choose a folder outside it.")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f"{atomic.temp_prefix('write-check')}probe.tmp"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(f"cannot write to --out {out} ({exc.strerror or exc}): make it writable (or mount it "
+                            "read-write), or choose another folder.") from None
+
     def _prepare_folder(self, data: StudyData) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         previous = None
@@ -285,6 +305,7 @@ class StudyRunner:
 
     def run(self) -> int:
         started = time.perf_counter()
+        self.check_output_folder()
         data = load_study_data(self.study, self.console)
         for note in data.notes:
             self.console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)

@@ -82,6 +82,10 @@ def decode(path: Path, size: int) -> np.ndarray:
             if grey.size != (size, size):
                 grey = grey.resize((size, size), Image.Resampling.BILINEAR)
             return np.array(grey, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"image {path} is refused: {exc} Pillow's limit guards against decompression bombs; if the "
+                        "image is genuine, downsample it first (or raise PIL.Image.MAX_IMAGE_PIXELS in your own code).") \
+            from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"image {path} could not be read ({exc}): replace or remove the file.") from None
 

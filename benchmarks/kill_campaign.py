@@ -1,0 +1,161 @@
+"""Random-kill campaign: kill a small study with SIGKILL at random moments (and at random named points), rerun the
+same command until it finishes, and compare every result with an uninterrupted run.
+
+    python benchmarks/kill_campaign.py 30            # 30 studies, 1-2 kills each
+    python benchmarks/kill_campaign.py 30 --seed 1
+
+Prints one line per study and a summary: "identical N/N, missing files M, temp files T, claims C".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from medablate import faults  # noqa: E402
+
+STUDY = {
+    "name": "campaign", "seeds": [0, 1],
+    "data": {"image_size": 32, "phantom": {"count_per_class": 40}, "split": {"method": "course", "train_per_class": 30}},
+    "test": {"phantom": {"count_per_class": 10}},
+    "model": {"hidden": [32, 16], "dropout": [0.2, 0.1]},
+    "training": {"epochs": 3, "batch_size": 16},
+    "comparisons": [{"name": "loss", "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}},
+                    {"name": "activation", "vary": {"model.activation": ["ReLU", "Sigmoid"]}}],
+}
+TIMING = {"seconds", "seconds_this_invocation", "started", "finished", "resumed", "command", "traceback"}
+POINTS = [*faults.POINTS, "write:study.json", "write:results.csv", "write:history.csv", "write:metrics.json",
+          "write:report.html", "write:loss.png", "write:curves.png", "after-checkpoint@4", "before-metrics@3"]
+
+
+def command(study: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "medablate.cli", "run", str(study), "--out", str(out)]
+
+
+def environment(kill_at: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != faults.VARIABLE}
+    env["MPLCONFIGDIR"] = env.get("MPLCONFIGDIR") or tempfile.mkdtemp(prefix="mpl-")
+    if kill_at:
+        env[faults.VARIABLE] = kill_at
+    return env
+
+
+def kill_after(study: Path, out: Path, seconds: float) -> bool:
+    """Run, SIGKILL after `seconds`; True when it was killed (False when it finished first)."""
+    process = subprocess.Popen(command(study, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=environment())
+    try:
+        process.wait(timeout=seconds)
+        return False
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return True
+
+
+def kill_at_point(study: Path, out: Path, point: str) -> bool:
+    result = subprocess.run(command(study, out), capture_output=True, env=environment(point))
+    return result.returncode == -signal.SIGKILL
+
+
+def without_timing(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def csv_without_seconds(path: Path) -> list[list[str]]:
+    """Rows of a CSV without wall-clock time (columns seconds, seconds_mean, ...; comparison rows of seconds)."""
+    with path.open() as handle:
+        rows = list(csv.reader(handle))
+    drop = {i for i, name in enumerate(rows[0]) if name.startswith("seconds")}
+    outcome = rows[0].index("outcome") if "outcome" in rows[0] else None
+    return [[c for i, c in enumerate(r) if i not in drop] for r in rows
+            if outcome is None or r[outcome] != "seconds"]
+
+
+def visible_files(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def compare(out: Path, clean: Path) -> dict[str, Any]:
+    missing = sorted(visible_files(clean) - visible_files(out))
+    temp = [str(p) for p in out.rglob("*.tmp")]
+    claims = [str(p) for p in out.rglob("claim.lock")] + [str(p) for p in out.rglob("running.json")]
+    same = not missing and (out / "results.csv").exists() and \
+        csv_without_seconds(out / "results.csv") == csv_without_seconds(clean / "results.csv")
+    for run_dir in (clean / "trials").iterdir():
+        other = out / "trials" / run_dir.name
+        if not same or not (other / "metrics.json").exists():
+            same = False
+            break
+        same = csv_without_seconds(other / "history.csv") == csv_without_seconds(run_dir / "history.csv") and \
+            without_timing(json.loads((other / "metrics.json").read_text())) == \
+            without_timing(json.loads((run_dir / "metrics.json").read_text()))
+    for name in ("summary.csv", "comparisons.csv"):
+        same = same and csv_without_seconds(out / name) == csv_without_seconds(clean / name)
+    return {"identical": same, "missing": missing, "temp": temp, "claims": claims}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("studies", type=int, nargs="?", default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    root = Path(tempfile.mkdtemp(prefix="kill-campaign-"))
+    study = root / "study.yaml"
+    study.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    started = time.perf_counter()
+    subprocess.run(command(study, root / "clean"), check=True, capture_output=True, env=environment())
+    full = time.perf_counter() - started
+    print(f"uninterrupted study: {full:.1f} s (4 trials x 2 seeds, 3 epochs)")
+    totals = {"identical": 0, "missing": 0, "temp": 0, "claims": 0, "kills": 0}
+    for index in range(args.studies):
+        out = root / f"killed-{index}"
+        kills = []
+        for _ in range(rng.choice([1, 2])):
+            if rng.random() < 0.5:
+                point = rng.choice(POINTS)
+                if kill_at_point(study, out, point):
+                    kills.append(point)
+            else:
+                moment = rng.uniform(1.0, full)
+                if kill_after(study, out, moment):
+                    kills.append(f"{moment:.1f}s")
+        result = subprocess.run(command(study, out), capture_output=True, text=True, env=environment())
+        found = compare(out, root / "clean") if result.returncode == 0 else \
+            {"identical": False, "missing": ["(rerun failed)"], "temp": [], "claims": []}
+        totals["identical"] += found["identical"]
+        totals["missing"] += len(found["missing"])
+        totals["temp"] += len(found["temp"])
+        totals["claims"] += len(found["claims"])
+        totals["kills"] += len(kills)
+        print(f"study {index + 1:2d}: kills {', '.join(kills) or 'none (finished first)'}: "
+              f"{'identical' if found['identical'] else 'DIFFERENT'}"
+              + (f", missing {found['missing'][:3]}" if found["missing"] else "")
+              + (f", temp {found['temp'][:3]}" if found["temp"] else ""), flush=True)
+    print(f"identical {totals['identical']}/{args.studies}, kills {totals['kills']}, missing files {totals['missing']}, "
+          f"temp files {totals['temp']}, claims left {totals['claims']}; folders under {root}")
+    return 0 if totals["identical"] == args.studies else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
