@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shutil
 import subprocess
@@ -46,7 +47,7 @@ def test_summary_matches_the_runs(three_seed_study: Path) -> None:
     summary = {r["trial"]: r for r in read_csv(three_seed_study / "summary.csv")}
     results = read_csv(three_seed_study / "results.csv")
     for trial in ("base", "CrossEntropyLoss"):
-        values = [float(r["test_acc"]) for r in results if r["trial"] == trial]
+        values = [float(r["test_acc"]) for r in results if r["trial"] == trial and r["status"] == "done"]
         assert len(values) == 3 and summary[trial]["seeds"] == "3"
         mean, sd, low, high = stats.mean_sd_ci(values)
         assert float(summary[trial]["test_acc_mean"]) == pytest.approx(mean)
@@ -64,12 +65,46 @@ def test_comparison_rows_are_paired_differences_with_holm(three_seed_study: Path
     assert float(row["difference"]) == pytest.approx(np.mean(diffs))
     if np.ptp(diffs) > 0:
         assert float(row["p"]) == pytest.approx(stats.paired_p_value(diffs))
-    p_values = [float(r["p"]) if r["p"] else math.nan for r in rows]
-    assert [float(r["p_holm"]) if r["p_holm"] else math.nan for r in rows] == pytest.approx(stats.holm(p_values), nan_ok=True)
-    for r in rows:
-        if r["p_holm"] and r["verdict"] != "descriptive":
-            assert r["verdict"] == ("significant" if float(r["p_holm"]) < 0.05 else "not significant")
+    primary = [r for r in rows if r["role"] == "primary"]
+    assert [r["outcome"] for r in primary] == ["test_acc"]  # the default primary outcome with a test set
+    p_values = [float(r["p"]) for r in primary]
+    assert [float(r["p_holm"]) for r in primary] == pytest.approx(stats.holm(p_values))
+    assert all(r["family_size"] == "1" and r["family"] == "primary tests" for r in primary)
+    for r in primary:
+        assert r["verdict"] == ("significant" if float(r["p_holm"]) < 0.05 else "not significant")
+    others = [r for r in rows if r["role"] == "exploratory"]
+    assert others and all(r["verdict"] == "exploratory" and r["p_holm"] == "nan" for r in others)
     assert any(r["outcome"] == "test_acc_per_image" and "McNemar" in r["test"] for r in rows)
+
+
+def test_family_all_corrects_over_every_test_as_before(three_seed_study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "all"
+    shutil.copytree(three_seed_study, out, symlinks=True)
+    info = json.loads((out / "study.json").read_text())
+    info["study"]["analysis"]["family"] = "all"
+    (out / "study.json").write_text(json.dumps(info))
+    rows = analyse(out).rows
+    tested = [r for r in rows if r["role"] != "descriptive"]
+    assert [r["p_holm"] for r in tested] == pytest.approx(stats.holm([r["p"] for r in tested]), nan_ok=True)
+    assert all(r["family_size"] == sum(not math.isnan(t["p"]) for t in tested) for r in tested)
+    assert all(r["verdict"] in ("significant", "not significant") for r in tested if not math.isnan(r["p_holm"]))
+
+
+def test_a_declared_primary_outcome_is_the_family_and_the_rest_is_exploratory(three_seed_study: Path,
+                                                                              tmp_path: Path) -> None:
+    out = tmp_path / "primary"
+    shutil.copytree(three_seed_study, out, symlinks=True)
+    info = json.loads((out / "study.json").read_text())
+    info["study"]["comparisons"][0]["primary"] = "convergence_epoch"
+    (out / "study.json").write_text(json.dumps(info))
+    analysis = analyse(out)
+    primary = [r for r in analysis.rows if r["role"] == "primary"]
+    assert [r["outcome"] for r in primary] == ["convergence_epoch"] and primary[0]["family_size"] == 1
+    test_row = next(r for r in analysis.rows if r["outcome"] == "test_acc")
+    assert test_row["role"] == "exploratory" and test_row["verdict"] == "exploratory" and math.isnan(test_row["p_holm"])
+    sentence = analysis.sentences["loss"][0]
+    assert "epochs to converge" in sentence and "[primary]" in sentence and "1 primary tests" in sentence
+    assert "significant" not in sentence.split("[primary]")[1]
 
 
 def test_sentences_repeat_the_numbers_of_the_table(three_seed_study: Path) -> None:
@@ -99,7 +134,8 @@ def test_one_seed_gives_no_verdict(tmp_path: Path) -> None:
     study, _ = load_study(write_study(tmp_path, training={"epochs": 2, "batch_size": 16}))
     StudyRunner(study, tmp_path / "out", Console(quiet=True)).run()
     analysis = write_analysis(tmp_path / "out")
-    assert all(r["verdict"] == "cannot tell" for r in analysis.rows if r["verdict"] != "descriptive")
+    assert all(r["verdict"] == "cannot tell" for r in analysis.rows if r["role"] == "primary")
+    assert all(r["verdict"] in ("exploratory", "descriptive") for r in analysis.rows if r["role"] != "primary")
     assert {r["outcome"] for r in analysis.rows if r["verdict"] == "descriptive"} == {"seconds", "highest_val_acc"}
     assert "cannot tell with 1 seed(s)" in analysis.sentences["loss"][0]
     assert "cannot tell real differences from seed noise" in (tmp_path / "out" / "tables.md").read_text()
@@ -116,3 +152,24 @@ def test_reference_can_be_named_and_must_be_a_level(tmp_path: Path) -> None:
     bad, _ = load_study(write_study(tmp_path, comparisons=comparisons))
     with pytest.raises(UserError, match="not one of its levels"):
         StudyRunner(bad, tmp_path / "other", Console(quiet=True))
+
+
+def test_the_seed_ensemble_is_the_mean_of_the_seeds_probabilities(three_seed_study: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    summary = {r["trial"]: r for r in read_csv(three_seed_study / "summary.csv")}
+    results = read_csv(three_seed_study / "results.csv")
+    for trial in ("base", "CrossEntropyLoss"):
+        seeds = [read_csv(three_seed_study / "trials" / f"{trial}-seed{s}" / "predictions_test.csv") for s in range(3)]
+        mean = np.mean([[float(r["prob_pneumonia"]) for r in rows] for rows in seeds], axis=0)
+        labels = [int(r["label"]) for r in seeds[0]]
+        record = json.loads((three_seed_study / "ensembles" / trial / "metrics.json").read_text())
+        auc = record["evaluation"]["test"]["at_0.5"]["roc_auc"]
+        assert auc == pytest.approx(roc_auc_score(labels, mean)) and record["seeds"] == [0, 1, 2]
+        assert float(summary[trial]["ensemble_test_roc_auc"]) == pytest.approx(auc)
+        row = next(r for r in results if r["run"] == f"{trial}-ensemble")
+        assert row["status"] == "ensemble" and float(row["test_acc"]) == pytest.approx(
+            np.mean((mean >= 0.5) == np.array(labels)))
+        saved = read_csv(three_seed_study / "ensembles" / trial / "predictions_test_ensemble.csv")
+        assert [float(r["prob_pneumonia"]) for r in saved] == pytest.approx(list(mean))
+        assert "ci95" in record["evaluation"]["test"]["at_threshold"]

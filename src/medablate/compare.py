@@ -17,6 +17,7 @@ import numpy as np
 from medablate import atomic, faults, plots, results, rundir, stats
 from medablate.config import Study, to_plain
 from medablate.data.phantom import FIGURE_NOTE
+from medablate.ensembles import ENSEMBLE_COLUMNS, summary_columns, write_ensembles
 from medablate.outcomes import BY_KEY, OUTCOMES, Outcome, is_tested, run_outcomes, scaled
 from medablate.plan import Plan, Trial, expand, level_label, reference_trial
 
@@ -24,8 +25,8 @@ MIN_SEEDS = 3
 DESCRIPTIVE = "descriptive only"
 PER_IMAGE = "test_acc_per_image"
 COMPARISON_COLUMNS = ["comparison", "level", "reference", "outcome", "n", "level_mean", "reference_mean",
-                      "difference", "ci_low", "ci_high", "test", "p", "p_holm", "prob_improvement", "verdict",
-                      "seeds_needed", "family", "detail"]
+                      "difference", "ci_low", "ci_high", "test", "role", "p", "p_holm", "prob_improvement", "verdict",
+                      "seeds_needed", "family", "family_size", "detail"]
 
 
 @dataclass
@@ -124,7 +125,7 @@ def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[
             if level.id == reference.id:
                 continue
             head = {"comparison": comparison.name, "level": level_label(level, keys),
-                    "reference": level_label(reference, keys)}
+                    "reference": level_label(reference, keys), "primary": primary_outcome(study, comparison, found)}
             for outcome in OUTCOMES:
                 seeds, a, b = _paired(found, level, reference, plan.seeds, outcome.key)
                 if len(seeds):
@@ -133,10 +134,37 @@ def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[
             per_image = image_row(out, study, level, reference, seeds) if seeds else None
             if per_image:
                 rows.append(head | per_image)
-    adjusted = stats.holm([r["p"] for r in rows])
-    family = sum(1 for r in rows if not math.isnan(r["p"]))
-    for row, p_holm in zip(rows, adjusted):
-        row["p_holm"], row["family"] = p_holm, family
+    return correct_family(rows, study)
+
+
+def primary_outcome(study: Study, comparison: Any, found: dict) -> str:
+    """The outcome a comparison answers: its own `primary:`, else the study's, else test accuracy when the study
+    has a test set and the validation accuracy of the checkpoint used when it has not."""
+    if comparison.primary or study.analysis.primary:
+        return str(comparison.primary or study.analysis.primary)
+    has_test = any(math.isfinite(v.get("test_acc", math.nan)) for v in found.values())
+    return "test_acc" if has_test else "val_acc"
+
+
+def correct_family(rows: list[dict[str, Any]], study: Study) -> list[dict[str, Any]]:
+    """Holm over the family: the primary tests (one per level and comparison), or with `analysis.family: all`
+    every test of the study. Outside the primary family a p-value is exploratory: raw, and never a verdict."""
+    everything = study.analysis.family == "all"
+    for row in rows:
+        tested = row["test"] != DESCRIPTIVE
+        row["role"] = "descriptive" if not tested else "primary" if row["outcome"] == row.pop("primary") else \
+            "secondary" if everything else "exploratory"
+    members = [r for r in rows if r["role"] == "primary" or (everything and r["role"] == "secondary")]
+    member_ids = {id(r) for r in members}
+    adjusted = stats.holm([r["p"] for r in members])
+    size = sum(1 for r in members if not math.isnan(r["p"]))
+    for row, p_holm in zip(members, adjusted):
+        row["p_holm"] = p_holm
+    for row in rows:
+        row.setdefault("p_holm", math.nan)
+        in_family = id(row) in member_ids
+        row["family"] = ("all tests" if everything else "primary tests") if in_family else ""
+        row["family_size"] = size if in_family else None
         row["verdict"] = verdict(row, study.analysis.alpha)
     return rows
 
@@ -144,6 +172,8 @@ def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[
 def verdict(row: dict[str, Any], alpha: float) -> str:
     if row["test"] == DESCRIPTIVE:
         return "descriptive"
+    if row.get("role") == "exploratory":
+        return "exploratory"
     if math.isnan(row["p_holm"]):
         return "cannot tell"
     return "significant" if row["p_holm"] < alpha else "not significant"
@@ -173,6 +203,9 @@ def _ci(outcome: Outcome, row: dict[str, Any]) -> str:
 
 
 def _judgement(row: dict[str, Any]) -> str:
+    if row["verdict"] == "exploratory":
+        raw = f"raw p = {row['p']:.2g}" if not math.isnan(row["p"]) else "no p-value"
+        return f"exploratory ({raw}; outside the primary family, so no verdict)"
     if row["verdict"] == "cannot tell":
         needed = row.get("seeds_needed")
         if row["outcome"] == PER_IMAGE:
@@ -186,26 +219,28 @@ def _judgement(row: dict[str, Any]) -> str:
 
 def _p_values(row: dict[str, Any]) -> str:
     """Raw and Holm-adjusted p, so a CI that excludes zero beside 'not significant' is not a puzzle."""
-    return f"p = {row['p']:.2g}; {row['p_holm']:.2g} after Holm over the study's {row['family']} tests"
+    return f"p = {row['p']:.2g}; {row['p_holm']:.2g} after Holm over the study's {row['family_size']} {row['family']}"
 
 
 def sentence(rows: list[dict[str, Any]]) -> str:
     """One sentence for one level against its reference, from its comparison rows."""
     by_outcome = {r["outcome"]: r for r in rows}
     first = rows[0]
-    primary = by_outcome.get("test_acc") or by_outcome.get("val_acc")
+    primary = next((r for r in rows if r.get("role") == "primary"), None)
     parts = []
     if primary:
         outcome = BY_KEY[primary["outcome"]]
         parts.append(f"{outcome.label} {_amount(outcome, primary['difference'])} ({_ci(outcome, primary)}), "
-                     f"{_judgement(primary)}")
+                     f"{_judgement(primary)} [primary]")
     image = by_outcome.get(PER_IMAGE)
-    if image and image["verdict"] != "cannot tell":
+    if image and image["verdict"] not in ("cannot tell", "exploratory"):
         parts.append(f"the majority-vote models differ on these test images: McNemar {image['verdict']} "
                      f"({_p_values(image)}; this holds the trained models fixed, the seed test above "
                      "does not)")
+    elif image and image["verdict"] == "exploratory" and not math.isnan(image["p"]):
+        parts.append(f"McNemar on the test images (majority vote over seeds): {_judgement(image)}")
     converge = by_outcome.get("convergence_epoch")
-    if converge:
+    if converge and converge is not primary:
         difference = converge["difference"]
         when = "at the same epoch on average" if difference == 0 else \
             f"{abs(difference):.1f} epochs {'later' if difference > 0 else 'earlier'}"
@@ -238,12 +273,15 @@ def write_analysis(out: Path) -> Analysis:
     out = Path(out)
     study, plan, info = load_study_folder(out)
     data_note = "synthetic phantom" if info.get("synthetic_data") else str(info.get("data", {}).get("source", ""))
-    result_rows = results.write_results(out, plan, data_note)
+    ensembles = write_ensembles(out, study, plan)
+    result_rows = results.write_results(out, plan, data_note, ensembles)
     faults.point("analysis")
     analysis = analyse(out)
-    summary_columns = ["trial", "comparisons", "seeds"] + [f"{o.key}_{s}" for o in OUTCOMES
-                                                          for s in ("mean", "sd", "ci_low", "ci_high")]
-    atomic.write_csv(out / "summary.csv", analysis.summary, summary_columns)
+    for row in analysis.summary:
+        row.update(summary_columns(ensembles.get(row["trial"])))
+    columns = ["trial", "comparisons", "seeds"] + [f"{o.key}_{s}" for o in OUTCOMES
+                                                  for s in ("mean", "sd", "ci_low", "ci_high")] + ENSEMBLE_COLUMNS
+    atomic.write_csv(out / "summary.csv", analysis.summary, columns)
     atomic.write_csv(out / "comparisons.csv", analysis.rows, COMPARISON_COLUMNS)
     _figures(out, study, plan, info, analysis)
     comparisons = {c.name: list(c.vary) for c in study.comparisons}
@@ -251,6 +289,18 @@ def write_analysis(out: Path) -> Analysis:
     results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.get("notes", []),
                          conclusions_section(analysis, len(plan.seeds)))
     return analysis
+
+
+def family_sentence(rows: list[dict[str, Any]]) -> str:
+    """Which p-values were corrected together, in words."""
+    sizes = {r["family"]: r["family_size"] for r in rows if r.get("family")}
+    if "all tests" in sizes:
+        return (f"p-values are corrected with Holm over all {sizes['all tests']} tests of the study "
+                "(analysis.family: all).")
+    size = sizes.get("primary tests", 0)
+    return (f"Each comparison answers one primary outcome [primary]; Holm corrects over the study's {size} primary "
+            "tests (one per level). Every other outcome is exploratory: its raw p-value is reported, never a verdict; "
+            "training time and the highest validation accuracy at any epoch are descriptive only.")
 
 
 def conclusions_section(analysis: Analysis, seeds: int) -> list[str]:
@@ -262,8 +312,8 @@ def conclusions_section(analysis: Analysis, seeds: int) -> list[str]:
         lines += [f"> Not finished, left out: {', '.join(analysis.missing)}.", ""]
     for comparison, texts in analysis.sentences.items():
         lines += [f"### {comparison}", ""] + [f"- {t}" for t in texts] + [""]
-    lines += ["Differences are level minus reference, paired by seed; p-values are corrected with Holm over every "
-              "test in the study. Details: comparisons.csv (one row per level, outcome and test) and summary.csv "
+    lines += ["Differences are level minus reference, paired by seed. " + family_sentence(analysis.rows) +
+              " Details: comparisons.csv (one row per level, outcome and test) and summary.csv "
               "(mean, SD and 95% CI per trial).", ""]
     return lines
 

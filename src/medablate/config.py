@@ -255,6 +255,40 @@ class AnalysisConfig(Strict):
     convergence_fraction: float = Field(0.95, gt=0, le=1, description="converged: val acc >= this x the run's best")
     stability_epochs: int = Field(10, ge=2, description="stability: SD of val acc over the last N epochs")
     bootstrap_resamples: int = Field(2000, ge=100)
+    primary: str | None = Field(None, description="the outcome each comparison answers (test_acc when there is a "
+                                                  "test set, else val_acc); a comparison's own primary: wins")
+    family: Literal["primary", "all"] = Field(
+        "primary", description="primary: Holm over the study's primary tests only, every other outcome exploratory; "
+                               "all: Holm over every test of the study")
+
+    _known_primary = field_validator("primary")(lambda value: _known_outcome(value))
+
+
+PRIMARY_OUTCOMES = ("test_acc", "test_loss", "val_acc", "val_loss_at_best", "best_epoch", "convergence_epoch",
+                    "stability")
+
+
+def _known_outcome(value: str | None) -> str | None:
+    if value is not None and value not in PRIMARY_OUTCOMES:
+        raise ValueError(names.unknown_name_message("primary outcome", value, PRIMARY_OUTCOMES))
+    return value
+
+
+class Reference(Strict):
+    """A published result to show beside the study's trials (results table and ROC figure)."""
+
+    name: str = Field(min_length=1)
+    metrics: dict[Literal["accuracy", "auc", "sensitivity", "specificity"], float]
+    test_set: str = Field(min_length=1, description="the test set the numbers were measured on")
+    citation: str = ""
+
+    @field_validator("metrics")
+    @classmethod
+    def _in_unit_range(cls, metrics: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in metrics.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"reference metrics are fractions between 0 and 1, not {bad}")
+        return metrics
 
 
 class SensitivityTarget(Strict):
@@ -296,6 +330,9 @@ class Comparison(Strict):
     name: str = Field(min_length=1)
     vary: dict[str, list[Any]]
     reference: Any = None
+    primary: str | None = Field(None, description="the outcome this comparison answers; default analysis.primary")
+
+    _known_primary = field_validator("primary")(lambda value: _known_outcome(value))
 
     @field_validator("vary")
     @classmethod
@@ -322,6 +359,9 @@ class Study(Strict):
     comparisons: list[Comparison] = Field(default_factory=list)
     analysis: AnalysisConfig = AnalysisConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    references: list[Reference] = Field(default_factory=list)
+    test_set_name: str | None = Field(None, description="what the test set is (e.g. the official 624-image split), "
+                                                        "so references on the same set are recognised as such")
 
     @field_validator("seeds")
     @classmethod

@@ -60,7 +60,7 @@ def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str
     bad = [r["run"] for r in results if r["status"] in ("diverged", "failed")]
     if bad:
         found.append(f"Diverged or failed runs: {', '.join(bad)}.")
-    unfinished = [r["run"] for r in results if r["status"] not in ("done", "diverged", "failed")]
+    unfinished = [r["run"] for r in results if r["status"] not in ("done", "diverged", "failed", "ensemble")]
     if unfinished:
         found.append(f"Not finished: {', '.join(unfinished)}; their numbers are missing below.")
     split = _read_csv(out / "split.csv")

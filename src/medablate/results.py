@@ -27,8 +27,21 @@ def result_row(out: Path, run: Run) -> dict[str, Any]:
     return row
 
 
-def write_results(out: Path, plan: Plan, data_note: str) -> list[dict[str, Any]]:
+def ensemble_row(trial: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """A derived row: the trial's seed ensemble (status 'ensemble', seed 'ensemble'), at the loss's rule."""
+    row: dict[str, Any] = {"trial": trial.id, "run": f"{trial.id}-ensemble", "comparisons": ";".join(trial.comparisons),
+                           "seed": "ensemble", "status": "ensemble"}
+    row.update({key: short_value(value) for key, value in trial.varied.items()})
+    evaluation = record["evaluation"]
+    row["val_acc"] = ((evaluation.get("val") or {}).get("at_0.5") or {}).get("accuracy")
+    row["test_acc"] = ((evaluation.get("test") or {}).get("at_0.5") or {}).get("accuracy")
+    return row
+
+
+def write_results(out: Path, plan: Plan, data_note: str,
+                  ensembles: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     rows = [result_row(out, run) for run in plan.runs]
+    rows += [ensemble_row(t, ensembles[t.id]) for t in plan.trials if ensembles and t.id in ensembles]
     for row in rows:
         row["data"] = data_note
     columns = ["trial", "run", "comparisons", *plan.varied_keys, *METRIC_COLUMNS, "data"]

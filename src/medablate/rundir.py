@@ -236,6 +236,17 @@ def read_predictions(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def read_prediction_arrays(path: Path, class_names: list[str]) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                                         np.ndarray] | None:
+    """Image ids, labels, class probabilities (N, classes) and decisions from a predictions file (None if absent)."""
+    rows = read_predictions(path)
+    if not rows:
+        return None
+    probabilities = np.array([[float(r[f"prob_{n}"]) for n in class_names] for r in rows])
+    return ([r["image"] for r in rows], np.array([int(r["label"]) for r in rows]), probabilities,
+            np.array([int(r["decision"]) for r in rows]))
+
+
 def positive_curves(run_dir: Path, positive_class: str | None, splits: tuple[str, ...] = ("val", "test")) -> dict[str, tuple]:
     """Per split with saved predictions: (labels, probability of the positive class), for ROC-type figures."""
     curves = {}

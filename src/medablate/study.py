@@ -564,12 +564,8 @@ def disk_full(exc: BaseException, folder: Path) -> bool:
 
 def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Predictions] | None:
     """Image ids and predictions from a predictions_*.csv (None when the file is absent)."""
-    rows = rundir.read_predictions(path)
-    if not rows:
-        return None
-    probabilities = np.array([[float(r[f"prob_{n}"]) for n in class_names] for r in rows])
-    return [r["image"] for r in rows], Predictions(np.array([int(r["label"]) for r in rows]), probabilities,
-                                                   np.array([int(r["decision"]) for r in rows]))
+    found = rundir.read_prediction_arrays(path, class_names)
+    return (found[0], Predictions(*found[1:])) if found else None
 
 
 def reevaluate(run_dir: Path, config: EvaluationConfig, test: ImageSet | None, title: str, note: str) -> bool:
