@@ -18,6 +18,7 @@ from medablate import atomic, faults, plots, results, rundir, stats
 from medablate.config import Study, to_plain
 from medablate.data.phantom import FIGURE_NOTE
 from medablate.ensembles import ENSEMBLE_COLUMNS, summary_columns, write_ensembles
+from medablate.methods import write_methods
 from medablate.outcomes import BY_KEY, OUTCOMES, Outcome, is_tested, run_outcomes, scaled
 from medablate.plan import Plan, Trial, expand, level_label, reference_trial
 
@@ -288,6 +289,7 @@ def write_analysis(out: Path) -> Analysis:
     base_flat = results.flatten({"model": to_plain(study.model), "training": to_plain(study.training)})
     results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.get("notes", []),
                          conclusions_section(analysis, len(plan.seeds)))
+    write_methods(out, analysis, result_rows)
     return analysis
 
 

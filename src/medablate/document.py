@@ -74,8 +74,11 @@ def slug(text: str) -> str:
 STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1.5rem;color:#1a1a1a}
 h1{font-size:1.7rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:13px;display:block;overflow-x:auto;max-width:100%}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top;white-space:nowrap}
+table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:13px;max-width:100%}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+@media (max-width:900px){table.wide,table.wide tbody,table.wide tr,table.wide td{display:block}table.wide thead{display:none}
+table.wide tr{border:1px solid #ddd;margin-bottom:.5rem}table.wide td{border:none}
+table.wide td::before{content:attr(data-label) ": ";font-weight:600}}
 th{background:#f4f4f4}table.sortable th{cursor:pointer}table.sortable th[data-order=asc]::after{content:" ▲"}
 table.sortable th[data-order=desc]::after{content:" ▼"}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1rem 0}figure svg,figure img{max-width:100%;height:auto;display:block}
@@ -121,7 +124,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _html_table(table: Table) -> str:
-    attrs = (' class="sortable"' if table.sortable else "") + (f' id="{_e(table.element_id)}"' if table.element_id else "")
+    classes = " ".join(c for c, on in (("sortable", table.sortable), ("wide", len(table.header) > 6)) if on)
+    attrs = (f' class="{classes}"' if classes else "") + (f' id="{_e(table.element_id)}"' if table.element_id else "")
     head = "".join(f"<th>{_e(h)}</th>" for h in table.header)
     rows = []
     for r, row in enumerate(table.rows):
@@ -132,7 +136,8 @@ def _html_table(table: Table) -> str:
                 shown = f'<a href="{_e(table.links[c][r])}">{shown}</a>'
             raw = "" if value is None else value
             css = ' class="num"' if _is_number(value) else ""
-            cells.append(f'<td{css} data-value="{_e(raw)}">{shown}</td>')
+            label = _e(table.header[c]) if c < len(table.header) else ""
+            cells.append(f'<td{css} data-value="{_e(raw)}" data-label="{label}">{shown}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

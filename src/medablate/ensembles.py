@@ -88,3 +88,8 @@ def summary_columns(record: dict[str, Any] | None) -> dict[str, Any]:
 ENSEMBLE_COLUMNS = ["ensemble_seeds", "ensemble_threshold"] + [f"ensemble_{s}_{k}" for s in ("val", "test")
                                                                for k in ("accuracy", "roc_auc", "sensitivity",
                                                                          "specificity")]
+
+
+def read_ensemble(out: Path, trial_id: str) -> dict[str, Any]:
+    """A trial's ensemble record ({} when it has none)."""
+    return rundir.read_json(ensemble_dir(out, trial_id) / rundir.METRICS_JSON) or {}

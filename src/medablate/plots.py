@@ -208,3 +208,35 @@ def roc_overlay(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], ti
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
     save(fig, path)
+
+
+def roc_band(path: Path, per_split: dict[str, list[tuple[np.ndarray, np.ndarray]]], title: str,
+             references: Sequence[tuple[str, float, float]] = (), note: str = "") -> None:
+    """Per split, every seed's ROC interpolated on one false-positive grid: the mean curve with a 95% band over
+    seeds (clipped to [0, 1]); published references as points at (1 - specificity, sensitivity)."""
+    from sklearn.metrics import roc_curve
+
+    grid = np.linspace(0, 1, 201)
+    fig, axis = plt.subplots(figsize=(5.6, 5))
+    for index, (split, curves) in enumerate(per_split.items()):
+        rows = []
+        for labels, positive in curves:
+            if len(np.unique(labels)) == 2:
+                fpr, tpr, _ = roc_curve(labels, positive)
+                rows.append(np.interp(grid, fpr, tpr))
+        if not rows:
+            continue
+        mean, half = _mean_band(np.array(rows))
+        axis.plot(grid, mean, color=f"C{index}", label=f"{split} ({len(rows)} seed{'s' if len(rows) > 1 else ''})")
+        if half is not None:
+            axis.fill_between(grid, *band_limits(mean, half, "acc"), color=f"C{index}", alpha=0.15, linewidth=0)
+    for index, (name, sensitivity, specificity) in enumerate(references):
+        axis.plot([1 - specificity], [sensitivity], marker="*^sDP"[index % 5], markersize=10, linestyle="none",
+                  color="black", label=f"{name} (published)")
+    axis.plot([0, 1], [0, 1], ":", color="grey")
+    axis.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
+    fig.tight_layout()
+    save(fig, path)

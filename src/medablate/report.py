@@ -15,7 +15,9 @@ from medablate.config import Study, to_plain
 from medablate.document import Block, Figure, Heading, Image, Items, Paragraph, Table, render_html, render_markdown, slug
 from medablate.outcomes import BY_KEY, scaled
 from medablate.plan import Plan, Trial, level_label, reference_trial
+from medablate.ensembles import read_ensemble
 from medablate.results import flatten
+from medablate.transfer import gap_rows, gap_warnings
 
 PATIENT_ID = re.compile(r"(person\d+_|patient[-_]?\d+|IM-\d{4}-)", re.IGNORECASE)
 METRIC_ROWS = ["accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "ppv", "npv",
@@ -140,12 +142,12 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
                Table(["shared", "value"], [[k, v] for k, v in flats[reference.id].items() if k not in differing])]
     summary = {row["trial"]: row for row in analysis.summary}
     columns = ["test_acc", "val_acc", "highest_val_acc", "convergence_epoch", "stability", "best_epoch"]
-    header = ["level", "seeds"] + [f"{BY_KEY[c].label} (mean ± SD)" for c in columns]
+    header = ["level", "seeds"] + [f"{BY_KEY[c].label}, mean (95% CI)" for c in columns]
     rows = []
     for trial in trials:
         row = summary[trial.id]
-        rows.append([level_label(trial, keys), row["seeds"]] + [_mean_sd(BY_KEY[c], row[f"{c}_mean"], row[f"{c}_sd"])
-                                                                for c in columns])
+        rows.append([level_label(trial, keys), row["seeds"]] + [
+            _mean_ci(BY_KEY[c], row[f"{c}_mean"], row[f"{c}_ci_low"], row[f"{c}_ci_high"]) for c in columns])
     blocks += [Heading(3, "Results"), Table(header, rows)]
     blocks.append(Figure(Path(f"{stem}-outcomes"), "Each outcome per level; every dot is one seed."))
     if (out / f"{stem}-roc.svg").exists():
@@ -156,52 +158,114 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
     return blocks
 
 
-def _mean_sd(outcome: Any, mean: float, sd: float) -> str:
+def _mean_ci(outcome: Any, mean: float, low: float, high: float) -> str:
     if math.isnan(mean):
         return "not computed"
     digits = 1 if outcome.unit in ("points", "epochs", "s") else 4
-    spread = "" if math.isnan(sd) else f" ± {scaled(outcome, sd):.{digits}f}"
+    spread = "" if math.isnan(low) else f" ({scaled(outcome, low):.{digits}f} to {scaled(outcome, high):.{digits}f})"
     return f"{scaled(outcome, mean):.{digits}f}{spread}"
 
 
-def best_section(out: Path, trial: Trial | None, plan: Plan) -> tuple[list[Block], dict | None]:
+def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
+                 test_set: str) -> tuple[list[Block], dict | None]:
+    """The best trial over all its finished seeds: curves with a band, ROC with a band and the published
+    references, the seed ensemble's metrics and confusion matrix (one seed's when it has only one)."""
     blocks: list[Block] = [Heading(2, "Best trial", "best-trial")]
-    run_dir = next((rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in plan.seeds
-                    if trial and rundir.run_status(rundir.trial_dir(out, rundir.run_id(trial.id, s))) == "done"), None)
-    if trial is None or run_dir is None:
+    run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in plan.seeds
+                if trial and rundir.run_status(rundir.trial_dir(out, rundir.run_id(trial.id, s))) == "done"]
+    if trial is None or not run_dirs:
         return blocks + [Paragraph("Not computed: no finished trial yet.", "note")], None
-    metrics = rundir.metrics_or_empty(run_dir)
+    ensemble = read_ensemble(out, trial.id) if len(run_dirs) > 1 else {}
+    metrics = ensemble or rundir.metrics_or_empty(run_dirs[0])
     evaluation = metrics.get("evaluation") or {}
-    blocks.append(Paragraph(f"{trial.id}, chosen by the mean validation accuracy of its checkpoints over seeds (never by test); "
-                            f"shown: {run_dir.name}."))
-    config = flatten(to_plain(trial.config))
-    blocks.append(Table(["key", "value"], [[k, v] for k, v in config.items()]))
+    shown_as = (f"the ensemble of its {len(run_dirs)} seeds (mean of their probabilities)" if ensemble
+                else f"its one finished seed, {run_dirs[0].name}")
+    blocks.append(Paragraph(f"{trial.id}, chosen by the mean validation accuracy of its checkpoints over seeds (never "
+                            f"by test); curves and ROC over all {len(run_dirs)} finished seed(s); metrics of "
+                            f"{shown_as}."))
+    blocks.append(Table(["key", "value"], [[k, v] for k, v in flatten(to_plain(trial.config)).items()]))
     stem = Path("figures") / "best-trial"
-    history = rundir.read_history(run_dir)
-    if history:
-        plots.run_curves(out / f"{stem}-curves", history, f"best trial: {run_dir.name}")
-        blocks.append(Figure(Path(f"{stem}-curves"), "Accuracy and loss per epoch, train and validation."))
+    histories = [rundir.read_history(d) for d in run_dirs]
+    if any(histories):
+        plots.overlay(out / f"{stem}-curves", {trial.id: histories}, f"best trial {trial.id}: {len(run_dirs)} seed(s)")
+        blocks.append(Figure(Path(f"{stem}-curves"), "Accuracy and loss per epoch: validation solid (mean with 95% "
+                                                     "band over seeds), train dotted."))
     blocks += _metric_tables(evaluation)
-    curves = rundir.positive_curves(run_dir, evaluation.get("positive_class"))
-    if curves:
-        plots.roc_pr(out / f"{stem}-roc", out / f"{stem}-pr", curves, metrics.get("threshold"), "best trial")
-        blocks.append(Figure(Path(f"{stem}-roc"), "ROC, validation and test, operating point at the chosen threshold."))
+    positive = evaluation.get("positive_class")
+    per_split = {split: [c[split] for d in run_dirs if split in (c := rundir.positive_curves(d, positive, (split,)))]
+                 for split in ("val", "test")}
+    points = [(r.name, r.metrics["sensitivity"], r.metrics["specificity"]) for r in study.references
+              if "sensitivity" in r.metrics and "specificity" in r.metrics]
+    if any(per_split.values()):
+        plots.roc_band(out / f"{stem}-roc", {k: v for k, v in per_split.items() if v},
+                       f"best trial {trial.id}: ROC over seeds", points)
+        blocks.append(Figure(Path(f"{stem}-roc"), "ROC per split: mean over seeds with a 95% band; stars and other "
+                                                  "markers: published references" + (
+                                                      f" (measured on {', '.join(sorted({r.test_set for r in study.references}))}; "
+                                                      f"this study's test set: {test_set})" if points else "") + "."))
     shown = "test" if "test" in evaluation else "val"
     if evaluation.get(shown):
         at = "at_threshold" if "at_threshold" in evaluation[shown] else "at_0.5"
-        names = (metrics.get("test") or {}).get("class_names") or ["0", "1"]
+        names = metrics.get("class_names") or (metrics.get("test") or {}).get("class_names") or ["0", "1"]
         plots.confusion(out / f"{stem}-confusion", evaluation[shown][at]["confusion_matrix"], names,
-                        f"{shown} confusion matrix")
-        blocks.append(Figure(Path(f"{stem}-confusion"), f"Confusion matrix on {shown} (rows: true class)."))
-    examples = rundir.read_json(run_dir / "examples.json") if (run_dir / "examples.json").exists() else None
+                        f"{shown} confusion matrix ({'ensemble' if ensemble else run_dirs[0].name})")
+        blocks.append(Figure(Path(f"{stem}-confusion"), f"Confusion matrix on {shown} (rows: true class), "
+                                                        f"{'seed ensemble' if ensemble else 'one seed'}."))
+    if "test" in evaluation:
+        blocks += [Heading(3, "Validation vs test"),
+                   Paragraph("Would the validation split have predicted the test result? Each metric at 0.5 and at the "
+                             "threshold chosen on validation, and the class prevalence of each split."),
+                   Table(["metric", "rule", "validation", "test", "test 95% CI"], gap_rows(evaluation))]
+        curves = {s: per_split[s][0] for s in ("val", "test") if per_split.get(s)}
+        if curves:
+            plots.reliability(out / f"{stem}-reliability", curves, f"best trial {trial.id}: calibration (first seed)")
+            blocks.append(Figure(Path(f"{stem}-reliability"), "Reliability: observed frequency of the positive class "
+                                                              "per bin of predicted probability (first seed)."))
+    examples = rundir.read_json(run_dirs[0] / "examples.json") if (run_dirs[0] / "examples.json").exists() else None
     if examples:
         blocks.append(Heading(3, "Test images with saliency"))
-        relative = run_dir.relative_to(out)
+        relative = run_dirs[0].relative_to(out)
         blocks += [Image(relative / e["file"], f"{e['kind']}: {e['image']} (true {e['label']}, predicted "
                                                f"{e['decision']}, {e['probability']:.2f})") for e in examples]
     else:
         blocks.append(Paragraph("Example images: not computed (they need a test set).", "note"))
     return blocks, evaluation
+
+
+def references_section(out: Path, study: Study, plan: Plan, analysis: Analysis, test_set: str) -> list[Block]:
+    """The study's trials (seed ensemble, else the mean over seeds, on test) beside published results."""
+    if not study.references:
+        return []
+    header = ["", "accuracy", "AUC", "sensitivity", "specificity", "test set"]
+    rows: list[list[Any]] = []
+    for trial in plan.trials:
+        record = read_ensemble(out, trial.id)
+        section = ((record.get("evaluation") or {}).get("test") or {}).get("at_threshold") or {}
+        if section:
+            rows.append([f"{trial.id} (seed ensemble)", section.get("accuracy"), section.get("roc_auc"),
+                         section.get("sensitivity"), section.get("specificity"), test_set])
+        else:
+            row = next(r for r in analysis.summary if r["trial"] == trial.id)
+            rows.append([f"{trial.id} (mean over seeds)", row.get("test_acc_mean"), None, None, None, test_set])
+    same = []
+    for reference in study.references:
+        values = reference.metrics
+        rows.append([f"{reference.name} (published)", values.get("accuracy"), values.get("auc"),
+                     values.get("sensitivity"), values.get("specificity"), reference.test_set])
+        same.append(study.test_set_name is not None and reference.test_set == study.test_set_name)
+    notes = [f"{r.name} was measured on {r.test_set}, not on this study's test set ({test_set}): the numbers are not "
+             "directly comparable." for r, s in zip(study.references, same) if not s]
+    cited = [f"{r.name}: {r.citation}" for r in study.references if r.citation]
+    return ([Heading(2, "Published references", "references"),
+             Table(header, rows)] + ([Items(notes, "warning")] if notes else []) + ([Items(cited)] if cited else []))
+
+
+def test_set_words(info: dict[str, Any], study: Study) -> str:
+    data = info.get("data") or {}
+    if study.test_set_name:
+        return study.test_set_name
+    count = sum((data.get("counts") or {}).get("test", {}).values()) if (data.get("counts") or {}).get("test") else 0
+    return f"{count} images, {data.get('test_from') or 'none'}" if count else "none"
 
 
 def _metric_tables(evaluation: dict[str, Any]) -> list[Block]:
@@ -236,6 +300,27 @@ def trials_section(out: Path, plan: Plan, results: list[dict[str, str]]) -> list
             Table(columns, rows, sortable=True, links={0: links}, element_id="trials")]
 
 
+def transfer_warnings(out: Path, plan: Plan) -> list[str]:
+    """Validation-test gaps and poor calibration, per trial (its seed ensemble, else its first finished seed)."""
+    found = []
+    for trial in plan.trials:
+        record = read_ensemble(out, trial.id)
+        if not record:
+            record = next((m for s in plan.seeds if (m := rundir.metrics_or_empty(
+                rundir.trial_dir(out, rundir.run_id(trial.id, s)))).get("status") == "done"), {})
+        found += gap_warnings(trial.id, record.get("evaluation") or {})
+    return found
+
+
+def methods_links(out: Path) -> list[Block]:
+    if not (out / "methods.md").exists():
+        return []
+    return [Heading(2, "For the paper", "paper"),
+            Paragraph("methods.md: a methods paragraph with every number from this folder; tables.tex: the results "
+                      "and comparison tables as LaTeX (booktabs)."),
+            Items(["methods.md", "tables.tex"])]
+
+
 def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Path]:
     """Write report.html and report.md; pass the analysis when the caller has just computed it."""
     out = Path(out)
@@ -243,13 +328,15 @@ def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Pat
     analysis = analysis or analyse(out)
     results = _read_csv(out / "results.csv")
     trial = best_trial(plan, analysis)
-    best_blocks, best_eval = best_section(out, trial, plan)
-    found = warnings(out, info, plan, results, best_eval)
+    test_set = test_set_words(info, study)
+    best_blocks, best_eval = best_section(out, study, trial, plan, test_set)
+    found = warnings(out, info, plan, results, best_eval) + transfer_warnings(out, plan)
     blocks: list[Block] = [Heading(1, f"medablate study: {study.name}")]
     blocks += summary_section(out, info, plan, results, found)
     for comparison in study.comparisons:
         blocks += comparison_section(out, study, plan, analysis, comparison)
-    blocks += best_blocks + trials_section(out, plan, results)
+    blocks += best_blocks + references_section(out, study, plan, analysis, test_set)
+    blocks += trials_section(out, plan, results) + methods_links(out)
     html_path, md_path = out / "report.html", out / "report.md"
     faults.point("report")
     atomic.write_text(html_path, render_html(f"medablate: {study.name}", blocks, out))
