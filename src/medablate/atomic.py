@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import torch
-
 from medablate import faults
 
 
@@ -106,6 +104,8 @@ def _csv_value(value: Any) -> Any:
 
 
 def torch_save(path: Path, obj: Any) -> None:
+    import torch  # here, not at the top: `medablate status` reads run folders without importing torch
+
     _replace_with(Path(path), lambda handle: torch.save(obj, handle), "wb", durable=False)
 
 

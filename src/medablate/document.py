@@ -75,12 +75,12 @@ STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1.5rem;color:#1a1a1a}
 h1{font-size:1.7rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:13px;max-width:100%}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top;overflow-wrap:break-word}
 @media (max-width:900px){table.wide,table.wide tbody,table.wide tr,table.wide td{display:block}table.wide thead{display:none}
 table.wide tr{border:1px solid #ddd;margin-bottom:.5rem}table.wide td{border:none}
 table.wide td::before{content:attr(data-label) ": ";font-weight:600}}
 th{background:#f4f4f4}table.sortable th{cursor:pointer}table.sortable th[data-order=asc]::after{content:" ▲"}
-table.sortable th[data-order=desc]::after{content:" ▼"}td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.sortable th[data-order=desc]::after{content:" ▼"}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 figure{margin:1rem 0}figure svg,figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:13px;color:#555}.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.4rem .8rem}
 .note{background:#eef5ff;border-left:4px solid #4a8ad8;padding:.4rem .8rem}nav a{margin-right:1rem}

@@ -257,6 +257,8 @@ def references_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
              "directly comparable." for r, s in zip(study.references, same) if not s]
     cited = [f"{r.name}: {r.citation}" for r in study.references if r.citation]
     return ([Heading(2, "Published references", "references"),
+             Paragraph("This study's trials on its test set (seed ensembles at their validated threshold, or the mean "
+                       "test accuracy over seeds) beside published results."),
              Table(header, rows)] + ([Items(notes, "warning")] if notes else []) + ([Items(cited)] if cited else []))
 
 

@@ -133,11 +133,10 @@ def _parse_history(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def read_study_info(out: Path) -> tuple[dict[str, Any], Any]:
-    """study.json and the Study it records; a missing, damaged or no longer valid file is a UserError naming it."""
+def read_study_info(out: Path, validate: bool = True) -> tuple[dict[str, Any], Any]:
+    """study.json and the Study it records (None with validate=False, which spares importing torch); a missing,
+    damaged or no longer valid file is a UserError naming it."""
     from pydantic import ValidationError
-
-    from medablate.config import Study
 
     path = Path(out) / "study.json"
     if not path.is_file():
@@ -146,6 +145,10 @@ def read_study_info(out: Path) -> tuple[dict[str, Any], Any]:
     try:
         info = StudyInfo.model_validate(json.loads(path.read_text())).model_dump()
         _check_format(info["format"], path)
+        if not validate:
+            return info, None
+        from medablate.config import Study
+
         return info, Study.model_validate(info["study"])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         problem = f"is damaged ({type(exc).__name__}: {str(exc)[:80]})"

@@ -6,23 +6,30 @@ from pathlib import Path
 from typing import Any
 
 from medablate import rundir
-from medablate.plan import expand
+
+
+def planned_runs(out: Path) -> list[tuple[str, int]]:
+    """(run id, epochs) of every run: from study.json's run list (no torch needed), else by expanding the study."""
+    info, _ = rundir.read_study_info(out, validate=False)
+    if info.get("run_list"):
+        return [(r["run"], int(r["epochs"])) for r in info["run_list"]]
+    from medablate.plan import expand  # folders written before the run list: validate and expand the study
+
+    return [(run.id, run.trial.config.training.epochs) for run in expand(rundir.read_study_info(out)[1]).runs]
 
 
 def study_status(out: Path) -> list[dict[str, Any]]:
-    _, study = rundir.read_study_info(out)
-    plan = expand(study)
     rows = []
-    for run in plan.runs:
-        run_dir = rundir.trial_dir(out, run.id)
+    for run_id, epochs in planned_runs(out):
+        run_dir = rundir.trial_dir(out, run_id)
         metrics = rundir.metrics_or_empty(run_dir)
         history = rundir.read_history(run_dir)
         best = rundir.checkpoint_val_acc(metrics, history) if metrics else None
         if best is None and history:  # unfinished: the checkpoint so far is unknown here; show the latest epoch
             best = history[-1]["val_acc"]
         test = (metrics.get("test") or {}).get("accuracy")
-        rows.append({"run": run.id, "status": rundir.run_status(run_dir),
-                     "epochs": f"{len(history)}/{run.trial.config.training.epochs}",
+        rows.append({"run": run_id, "status": rundir.run_status(run_dir),
+                     "epochs": f"{len(history)}/{epochs}",
                      "val_acc": f"{best:.3f}" if best is not None else "–",
                      "test_acc": f"{test:.3f}" if test is not None else "–"})
     return rows

@@ -275,6 +275,8 @@ class StudyRunner:
                      "intensity": INTENSITY, "test_from": data.test_from, "split_used": self._split_used(data),
                      "patients": self._patients(data), "duplicates": data.duplicates},
             "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
+            "run_list": [{"run": r.id, "trial": r.trial.id, "seed": r.seed, "epochs": r.trial.config.training.epochs}
+                         for r in self.plan.runs],
             "versions": provenance.versions(), "study": to_plain(self.study),
         }
         return info
