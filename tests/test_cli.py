@@ -51,7 +51,7 @@ def test_bad_data_path_exits_2(tmp_path: Path) -> None:
 def test_bad_optimizer_argument_fails_before_training(tmp_path: Path) -> None:
     path = write_study(tmp_path)
     result = medablate("run", str(path), "--set", "training.optimizer={name: Adam, lr: fast}", "--out", str(tmp_path / "o"))
-    assert_user_error(result, "training.optimizer", "cannot be built")
+    assert_user_error(result, "training.optimizer", "'lr' takes a number, not 'fast'")
 
 
 def test_dry_run_lists_course_trials() -> None:
