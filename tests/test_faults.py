@@ -356,3 +356,10 @@ def test_a_full_disk_stops_cleanly_and_the_same_command_then_finishes_identicall
     for run in ("base-seed0", "CrossEntropyLoss-seed0"):
         assert (without_seconds(read_csv(full / "trials" / run / "history.csv"))
                 == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+
+
+def test_failed_runs_give_no_stray_matplotlib_warning(tmp_path: Path) -> None:
+    study = write_study(tmp_path, training={"epochs": 1, "batch_size": 1})  # BatchNorm fails on 1-image batches
+    result = medablate("run", str(study), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and "failed: ValueError" in " ".join(result.stderr.split())
+    assert "Warning" not in result.stderr and (tmp_path / "out" / "report.html").exists()

@@ -114,7 +114,10 @@ def _finish(fig, acc, loss, title: str, note: str) -> None:  # type: ignore[no-u
     for axis in (acc, loss):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:  # no finished run has a curve yet: no legend, no warning
+            axis.legend(fontsize=8)
+        else:
+            axis.text(0.5, 0.5, "no finished epochs yet", ha="center", va="center", transform=axis.transAxes)
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
 
