@@ -269,6 +269,18 @@ def test_15_test_fraction_holds_out_a_patient_grouped_test_set(tmp_path: Path) -
         sides.setdefault(owner, set()).add(side)
     assert all(len(s) == 1 for s in sides.values())
     assert 0.12 < np.mean(split == TEST) < 0.28 and 0.12 < np.mean(split == "val") < 0.28
+    from medablate.config import Study
+    from medablate.study import load_study_data
+    from rich.console import Console
+
+    folder = tmp_path / "people"
+    for i, (name, label) in enumerate(zip(names, labels)):
+        (folder / "ab"[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), i % 250, np.uint8)).save(folder / "ab"[label] / name)
+    grouped = Study(name="g", data={"path": folder, "image_size": 8, "duplicates": "keep",
+                                     "split": config.model_dump()})
+    loaded = load_study_data(grouped, Console(quiet=True))
+    assert loaded.test is not None and loaded.test_patients == len({n.split("_")[0] for n in loaded.test.ids})
 
     out = tmp_path / "out"
     result = medablate("run", str(write_study(tmp_path, test=None, training={"epochs": 1})), "--set", "comparisons=[]",

@@ -61,6 +61,7 @@ class StudyData:
     warnings: list[str] = field(default_factory=list)
     hashes: list[str] | None = None  # sha1 of each image's pixels, for split.csv
     test_from: str | None = None  # where the test set came from, in words
+    test_patients: int | None = None  # patients in a test part held out from data.path
 
     @property
     def notes(self) -> list[str]:
@@ -129,6 +130,9 @@ def load_study_data(study: Study, console: Console) -> StudyData:
             test, test_from = load_test(study.data, study.test, images.class_names), "the study's test: section"
     group_by = study.data.split.group_by
     patient_ids = group_ids(images, study.data.split) if group_by is not None else images.patients
+    test_patients = None
+    if test is not None and carved and patient_ids is not None:
+        test_patients = len(set(group_ids(test, study.data.split) if group_by is not None else test.patients or []))
     found_warnings = []
     if group_by is None and looks_patient_named(images):
         found_warnings.append(
@@ -161,7 +165,7 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
                         "set data.image_size so both are resized alike.")
     return StudyData(images, split, test, patient_ids, duplicates, found_warnings, hashes,
-                     test_from if test is not None else None)
+                     test_from if test is not None else None, test_patients)
 
 
 def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, device: torch.device,
@@ -293,7 +297,8 @@ class StudyRunner:
         if data.patients is None:
             return None
         ids = np.asarray(data.patients, dtype=object)
-        return {s: len(set(ids[data.split == s])) for s in (TRAIN, VAL)}
+        counts = {s: len(set(ids[data.split == s])) for s in (TRAIN, VAL)}
+        return counts | ({TEST: data.test_patients} if data.test_patients is not None else {})
 
     @staticmethod
     def _counts(data: StudyData) -> dict[str, dict[str, int]]:
