@@ -76,6 +76,9 @@ def run(
                                         "--set data.path=data/. The value is read as YAML; repeatable."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study name>."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the trials, train nothing."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Worker processes training runs in parallel on this machine (they share the "
+                                     "torch threads). Several `medablate run` on one --out cooperate the same way."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="Torch threads. Default: OMP_NUM_THREADS when set, else one per usable "
                                                "core; give fewer on a machine shared with other work."),
@@ -90,7 +93,7 @@ def run(
         study, _ = load_study(study_file, set_)
         folder = out or Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        runner = StudyRunner(study, folder, console, command, threads)
+        runner = StudyRunner(study, folder, console, command, threads, workers)
         if dry_run:
             _print_plan(runner)
             return 0

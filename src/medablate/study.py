@@ -217,9 +217,10 @@ def changed_config_message(out: Path, changed: dict[str, list[str]]) -> str:
 
 
 class StudyRunner:
-    def __init__(self, study: Study, out: Path, console: Console, command: str = "", threads: int | None = None) -> None:
+    def __init__(self, study: Study, out: Path, console: Console, command: str = "", threads: int | None = None,
+                 workers: int = 1) -> None:
         self.study, self.out, self.console, self.command = study, Path(out), console, command
-        self.threads = threads
+        self.threads, self.workers, self.show_progress = threads, workers, True
         self.elsewhere: list[str] = []  # runs another process was training while this one ran
         self.plan = expand(study)
         check_buildable(self.plan)
@@ -331,14 +332,34 @@ class StudyRunner:
                            f"{len(self.plan.seeds)} seed(s) = {len(self.plan.runs)} runs on {device}; "
                            f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
                            + (f", {len(data.test)} test" if data.test is not None else "") + f" -> {self.out}")
-        statuses = self._train_all(data, splits, device)
+        timing = {"setup": time.perf_counter() - started}
+        if self.workers > 1:
+            from medablate.workers import train_in_workers
+
+            statuses = train_in_workers(self, max(1, threads // self.workers))
+        else:
+            statuses = self._train_all(data, splits, device)
+        timing["runs"] = time.perf_counter() - started - timing["setup"]
         self.write_outputs()
+        timing["analysis"] = time.perf_counter() - started - timing["setup"] - timing["runs"]
         now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
         info.update(status="finished" if all(s in rundir.FINISHED for s in now) else "incomplete",
-                    finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1))
+                    finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1),
+                    workers=self.workers)
         atomic.write_json(self.out / rundir.STUDY_JSON, info)
         build_report(self.out, self.analysis)
+        timing["report"] = time.perf_counter() - started - sum(timing.values())
+        info["timing_seconds"] = {k: round(v, 3) for k, v in timing.items()}  # setup, runs, analysis, report
+        atomic.write_json(self.out / rundir.STUDY_JSON, info)
         return self._summarise(statuses)
+
+    def train_only(self) -> list[str]:
+        """A worker's part: load the data (the decode cache makes it quick), train every run nobody else holds."""
+        data = load_study_data(self.study, Console(quiet=True))
+        self.data_note = "synthetic phantom" if data.synthetic else data.images.source
+        configure_threads(self.threads)
+        device = resolve_device(self.study.training.device)
+        return self._train_all(data, self._tensors(data, device), device)
 
     def _tensors(self, data: StudyData, device: torch.device) -> dict[str, Split]:
         train, val = data.split == TRAIN, data.split == VAL
@@ -351,7 +372,7 @@ class StudyRunner:
     def _progress(self) -> Progress:
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=self.console, transient=False)
+                        console=self.console, transient=False, disable=not self.show_progress)
 
     def _train_all(self, data: StudyData, splits: dict[str, Split], device: torch.device) -> list[str]:
         runs = self.plan.runs

@@ -1,0 +1,33 @@
+"""`medablate run --workers N` (issue 11, in part): worker processes share a study through the runs' claims."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from conftest import write_study
+from test_cli import medablate
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(handle)]
+
+
+def test_two_workers_train_each_run_once_with_the_numbers_of_one_thread(tmp_path: Path) -> None:
+    study = write_study(tmp_path, seeds=[0, 1], training={"epochs": 2})
+    parallel, sequential = tmp_path / "parallel", tmp_path / "sequential"
+    result = medablate("run", str(study), "--out", str(parallel), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    done = sorted(line.split()[1].rstrip(":") for line in result.stderr.splitlines() if line.startswith("done "))
+    assert done == sorted(["base-seed0", "base-seed1", "CrossEntropyLoss-seed0", "CrossEntropyLoss-seed1"])
+    assert "2 workers x 1 torch thread(s)" in result.stderr
+    # each worker has one of the machine's two threads, so the runs equal a sequential study on one thread
+    assert medablate("run", str(study), "--out", str(sequential), "--threads", "1").returncode == 0
+    assert rows(parallel / "results.csv") == rows(sequential / "results.csv")
+    for run_dir in (sequential / "trials").iterdir():
+        assert rows(parallel / "trials" / run_dir.name / "history.csv") == rows(run_dir / "history.csv")
+    info = json.loads((parallel / "study.json").read_text())
+    assert info["workers"] == 2 and info["status"] == "finished" and (parallel / "report.html").exists()
+    assert set(info["timing_seconds"]) == {"setup", "runs", "analysis", "report"}
