@@ -9,7 +9,6 @@ history files) and, once they are done, writes the analysis and the report.
 from __future__ import annotations
 
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
