@@ -34,7 +34,7 @@ STUDY = {
     "data": {"image_size": 32, "phantom": {"count_per_class": 40}, "split": {"method": "course", "train_per_class": 30}},
     "test": {"phantom": {"count_per_class": 10}},
     "model": {"hidden": [32, 16], "dropout": [0.2, 0.1]},
-    "training": {"epochs": 3, "batch_size": 16},
+    "training": {"epochs": 3, "batch_size": 16, "checkpoint_every": 2},  # kills between checkpoints replay
     "comparisons": [{"name": "loss", "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}},
                     {"name": "activation", "vary": {"model.activation": ["ReLU", "Sigmoid"]}}],
 }

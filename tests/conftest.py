@@ -25,7 +25,7 @@ def tiny_study(**sections: Any) -> dict[str, Any]:
         "data": {"image_size": 32, "phantom": {"count_per_class": 40}, "split": {"method": "course", "train_per_class": 30}},
         "test": {"phantom": {"count_per_class": 10}},
         "model": {"hidden": [32, 16], "dropout": [0.2, 0.1]},
-        "training": {"epochs": 3, "batch_size": 16},
+        "training": {"epochs": 3, "batch_size": 16, "checkpoint_every": "epoch"},  # the kill tests need each epoch
         "comparisons": [{"name": "loss", "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}}],
     }
     for key, value in sections.items():

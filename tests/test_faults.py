@@ -363,3 +363,29 @@ def test_failed_runs_give_no_stray_matplotlib_warning(tmp_path: Path) -> None:
     result = medablate("run", str(study), "--out", str(tmp_path / "out"))
     assert result.returncode == 1 and "failed: ValueError" in " ".join(result.stderr.split())
     assert "Warning" not in result.stderr and (tmp_path / "out" / "report.html").exists()
+
+
+# ------------------------------------------------------------------ checkpoint cadence (issue 11, in part)
+
+
+@pytest.mark.parametrize(("every", "kill_after", "checkpoint_epoch"), [(3, 5, 3), ("auto", 3, None)])
+def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path, every: object, kill_after: int,
+                                                                  checkpoint_epoch: int | None) -> None:
+    from medablate.checkpoint import read_checkpoint
+
+    sections = {**SLOW_ENOUGH, "training": {**SLOW_ENOUGH["training"], "checkpoint_every": every}}
+    study = write_study(tmp_path, **sections)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run(command(study, clean), check=True, capture_output=True)
+    _kill_mid_trial(command(study, killed), killed, "base-seed0", after_epochs=kill_after)
+    last = killed / "trials" / "base-seed0" / "last.pt"
+    if checkpoint_epoch is None:  # auto: under 60 s of training, nothing is written before the end
+        assert not last.exists()
+    else:
+        assert read_checkpoint(last)["epoch"] == checkpoint_epoch
+    assert "interrupted" in medablate("status", str(killed)).stdout
+    subprocess.run(command(study, killed), check=True, capture_output=True)
+    assert without_seconds(read_csv(killed / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
+    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
+        assert (without_seconds(read_csv(killed / "trials" / run / "history.csv"))
+                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))

@@ -70,7 +70,7 @@ def assert_status_matches_files(out: Path) -> None:
     for row in study_status(out):
         run_dir = out / "trials" / row["run"]
         expected = "done" if (run_dir / "metrics.json").exists() else \
-            "interrupted" if (run_dir / "last.pt").exists() else "pending"
+            "interrupted" if (run_dir / "last.pt").exists() or (run_dir / "history.csv").exists() else "pending"
         assert row["status"] == expected, (row, expected)
 
 

@@ -232,6 +232,16 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = Field(256, ge=1)
     tensorboard: bool = Field(False, description="write TensorBoard scalars and HParams per trial (optional package)")
+    checkpoint_every: Literal["auto", "epoch"] | int = Field(
+        "auto", description="last.pt after an epoch: auto (when 60 s have passed since the last one), epoch, or every "
+                            "N epochs; always at the end. A resume replays the epochs since, with identical numbers")
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ValueError(f"checkpoint_every must be auto, epoch or a number of epochs >= 1, not {value}")
+        return value
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="balanced: weight the training loss by inverse class frequency of the training split")
     sampler: Literal["shuffle", "balanced"] = Field(

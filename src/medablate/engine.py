@@ -223,6 +223,7 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the runner from data.augment
         self.notes: list[str] = []  # what resume had to repair, for the runner to show
+        self.saved_at = time.monotonic()  # when last.pt was last written (training.checkpoint_every: auto)
 
     # -------------------------------------------------------------- checkpoints
 
@@ -290,11 +291,27 @@ class Trainer:
             self.best.update(best_val_acc=row["val_acc"], best_val_acc_epoch=int(row["epoch"]))
         return improved
 
-    def _checkpoint(self, row: dict[str, float], improved: bool) -> None:
-        """best.pt when improved, then last.pt: resume needs last.pt, so it is written last."""
+    AUTO_SECONDS = 60.0
+
+    def _due(self, epoch: int) -> bool:
+        """Whether this epoch ends with a full last.pt (training.checkpoint_every)."""
+        every = self.config.training.checkpoint_every
+        if every == "epoch":
+            return True
+        if every == "auto":
+            return time.monotonic() - self.saved_at >= self.AUTO_SECONDS
+        return epoch % int(every) == 0
+
+    def _checkpoint(self, row: dict[str, float], improved: bool) -> bool:
+        """best.pt when improved, then last.pt when due (resume needs last.pt, so it is written last). best.pt is
+        always the best epoch so far: a resume from an older last.pt replays the same epochs and rewrites it alike."""
         if improved:
             save_checkpoint(self.run_dir / "best.pt", self._best_state(row))
+        if not self._due(int(row["epoch"])):
+            return False
         save_checkpoint(self.run_dir / "last.pt", self._last_state())
+        self.saved_at = time.monotonic()
+        return True
 
     # -------------------------------------------------------------- the loop
 
@@ -304,6 +321,7 @@ class Trainer:
         if training.class_weights == "balanced":
             self.task = self.task.with_balanced_weights(train.labels)
         start = self.resume()
+        self.saved_at = time.monotonic()
         log = TensorBoardLog(self.run_dir, flatten_config(self.config)) if training.tensorboard else None
         for epoch in range(start + 1, training.epochs + 1):
             started = time.perf_counter()
@@ -326,8 +344,8 @@ class Trainer:
                 self.write_history()
                 return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
             self.history.append(row)
-            self._checkpoint(row, self._update_best(row))
-            faults.point("after-checkpoint")
+            if self._checkpoint(row, self._update_best(row)):
+                faults.point("after-checkpoint")
             self.write_history()
             if log is not None:
                 log.epoch(row)
@@ -343,9 +361,8 @@ class Trainer:
         slot files go, so a finished course-MLP run holds about 260 MiB instead of about 1 GiB."""
         faults.point("finish")
         last = self.run_dir / "last.pt"
-        if last.exists():
-            state = {k: v for k, v in self._last_state().items() if k not in ("optimizer", "scheduler", "rng")}
-            save_checkpoint(last, state | {"finished": True})
+        state = {k: v for k, v in self._last_state().items() if k not in ("optimizer", "scheduler", "rng")}
+        save_checkpoint(last, state | {"finished": True})  # always: with a cadence the last epoch may have none
         for name in ("last.pt", "best.pt"):
             drop_stale_slot(self.run_dir / name)
 

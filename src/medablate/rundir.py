@@ -282,6 +282,6 @@ def run_status(run_dir: Path) -> str:
         return str(metrics["status"])
     if claims.holder(run_dir) is not None:
         return RUNNING
-    if (Path(run_dir) / "last.pt").exists():
-        return INTERRUPTED
+    if (Path(run_dir) / LAST_PT).exists() or (Path(run_dir) / HISTORY_CSV).exists():
+        return INTERRUPTED  # with a checkpoint cadence, epochs can be done before the first last.pt
     return PENDING

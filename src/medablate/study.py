@@ -190,7 +190,8 @@ def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, dev
     }
 
 
-RUNTIME_KEYS = ("training.device", "training.eval_batch_size", "training.tensorboard", "resolved.device")
+RUNTIME_KEYS = ("training.device", "training.eval_batch_size", "training.tensorboard", "training.checkpoint_every",
+                "resolved.device")
 IDENTITY_SECTIONS = ("model", "training", "augment", "seed", "resolved")
 
 
