@@ -1,9 +1,10 @@
 """Fit one trial: a training loop you can read top to bottom, with per-epoch history and resume.
 
 It knows nothing about studies: it gets a trial config, a seed, tensors and a folder. After every
-epoch it writes history.csv and last.pt (model, optimizer, scheduler and RNG state) atomically, so
-a kill at any moment loses at most the epoch in progress, and a resumed run continues number for
-number as if it had never stopped.
+epoch it writes history.csv, and last.pt (model, optimizer, scheduler and RNG state) when
+training.checkpoint_every says so, atomically; a kill at any moment loses at most the epochs since the
+last checkpoint, and a resumed run replays them and continues number for number as if it had never
+stopped.
 """
 
 from __future__ import annotations
