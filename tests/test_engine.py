@@ -15,7 +15,8 @@ CPU = torch.device("cpu")
 
 def tiny_config(**training) -> TrialConfig:  # type: ignore[no-untyped-def]
     return TrialConfig.model_validate({"model": {"hidden": [16], "dropout": [0.2]},
-                                       "training": {"epochs": 4, "batch_size": 8, **training}})
+                                       "training": {"epochs": 4, "batch_size": 8, "checkpoint_every": "epoch",
+                                                    **training}})
 
 
 def splits() -> tuple[Split, Split]:
