@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,7 +21,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 KILL_POINTS = [*faults.POINTS, "write:study.json", "write:results.csv", "write:history.csv", "write:metrics.json",
                "write:config.yaml", "write:loss.png", "write:curves.png", "write:report.html",
                "after-checkpoint@3", "before-metrics@2"]
-TIMING = {"seconds", "seconds_this_invocation", "started", "finished", "resumed", "command"}
 
 
 def run(study: Path, out: Path, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,15 +31,7 @@ def run(study: Path, out: Path, kill_at: str | None = None) -> subprocess.Comple
                           capture_output=True, text=True, env=env)
 
 
-def without_timing(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_timing(v) for k, v in value.items() if k not in TIMING and k != "traceback"}
-    if isinstance(value, list):
-        return [without_timing(v) for v in value]
-    return value
-
-
-from kill_campaign import csv_without_seconds  # noqa: E402  (one definition of "equal but for time")
+from kill_campaign import csv_without_seconds, without_timing  # noqa: E402  (one "equal but for time")
 
 
 def files(out: Path) -> set[str]:

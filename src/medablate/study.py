@@ -455,12 +455,7 @@ class StudyRunner:
         history = rundir.read_history(run_dir)
         if history:
             plots.run_curves(run_dir / "curves.png", history, f"{self.study.name}: {run.id}", self._figure_note())
-        if metrics.get("evaluation"):
-            trial_figures(run_dir, metrics, f"{self.study.name}: {run.id}", self._figure_note())
-            if data.test is not None:
-                write_examples(run_dir, data.test.images, data.test.labels, data.test.ids, metrics.get("threshold"))
-        faults.point("before-metrics")
-        atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)  # last: a run is finished only when all of it is written
+        write_run_outputs(run_dir, metrics, data.test, f"{self.study.name}: {run.id}", self._figure_note())
         progress.update(study_task, completed=base + training.epochs)
         progress.remove_task(trial_task)
         self._report_run(run, metrics)
@@ -615,11 +610,19 @@ def reevaluate(run_dir: Path, config: EvaluationConfig, test: ImageSet | None, t
             rundir.write_predictions(rundir.predictions_file(run_dir, split), ids, p.labels, p.probabilities, p.decisions,
                                      names, threshold)
     metrics.update(threshold=threshold, evaluation=report, evaluation_config=wanted)
-    trial_figures(run_dir, metrics, title, note)
-    if test is not None and (run_dir / "examples.json").exists():
-        write_examples(run_dir, test.images, test.labels, test.ids, threshold)
-    atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)  # last: the run is current only when all of it is
+    write_run_outputs(run_dir, metrics, test if (run_dir / rundir.EXAMPLES_JSON).exists() else None, title, note)
     return True
+
+
+def write_run_outputs(run_dir: Path, metrics: dict[str, Any], test: ImageSet | None, title: str, note: str) -> None:
+    """A run's figures and example images (when it was evaluated), then metrics.json last: a run is finished, or
+    current, only when all of it is written."""
+    if metrics.get("evaluation"):
+        trial_figures(run_dir, metrics, title, note)
+        if test is not None:
+            write_examples(run_dir, test.images, test.labels, test.ids, metrics.get("threshold"))
+    faults.point("before-metrics")
+    atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)
 
 
 def _labels(split: Split) -> np.ndarray:
