@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 SEED = 0
+DEVICE = torch.device("cpu")  # --device: cuda on a GPU machine (benchmarks/gpu_check.sh)
 
 
 def load_arrays(data: str | None, per_class: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -58,6 +59,7 @@ def notebook(arrays, epochs: int) -> dict:  # type: ignore[no-untyped-def]
         nn.Linear(512, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.9),
         nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.8),
         nn.Linear(256, 1))
+    model.to(DEVICE)
     train_loader = DataLoader(train_ds, batch_size=32, shuffle=True)
     val_loader = DataLoader(val_ds, batch_size=32, shuffle=False)
     criterion = nn.BCEWithLogitsLoss()
@@ -69,6 +71,7 @@ def notebook(arrays, epochs: int) -> dict:  # type: ignore[no-untyped-def]
         model.train()
         running_loss, correct, total = 0.0, 0, 0
         for images, labels in train_loader:
+            images, labels = images.to(DEVICE), labels.to(DEVICE)
             optimizer.zero_grad()
             outputs = model(images)
             loss = criterion(outputs, labels.unsqueeze(1))
@@ -82,6 +85,7 @@ def notebook(arrays, epochs: int) -> dict:  # type: ignore[no-untyped-def]
         val_loss, val_correct = 0.0, 0
         with torch.no_grad():
             for images, labels in val_loader:
+                images, labels = images.to(DEVICE), labels.to(DEVICE)
                 outputs = model(images)
                 val_loss += criterion(outputs, labels.unsqueeze(1)).item() * images.size(0)
                 val_correct += ((torch.sigmoid(outputs) > 0.5).float().squeeze(1) == labels).sum().item()
@@ -103,7 +107,7 @@ def medablate_run(arrays, epochs: int, exact: bool) -> dict:  # type: ignore[no-
         "epochs": epochs, "optimizer": optimizer, "eval_batch_size": 32 if exact else 256,
         "scheduler": {"name": "CosineAnnealingLR", "interval": "epoch"}}})
     x_train, y_train, x_val, y_val = arrays
-    device = torch.device("cpu")
+    device = DEVICE
     train, val = Split.from_numpy(x_train, y_train, device), Split.from_numpy(x_val, y_val, device)
     ends: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
@@ -119,6 +123,8 @@ def medablate_run(arrays, epochs: int, exact: bool) -> dict:  # type: ignore[no-
 
 
 def child(role: str, data: str | None, per_class: int, epochs: int) -> None:
+    if DEVICE.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     arrays = load_arrays(data, per_class)
     result = notebook(arrays, epochs) if role == "notebook" else medablate_run(arrays, epochs, role == "exact")
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -128,7 +134,7 @@ def child(role: str, data: str | None, per_class: int, epochs: int) -> None:
 
 def spawn(role: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--role", role, "--epochs", str(args.epochs), "--per-class",
-               str(args.per_class)] + (["--data", args.data] if args.data else [])
+               str(args.per_class), "--device", args.device] + (["--data", args.data] if args.data else [])
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -148,13 +154,16 @@ def main() -> None:
     parser.add_argument("--data", help="folder with normal.npy and pneumonia.npy (default: phantom data)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per loop (default 5)")
     parser.add_argument("--per-class", type=int, default=1000, help="phantom images per class (default 1000)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--role", choices=["notebook", "medablate", "exact"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.role:
         child(args.role, args.data, args.per_class, args.epochs)
         return
     print(f"data: {args.data or f'phantom (synthetic), {args.per_class} per class, 256x256'}; {args.epochs} epochs; "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}; device {args.device}")
     results = {role: spawn(role, args) for role in ("notebook", "medablate", "exact")}
     for role, result in results.items():
         seconds = [r["seconds"] for r in result["rows"]]

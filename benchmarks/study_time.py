@@ -1,14 +1,16 @@
-"""Study wall time: the course study (1 seed, 6 trials) sequentially and with --workers 2.
+"""Study wall time: the course study (6 trials per seed) sequentially, with --workers and with the Ray executor.
 
-    python benchmarks/study_time.py                      # phantom, 1000 images per class, 3 epochs
+    python benchmarks/study_time.py                      # phantom, 1000 images per class, 3 epochs, 1 seed
     python benchmarks/study_time.py --epochs 5 --data ../shared/data/chest-xray-pneumonia/train
+    python benchmarks/study_time.py --epochs 40 --seeds 5 --configs sequential,auto   # a GPU machine
 
-Prints, per configuration: wall time, the setup / runs / analysis / report phases (study.json's
-timing_seconds), the summed training time of the runs (history seconds: epochs incl. validation), the fixed
-cost per run (runs phase minus summed training, per run; sequential only, where it is meaningful), the
-speed-up of the runs phase, and whether every run's numbers equal the sequential one-thread study's
-(each of 2 workers gets one of the machine's threads, so one thread is the fair reference).
-The Ray executor of issue 11 is not built yet, so it has no row.
+Prints, per configuration: wall time, the setup / runs / figures / analysis / report phases (study.json's
+timing_seconds; figures: each run's own figures and examples, drawn after training), the summed training time
+of the runs (history seconds: epochs incl. validation), the fixed cost per run (runs phase minus summed training,
+per run; sequential only, where it is meaningful), the speed-up of the runs phase over the first configuration,
+and whether every run's numbers equal the reference's: the sequential one-thread study on a CPU (each of 2
+workers or Ray tasks gets one of the machine's threads, so one thread is the fair reference), else the first
+configuration.
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+CONFIGURATIONS = {"sequential": [], "sequential, 1 thread": ["--threads", "1"], "--workers 2": ["--workers", "2"],
+                  "--workers auto": ["--workers", "auto"], "--executor ray": ["--executor", "ray"]}
+SHORT = {"sequential": "sequential", "threads1": "sequential, 1 thread", "workers2": "--workers 2",
+         "auto": "--workers auto", "ray": "--executor ray"}
+
+
 def run(out: Path, extra: list[str], args: argparse.Namespace) -> float:
+    seeds = list(range(args.seeds))
     command = [sys.executable, "-m", "medablate.cli", "run", str(REPO / "examples" / "course-hw2.yaml"),
-               "--out", str(out), "--set", f"training.epochs={args.epochs}", "--set", "seeds=[0]", *extra]
+               "--out", str(out), "--set", f"training.epochs={args.epochs}", "--set", f"seeds={seeds}", *extra]
     if args.data:
         command += ["--set", f"data.path={args.data}", "--set", "test=null", "--set",
                     "data.split={method: stratified, val_fraction: 0.15, test_fraction: 0.15}"]
@@ -35,7 +44,9 @@ def run(out: Path, extra: list[str], args: argparse.Namespace) -> float:
         command += ["--set", f"data.phantom.count_per_class={args.count}",
                     "--set", f"data.split.train_per_class={int(args.count * 0.8)}"]
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
@@ -47,33 +58,38 @@ def numbers(out: Path) -> list[dict[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--count", type=int, default=1000, help="phantom images per class")
     parser.add_argument("--data", type=Path, help="an image folder instead of the phantom")
+    parser.add_argument("--configs", default="sequential,threads1,workers2,ray",
+                        help=f"comma-separated, from {', '.join(SHORT)}")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="study-time-"))
-    configurations = {"sequential": [], "sequential, 1 thread": ["--threads", "1"], "--workers 2": ["--workers", "2"]}
+    names = [SHORT[c.strip()] for c in args.configs.split(",")]
     found = {}
-    for name, extra in configurations.items():
+    for name in names:
         out = root / name.replace(" ", "_").replace(",", "").replace("-", "")
-        wall = run(out, extra, args)
+        wall = run(out, CONFIGURATIONS[name], args)
         info = json.loads((out / "study.json").read_text())
         with (out / "results.csv").open() as handle:
             training = sum(float(r["seconds"]) for r in csv.DictReader(handle) if r["seconds"])
         found[name] = {"wall": wall, "timing": info["timing_seconds"], "training": training, "runs": info["runs"],
                        "numbers": numbers(out)}
-    reference = found["sequential"]["timing"]["runs"]
-    print(f"course study, 1 seed x {len(found['sequential']['numbers'])} runs, {args.epochs} epochs, "
-          f"{'data ' + str(args.data) if args.data else f'phantom {args.count} per class'}; 2-core CPU")
-    print("| configuration | wall s | setup | runs phase | analysis | report | summed training | fixed cost per run | "
-          "speed-up (runs phase) | numbers equal 1-thread sequential |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    first = found[names[0]]
+    reference = found.get("sequential, 1 thread", first)
+    print(f"course study, {args.seeds} seed(s) x 6 trials = {first['runs']} runs, {args.epochs} epochs, "
+          f"{'data ' + str(args.data) if args.data else f'phantom {args.count} per class'}")
+    print("| configuration | wall s | setup | runs phase | figures | analysis | report | summed training | "
+          "fixed cost per run | speed-up (runs phase) | numbers equal the reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, f in found.items():
         t = f["timing"]
-        fixed = (t["runs"] - f["training"]) / f["runs"] if "workers" not in name else float("nan")
-        same = f["numbers"] == found["sequential, 1 thread"]["numbers"]
-        print(f"| {name} | {f['wall']:.1f} | {t['setup']:.1f} | {t['runs']:.1f} | {t['analysis']:.1f} | "
-              f"{t['report']:.1f} | {f['training']:.1f} | {fixed:.2f} | {reference / t['runs']:.2f} | "
-              f"{'yes' if same else 'no'} |")
+        parallel = "workers" in name or "ray" in name
+        fixed = (t["runs"] - f["training"]) / f["runs"] if not parallel else float("nan")
+        same = "reference" if f is reference else ("yes" if f["numbers"] == reference["numbers"] else "no")
+        print(f"| {name} | {f['wall']:.1f} | {t['setup']:.1f} | {t['runs']:.1f} | {t.get('figures', 0):.1f} | "
+              f"{t['analysis']:.1f} | {t['report']:.1f} | {f['training']:.1f} | {fixed:.2f} | "
+              f"{first['timing']['runs'] / t['runs']:.2f} | {same} |")
     print(f"folders under {root}")
     return 0
 

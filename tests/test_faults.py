@@ -120,7 +120,7 @@ def test_sigterm_stops_cleanly_with_143_and_resumes_identically(tmp_path: Path) 
 def test_only_enospc_or_edquot_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from medablate.study import disk_full
+    from medablate.execute import disk_full
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=55 * 2**20))
@@ -388,4 +388,29 @@ def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path
     assert without_seconds(read_csv(killed / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
     for run in ("base-seed0", "CrossEntropyLoss-seed0"):
         assert (without_seconds(read_csv(killed / "trials" / run / "history.csv"))
+                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+
+
+@pytest.mark.parametrize(("signal_name", "code"), [("TERM", 143), ("INT", 130)])
+def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical(tmp_path: Path, signal_name: str,
+                                                                                code: int) -> None:
+    """checkpoint_every auto writes nothing in a short run, so without the stop's own checkpoint the rerun would
+    start over: it goes on from the very batch (epoch 3, batch 10 of 25) with the same numbers."""
+    from medablate.checkpoint import read_checkpoint
+
+    sections = {**SLOW_ENOUGH, "training": {**SLOW_ENOUGH["training"], "checkpoint_every": "auto"}}
+    study = write_study(tmp_path, **sections)
+    clean, stopped = tmp_path / "clean", tmp_path / "stopped"
+    subprocess.run(command(study, clean), check=True, capture_output=True)
+    environment = os.environ | {"MEDABLATE_KILL_AT": "batch@60", "MEDABLATE_KILL_SIGNAL": signal_name}
+    result = subprocess.run(command(study, stopped), capture_output=True, text=True, env=environment)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    state = read_checkpoint(stopped / "trials" / "base-seed0" / "last.pt")
+    assert state["epoch"] == 2 and state["cut"]["batch"] == 10 and len(state["history"]) == 2
+    assert not list(stopped.rglob("claim.lock")) and not list(stopped.rglob("*.tmp"))
+    subprocess.run(command(study, stopped), check=True, capture_output=True)
+    assert without_seconds(read_csv(stopped / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
+    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
+        assert (without_seconds(read_csv(stopped / "trials" / run / "history.csv"))
                 == without_seconds(read_csv(clean / "trials" / run / "history.csv")))

@@ -179,3 +179,24 @@ def test_a_three_class_study_reports_macro_and_per_class_metrics(tmp_path: Path)
     assert set(section["per_class"]) == {"a", "b", "c"} and "macro_f1" in section
     assert metrics["threshold"] is None and (out / "report.html").exists()
     assert np.array(section["confusion_matrix"]).shape == (3, 3)
+
+
+def test_run_figures_are_drawn_after_training_and_redrawn_when_stale(tmp_path: Path) -> None:
+    """Each run's figures come after the runs (never between them) and record the metrics.json they show: a
+    re-evaluated run (another threshold) is redrawn, a current one is left alone."""
+    import json
+
+    from medablate import run_figures
+
+    out = tmp_path / "out"
+    assert run_study(write_study(tmp_path), out) == 0
+    info = json.loads((out / "study.json").read_text())
+    assert list(info["timing_seconds"]) == ["setup", "runs", "figures", "analysis", "report"]
+    runs = [(out / "trials" / r, r) for r in ("base-seed0", "CrossEntropyLoss-seed0")]
+    assert all(run_figures.current(d) for d, _ in runs) and (out / "trials" / "base-seed0" / "examples.json").exists()
+    assert run_figures.draw_all(runs, "", None) == 0
+    before = (out / "trials" / "base-seed0" / "roc.png").stat().st_mtime_ns
+    assert run_study(write_study(tmp_path), out, ("evaluation.threshold=youden",)) == 0
+    assert run_figures.current(out / "trials" / "base-seed0")
+    assert (out / "trials" / "base-seed0" / "roc.png").stat().st_mtime_ns != before  # its threshold is marked anew
+

@@ -30,4 +30,11 @@ def test_two_workers_train_each_run_once_with_the_numbers_of_one_thread(tmp_path
         assert rows(parallel / "trials" / run_dir.name / "history.csv") == rows(run_dir / "history.csv")
     info = json.loads((parallel / "study.json").read_text())
     assert info["workers"] == 2 and info["status"] == "finished" and (parallel / "report.html").exists()
-    assert set(info["timing_seconds"]) == {"setup", "runs", "analysis", "report"}
+    assert set(info["timing_seconds"]) == {"setup", "runs", "figures", "analysis", "report"}
+
+
+def test_workers_auto_is_one_on_a_cpu() -> None:
+    from medablate.workers import auto_workers, parse_workers
+
+    assert parse_workers("auto", "cpu") == 1 and auto_workers("cpu") == (1, [])
+    assert parse_workers("3", "auto") == 3

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from medablate import __version__
-from medablate.errors import Terminated, UserError, raise_terminated
+from medablate.errors import Terminated, UserError, on_signal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Honest, fast ablation studies of deep-learning classifiers on medical images.\n\n"
@@ -76,9 +76,20 @@ def run(
                                         "--set data.path=data/. The value is read as YAML; repeatable."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study name>."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the trials, train nothing."),
-    workers: int = typer.Option(1, "--workers", min=1,
+    workers: str = typer.Option("1", "--workers",
                                 help="Worker processes training runs in parallel on this machine (they share the "
-                                     "torch threads). Several `medablate run` on one --out cooperate the same way."),
+                                     "torch threads), or auto: one per GPU, or as many as one GPU's free memory "
+                                     "and the cores allow (1 on a CPU). Several `medablate run` on one --out "
+                                     "cooperate the same way."),
+    executor: str = typer.Option("local", "--executor",
+                                 help="local (this machine: --workers) or ray: each run a Ray task, on a local Ray "
+                                      "or the cluster at --address (needs pip install 'medablate[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="Ray: the cluster's address (e.g. 10.0.0.1:6379, or auto for the "
+                                               "one `ray start` made on this machine). Default: a local Ray."),
+    ray_resources: Optional[str] = typer.Option(None, "--ray-resources", metavar="KEY=N,...",
+                                                help="Ray: resources of each run's task, e.g. num_cpus=2,num_gpus=0.5. "
+                                                     "Default: 1 CPU; a quarter GPU and 2 CPUs on GPU clusters."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="Torch threads. Default: OMP_NUM_THREADS when set, else one per usable "
                                                "core; give fewer on a machine shared with other work."),
@@ -89,11 +100,27 @@ def run(
         from medablate.config import load_study
         from medablate.study import StudyRunner
 
-        signal.signal(signal.SIGTERM, raise_terminated)
+        signal.signal(signal.SIGTERM, on_signal)  # during training: after the batch, with a checkpoint of it
+        signal.signal(signal.SIGINT, on_signal)
         study, _ = load_study(study_file, set_)
         folder = out or Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        runner = StudyRunner(study, folder, console, command, threads, workers)
+        from medablate.workers import parse_workers
+
+        if executor not in ("local", "ray"):
+            raise UserError(f"--executor {executor!r} is not known: use local (the default) or ray.")
+        if executor != "ray" and (address or ray_resources):
+            raise UserError("--address and --ray-resources apply to --executor ray: add --executor ray, or leave them out.")
+        runner = StudyRunner(study, folder, console, command, threads, parse_workers(workers, study.training.device))
+        runner.background = True
+        if executor == "ray":
+            from medablate.ray_executor import parse_resources, require_ray
+
+            if runner.workers > 1:
+                raise UserError("--workers is for the local executor; with --executor ray, Ray runs as many runs at "
+                                "once as the cluster's resources allow (--ray-resources sets each run's share).")
+            require_ray()
+            runner.executor, runner.ray_address, runner.ray_resources = "ray", address, parse_resources(ray_resources)
         if dry_run:
             _print_plan(runner)
             return 0

@@ -4,7 +4,9 @@ It knows nothing about studies: it gets a trial config, a seed, tensors and a fo
 epoch it writes history.csv, and last.pt (model, optimizer, scheduler and RNG state) when
 training.checkpoint_every says so, atomically; a kill at any moment loses at most the epochs since the
 last checkpoint, and a resumed run replays them and continues number for number as if it had never
-stopped.
+stopped. SIGTERM and SIGINT (with errors.on_signal installed, as the CLI does) stop training after the batch
+in progress, with a last.pt of that very step, so the rerun goes on from that batch. The best epoch's
+weights are kept in memory, and best.pt is written with last.pt and at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from medablate.clinical import epoch_metrics
 from medablate.checkpoint import (DamagedCheckpoint, drop_stale_slot, load_checkpoint, older_slot, read_checkpoint,
                                   save_checkpoint)
 from medablate.config import TrialConfig, to_plain
+from medablate.errors import stop_between_batches, stop_requested, take_stop
 from medablate.models import build_model
 from medablate.optim import build_optimizer, build_scheduler
 from medablate.tasks import Task
@@ -148,22 +151,52 @@ def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int,
     return result
 
 
+def run_now(job: Callable[[], None]) -> None:
+    job()
+
+
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
+
+
+@dataclass
+class EpochPosition:
+    """Where an epoch stood after a batch: its batch order, the batches done and the running sums."""
+
+    order: torch.Tensor
+    batch: int
+    total_loss: torch.Tensor
+    correct: torch.Tensor
+
+    def as_state(self) -> dict[str, Any]:
+        return {"order": self.order, "batch": self.batch, "total_loss": self.total_loss, "correct": self.correct}
+
+
+class EpochCut(Exception):
+    """Training stopped after a batch (SIGTERM / SIGINT); where it stood, for a checkpoint of that step."""
+
+    def __init__(self, position: EpochPosition) -> None:
+        super().__init__(f"stopped after batch {position.batch}")
+        self.position = position
 
 
 def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                     scheduler: Any, step_scheduler_per_batch: bool, data: Split, batch_size: int,
                     on_batch: Callable[[int, int], None] | None = None, balanced: bool = False,
-                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
-    """One pass over the training data; returns (mean loss, accuracy) over the epoch's samples."""
+                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    position: EpochPosition | None = None, stop: Callable[[], bool] | None = None) -> tuple[float, float]:
+    """One pass over the training data; returns (mean loss, accuracy) over the epoch's samples. From `position`
+    when given (a resumed epoch); raises EpochCut after a batch when stop() says so."""
     model.train()
-    order = balanced_order(data.labels) if balanced else epoch_permutation(len(data), data.labels.device)
-    total_loss = torch.zeros((), dtype=torch.float64, device=data.labels.device)
-    correct = torch.zeros((), dtype=torch.int64, device=data.labels.device)
+    device = data.labels.device
+    if position is None:
+        order = balanced_order(data.labels) if balanced else epoch_permutation(len(data), device)
+        position = EpochPosition(order, 0, torch.zeros((), dtype=torch.float64, device=device),
+                                 torch.zeros((), dtype=torch.int64, device=device))
+    order, total_loss, correct = position.order.to(device), position.total_loss.to(device), position.correct.to(device)
     batches = steps_per_epoch(len(data), batch_size)
     seen = min(len(data), batches * batch_size)
-    for b in range(batches):
+    for b in range(position.batch, batches):
         index = order[b * batch_size:(b + 1) * batch_size]
         labels = data.labels[index]
         images = normalise(data.images[index])
@@ -178,6 +211,9 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
         correct += (task.decisions(logits.detach()) == labels).sum()
         if on_batch is not None:
             on_batch(b + 1, batches)
+        faults.point("batch")
+        if stop is not None and b + 1 < batches and stop():
+            raise EpochCut(EpochPosition(order, b + 1, total_loss, correct))
     return float(total_loss) / seen, int(correct) / seen
 
 
@@ -225,6 +261,12 @@ class Trainer:
         self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the runner from data.augment
         self.notes: list[str] = []  # what resume had to repair, for the runner to show
         self.saved_at = time.monotonic()  # when last.pt was last written (training.checkpoint_every: auto)
+        self.best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's weights, kept in memory
+        self.best_saved = True  # whether best.pt holds best_weights (it is written with last.pt and at the end)
+        self.best_val: Evaluation | None = None  # the best epoch's validation predictions (None after a resume)
+        self.cut: dict[str, Any] | None = None  # where SIGTERM/SIGINT stopped the epoch in last.pt, to go on from
+        self.writer: Callable[[Callable[[], None]], Any] = run_now  # runs the final writes (the runner: a thread)
+        self.pending: Any = None  # what writer returned for them (a Future, or None when already written)
 
     # -------------------------------------------------------------- checkpoints
 
@@ -240,9 +282,29 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "rng": self._rng_state(), "history": list(self.history), "best": dict(self.best)}
 
-    def _best_state(self, row: dict[str, float]) -> dict[str, Any]:
-        return {"meta": self.meta, "epoch": int(row["epoch"]), "val_loss": row["val_loss"],
-                "val_acc": row["val_acc"], "model": self.model.state_dict()}
+    def _best_state(self) -> dict[str, Any]:
+        return {"meta": self.meta, "epoch": int(self.best["epoch"]), "val_loss": self.best["val_loss"],
+                "val_acc": self.best["val_acc"], "model": self.best_weights}
+
+    def _save_best(self) -> None:
+        """best.pt, when the weights in memory are newer; always before last.pt, so that a last.pt on disk never
+        records a best epoch whose weights are missing (a resume from it replays every later improvement)."""
+        if self.best_weights is not None and not self.best_saved:
+            save_checkpoint(self.run_dir / "best.pt", self._best_state())
+            self.best_saved = True
+
+    def _load_saved_best(self) -> None:
+        """best.pt into memory after a resume, when it is the best epoch that last.pt records; a best.pt from a
+        later epoch (a kill after best.pt, before last.pt) is simply found again by the replayed epochs."""
+        path = self.run_dir / "best.pt"
+        if not path.exists() or "epoch" not in self.best:
+            return
+        try:
+            state = read_checkpoint(path, self.device)
+        except DamagedCheckpoint:
+            return
+        if int(state["epoch"]) == int(self.best["epoch"]):
+            self.best_weights = state["model"]
 
     def _last_good_state(self) -> dict[str, Any] | None:
         """last.pt, else the older slot when last.pt is damaged, else None (the run starts over), with a note."""
@@ -270,6 +332,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.history, self.best = list(state["history"]), dict(state["best"])
             self.write_history()
+            self._load_saved_best()
             return int(state["epoch"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -280,14 +343,19 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         self.history, self.best = list(state["history"]), dict(state["best"])
         self.write_history()  # a kill between a checkpoint and its history row must not lose the row
+        self._load_saved_best()
+        self.cut = state.get("cut")  # stopped mid-epoch by SIGTERM/SIGINT: the epoch goes on from that batch
         return int(state["epoch"])
 
-    def _update_best(self, row: dict[str, float]) -> bool:
-        """Record the epoch; True when it is the new best by the monitored value."""
+    def _update_best(self, row: dict[str, float], val: Evaluation) -> bool:
+        """Record the epoch; True when it is the new best by the monitored value (its weights and validation
+        predictions are kept in memory then)."""
         monitor = self.config.training.monitor
         improved = _is_better(row[monitor], self.best.get(monitor), monitor)
         if improved:
             self.best.update(epoch=int(row["epoch"]), val_loss=row["val_loss"], val_acc=row["val_acc"])
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_saved, self.best_val = False, val
         if row["val_acc"] > self.best.get("best_val_acc", -1.0):
             self.best.update(best_val_acc=row["val_acc"], best_val_acc_epoch=int(row["epoch"]))
         return improved
@@ -303,13 +371,12 @@ class Trainer:
             return time.monotonic() - self.saved_at >= self.AUTO_SECONDS
         return epoch % int(every) == 0
 
-    def _checkpoint(self, row: dict[str, float], improved: bool) -> bool:
-        """best.pt when improved, then last.pt when due (resume needs last.pt, so it is written last). best.pt is
-        always the best epoch so far: a resume from an older last.pt replays the same epochs and rewrites it alike."""
-        if improved:
-            save_checkpoint(self.run_dir / "best.pt", self._best_state(row))
+    def _checkpoint(self, row: dict[str, float]) -> bool:
+        """When due: best.pt (if the best weights in memory changed), then last.pt (resume needs it, so it is
+        written last). A resume from an older last.pt replays the same epochs and finds the same best."""
         if not self._due(int(row["epoch"])):
             return False
+        self._save_best()
         save_checkpoint(self.run_dir / "last.pt", self._last_state())
         self.saved_at = time.monotonic()
         return True
@@ -323,13 +390,26 @@ class Trainer:
             self.task = self.task.with_balanced_weights(train.labels)
         start = self.resume()
         self.saved_at = time.monotonic()
+        with stop_between_batches():
+            return self._epochs(start, train, val, on_batch, on_epoch)
+
+    def _epochs(self, start: int, train: Split, val: Split, on_batch: Callable[[int, int], None] | None,
+                on_epoch: Callable[[dict[str, float]], None] | None) -> FitResult:
+        training = self.config.training
         log = TensorBoardLog(self.run_dir, flatten_config(self.config)) if training.tensorboard else None
         for epoch in range(start + 1, training.epochs + 1):
-            started = time.perf_counter()
-            lr = current_lr(self.optimizer)
-            train_loss, train_acc = train_one_epoch(self.model, self.task, self.optimizer, self.scheduler,
-                                                    self.per_batch, train, training.batch_size, on_batch,
-                                                    balanced=training.sampler == "balanced", augment=self.augment)
+            cut, self.cut = self.cut, None  # a resumed epoch goes on where SIGTERM stopped it
+            started = time.perf_counter() - (cut["seconds"] if cut else 0.0)
+            lr = cut["lr"] if cut else current_lr(self.optimizer)
+            position = EpochPosition(**{k: cut[k] for k in ("order", "batch", "total_loss", "correct")}) if cut else None
+            try:
+                train_loss, train_acc = train_one_epoch(
+                    self.model, self.task, self.optimizer, self.scheduler, self.per_batch, train, training.batch_size,
+                    on_batch, balanced=training.sampler == "balanced", augment=self.augment, position=position,
+                    stop=stop_requested)
+            except EpochCut as stopped:
+                self._save_cut(stopped.position, lr, time.perf_counter() - started)
+                raise take_stop() from None
             if self.scheduler is not None and not self.per_batch:
                 self.scheduler.step()
             val_eval = evaluate(self.model, self.task, val, training.eval_batch_size, keep_predictions=True)
@@ -342,10 +422,12 @@ class Trainer:
                    "seconds": round(time.perf_counter() - started, 3)}
             if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
                 self.history.append(row)
+                self._save_best()
                 self.write_history()
                 return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
             self.history.append(row)
-            if self._checkpoint(row, self._update_best(row)):
+            self._update_best(row, val_eval)
+            if self._checkpoint(row):
                 faults.point("after-checkpoint")
             self.write_history()
             if log is not None:
@@ -357,13 +439,24 @@ class Trainer:
         self.finish()
         return FitResult("done", self.history, self.best, resumed_from_epoch=start)
 
+    def _save_cut(self, position: EpochPosition, lr: float, seconds: float) -> None:
+        """last.pt of the step where SIGTERM/SIGINT stopped training (after best.pt, as always)."""
+        self._save_best()
+        cut = position.as_state() | {"lr": lr, "seconds": seconds}
+        save_checkpoint(self.run_dir / "last.pt", self._last_state() | {"cut": cut})
+
     def finish(self) -> None:
         """A finished run needs no optimizer state: last.pt keeps the final weights and history, and the spare
-        slot files go, so a finished course-MLP run holds about 260 MiB instead of about 1 GiB."""
+        slot files go, so a finished course-MLP run holds about 260 MiB instead of about 1 GiB. The files are
+        written by self.writer (a background thread, so the next run starts at once) from copies of the weights."""
         faults.point("finish")
-        last = self.run_dir / "last.pt"
         state = {k: v for k, v in self._last_state().items() if k not in ("optimizer", "scheduler", "rng")}
-        save_checkpoint(last, state | {"finished": True})  # always: with a cadence the last epoch may have none
+        state["model"] = {k: v.detach().clone() for k, v in state["model"].items()}  # evaluation loads best next
+        self.pending = self.writer(lambda: self._write_final(state))
+
+    def _write_final(self, state: dict[str, Any]) -> None:
+        self._save_best()  # before the final last.pt: a finished last.pt means best.pt is final too
+        save_checkpoint(self.run_dir / "last.pt", state | {"finished": True})  # the last epoch may have had none
         for name in ("last.pt", "best.pt"):
             drop_stale_slot(self.run_dir / name)
 
@@ -371,6 +464,12 @@ class Trainer:
         atomic.write_csv(self.run_dir / "history.csv", self.history, HISTORY_COLUMNS)
 
     def load_best(self) -> int:
-        state = load_checkpoint(self.run_dir / "best.pt", self.device)
-        self.model.load_state_dict(state["model"])
-        return int(state["epoch"])
+        """The best epoch's weights into the model (from memory; best.pt only when memory has none)."""
+        if self.best_weights is None:
+            state = load_checkpoint(self.run_dir / "best.pt", self.device)
+            self.best_weights, self.best["epoch"] = state["model"], int(state["epoch"])
+        self.model.load_state_dict(self.best_weights)
+        return int(self.best["epoch"])
+
+    def has_best(self) -> bool:
+        return self.best_weights is not None or (self.run_dir / "best.pt").exists()

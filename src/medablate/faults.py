@@ -2,7 +2,8 @@
 
 `point(name)` does nothing unless the environment variable MEDABLATE_KILL_AT names that point, as `name` (the
 first time it is reached) or `name@N` (the N-th time); then the process kills itself with SIGKILL, exactly
-as an out-of-memory kill or a pulled plug would. Atomic writes are the point `write:<file name>` (inside the
+as an out-of-memory kill or a pulled plug would (with MEDABLATE_KILL_ONCE=FILE only once, whichever process gets
+there first: a retried Ray task then runs through). Atomic writes are the point `write:<file name>` (inside the
 write, after the temp file is complete, before the rename). POINTS lists the others, for the tests.
 """
 
@@ -12,11 +13,15 @@ import os
 import signal
 
 VARIABLE = "MEDABLATE_KILL_AT"
+SIGNAL = "MEDABLATE_KILL_SIGNAL"  # KILL (default) or TERM / INT: the signal the point sends to its own process
+ONCE = "MEDABLATE_KILL_ONCE"  # a file path: the kill happens only if this file does not exist yet (it is created)
+HELPER_OF = "MEDABLATE_HELPER_OF"  # set in a helper process: the pid of the medablate process it works for
 POINTS = {
     "after-checkpoint": "after an epoch's checkpoint, before its history row",
     "before-run-figures": "after a run's predictions, before its figures and examples",
     "before-metrics": "after a run's figures and examples, before metrics.json (its done marker)",
     "finish": "in the engine's finish, before the final weights-only last.pt",
+    "batch": "after each training batch (with MEDABLATE_KILL_SIGNAL=TERM: SIGTERM there, to test stopping mid-epoch)",
     "analysis": "in the analysis, after results.csv and before summaries, comparisons and figures",
     "report": "in the report, before report.html and report.md are written",
 }
@@ -31,5 +36,19 @@ def point(name: str) -> None:
     if target != name:
         return
     _reached[name] = _reached.get(name, 0) + 1
-    if _reached[name] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _reached[name] == int(nth or 1) and _first_anywhere():
+        if os.environ.get(HELPER_OF):  # a helper's point stands for the machine dying: its parent goes too
+            os.kill(int(os.environ[HELPER_OF]), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get(SIGNAL, "KILL")))
+
+
+def _first_anywhere() -> bool:
+    """With MEDABLATE_KILL_ONCE, only the first process to get here (of all, a retried Ray task's too) is killed."""
+    marker = os.environ.get(ONCE)
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

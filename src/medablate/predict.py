@@ -152,22 +152,31 @@ def saliency_names(paths: list[Path]) -> dict[Path, str]:
 
 
 def _save_overlay(path: Path, pixels: np.ndarray, saliency: np.ndarray, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The image in grey with the smoothed saliency over it (inferno, 45% opacity) and a caption strip above,
+    composed with PIL (a matplotlib figure per image cost about 0.14 s; this a few ms)."""
+    from matplotlib import colormaps
+    from PIL import ImageDraw
     from scipy.ndimage import gaussian_filter
 
     heat = gaussian_filter(saliency.astype(np.float64), sigma=max(1.0, pixels.shape[0] / 64))
     heat = heat / heat.max() if heat.max() > 0 else heat
-    fig, axis = plt.subplots(figsize=(4, 4.3))
-    axis.imshow(pixels, cmap="gray")
-    axis.imshow(heat, cmap="inferno", alpha=0.45)
-    axis.set_title(title, fontsize=8)
-    axis.axis("off")
-    fig.tight_layout()
-    atomic.save_figure(path, fig, dpi=100)
-    plt.close(fig)
+    colours = colormaps["inferno"](heat)[..., :3] * 255
+    grey = np.repeat(pixels.astype(np.float64)[..., None], 3, axis=2)
+    blended = Image.fromarray(np.clip(0.55 * grey + 0.45 * colours, 0, 255).astype(np.uint8))
+    if blended.width < 256:  # small images are enlarged so the caption fits
+        blended = blended.resize((256, round(256 * blended.height / blended.width)), Image.NEAREST)
+    canvas = Image.new("RGB", (blended.width, blended.height + 16), "white")
+    canvas.paste(blended, (0, 16))
+    ImageDraw.Draw(canvas).text((3, 2), title, fill="black")
+    atomic.write_bytes(path, _png(canvas))
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def as_json(predictions: list[Prediction], errors: list[str]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ STUDY_JSON, SPLIT_CSV, RESULTS_CSV = "study.json", "split.csv", "results.csv"
 SUMMARY_CSV, COMPARISONS_CSV, TABLES_MD = "summary.csv", "comparisons.csv", "tables.md"
 CONFIG_YAML, HISTORY_CSV, METRICS_JSON = "config.yaml", "history.csv", "metrics.json"
 BEST_PT, LAST_PT, EXAMPLES_JSON = "best.pt", "last.pt", "examples.json"
+FIGURES_JSON = "figures.json"  # which metrics.json a run's figures and examples were drawn from (run_figures)
 
 
 def run_id(trial_id: str, seed: int) -> str:

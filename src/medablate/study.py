@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import errno
 import functools
-import shutil
+import os
 import hashlib
 import time
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,31 +23,28 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from medablate import atomic, claims, faults, plots, provenance, results, rundir
-from medablate.config import Study, to_plain
-from medablate.data import load_data, load_test, resolve_source
-from medablate.data.npy_pair import DEFAULT_FILES
+from medablate import atomic, claims, provenance, results, rundir
+from medablate.clinical import Predictions, evaluate_trial
+from medablate.compare import Analysis, write_analysis
+from medablate.config import EvaluationConfig, Study, to_plain
+from medablate.data import load_data, load_test
 from medablate.data.duplicates import find_duplicates, pixel_hashes
 from medablate.data.image_folder import INTENSITY
 from medablate.data.phantom import FIGURE_NOTE
 from medablate.data.split import (KERMANY_PATIENTS, SPLIT_COLUMNS, TEST, TRAIN, VAL, group_ids, looks_patient_named,
                                   make_split, split_rows, uses_source_split)
+from medablate.data.types import ImageSet
+from medablate.engine import Split, configure_threads, resolve_device
+from medablate.errors import UserError
+from medablate.execute import Event, Finisher, RunContext, execute_run, run_config
+from medablate import run_figures
+from medablate.optim import build_optimizer, build_scheduler
+from medablate.plan import Plan, Run, expand, reference_trial
+from medablate.report import build_report
+from medablate.results import flatten
+from medablate.tracking import require_tensorboard
 
 DROPPED = "dropped-duplicate"
-from medablate.data.types import ImageSet
-from medablate.engine import Split, Trainer, configure_threads, evaluate, resolve_device, steps_per_epoch
-from medablate.errors import UserError
-from medablate.optim import HORIZON_ARGUMENT, build_optimizer, build_scheduler, scheduler_horizon
-from medablate.augment import make_augment
-from medablate.clinical import Predictions, evaluate_trial
-from medablate.config import EvaluationConfig
-from medablate.results import flatten
-from medablate.compare import Analysis, write_analysis
-from medablate.plan import Plan, Run, expand, reference_trial
-from medablate.predict import write_examples
-from medablate.report import build_report
-from medablate.tasks import Task, make_task
-from medablate.tracking import require_tensorboard
 
 
 @dataclass
@@ -168,28 +164,6 @@ def load_study_data(study: Study, console: Console) -> StudyData:
                      test_from if test is not None else None, test_patients)
 
 
-def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, device: torch.device,
-                        steps_per_epoch: int) -> dict[str, Any]:
-    """The fully resolved config of one run, as written to its config.yaml."""
-    training = to_plain(run.trial.config.training)
-    scheduler = run.trial.config.training.scheduler
-    if scheduler is not None and scheduler.name in HORIZON_ARGUMENT:
-        training["scheduler"].setdefault(HORIZON_ARGUMENT[scheduler.name],
-                                         scheduler_horizon(scheduler, training["epochs"], steps_per_epoch))
-    files = study.data.files or DEFAULT_FILES
-    data_section = to_plain(study.data) | {"source": resolve_source(study.data.source, study.data.path, files)}
-    return {
-        "study": study.name, "trial": run.trial.id, "run": run.id, "seed": run.seed,
-        "comparisons": list(run.trial.comparisons), "model": to_plain(run.trial.config.model),
-        "training": training, "augment": to_plain(run.trial.config.augment), "data": data_section,
-        "test": to_plain(study.test) if study.test is not None else None,
-        "resolved": {"loss": task.loss_name, "num_outputs": task.num_outputs, "num_classes": task.num_classes,
-                     "class_names": data.images.class_names, "image_shape": list(data.images.image_shape),
-                     "steps_per_epoch": steps_per_epoch, "device": str(device),
-                     "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint()},
-    }
-
-
 RUNTIME_KEYS = ("training.device", "training.eval_batch_size", "training.tensorboard", "training.checkpoint_every",
                 "resolved.device")
 IDENTITY_SECTIONS = ("model", "training", "augment", "seed", "resolved")
@@ -222,6 +196,10 @@ class StudyRunner:
                  workers: int = 1) -> None:
         self.study, self.out, self.console, self.command = study, Path(out), console, command
         self.threads, self.workers, self.show_progress = threads, workers, True
+        # a helper process writes each run's figures while the next trains: the CLI's choice; a library caller's
+        # script must then guard its entry point (if __name__ == "__main__"), as for any spawned process
+        self.background = False
+        self.executor, self.ray_address, self.ray_resources = "local", None, {}  # --executor ray [--address]
         self.elsewhere: list[str] = []  # runs another process was training while this one ran
         self.plan = expand(study)
         check_buildable(self.plan)
@@ -327,26 +305,32 @@ class StudyRunner:
         device = resolve_device(self.study.training.device)
         info["machine"] = provenance.machine(device) | {"torch_threads": threads, "threads_from": threads_from}
         splits = self._tensors(data, device)
-        self._check_configs(data, splits, device)
+        self._check_configs(RunContext(self.study, self.out, data, splits, device))
         atomic.write_json(self.out / rundir.STUDY_JSON, info)
         self.console.print(f"Study [bold]{self.study.name}[/]: {len(self.plan.trials)} trials x "
                            f"{len(self.plan.seeds)} seed(s) = {len(self.plan.runs)} runs on {device}; "
                            f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
                            + (f", {len(data.test)} test" if data.test is not None else "") + f" -> {self.out}")
         timing = {"setup": time.perf_counter() - started}
-        if self.workers > 1:
+        if self.executor == "ray":
+            from medablate.ray_executor import train_on_ray
+
+            statuses = train_on_ray(self, self.ray_address, self.ray_resources)
+        elif self.workers > 1:
             from medablate.workers import train_in_workers
 
             statuses = train_in_workers(self, max(1, threads // self.workers))
         else:
-            statuses = self._train_all(data, splits, device)
+            statuses = self._train_all(data, splits, device, self.background)
         timing["runs"] = time.perf_counter() - started - timing["setup"]
+        self.draw_run_figures(data)
+        timing["figures"] = time.perf_counter() - started - sum(timing.values())
         self.write_outputs()
-        timing["analysis"] = time.perf_counter() - started - timing["setup"] - timing["runs"]
+        timing["analysis"] = time.perf_counter() - started - sum(timing.values())
         now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
         info.update(status="finished" if all(s in rundir.FINISHED for s in now) else "incomplete",
                     finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1),
-                    workers=self.workers)
+                    workers=self.workers, executor=self.executor)
         atomic.write_json(self.out / rundir.STUDY_JSON, info)
         build_report(self.out, self.analysis)
         timing["report"] = time.perf_counter() - started - sum(timing.values())
@@ -354,13 +338,19 @@ class StudyRunner:
         atomic.write_json(self.out / rundir.STUDY_JSON, info)
         return self._summarise(statuses)
 
-    def train_only(self) -> list[str]:
-        """A worker's part: load the data (the decode cache makes it quick), train every run nobody else holds."""
+    def prepare_context(self) -> RunContext:
+        """A worker's or Ray task's view of a study the driver has prepared: the data (the decode cache makes it
+        quick) on this process's device, printing nothing."""
         data = load_study_data(self.study, Console(quiet=True))
         self.data_note = "synthetic phantom" if data.synthetic else data.images.source
         configure_threads(self.threads)
         device = resolve_device(self.study.training.device)
-        return self._train_all(data, self._tensors(data, device), device)
+        return RunContext(self.study, self.out, data, self._tensors(data, device), device)
+
+    def train_only(self) -> list[str]:
+        """A worker's part: train every run nobody else holds."""
+        context = self.prepare_context()
+        return self._train_all(context.data, context.splits, context.device)
 
     def _tensors(self, data: StudyData, device: torch.device) -> dict[str, Split]:
         train, val = data.split == TRAIN, data.split == VAL
@@ -375,160 +365,89 @@ class StudyRunner:
                         TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                         console=self.console, transient=False, disable=not self.show_progress)
 
-    def _train_all(self, data: StudyData, splits: dict[str, Split], device: torch.device) -> list[str]:
+    def _train_all(self, data: StudyData, splits: dict[str, Split], device: torch.device,
+                   background: bool = False) -> list[str]:
+        """Train every run nobody else holds, one after another; with background, a run's final checkpoints and
+        outputs are written while the next one trains (the claim is kept until they are)."""
         runs = self.plan.runs
-        total_epochs = sum(r.trial.config.training.epochs for r in runs)
+        context = RunContext(self.study, self.out, data, splits, device)
         statuses: list[str] = []
-        with self._progress() as progress:
-            study_task = progress.add_task(f"study {self.study.name}", total=total_epochs)
+        with self._progress() as progress, Finisher(background) as finisher:
+            render = ProgressEvents(self, progress, sum(r.trial.config.training.epochs for r in runs))
             for index, run in enumerate(runs, 1):
-                status = rundir.run_status(rundir.trial_dir(self.out, run.id))
-                epochs = run.trial.config.training.epochs
-                if status in rundir.FINISHED:
-                    progress.advance(study_task, epochs)
-                    statuses.append(status)
-                    if reevaluate(rundir.trial_dir(self.out, run.id), self.study.evaluation, data.test,
-                                  f"{self.study.name}: {run.id}", self._figure_note()):
-                        self.console.print(f"re-evaluated {run.id} with evaluation {to_plain(self.study.evaluation)} "
-                                           "from its saved predictions (no retraining)", highlight=False)
-                    continue
-                if status == rundir.DAMAGED:
-                    self.console.print(f"[yellow]{run.id}:[/] its metrics.json is damaged; redoing the run from its "
-                                       "last good checkpoint.", highlight=False)
-                claim = claims.try_claim(rundir.trial_dir(self.out, run.id))
-                if claim is None:  # another live process trains it: leave it to that one
-                    progress.advance(study_task, epochs)
-                    statuses.append(rundir.RUNNING)
-                    self.elsewhere.append(run.id)
-                    continue
-                try:  # re-read under the claim: another process may have finished it since the check above
-                    status = rundir.run_status(rundir.trial_dir(self.out, run.id))
-                    if status in rundir.FINISHED:
-                        progress.advance(study_task, epochs)
-                        statuses.append(status)
-                        continue
-                    statuses.append(self._train_one(run, index, data, splits, device, progress, study_task))
-                finally:
-                    claims.release(claim)
-                results.write_results(self.out, self.plan, self.data_note)
+                statuses.append(self._one(run, index, context, render, finisher))
+            finisher.wait()
+            results.write_results(self.out, self.plan, self.data_note)
         return statuses
 
-    def _train_one(self, run: Run, index: int, data: StudyData, splits: dict[str, Split], device: torch.device,
-                   progress: Progress, study_task: Any) -> str:
+    def _one(self, run: Run, index: int, context: RunContext, render: "ProgressEvents", finisher: Finisher) -> str:
         run_dir = rundir.trial_dir(self.out, run.id)
-        training = run.trial.config.training
-        task, steps, config = self._run_config(run, data, splits, device)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.remove_stale_temp_files(run_dir)
-        rundir.write_config(run_dir, config)
-        label = f"run {index}/{len(self.plan.runs)} {run.id}"
-        trial_task = progress.add_task(label, total=training.epochs * steps)
-        base = progress.tasks[study_task].completed
-        try:
-            trainer = Trainer(run.trial.config, task, run.seed, data.images.image_shape, data.images.class_names,
-                              run_dir, device, steps)
-            trainer.augment = make_augment(run.trial.config.augment)
+        epochs = run.trial.config.training.epochs
+        status = rundir.run_status(run_dir)
+        if status in rundir.FINISHED:
+            render.skip(epochs)
+            if reevaluate(run_dir, self.study.evaluation):
+                self.console.print(f"re-evaluated {run.id} with evaluation {to_plain(self.study.evaluation)} "
+                                   "from its saved predictions (no retraining)", highlight=False)
+            return status
+        if status == rundir.DAMAGED:
+            self.console.print(f"[yellow]{run.id}:[/] its metrics.json is damaged; redoing the run from its "
+                               "last good checkpoint.", highlight=False)
+        claim = claims.try_claim(run_dir)
+        if claim is None:  # another live process trains it: leave it to that one
+            render.skip(epochs)
+            self.elsewhere.append(run.id)
+            return rundir.RUNNING
+        handed_over = False
+        try:  # re-read under the claim: another process may have finished it since the check above
+            status = rundir.run_status(run_dir)
+            if status in rundir.FINISHED:
+                render.skip(epochs)
+                return status
+            render.label(run.id, f"run {index}/{len(self.plan.runs)} {run.id}", epochs)
+            def written() -> None:  # every file of the run is on disk: others may take it, results.csv shows it
+                claims.release(claim)
+                results.write_results(self.out, self.plan, self.data_note)
 
-            def on_batch(batch: int, batches: int) -> None:
-                epoch = len(trainer.history)
-                progress.update(trial_task, completed=epoch * batches + batch)
+            status = execute_run(run, context, render, finisher, on_written=written)
+            handed_over = True
+            return status
+        finally:
+            if not handed_over:
+                claims.release(claim)
 
-            def on_epoch(row: dict[str, float]) -> None:
-                progress.update(study_task, completed=base + row["epoch"])
-                progress.update(trial_task, description=f"{label} val_acc {row['val_acc']:.3f}")
-
-            fit = trainer.fit(splits["train"], splits["val"], on_batch, on_epoch)
-            for note in trainer.notes:
-                self.console.print(f"[yellow]{run.id}:[/] {escape(note)}", highlight=False)
-            metrics = self._metrics(run, trainer, fit, task, splits, data)
-        except (UserError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # a bug or out-of-memory in one run must not lose the others
-            if disk_full(exc, run_dir):  # not the run's fault: stop, resumable
-                raise OSError(errno.ENOSPC, f"no space left on the device while writing {run_dir}") from exc
-            metrics = {"format": rundir.FORMAT, "run": run.id, "trial": run.trial.id, "seed": run.seed,
-                       "status": rundir.FAILED,
-                       "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-            self.console.print(f"[red]run {run.id} failed:[/] {escape(metrics['error'])} (details in "
-                               f"{run_dir}/metrics.json)", highlight=False)
-        faults.point("before-run-figures")
-        history = rundir.read_history(run_dir)
-        if history:
-            plots.run_curves(run_dir / "curves.png", history, f"{self.study.name}: {run.id}", self._figure_note())
-        write_run_outputs(run_dir, metrics, data.test, f"{self.study.name}: {run.id}", self._figure_note())
-        progress.update(study_task, completed=base + training.epochs)
-        progress.remove_task(trial_task)
-        self._report_run(run, metrics)
-        return str(metrics["status"])
-
-    def _run_config(self, run: Run, data: StudyData, splits: dict[str, Split],
-                    device: torch.device) -> tuple[Task, int, dict[str, Any]]:
-        training = run.trial.config.training
-        task = make_task(training.loss, len(data.images.class_names))
-        steps = steps_per_epoch(len(splits["train"]), training.batch_size)
-        return task, steps, resolved_run_config(self.study, run, data, task, device, steps)
-
-    def _check_configs(self, data: StudyData, splits: dict[str, Split], device: torch.device) -> None:
+    def _check_configs(self, context: RunContext) -> None:
         """Every run already in the folder, finished or not, must be the run the study now asks for."""
         changed = {}
         for run in self.plan.runs:
             run_dir = rundir.trial_dir(self.out, run.id)
             if (run_dir / rundir.CONFIG_YAML).exists():
-                differences = config_differences(rundir.read_config(run_dir), self._run_config(run, data, splits, device)[2])
+                differences = config_differences(rundir.read_config(run_dir), run_config(run, context)[2])
                 if differences:
                     changed[f"trials/{run.id}"] = differences
         if changed:
             raise UserError(changed_config_message(self.out, changed))
 
-    def _metrics(self, run: Run, trainer: Trainer, fit: Any, task: Task, splits: dict[str, Split],
-                 data: StudyData) -> dict[str, Any]:
-        history = fit.history
-        metrics: dict[str, Any] = {
-            "format": rundir.FORMAT, "run": run.id, "trial": run.trial.id, "seed": run.seed, "status": fit.status,
-            "epochs_done": len(history), "diverged_epoch": fit.diverged_epoch,
-            "best_epoch": fit.best.get("epoch"), "best_val_loss": fit.best.get("val_loss"),
-            "val_acc": fit.best.get("val_acc"), "highest_val_acc": fit.best.get("best_val_acc"),
-            "highest_val_acc_epoch": fit.best.get("best_val_acc_epoch"),
-            "monitor": trainer.config.training.monitor,
-            "final_val_acc": history[-1]["val_acc"] if history else None,
-            "seconds": round(sum(r["seconds"] for r in history), 3),
-            "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint(),
-            "loss": task.loss_name, "num_outputs": task.num_outputs, "threads": torch.get_num_threads(),
-            "evaluation_config": to_plain(self.study.evaluation),
-        }
-        if fit.status != rundir.DONE or not (trainer.run_dir / "best.pt").exists():
-            return metrics
-        epoch = trainer.load_best()
-        batch = trainer.config.training.eval_batch_size
-        names = data.images.class_names
-        val_ids = [i for i, s in zip(data.images.ids, data.split) if s == VAL]
-        val_eval = evaluate(trainer.model, task, splits["val"], batch, keep_predictions=True)
-        test_eval = evaluate(trainer.model, task, splits["test"], batch, keep_predictions=True) \
-            if "test" in splits else None
-        report, threshold = evaluate_trial(_predictions(splits["val"], val_eval),
-                                           _predictions(splits["test"], test_eval) if test_eval else None,
-                                           self.study.evaluation, names)
-        metrics.update(checkpoint_epoch=epoch, threshold=threshold, evaluation=report)
-        rundir.write_predictions(rundir.predictions_file(trainer.run_dir, "val"), val_ids, _labels(splits["val"]),
-                                 val_eval.probabilities, val_eval.decisions, names, threshold)
-        if test_eval is not None and data.test is not None:
-            rundir.write_predictions(rundir.predictions_file(trainer.run_dir, "test"), data.test.ids, _labels(splits["test"]),
-                                     test_eval.probabilities, test_eval.decisions, names, threshold)
-            metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": test_eval.accuracy,
-                               "loss": test_eval.loss, "confusion_matrix": test_eval.confusion,
-                               "count": test_eval.count, "class_names": names}
-        return metrics
-
-    def _report_run(self, run: Run, metrics: dict[str, Any]) -> None:
+    def report_run(self, metrics: dict[str, Any]) -> None:
         if metrics["status"] == rundir.DONE:
             test = metrics.get("test")
             tail = f", test acc {test['accuracy']:.3f}" if test else ""
-            self.console.print(f"[green]done[/] {run.id}: val acc {metrics['val_acc']:.3f} of best.pt (epoch "
+            self.console.print(f"[green]done[/] {metrics['run']}: val acc {metrics['val_acc']:.3f} of best.pt (epoch "
                                f"{metrics['best_epoch']}, by {metrics['monitor']}); highest val acc at any epoch "
                                f"{metrics['highest_val_acc']:.3f} (epoch {metrics['highest_val_acc_epoch']}){tail}, "
                                f"{metrics['seconds']:.0f} s")
+        elif metrics["status"] == rundir.FAILED:
+            self.console.print(f"[red]run {metrics['run']} failed:[/] {escape(metrics['error'])} (details in "
+                               f"{rundir.trial_dir(self.out, metrics['run'])}/metrics.json)", highlight=False)
         elif metrics["status"] == rundir.DIVERGED:
-            self.console.print(f"[yellow]diverged[/] {run.id}: non-finite loss at epoch {metrics['diverged_epoch']}")
+            self.console.print(f"[yellow]diverged[/] {metrics['run']}: non-finite loss at epoch {metrics['diverged_epoch']}")
+
+    def draw_run_figures(self, data: StudyData) -> None:
+        """Each run's own figures and examples, drawn after training (in parallel processes from the CLI)."""
+        runs = [(rundir.trial_dir(self.out, r.id), f"{self.study.name}: {r.id}") for r in self.plan.runs]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        with self.console.status("Drawing each run's figures and examples..."):
+            run_figures.draw_all(runs, self._figure_note(), data.test, cores if self.background else 1)
 
     def _figure_note(self) -> str:
         return FIGURE_NOTE if self.data_note == "synthetic phantom" else ""
@@ -558,32 +477,42 @@ class StudyRunner:
         return 0 if rundir.FAILED not in statuses else 1
 
 
-def trial_figures(run_dir: Path, metrics: dict[str, Any], title: str, note: str) -> None:
-    """ROC, PR, confusion matrix and reliability diagram of one trial, from its prediction files."""
-    curves = rundir.positive_curves(run_dir, metrics["evaluation"].get("positive_class"))
-    threshold = metrics.get("threshold")
-    if curves:
-        plots.roc_pr(run_dir / "roc.png", run_dir / "pr.png", curves, threshold, title, note)
-        plots.reliability(run_dir / "reliability.png", curves, f"{title}: calibration")
-    shown = "test" if "test" in metrics["evaluation"] else "val"
-    section = metrics["evaluation"][shown]
-    at = "at_threshold" if "at_threshold" in section else "at_0.5"
-    rule = f"threshold {threshold:.3g}" if at == "at_threshold" else "the loss's rule"
-    names = (metrics.get("test") or {}).get("class_names") or [str(i) for i in range(len(section[at]["confusion_matrix"]))]
-    plots.confusion(run_dir / "confusion.png", section[at]["confusion_matrix"], names, f"{shown}, {rule}")
+class ProgressEvents:
+    """Renders the runs' Events: a bar for the study (epochs) and one for the run in training (steps), and a
+    line per finished run."""
 
+    def __init__(self, runner: StudyRunner, progress: Progress, total_epochs: int) -> None:
+        self.runner, self.progress = runner, progress
+        self.study_task = progress.add_task(f"study {runner.study.name}", total=total_epochs)
+        self.completed = 0  # epochs of the runs finished or skipped
+        self.labels: dict[str, tuple[str, int]] = {}
+        self.tasks: dict[str, Any] = {}
 
-def disk_full(exc: BaseException, folder: Path) -> bool:
-    """ENOSPC / EDQUOT anywhere in the exception's chain; torch.save reports a full disk only as a failed write,
-    which counts when the disk is in fact nearly full. Any other error is the run's own and is reported as it is."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(seen, RuntimeError) and "write" in str(seen).lower() and "fail" in str(seen).lower():
-            return shutil.disk_usage(folder).free < 512 * 2**20
-        seen = seen.__cause__ or seen.__context__
-    return False
+    def skip(self, epochs: int) -> None:
+        self.completed += epochs
+        self.progress.update(self.study_task, completed=self.completed)
+
+    def label(self, run: str, text: str, epochs: int) -> None:
+        self.labels[run] = (text, epochs)
+
+    def __call__(self, event: Event) -> None:
+        text, epochs = self.labels.get(event.run, (event.run, 0))
+        if event.kind == "start":
+            self.tasks[event.run] = self.progress.add_task(text, total=event.data["total"])
+        elif event.kind == "batch" and event.run in self.tasks:
+            self.progress.update(self.tasks[event.run], completed=event.data["done"])
+        elif event.kind == "epoch":
+            row = event.data["row"]
+            self.progress.update(self.study_task, completed=self.completed + row["epoch"])
+            if event.run in self.tasks:
+                self.progress.update(self.tasks[event.run], description=f"{text} val_acc {row['val_acc']:.3f}")
+        elif event.kind == "note":
+            self.runner.console.print(f"[yellow]{event.run}:[/] {escape(event.data['text'])}", highlight=False)
+        elif event.kind == "done":
+            if event.run in self.tasks:
+                self.progress.remove_task(self.tasks.pop(event.run))
+            self.skip(epochs)
+            self.runner.report_run(event.data["metrics"])
 
 
 def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Predictions] | None:
@@ -592,9 +521,10 @@ def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Pr
     return (found[0], Predictions(*found[1:])) if found else None
 
 
-def reevaluate(run_dir: Path, config: EvaluationConfig, test: ImageSet | None, title: str, note: str) -> bool:
+def reevaluate(run_dir: Path, config: EvaluationConfig) -> bool:
     """Apply the study's evaluation settings to a finished run from its saved predictions (no retraining): the
-    threshold, every metric, the prediction files, the figures and the examples. False when nothing changed."""
+    threshold, every metric and the prediction files (the figure step then redraws its figures and examples).
+    False when nothing changed."""
     metrics = rundir.metrics_or_empty(run_dir)
     wanted = to_plain(config)
     if metrics.get("status") != rundir.DONE or "evaluation" not in metrics or metrics.get("evaluation_config") == wanted:
@@ -610,27 +540,8 @@ def reevaluate(run_dir: Path, config: EvaluationConfig, test: ImageSet | None, t
             rundir.write_predictions(rundir.predictions_file(run_dir, split), ids, p.labels, p.probabilities, p.decisions,
                                      names, threshold)
     metrics.update(threshold=threshold, evaluation=report, evaluation_config=wanted)
-    write_run_outputs(run_dir, metrics, test if (run_dir / rundir.EXAMPLES_JSON).exists() else None, title, note)
+    atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)  # its figures are now stale: the figure step redraws them
     return True
-
-
-def write_run_outputs(run_dir: Path, metrics: dict[str, Any], test: ImageSet | None, title: str, note: str) -> None:
-    """A run's figures and example images (when it was evaluated), then metrics.json last: a run is finished, or
-    current, only when all of it is written."""
-    if metrics.get("evaluation"):
-        trial_figures(run_dir, metrics, title, note)
-        if test is not None:
-            write_examples(run_dir, test.images, test.labels, test.ids, metrics.get("threshold"))
-    faults.point("before-metrics")
-    atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)
-
-
-def _labels(split: Split) -> np.ndarray:
-    return split.labels.cpu().numpy()
-
-
-def _predictions(split: Split, result: Any) -> Predictions:
-    return Predictions(_labels(split), result.probabilities, result.decisions)
 
 
 def _now() -> str:

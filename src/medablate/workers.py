@@ -9,6 +9,7 @@ history files) and, once they are done, writes the analysis and the report.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,57 @@ if TYPE_CHECKING:
     from medablate.study import StudyRunner
 
 
-def worker(study: dict[str, Any], out: str, threads: int) -> list[str]:
-    """One worker process: train every run that is free, one after another."""
+def parse_workers(text: str, device: str) -> int:
+    """--workers: a positive number, or auto."""
+    if text.strip().lower() == "auto":
+        return auto_workers(device)[0]
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from medablate.errors import UserError
+
+        raise UserError(f"--workers {text!r} is not a number of worker processes: use a whole number of at least 1, or "
+                        "auto.")
+    return value
+
+
+def gpus(device: str) -> list[str]:
+    """The GPUs workers may use (CUDA_VISIBLE_DEVICES indices), none when training stays on the CPU."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return []
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def auto_workers(device: str) -> tuple[int, list[str]]:
+    """--workers auto: one per GPU where there are several; on one GPU, as many as its free memory (4 GiB each)
+    and the cores (2 each) allow, at most 8; on a CPU one (the torch threads already use every core)."""
+    import torch
+
+    cards = gpus(device)
+    if len(cards) > 1:
+        return len(cards), cards
+    if not cards:
+        return 1, []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    free, _ = torch.cuda.mem_get_info()
+    return max(1, min(8, cores // 2, int(free // 2**32))), cards
+
+
+def worker(study: dict[str, Any], out: str, threads: int, gpu: str | None = None) -> list[str]:
+    """One worker process: train every run that is free, one after another (on its own GPU where given)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before this process first touches CUDA
+    import signal
+
     from medablate.config import Study
+    from medablate.errors import on_signal
+
+    signal.signal(signal.SIGTERM, on_signal)  # Ctrl-C reaches every worker: each stops after its batch, saved
+    signal.signal(signal.SIGINT, on_signal)
     from medablate.study import StudyRunner
 
     runner = StudyRunner(Study.model_validate(study), Path(out), Console(stderr=True), threads=threads)
@@ -49,7 +98,9 @@ def train_in_workers(runner: "StudyRunner", threads: int) -> list[str]:
     context = multiprocessing.get_context("spawn")  # fresh processes: no forked torch or CUDA state
     runner.console.print(f"{runner.workers} workers x {threads} torch thread(s)", highlight=False)
     with ProcessPoolExecutor(max_workers=runner.workers, mp_context=context) as pool, runner._progress() as progress:
-        futures = [pool.submit(worker, to_plain(runner.study), str(runner.out), threads) for _ in range(runner.workers)]
+        cards = gpus(runner.study.training.device)
+        futures = [pool.submit(worker, to_plain(runner.study), str(runner.out), threads,
+                               cards[i % len(cards)] if len(cards) > 1 else None) for i in range(runner.workers)]
         task = progress.add_task(f"study {runner.study.name} ({runner.workers} workers)", total=total)
         while not all(f.done() for f in futures):
             progress.update(task, completed=epochs_done(runner.out, runs))

@@ -1,0 +1,156 @@
+"""`medablate run --executor ray`: each run of a study is a Ray task, on one machine or a cluster.
+
+The driver (the `medablate run` process) prepares the study folder as usual, then submits one task per run that
+is not finished. A task gets only the study (as plain data), the folder and a run id: it loads the data itself
+(the decode cache makes that quick, and a Ray worker keeps it for its next task), claims the run like any other
+medablate process, trains it and writes its folder. So the folder must be on storage every node sees (NFS or
+similar: Ray no longer syncs files). A task whose worker dies (a node lost, out of memory, SIGKILL) is retried
+by Ray (`max_retries`) and resumes from the run's last checkpoint, with the same numbers. The driver shows the
+progress of all runs from their history files, then writes the analysis and the report.
+
+Ray is an optional extra: `pip install 'medablate[ray]'`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medablate import claims, rundir
+from medablate.errors import UserError
+
+if TYPE_CHECKING:
+    from medablate.execute import RunContext
+    from medablate.study import StudyRunner
+
+FORWARDED = ("MEDABLATE_", "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # environment variables the tasks see too
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
+_contexts: dict[tuple[str, str], tuple[Any, "RunContext"]] = {}  # per Ray worker process: the prepared data
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray, which is not installed: pip install 'medablate[ray]' (or pip install "
+                        "ray) in this environment and on every node, or leave out --executor ray.") from None
+    return ray
+
+
+def parse_resources(text: str | None) -> dict[str, float]:
+    """`num_cpus=2,num_gpus=0.5` -> {"num_cpus": 2.0, "num_gpus": 0.5}, with a clear error for anything else."""
+    found: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key not in RESOURCE_KEYS:
+            raise UserError(f"--ray-resources: unknown resource '{key}' in '{text}'; use {', '.join(RESOURCE_KEYS)}, "
+                            "e.g. --ray-resources num_cpus=2,num_gpus=0.5.")
+        try:
+            found[key] = float(value)
+        except ValueError:
+            raise UserError(f"--ray-resources: {key}={value!r} is not a number; e.g. --ray-resources num_cpus=2.") from None
+        if found[key] < 0 or (key == "num_gpus" and found[key] > 1 and found[key] != int(found[key])):
+            raise UserError(f"--ray-resources: {key}={value} is not a valid amount (a GPU fraction is at most 1).")
+    return found
+
+
+def default_resources(ray: Any, device: str) -> dict[str, float]:
+    """One CPU per run on CPU clusters (so many runs train at once); a quarter of a GPU and two CPUs per run where
+    the cluster has GPUs and the study may use them."""
+    available = ray.cluster_resources()
+    if device != "cpu" and available.get("GPU", 0) >= 1:
+        return {"num_cpus": 2.0 if available.get("CPU", 0) >= 8 else 1.0, "num_gpus": 0.25}
+    return {"num_cpus": 1.0}
+
+
+def prepare(study_plain: dict[str, Any], out: str, threads: int) -> tuple[Any, "RunContext"]:
+    """The runner and run context of a study in this worker process, kept for its next task."""
+    from medablate.study import StudyRunner
+    from medablate.config import Study
+    from rich.console import Console
+
+    key = (out, repr(sorted(study_plain.items(), key=lambda kv: kv[0])))
+    if key not in _contexts:
+        if not (Path(out) / rundir.STUDY_JSON).exists():
+            raise UserError(f"the study folder {out} is not visible on Ray node {socket.gethostname()}: put --out on "
+                            "storage every node mounts at the same path (NFS or similar).")
+        runner = StudyRunner(Study.model_validate(study_plain), Path(out), Console(stderr=True, quiet=True),
+                             threads=threads)
+        _contexts[key] = (runner, runner.prepare_context())
+    return _contexts[key]
+
+
+def run_task(study_plain: dict[str, Any], out: str, run_id: str, threads: int) -> str:
+    """One Ray task: claim the run, train it (resuming from its checkpoint), write its folder; its status."""
+    from medablate.execute import execute_run
+
+    runner, context = prepare(study_plain, out, threads)
+    run = next(r for r in runner.plan.runs if r.id == run_id)
+    run_dir = rundir.trial_dir(Path(out), run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    claim = claims.try_claim(run_dir)
+    if claim is None:  # another live process (a hand-started `medablate run`, say) trains it
+        return rundir.RUNNING
+    try:
+        status = rundir.run_status(run_dir)
+        if status in rundir.FINISHED:
+            return status
+        return execute_run(run, context)
+    finally:
+        claims.release(claim)
+
+
+def forwarded_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)}
+
+
+def train_on_ray(runner: "StudyRunner", address: str | None, resources: dict[str, float]) -> list[str]:
+    """Submit every unfinished run as a Ray task and show their progress; the statuses of all runs."""
+    from medablate.config import to_plain
+    from medablate.workers import epochs_done
+
+    ray = require_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+        except ConnectionError as exc:
+            raise UserError(f"--address {address}: cannot connect to a Ray cluster there ({exc}). Start one with "
+                            "`ray start --head` (see the README), or leave out --address for a local one.") from None
+    try:
+        wanted = resources or default_resources(ray, runner.study.training.device)
+        threads = max(1, int(wanted.get("num_cpus", 1)))
+        task = ray.remote(run_task).options(max_retries=3, retry_exceptions=False,
+                                            runtime_env={"env_vars": forwarded_environment()}, **wanted)
+        runs = runner.plan.runs
+        todo = [r for r in runs if rundir.run_status(rundir.trial_dir(runner.out, r.id)) not in rundir.FINISHED]
+        described = ", ".join(f"{k}={v:g}" for k, v in wanted.items())
+        runner.console.print(f"Ray: {len(todo)} run(s) as tasks ({described} each) on "
+                             f"{ray.cluster_resources().get('CPU', 0):g} CPU(s), "
+                             f"{ray.cluster_resources().get('GPU', 0):g} GPU(s)", highlight=False)
+        plain = to_plain(runner.study)
+        refs = [task.remote(plain, str(runner.out), r.id, threads) for r in todo]
+        total = sum(r.trial.config.training.epochs for r in runs)
+        with runner._progress() as progress:
+            bar = progress.add_task(f"study {runner.study.name} (ray)", total=total)
+            waiting = list(refs)
+            while waiting:
+                _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=0.5)
+                progress.update(bar, completed=epochs_done(runner.out, runs))
+            progress.update(bar, completed=epochs_done(runner.out, runs))
+        try:
+            ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:  # a task's UserError: one paragraph, as if raised here
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, UserError):
+                raise UserError(str(cause)) from None
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()
+            time.sleep(0.1)
+    return [rundir.run_status(rundir.trial_dir(runner.out, r.id)) for r in runs]
