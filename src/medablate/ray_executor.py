@@ -133,17 +133,21 @@ def train_on_ray(runner: "StudyRunner", address: str | None, resources: dict[str
                              f"{ray.cluster_resources().get('CPU', 0):g} CPU(s), "
                              f"{ray.cluster_resources().get('GPU', 0):g} GPU(s)", highlight=False)
         plain = to_plain(runner.study)
-        refs = [task.remote(plain, str(runner.out), r.id, threads) for r in todo]
+        refs = {task.remote(plain, str(runner.out), r.id, threads): r.id for r in todo}
         total = sum(r.trial.config.training.epochs for r in runs)
         with runner._progress() as progress:
             bar = progress.add_task(f"study {runner.study.name} (ray)", total=total)
             waiting = list(refs)
             while waiting:
-                _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=0.5)
+                ready, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=0.5)
+                for ref in ready:  # a line per finished run, as the in-process runner prints
+                    metrics = rundir.metrics_or_empty(rundir.trial_dir(runner.out, refs[ref]))
+                    if metrics.get("status"):
+                        runner.report_run(metrics)
                 progress.update(bar, completed=epochs_done(runner.out, runs))
             progress.update(bar, completed=epochs_done(runner.out, runs))
         try:
-            ray.get(refs)
+            ray.get(list(refs))
         except ray.exceptions.RayTaskError as exc:  # a task's UserError: one paragraph, as if raised here
             cause = getattr(exc, "cause", None)
             if isinstance(cause, UserError):
