@@ -26,6 +26,14 @@ SLOW_ENOUGH = {"data": {"image_size": 48, "phantom": {"count_per_class": 120},
                "model": {"hidden": [256, 64], "dropout": [0.5, 0.2]}, "training": {"epochs": 8, "batch_size": 8}}
 
 
+def assert_same_numbers(out: Path, clean: Path) -> None:
+    """results.csv and both runs' history.csv equal the uninterrupted study's, but for the seconds."""
+    assert without_seconds(read_csv(out / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
+    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
+        assert (without_seconds(read_csv(out / "trials" / run / "history.csv"))
+                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+
+
 def command(study: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "medablate.cli", "run", str(study), "--out", str(out), *extra]
 
@@ -111,10 +119,7 @@ def test_sigterm_stops_cleanly_with_143_and_resumes_identically(tmp_path: Path) 
     assert "Terminated (SIGTERM)" in err and "Traceback" not in err
     assert not list(stopped.rglob("claim.lock")) and not list(stopped.rglob("*.tmp"))
     subprocess.run(command(study, stopped), check=True, capture_output=True)
-    assert without_seconds(read_csv(stopped / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
-    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
-        assert (without_seconds(read_csv(stopped / "trials" / run / "history.csv"))
-                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+    assert_same_numbers(stopped, clean)
 
 
 def test_only_enospc_or_edquot_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -352,10 +357,7 @@ def test_a_full_disk_stops_cleanly_and_the_same_command_then_finishes_identicall
     assert not list(full.rglob("claim.lock")) and not list(full.rglob("*.tmp"))
     monkeypatch.setattr(atomic, "_replace_with", real)
     assert CliRunner().invoke(app, ["run", str(study), "--out", str(full)]).exit_code == 0
-    assert without_seconds(read_csv(full / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
-    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
-        assert (without_seconds(read_csv(full / "trials" / run / "history.csv"))
-                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+    assert_same_numbers(full, clean)
 
 
 def test_failed_runs_give_no_stray_matplotlib_warning(tmp_path: Path) -> None:
@@ -385,10 +387,7 @@ def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path
         assert read_checkpoint(last)["epoch"] == checkpoint_epoch
     assert "interrupted" in medablate("status", str(killed)).stdout
     subprocess.run(command(study, killed), check=True, capture_output=True)
-    assert without_seconds(read_csv(killed / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
-    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
-        assert (without_seconds(read_csv(killed / "trials" / run / "history.csv"))
-                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+    assert_same_numbers(killed, clean)
 
 
 @pytest.mark.parametrize(("signal_name", "code"), [("TERM", 143), ("INT", 130)])
@@ -410,7 +409,4 @@ def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical
     assert state["epoch"] == 2 and state["cut"]["batch"] == 10 and len(state["history"]) == 2
     assert not list(stopped.rglob("claim.lock")) and not list(stopped.rglob("*.tmp"))
     subprocess.run(command(study, stopped), check=True, capture_output=True)
-    assert without_seconds(read_csv(stopped / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
-    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
-        assert (without_seconds(read_csv(stopped / "trials" / run / "history.csv"))
-                == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
+    assert_same_numbers(stopped, clean)

@@ -18,8 +18,8 @@ ONCE = "MEDABLATE_KILL_ONCE"  # a file path: the kill happens only if this file 
 HELPER_OF = "MEDABLATE_HELPER_OF"  # set in a helper process: the pid of the medablate process it works for
 POINTS = {
     "after-checkpoint": "after an epoch's checkpoint, before its history row",
-    "before-run-figures": "after a run's predictions, before its figures and examples",
-    "before-metrics": "after a run's figures and examples, before metrics.json (its done marker)",
+    "before-run-figures": "after the runs are trained, before a run's own figures and examples are drawn",
+    "before-metrics": "after a run's predictions and final checkpoints, before metrics.json (its done marker)",
     "finish": "in the engine's finish, before the final weights-only last.pt",
     "batch": "after each training batch (with MEDABLATE_KILL_SIGNAL=TERM: SIGTERM there, to test stopping mid-epoch)",
     "analysis": "in the analysis, after results.csv and before summaries, comparisons and figures",

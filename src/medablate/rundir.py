@@ -5,6 +5,7 @@ through this module, so a folder written by another format is read correctly or 
     DIR/study.json  results.csv  summary.csv  comparisons.csv  split.csv  tables.md  figures/<comparison>.png
     DIR/trials/<trial>-seed<k>/config.yaml  history.csv  metrics.json  best.pt  last.pt  curves.png
                                predictions_val.csv  predictions_test.csv  examples.json  examples/  claim.lock
+                               roc.png  pr.png  reliability.png  confusion.png  figures.json (drawn after the runs)
 
 Format history: 1 (medablate 0.1.0: no `format` key, `best_val_acc` = highest at any epoch); 2 (`format`,
 `val_acc` of the checkpoint used, `highest_val_acc`, `evaluation_config`, `threads`; study.json records the

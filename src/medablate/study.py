@@ -196,8 +196,9 @@ class StudyRunner:
                  workers: int = 1) -> None:
         self.study, self.out, self.console, self.command = study, Path(out), console, command
         self.threads, self.workers, self.show_progress = threads, workers, True
-        # a helper process writes each run's figures while the next trains: the CLI's choice; a library caller's
-        # script must then guard its entry point (if __name__ == "__main__"), as for any spawned process
+        # the CLI's choice: a thread writes each run's final checkpoints while the next trains, and the runs' figures
+        # are drawn by spawned processes; a library caller's script must then guard its entry point
+        # (if __name__ == "__main__"), as for any spawned process
         self.background = False
         self.executor, self.ray_address, self.ray_resources = "local", None, {}  # --executor ray [--address]
         self.elsewhere: list[str] = []  # runs another process was training while this one ran
@@ -368,7 +369,7 @@ class StudyRunner:
     def _train_all(self, data: StudyData, splits: dict[str, Split], device: torch.device,
                    background: bool = False) -> list[str]:
         """Train every run nobody else holds, one after another; with background, a run's final checkpoints and
-        outputs are written while the next one trains (the claim is kept until they are)."""
+        metrics.json are written while the next one trains (the claim is kept until they are)."""
         runs = self.plan.runs
         context = RunContext(self.study, self.out, data, splits, device)
         statuses: list[str] = []
