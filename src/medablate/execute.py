@@ -29,7 +29,7 @@ from medablate.augment import make_augment
 from medablate.config import EvaluationConfig, Study, to_plain
 from medablate.data.npy_pair import DEFAULT_FILES
 from medablate.data.split import VAL
-from medablate.engine import Split, Trainer, evaluate, steps_per_epoch
+from medablate.engine import Evaluation, Split, Trainer, evaluate, steps_per_epoch
 from medablate.errors import UserError
 from medablate.optim import HORIZON_ARGUMENT, scheduler_horizon
 from medablate.plan import Run
@@ -173,12 +173,11 @@ def evaluate_best(job: "OutputsJob", trainer: Trainer, task: Task, context: RunC
     data, splits = context.data, context.splits
     # the epoch's own validation pass gave these predictions with these weights: the same numbers, not recomputed
     val = trainer.best_val or evaluate(trainer.model, task, splits["val"], batch, keep_predictions=True)
-    job.val = ([i for i, s in zip(data.images.ids, data.split) if s == VAL], _labels(splits["val"]),
-               val.probabilities, val.decisions)
+    job.val = ([i for i, s in zip(data.images.ids, data.split) if s == VAL], *_arrays(splits["val"], val))
     job.metrics["checkpoint_epoch"] = epoch
     if "test" in splits and data.test is not None:
         test = evaluate(trainer.model, task, splits["test"], batch, keep_predictions=True)
-        job.test = (list(data.test.ids), _labels(splits["test"]), test.probabilities, test.decisions)
+        job.test = (list(data.test.ids), *_arrays(splits["test"], test))
         job.metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": test.accuracy,
                                "loss": test.loss, "confusion_matrix": test.confusion, "count": test.count,
                                "class_names": list(data.images.class_names)}
@@ -279,5 +278,7 @@ def disk_full(exc: BaseException, folder: Path) -> bool:
     return False
 
 
-def _labels(split: Split) -> np.ndarray:
-    return split.labels.cpu().numpy()
+def _arrays(split: Split, result: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, probabilities and decisions of an evaluation made with keep_predictions."""
+    assert result.probabilities is not None and result.decisions is not None
+    return split.labels.cpu().numpy(), result.probabilities, result.decisions

@@ -34,7 +34,7 @@ def current(run_dir: Path) -> bool:
     if wanted is None:
         return True
     try:
-        return rundir.read_json(run_dir / rundir.FIGURES_JSON).get("metrics_sha1") == wanted
+        return (rundir.read_json(run_dir / rundir.FIGURES_JSON) or {}).get("metrics_sha1") == wanted
     except Exception:
         return False
 
