@@ -87,6 +87,11 @@ def resolve_device(name: str) -> torch.device:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def usable_cores() -> int:
+    """The cores this process may use (cgroup/affinity aware where the platform says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def configure_threads(requested: int | None = None) -> tuple[int, str]:
     """Torch's intra-op threads and where the number came from: `requested` (--threads), else what the user set
     with OMP_NUM_THREADS / MKL_NUM_THREADS (torch already follows it), else one per core this process may use
@@ -97,7 +102,7 @@ def configure_threads(requested: int | None = None) -> tuple[int, str]:
     for variable in THREAD_VARIABLES:
         if os.environ.get(variable, "").strip():
             return torch.get_num_threads(), variable
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = usable_cores()
     if torch.get_num_threads() != available:
         torch.set_num_threads(available)
     return available, "usable cores"

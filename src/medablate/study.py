@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from medablate.data.phantom import FIGURE_NOTE
 from medablate.data.split import (KERMANY_PATIENTS, SPLIT_COLUMNS, TEST, TRAIN, VAL, group_ids, looks_patient_named,
                                   make_split, split_rows, uses_source_split)
 from medablate.data.types import ImageSet
-from medablate.engine import Split, configure_threads, resolve_device
+from medablate.engine import Split, configure_threads, resolve_device, usable_cores
 from medablate.errors import UserError
 from medablate.execute import Event, Finisher, RunContext, execute_run, run_config
 from medablate import run_figures
@@ -446,7 +445,7 @@ class StudyRunner:
     def draw_run_figures(self, data: StudyData) -> None:
         """Each run's own figures and examples, drawn after training (in parallel processes from the CLI)."""
         runs = [(rundir.trial_dir(self.out, r.id), f"{self.study.name}: {r.id}") for r in self.plan.runs]
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         with self.console.status("Drawing each run's figures and examples..."):
             run_figures.draw_all(runs, self._figure_note(), data.test, cores if self.background else 1)
 

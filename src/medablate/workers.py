@@ -57,7 +57,9 @@ def auto_workers(device: str) -> tuple[int, list[str]]:
         return len(cards), cards
     if not cards:
         return 1, []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from medablate.engine import usable_cores
+
+    cores = usable_cores()
     free, _ = torch.cuda.mem_get_info()
     return max(1, min(8, cores // 2, int(free // 2**32))), cards
 
