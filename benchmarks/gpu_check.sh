@@ -4,7 +4,8 @@
 # 1. the course study, 1 seed x 6 trials x 40 epochs: --workers 1 vs --workers auto (wall, phases, summed
 #    training, fixed cost per run, identical numbers);
 # 2. the 30-run course study (5 seeds) with --workers auto: the target is under 2 minutes;
-# 3. the course notebook's own loop vs medablate's Trainer, seconds per epoch on the same card.
+# 3. the course notebook's own loop vs medablate's Trainer, seconds per epoch on the same card;
+# 4. benchmarks/models.py: every registered model, fp32 vs the speed switches.
 # Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
 # --find-links WHEELS -e . first). Figures go to stdout; set GPU_CHECK_EPOCHS to shorten.
 set -euo pipefail
@@ -19,3 +20,5 @@ echo "== 2. course study, 5 seeds = 30 runs, $EPOCHS epochs, --workers auto (tar
 "$PY" benchmarks/study_time.py --epochs "$EPOCHS" --seeds 5 --configs auto
 echo "== 3. seconds per epoch, the notebook's loop vs medablate's, on this GPU"
 "$PY" benchmarks/epoch_time.py --device cuda --epochs 10
+echo "== 4. every registered model at 128 and 224 px: fp32, channels-last, bf16 (issue 10)"
+"$PY" benchmarks/models.py --device cuda --batches 20

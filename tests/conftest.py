@@ -29,7 +29,9 @@ def tiny_study(**sections: Any) -> dict[str, Any]:
         "comparisons": [{"name": "loss", "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}}],
     }
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(study.get(key), dict):
+        if key == "model" and value.get("name", "mlp") != "mlp":
+            study[key] = value  # another model's keys: the tiny MLP's would be unknown keys
+        elif isinstance(value, dict) and isinstance(study.get(key), dict):
             study[key] = {**study[key], **value}
         else:
             study[key] = value

@@ -64,10 +64,10 @@ def save_course_arrays(folder: Path, n: int = 30, size: int = 24) -> None:
     from medablate.data import phantom
 
     train, test = phantom.generate(n, size, 0), phantom.generate(8, size, 9)
-    np.save(folder / "normal.npy", train.images[train.labels == 0])
-    np.save(folder / "pneumonia.npy", train.images[train.labels == 1])
-    np.save(folder / "test_normal.npy", test.images[test.labels == 0])
-    np.save(folder / "test_pneumonia.npy", test.images[test.labels == 1])
+    np.save(folder / "normal.npy", train.images[train.labels == 0, 0])
+    np.save(folder / "pneumonia.npy", train.images[train.labels == 1, 0])
+    np.save(folder / "test_normal.npy", test.images[test.labels == 0, 0])
+    np.save(folder / "test_pneumonia.npy", test.images[test.labels == 1, 0])
 
 
 def test_npy_pair_study_then_evaluate_and_status(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_dicom_folder_with_labels_from_folders_and_patient_ids(tmp_path: Path) -
             write_dicom(tmp_path / "dcm" / label / f"{i}.dcm", rng.integers(0, 4096, (20, 20)), bits=12,
                         patient=f"{label[0]}{i // 2}")
     data = load_data(DataConfig(path=tmp_path / "dcm", image_size=16))
-    assert data.source == "dicom" and data.images.shape == (12, 16, 16)
+    assert data.source == "dicom" and data.images.shape == (12, 1, 16, 16)
     assert data.patients[:3] == ["N0", "N0", "N1"]
     split = make_split(data, SplitConfig(method="stratified", val_fraction=0.34, group_by={"dicom": "PatientID"}))
     sides: dict[str, set] = {}

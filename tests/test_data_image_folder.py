@@ -26,7 +26,7 @@ def test_reads_rgb_and_grey_into_one_grey_channel_at_image_size(tmp_path: Path) 
     make_folder(tmp_path)
     data = load_data(DataConfig(path=tmp_path, image_size=16))
     assert data.source == "image-folder" and data.class_names == ["NORMAL", "PNEUMONIA"]
-    assert data.images.shape == (6, 16, 16) and data.images.dtype == np.uint8
+    assert data.images.shape == (6, 1, 16, 16) and data.images.dtype == np.uint8
     assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert data.ids[0] == "NORMAL/img0.png"
 
@@ -36,7 +36,7 @@ def test_grey_conversion_matches_pillow(tmp_path: Path) -> None:
     data = image_folder.load(tmp_path, 16)
     with Image.open(tmp_path / "PNEUMONIA" / "img0.jpeg") as image:
         expected = np.asarray(image.convert("L"))
-    assert np.array_equal(data.images[3], expected)
+    assert np.array_equal(data.images[3, 0], expected)
 
 
 def test_parallel_decode_equals_serial(tmp_path: Path) -> None:

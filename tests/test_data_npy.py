@@ -18,15 +18,15 @@ def test_loads_one_array_per_class_in_order(tmp_path: Path) -> None:
     save_pair(tmp_path)
     data = load_data(DataConfig(path=tmp_path, image_size=16))
     assert data.source == "npy-pair" and data.class_names == ["normal", "pneumonia"]
-    assert data.images.shape == (12, 16, 16) and data.labels.tolist() == [0] * 6 + [1] * 6
+    assert data.images.shape == (12, 1, 16, 16) and data.labels.tolist() == [0] * 6 + [1] * 6
     assert data.ids[0] == "normal.npy[0]" and data.ids[-1] == "pneumonia.npy[5]"
-    assert np.array_equal(data.images[:6], np.load(tmp_path / "normal.npy"))
+    assert np.array_equal(data.images[:6, 0], np.load(tmp_path / "normal.npy"))
 
 
 def test_configurable_file_names_and_resize(tmp_path: Path) -> None:
     save_pair(tmp_path, size=20, prefix="test_")
     data = npy_pair.load(tmp_path, ["test_normal.npy", "test_pneumonia.npy"], 10)
-    assert data.images.shape == (12, 10, 10) and data.class_names == ["normal", "pneumonia"]
+    assert data.images.shape == (12, 1, 10, 10) and data.class_names == ["normal", "pneumonia"]
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ def test_deterministic_and_seed_dependent() -> None:
 
 def test_shape_labels_and_synthetic_flag() -> None:
     data = phantom.generate(5, 48, 0)
-    assert data.images.shape == (10, 48, 48) and data.images.dtype == np.uint8
+    assert data.images.shape == (10, 1, 48, 48) and data.images.dtype == np.uint8
     assert data.labels.tolist() == [0] * 5 + [1] * 5
     assert data.synthetic and any("synthetic" in n for n in data.notes)
     assert len(set(data.ids)) == 10
@@ -21,7 +21,7 @@ def test_shape_labels_and_synthetic_flag() -> None:
 def test_images_look_like_radiographs() -> None:
     """Dark background, brighter body, darker lungs, and the full 8-bit range used."""
     data = phantom.generate(4, 128, 0)
-    image = data.images[0].astype(float)
+    image = data.images[0, 0].astype(float)
     corner, centre_column = image[:10, :10].mean(), image[40:90, 60:68].mean()
     left_lung = image[40:80, 30:45].mean()
     assert corner < left_lung < centre_column
@@ -31,7 +31,7 @@ def test_images_look_like_radiographs() -> None:
 def test_positives_are_brighter_in_the_lungs_only_on_average() -> None:
     """The opacities add brightness inside the lungs, but not enough to separate the classes by a threshold."""
     data = phantom.generate(200, 64, 0)
-    lungs = data.images[:, 16:44, 8:24].reshape(400, -1).mean(1)
+    lungs = data.images[:, 0, 16:44, 8:24].reshape(400, -1).mean(1)
     negatives, positives = lungs[data.labels == 0], lungs[data.labels == 1]
     assert positives.mean() > negatives.mean()
     best_threshold_accuracy = max(((lungs > t) == data.labels).mean() for t in np.unique(lungs))

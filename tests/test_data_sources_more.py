@@ -28,7 +28,7 @@ def write_images(folder: Path, count: int, size: int = 24, seed: int = 0) -> lis
     for i, (pixels, label) in enumerate(zip(data.images, data.labels)):
         name = ["normal", "pneumonia"][label]
         (folder / name).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(folder / name / f"img{i}.png")
+        Image.fromarray(pixels[0]).save(folder / name / f"img{i}.png")
         rows.append((f"{name}/img{i}.png", name, f"p{i // 2}"))
     return rows
 
@@ -50,7 +50,7 @@ def test_manifest_reads_paths_relative_to_the_csv_with_patients_and_splits(tmp_p
     data = load_data(DataConfig(path=path, image_size=24))
     assert data.source == "manifest" and data.class_names == ["normal", "pneumonia"]
     assert data.patients[:4] == ["p0", "p0", "p1", "p1"] and list(data.preset[:4]) == splits[:4]
-    assert np.array_equal(data.images[0], np.asarray(Image.open(tmp_path / "images" / rows[0][0])))
+    assert np.array_equal(data.images[0, 0], np.asarray(Image.open(tmp_path / "images" / rows[0][0])))
 
 
 def test_manifest_bad_rows_are_named(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_medmnist_official_splits_and_rgb_to_grey(tmp_path: Path) -> None:
     assert data.source == "medmnist" and len(data) == 52
     assert list(data.preset).count("test") == 12 and data.labels[:4].tolist() == [0, 1, 0, 1]
     write_npz(tmp_path / "rgb.npz", rgb=True)
-    assert medmnist.load(tmp_path / "rgb.npz", 32).images.shape == (52, 32, 32)
+    assert medmnist.load(tmp_path / "rgb.npz", 32).images.shape == (52, 1, 32, 32)
 
 
 def test_medmnist_missing_file_and_key(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_decode_once_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path: P
     calls = []
     original = image_folder.decode_with_errors
     monkeypatch.setattr(image_folder, "decode_with_errors",
-                        lambda files, size, workers=None, skip=False: calls.append(1) or original(files, size, workers, skip))
+                        lambda files, size, workers=None, skip=False, rgb=False: calls.append(1) or original(files, size, workers, skip, rgb))
     first = image_folder.load(tmp_path / "xr", 24)
     second = image_folder.load(tmp_path / "xr", 24)
     assert len(calls) == 1 and np.array_equal(first.images, second.images) and first.ids == second.ids
@@ -154,3 +154,21 @@ def test_decode_once_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path: P
 def test_a_named_medmnist_set_that_is_not_on_disk_says_how_to_get_it() -> None:
     with pytest.raises(UserError, match="pip install medmnist"):
         load_data(DataConfig(path=Path("/nonexistent/pneumoniamnist")))
+
+
+def test_the_source_catalogue_drives_validation_detection_and_the_readme_table(tmp_path: Path) -> None:
+    from medablate.config import validate_study
+    from medablate.data import resolve_source
+    from medablate.data.sources import all_sources, table
+    from medablate.errors import UserError
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert table() in readme
+    assert {"npy-pair", "image-folder", "dicom", "manifest", "medmnist", "phantom"} <= set(all_sources())
+    with pytest.raises(UserError, match="did you mean 'image-folder'"):
+        validate_study({"name": "x", "data": {"source": "imagefolder"}}, "s")
+    (tmp_path / "m.csv").write_text("path,label\n")
+    (tmp_path / "x.npz").write_bytes(b"")
+    assert resolve_source("auto", tmp_path / "m.csv", []) == "manifest"
+    assert resolve_source("auto", tmp_path / "x.npz", []) == "medmnist"
+    assert resolve_source("auto", None, []) == "phantom"

@@ -30,9 +30,9 @@ def write_folder(root: Path, count: int, seed: int) -> None:
         folder = root / ("NORMAL" if label == 0 else "PNEUMONIA")
         folder.mkdir(parents=True, exist_ok=True)
         if label == 0:
-            Image.fromarray(pixels).save(folder / f"img{i}.png")
+            Image.fromarray(pixels[0]).save(folder / f"img{i}.png")
         else:
-            Image.fromarray(np.stack([pixels] * 3, -1)).save(folder / f"img{i}.jpeg", quality=95)
+            Image.fromarray(np.stack([pixels[0]] * 3, -1)).save(folder / f"img{i}.jpeg", quality=95)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def subset(source: Path, target: Path, per_class: int, skip: int = 0) -> Path:
 def test_real_images_decode_to_grey_at_image_size(tmp_path: Path) -> None:
     folder = subset(require_shared_data(), tmp_path / "xrays", 5)
     data = image_folder.load(folder, 64)
-    assert data.images.shape == (10, 64, 64) and data.class_names == ["NORMAL", "PNEUMONIA"]
+    assert data.images.shape == (10, 1, 64, 64) and data.class_names == ["NORMAL", "PNEUMONIA"]
     assert 20 < data.images.mean() < 235 and data.images.std() > 10
 
 
@@ -58,7 +58,7 @@ def test_small_real_subset_study(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_whole_shared_folder_loads(tmp_path: Path) -> None:
     data = image_folder.load(require_shared_data(), 256)
-    assert data.images.shape == (5216, 256, 256)
+    assert data.images.shape == (5216, 1, 256, 256)
     assert data.counts() == {"NORMAL": 1341, "PNEUMONIA": 3875}
     assert np.isin(data.labels, [0, 1]).all()
 

@@ -168,7 +168,7 @@ def test_a_three_class_study_reports_macro_and_per_class_metrics(tmp_path: Path)
     for i, (pixels, label) in enumerate(zip(data.images, data.labels)):
         name = ["a", "b", "c"][label if i % 3 else 2]
         (tmp_path / "xr" / name).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(tmp_path / "xr" / name / f"{i}.png")
+        Image.fromarray(pixels[0]).save(tmp_path / "xr" / name / f"{i}.png")
     path = write_study(tmp_path, data={"path": str(tmp_path / "xr"), "image_size": 24,
                                        "split": {"method": "stratified", "val_fraction": 0.3}},
                        test=None, training={"epochs": 2, "batch_size": 8, "loss": "CrossEntropyLoss"}, comparisons=[])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medablate.config import ModelConfig
+from medablate.config import MLPConfig
 from medablate.errors import UserError
 from medablate.models import build_model, count_outputs
 from medablate.tasks import make_task
@@ -12,7 +12,7 @@ def test_head_size_follows_the_loss() -> None:
     assert make_task("CrossEntropyLoss", 2).num_outputs == 2
     assert make_task("CrossEntropyLoss", 4).num_outputs == 4
     for loss, width in (("BCEWithLogitsLoss", 1), ("CrossEntropyLoss", 2)):
-        model = build_model(ModelConfig(hidden=[8], dropout=[0.0]), (4, 4), make_task(loss, 2).num_outputs)
+        model = build_model(MLPConfig(hidden=[8], dropout=[0.0]), (4, 4), make_task(loss, 2).num_outputs)
         assert count_outputs(model) == width
 
 

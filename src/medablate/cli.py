@@ -22,7 +22,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                        "Train every combination of a study's factors on the same split with several seeds, "
                        "keep the best checkpoints, evaluate on test data, and write tables and figures.")
 console = Console(stderr=True)
-EVALUATE_SOURCES = ("auto", "image-folder", "dicom", "npy-pair", "manifest", "medmnist")
+def evaluate_sources() -> list[str]:
+    """`evaluate --source` choices: auto and every registered source of real images (imported only when used)."""
+    from medablate.data.sources import all_sources
+
+    return ["auto", *(name for name, source in all_sources().items() if source.real)]
+
+
 out_console = Console()
 
 
@@ -150,7 +156,8 @@ def evaluate(
                                         help="Data to evaluate on, in any form `run` reads (class folders of images "
                                              "or DICOM, .npy files, a manifest CSV, a MedMNIST .npz). Omit for the "
                                              "study's own test set."),
-    source: str = typer.Option("auto", "--source", help=f"{', '.join(EVALUATE_SOURCES)}."),
+    source: str = typer.Option("auto", "--source", help="auto, or a data source as in the study file's data.source "
+                                                          "(image-folder, dicom, npy-pair, manifest, medmnist, ...)."),
     files: Optional[str] = typer.Option(None, "--files",
                                         help="npy-pair: comma-separated file per class, e.g. "
                                              "test_normal.npy,test_pneumonia.npy."),
@@ -167,8 +174,8 @@ def evaluate(
 
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint is '{checkpoint}': use best or last.")
-        if source not in EVALUATE_SOURCES:
-            raise UserError(f"--source is '{source}': use one of {', '.join(EVALUATE_SOURCES)}.")
+        if source not in evaluate_sources():
+            raise UserError(f"--source is '{source}': use one of {', '.join(evaluate_sources())}.")
         file_list = [f.strip() for f in files.split(",")] if files else None
         result = evaluate_trial(trial_dir, data, source, file_list, loss, checkpoint, name, device)
         _print_evaluation(result)

@@ -9,17 +9,18 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from medablate import names
 from medablate.errors import UserError
 
 LOSSES = ("BCEWithLogitsLoss", "CrossEntropyLoss")
-SOURCES = ("auto", "phantom", "npy-pair", "image-folder", "manifest", "medmnist")
-SourceName = Literal["auto", "phantom", "npy-pair", "image-folder", "dicom", "manifest", "medmnist"]
+Normalize = Literal["none", "image", "dataset"]
+TTA = Literal["none", "flip", "crops"]
 
 
 class Loader(yaml.SafeLoader):
@@ -133,16 +134,51 @@ class AugmentConfig(Strict):
     contrast: float = Field(0.0, ge=0, lt=1, description="max contrast change, as a fraction")
     brightness: float = Field(0.0, ge=0, le=1, description="max brightness shift, in units of the 0..1 range")
     flip: bool = Field(False, description="flip half of the images left-right (think twice: anatomy is not symmetric)")
+    crop_scale: tuple[float, float] | None = Field(
+        None, description="random resized crop: the crop's area as a fraction of the image, e.g. [0.7, 1.0]; "
+                          "None: off")
+    crop_ratio: tuple[float, float] = Field((0.75, 1.3333), description="random resized crop: aspect ratio range")
+    gamma: float = Field(0.0, ge=0, lt=1, description="max gamma change: gamma drawn in [1 - g, 1 + g]")
+    noise: float = Field(0.0, ge=0, le=0.5, description="Gaussian noise: max standard deviation, in units of 0..1")
+    blur: float = Field(0.0, ge=0, le=10, description="Gaussian blur: max sigma in pixels (at 128 px; scaled with size)")
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 < value[0] <= value[1]:
+            raise ValueError(f"a range is [low, high] with 0 < low <= high, not {list(value)}")
+        return value
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _area(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[1] > 1:
+            raise ValueError(f"crop_scale is a fraction of the image's area: at most 1, not {list(value)}")
+        return value
 
     @property
     def enabled(self) -> bool:
-        return self.flip or any(v > 0 for v in (self.rotate, self.translate, self.scale, self.contrast, self.brightness))
+        return self.flip or self.crop_scale is not None or any(
+            v > 0 for v in (self.rotate, self.translate, self.scale, self.contrast, self.brightness, self.gamma,
+                            self.noise, self.blur))
+
+
+def _known_source(value: str) -> str:
+    from medablate.data.sources import names as source_names  # the catalogue: each source registers itself
+
+    valid = ["auto", *source_names()]
+    if value not in valid:
+        raise ValueError(names.unknown_name_message("data source", value, valid))
+    return value
 
 
 class DataConfig(Strict):
-    source: SourceName = "auto"
+    source: str = Field("auto", description="auto (detected from data.path) or a source of medablate.data.sources")
     path: Path | None = None
     image_size: int = Field(256, ge=8, le=2048)
+    channels: Literal[1, 3] = Field(1, description="1: grey (RGB sources converted); 3: RGB kept (grey repeated)")
+    normalize: Normalize = Field("none", description="none: pixels in 0..1; image: each image to mean 0, SD 1; "
+                                                     "dataset: the training split's mean and SD")
     classes: list[str] | None = None
     files: list[str] | None = None
     phantom: PhantomConfig = PhantomConfig()
@@ -152,14 +188,18 @@ class DataConfig(Strict):
     duplicates: Literal["drop", "keep"] = Field(
         "drop", description="drop: an image whose pixels repeat one in an earlier split (train < val < test) is removed")
 
+    _source = field_validator("source")(lambda value: _known_source(value))
+
 
 class TestConfig(Strict):
     """Where the test set lives. Unset fields follow the training data (see data.resolve_test)."""
 
-    source: SourceName = "auto"
+    source: str = "auto"
     path: Path | None = None
     files: list[str] | None = None
     phantom: TestPhantomConfig = TestPhantomConfig()
+
+    _source = field_validator("source")(lambda value: _known_source(value))
 
 
 class ActivationConfig(Named):
@@ -172,7 +212,13 @@ class ActivationConfig(Named):
         return self
 
 
-class ModelConfig(Strict):
+class ModelBase(Strict):
+    weights: Path | None = Field(None, description="a state dict to start from (partial loading; see medablate.weights)")
+
+
+class MLPConfig(ModelBase):
+    """The course MLP: Linear-BatchNorm-activation-Dropout blocks on the flattened image."""
+
     name: Literal["mlp"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [512, 256, 256])
     dropout: list[float] = Field(default_factory=lambda: [0.9, 0.9, 0.8])
@@ -182,7 +228,7 @@ class ModelConfig(Strict):
     _named = field_validator("activation", mode="before")(_as_named)
 
     @model_validator(mode="after")
-    def _dropout_per_block(self) -> "ModelConfig":
+    def _dropout_per_block(self) -> "MLPConfig":
         if len(self.dropout) != len(self.hidden):
             raise ValueError(
                 f"dropout has {len(self.dropout)} values but hidden has {len(self.hidden)} blocks: "
@@ -192,6 +238,63 @@ class ModelConfig(Strict):
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"hidden widths must be positive: got {self.hidden}")
         return self
+
+
+class CNNConfig(ModelBase):
+    """medablate's CPU-fast network: a stride-2 stem, then stages of 3x3 conv-BN-ReLU blocks (the first of each
+    later stage with stride 2), global average pooling, dropout and a linear head."""
+
+    name: Literal["cnn"] = "cnn"
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 128, 256], description="channels per stage")
+    blocks: list[int] = Field(default_factory=lambda: [1, 1, 1, 1], description="blocks per stage")
+    residual: bool = Field(True, description="blocks of two convolutions with a skip connection (else one conv)")
+    stem_stride: int = Field(2, ge=1, le=4, description="stride of the first convolution")
+    dropout: float = Field(0.2, ge=0, lt=1, description="before the linear head")
+
+    @model_validator(mode="after")
+    def _stage_lists(self) -> "CNNConfig":
+        if not self.widths or len(self.widths) != len(self.blocks):
+            raise ValueError(f"widths ({len(self.widths)} stages) and blocks ({len(self.blocks)} stages) must name the "
+                             "same, non-zero number of stages, e.g. widths: [24, 48, 96, 192], blocks: [1, 1, 1, 1]")
+        if any(w < 1 for w in self.widths) or any(b < 1 for b in self.blocks):
+            raise ValueError(f"widths and blocks must be positive: got {self.widths}, {self.blocks}")
+        return self
+
+
+MONAI_ALIASES = ("resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0")
+
+
+class MonaiConfig(ModelBase):
+    """Any network of monai.networks.nets (`{name: monai, net: DenseNet121, kwargs: {...}}`) or a short alias
+    (resnet18, resnet34, resnet50, densenet121, efficientnet-b0). spatial_dims, channels and the head are set by
+    medablate."""
+
+    name: Literal["monai", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0"] = "monai"
+    net: str | None = Field(None, description="a class or builder in monai.networks.nets (name: monai)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments")
+
+    @model_validator(mode="after")
+    def _known(self) -> "MonaiConfig":
+        from medablate.models.monai import check  # late import: MONAI is only loaded for MONAI models
+
+        check(self)
+        return self
+
+
+MODEL_CONFIGS: dict[str, type[ModelBase]] = {"mlp": MLPConfig, "cnn": CNNConfig, "monai": MonaiConfig,
+                                             **{alias: MonaiConfig for alias in MONAI_ALIASES}}
+
+
+def _model_tag(value: Any) -> str | None:
+    """Which config class a model section is: its name (default mlp, the course's model)."""
+    name = value.get("name", "mlp") if isinstance(value, dict) else getattr(value, "name", None)
+    return "monai" if name in MONAI_ALIASES else name
+
+
+ModelConfig = Annotated[Union[Annotated[MLPConfig, Tag("mlp")], Annotated[CNNConfig, Tag("cnn")],
+                              Annotated[MonaiConfig, Tag("monai")]],
+                        Discriminator(_model_tag, custom_error_type="unknown_model",
+                                      custom_error_message="unknown model name")]
 
 
 class OptimizerConfig(Named):
@@ -232,6 +335,10 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = Field(256, ge=1)
     tensorboard: bool = Field(False, description="write TensorBoard scalars and HParams per trial (optional package)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast precision of the training and evaluation passes (fp16 with a GradScaler)")
+    compile: bool = Field(False, description="torch.compile the model (checkpoints keep the raw module's keys)")
+    channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for convolutional networks")
     checkpoint_every: Literal["auto", "epoch"] | int = Field(
         "auto", description="last.pt after an epoch: auto (when 60 s have passed since the last one), epoch, or every "
                             "N epochs; always at the end. A resume replays the epochs since, with identical numbers")
@@ -311,6 +418,9 @@ class EvaluationConfig(Strict):
     threshold: float | Literal["youden"] | SensitivityTarget = Field(
         0.5, description="0.5 (the course's rule), youden, or {sensitivity: 0.95}; chosen on validation only")
     bootstrap_resamples: int = Field(2000, ge=100, description="resamples for the test metrics' 95% CIs")
+    tta: TTA = Field("none", description="test-time augmentation: none, flip (image and its mirror) or crops (the "
+                                         "image and four 90% corner crops); probabilities averaged, on validation "
+                                         "and test alike")
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -331,9 +441,14 @@ class EvaluationConfig(Strict):
 class TrialConfig(Strict):
     """Everything one training run depends on, except the seed and the study-level data."""
 
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = MLPConfig()
     training: TrainingConfig = TrainingConfig()
     augment: AugmentConfig = AugmentConfig()  # the study's data.augment, which comparisons can vary
+    normalize: Normalize = "none"  # the study's data.normalize
+    tta: TTA = "none"  # the study's evaluation.tta
+
+
+VARIABLE = ("model.", "training.", "data.augment", "data.normalize", "evaluation.tta")
 
 
 class Comparison(Strict):
@@ -350,9 +465,10 @@ class Comparison(Strict):
         if not vary:
             raise ValueError("vary is empty: name at least one key, e.g. {training.loss: [BCEWithLogitsLoss, CrossEntropyLoss]}")
         for key, values in vary.items():
-            if not key.startswith(("model.", "training.", "data.augment")):
+            if key != "model" and not key.startswith(VARIABLE):
                 raise ValueError(
-                    f"cannot vary '{key}': only model.*, training.* and data.augment keys can vary within a study "
+                    f"cannot vary '{key}': only model, model.*, training.*, data.augment, data.normalize and "
+                    "evaluation.tta can vary within a study "
                     "(the data and its split are shared by every trial so that comparisons are paired)")
             if not values:
                 raise ValueError(f"vary.{key} is an empty list: give at least one value")
@@ -364,7 +480,7 @@ class Study(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     data: DataConfig = DataConfig()
     test: TestConfig | None = None
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = MLPConfig()
     training: TrainingConfig = TrainingConfig()
     comparisons: list[Comparison] = Field(default_factory=list)
     analysis: AnalysisConfig = AnalysisConfig()
@@ -390,7 +506,8 @@ class Study(Strict):
 
     @property
     def base(self) -> TrialConfig:
-        return TrialConfig(model=self.model, training=self.training, augment=self.data.augment)
+        return TrialConfig(model=self.model, training=self.training, augment=self.data.augment,
+                           normalize=self.data.normalize, tta=self.evaluation.tta)
 
 
 # ---------------------------------------------------------------- loading and overrides
@@ -428,6 +545,18 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any, defaults: dict[str, A
     node[parts[-1]] = value
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
 def get_dotted(tree: dict[str, Any], key: str) -> Any:
     node: Any = tree
     for part in key.split("."):
@@ -440,21 +569,34 @@ def get_dotted(tree: dict[str, Any], key: str) -> Any:
 def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        parts = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
+        shown = ".".join(p for i, p in enumerate(parts) if not _is_model_tag(parts, i))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = _unknown_key_message(loc)
+            msg = _unknown_key_message(parts)
+        elif err["type"] == "unknown_model":
+            name = err["input"].get("name") if isinstance(err["input"], dict) else err["input"]
+            msg = names.unknown_name_message("model", str(name), MODEL_CONFIGS)
+            shown += ".name"
         elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
             msg = f"{msg} (got {err['input']!r})"
-        lines.append(f"{loc or '(top level)'}: {msg}")
+        lines.append(f"{shown or '(top level)'}: {msg}")
     text = "; ".join(lines)
     return f"{source} is not a valid study: {text}" + ("" if text.endswith((".", "?")) else ".")
 
 
-def _unknown_key_message(loc: str) -> str:
-    parent, _, key = loc.rpartition(".")
+def _is_model_tag(parts: list[str], i: int) -> bool:
+    """pydantic puts the union member's tag in the location (model.cnn.widths): not a key the user wrote."""
+    return i > 0 and parts[i - 1] == "model" and parts[i] in ("mlp", "cnn", "monai")
+
+
+def _unknown_key_message(parts: list[str]) -> str:
+    *parent, key = parts
     model: type[BaseModel] | None = Study
-    for part in parent.split(".") if parent else []:
+    for i, part in enumerate(parent):
+        if _is_model_tag(parent, i):
+            model = MODEL_CONFIGS[part]
+            continue
         field = model.model_fields.get(part) if model else None
         annotation = field.annotation if field else None
         model = next((a for a in getattr(annotation, "__args__", (annotation,))
@@ -494,6 +636,7 @@ def load_study(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple
     """Read, override and validate a study. Returns the study and the raw (overridden) mapping."""
     raw = copy.deepcopy(read_yaml(path))
     defaults = Study(name="defaults").model_dump(mode="json")
+    defaults.pop("model")  # a model section starts empty: the defaults of one model are unknown keys of another
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value, defaults)
@@ -514,7 +657,8 @@ def _resolve_paths(study: Study, folder: Path) -> Study:
 
     data = study.data.model_copy(update={"path": fix(study.data.path)})
     test = study.test.model_copy(update={"path": fix(study.test.path)}) if study.test else None
-    return study.model_copy(update={"data": data, "test": test})
+    model = study.model.model_copy(update={"weights": fix(study.model.weights)})
+    return study.model_copy(update={"data": data, "test": test, "model": model})
 
 
 def to_plain(model: BaseModel) -> dict[str, Any]:

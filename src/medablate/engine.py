@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +26,10 @@ from medablate import atomic, faults
 from medablate.clinical import epoch_metrics
 from medablate.checkpoint import (DamagedCheckpoint, drop_stale_slot, load_checkpoint, older_slot, read_checkpoint,
                                   save_checkpoint)
-from medablate.config import TrialConfig, to_plain
+from medablate.config import TrialConfig, flatten, to_plain
 from medablate.errors import stop_between_batches, stop_requested, take_stop
-from medablate.models import build_model
+from medablate.models import build_model, input_shape, is_convolutional, network, set_dataset_statistics
+from medablate.models.weights import load_weights
 from medablate.optim import build_optimizer, build_scheduler
 from medablate.tasks import Task
 from medablate.tracking import TensorBoardLog
@@ -39,7 +41,7 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass
 class Split:
-    """uint8 images (N, H, W) and int64 labels, already on the training device."""
+    """uint8 images (N, C, H, W) and int64 labels, already on the training device."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -113,6 +115,41 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
 
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The speed switches as no-op seams: autocast or nullcontext, channels-last or not (nanoGPT's way)."""
+
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> float in [0, 1], in the model's memory format."""
+        x = normalise(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+FP32 = Speed()
+
+
+def speed_of(config: TrialConfig, device: torch.device) -> Speed:
+    training = config.training
+    channels_last = training.channels_last == "on" or (
+        training.channels_last == "auto" and is_convolutional(config.model))
+    return Speed(device, training.precision, channels_last)
+
+
 def balanced_order(labels: torch.Tensor) -> torch.Tensor:
     """len(labels) draws with replacement, each class equally likely (global RNG, so seeded and resumable)."""
     counts = torch.bincount(labels.cpu())
@@ -130,14 +167,15 @@ def epoch_permutation(n: int, device: torch.device) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int,
-             keep_predictions: bool = False) -> Evaluation:
+             keep_predictions: bool = False, speed: Speed = FP32) -> Evaluation:
     """Loss, accuracy and confusion matrix over data (and per-image predictions when asked), in eval mode."""
     model.eval()
     probabilities, decisions = [], []
     total_loss = torch.zeros((), dtype=torch.float64, device=data.labels.device)
     confusion = torch.zeros((task.num_classes, task.num_classes), dtype=torch.int64, device=data.labels.device)
     for start in range(0, len(data), batch_size):
-        logits = model(normalise(data.images[start:start + batch_size]))
+        with speed.autocast():
+            logits = model(speed.inputs(data.images[start:start + batch_size])).float()
         labels = data.labels[start:start + batch_size]
         # batch mean x batch size, as the usual loop sums it: same numbers as the course notebook to the bit
         total_loss += task.loss(logits, labels).double() * len(labels)
@@ -189,7 +227,8 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
                     scheduler: Any, step_scheduler_per_batch: bool, data: Split, batch_size: int,
                     on_batch: Callable[[int, int], None] | None = None, balanced: bool = False,
                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    position: EpochPosition | None = None, stop: Callable[[], bool] | None = None) -> tuple[float, float]:
+                    position: EpochPosition | None = None, stop: Callable[[], bool] | None = None,
+                    speed: Speed = FP32, scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
     """One pass over the training data; returns (mean loss, accuracy) over the epoch's samples. From `position`
     when given (a resumed epoch); raises EpochCut after a batch when stop() says so."""
     model.train()
@@ -204,12 +243,18 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
     for b in range(position.batch, batches):
         index = order[b * batch_size:(b + 1) * batch_size]
         labels = data.labels[index]
-        images = normalise(data.images[index])
-        logits = model(augment(images) if augment is not None else images)
+        images = speed.inputs(data.images[index])
+        with speed.autocast():
+            logits = model(augment(images) if augment is not None else images).float()
         loss = task.loss(logits, labels, weighted=task.class_weights is not None)
         optimizer.zero_grad(set_to_none=False)  # keep gradient buffers: no 128 MiB allocation per step
-        loss.backward()
-        optimizer.step()
+        if scaler is not None and scaler.is_enabled():  # fp16: scaled loss, steps skipped on inf/NaN gradients
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         if step_scheduler_per_batch and scheduler is not None:
             scheduler.step()
         total_loss += loss.detach().double() * len(index)
@@ -236,35 +281,63 @@ def _is_better(value: float, best: float | None, monitor: str) -> bool:
 
 
 def flatten_config(config: TrialConfig) -> dict[str, Any]:
-    from medablate.results import flatten
-
     return flatten(to_plain(config))
 
 
-def checkpoint_meta(config: TrialConfig, task: Task, image_shape: tuple[int, int], class_names: list[str]) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild its model and score it with the right rule."""
+def checkpoint_meta(config: TrialConfig, task: Task, shape: tuple[int, ...], class_names: list[str]) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild its model and score it with the right rule. image_shape is (C, H, W);
+    checkpoints from before the channel axis recorded (H, W) (see models.input_shape)."""
     return {"format": CHECKPOINT_FORMAT, "loss": task.loss_name, "num_outputs": task.num_outputs,
-            "num_classes": task.num_classes, "class_names": list(class_names), "image_shape": list(image_shape),
-            "model": to_plain(config.model)}
+            "num_classes": task.num_classes, "class_names": list(class_names), "image_shape": list(shape),
+            "model": to_plain(config.model), "normalize": config.normalize, "tta": config.tta}
+
+
+def build_trial_model(config: TrialConfig, shape: tuple[int, ...], num_outputs: int) -> torch.nn.Module:
+    """The trial's model as checkpoints store it (standardisation and test-time augmentation included)."""
+    return build_model(config.model, shape, num_outputs, config.normalize, config.tta)
+
+
+def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and SD per channel of uint8 (N, C, H, W) images, in 0..1 units (data.normalize: dataset)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
+    square = torch.zeros_like(total)
+    for start in range(0, len(images), 512):
+        x = images[start:start + 512].double().div_(255)
+        total += x.sum(dim=(0, 2, 3))
+        square += x.square().sum(dim=(0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    return mean.float(), (square / count - mean.square()).clamp_min(0).sqrt().float()
 
 
 class Trainer:
     """Owns the model, optimizer and scheduler of one trial and seed, and its files in run_dir."""
 
-    def __init__(self, config: TrialConfig, task: Task, seed: int, image_shape: tuple[int, int],
+    def __init__(self, config: TrialConfig, task: Task, seed: int, image_shape: tuple[int, ...],
                  class_names: list[str], run_dir: Path, device: torch.device, steps_per_epoch: int) -> None:
         self.config, self.task, self.seed, self.run_dir, self.device = config, task, seed, Path(run_dir), device
+        self.notes: list[str] = []  # what resume had to repair and what the weights file held, for the runner
         torch.manual_seed(seed)  # drives initialisation, batch order and dropout
-        self.model = build_model(config.model, image_shape, task.num_outputs).to(device)
+        shape = input_shape(image_shape)
+        model = build_trial_model(config, shape, task.num_outputs)
+        if config.model.weights is not None:
+            self.notes.append(load_weights(network(model), config.model.weights).summary())
+        self.speed = speed_of(config, device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+        memory = torch.channels_last if self.speed.channels_last else torch.contiguous_format
+        self.model = model.to(device).to(memory_format=memory)  # type: ignore[call-overload]  # the raw module
+        # what trains and evaluates; checkpoints store the raw module's keys (no _orig_mod. prefix)
+        self.forward: torch.nn.Module = torch.compile(self.model) if config.training.compile else self.model  # type: ignore[assignment]
+        self.scaler = self.speed.scaler()
         self.optimizer = build_optimizer(config.training.optimizer, self.model.parameters())
         self.scheduler = build_scheduler(config.training.scheduler, self.optimizer, config.training.epochs,
                                          steps_per_epoch)
         self.per_batch = config.training.scheduler is not None and config.training.scheduler.interval == "step"
-        self.meta = checkpoint_meta(config, task, image_shape, class_names)
+        self.meta = checkpoint_meta(config, task, shape, class_names)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
         self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the runner from data.augment
-        self.notes: list[str] = []  # what resume had to repair, for the runner to show
         self.saved_at = time.monotonic()  # when last.pt was last written (training.checkpoint_every: auto)
         self.best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's weights, kept in memory
         self.best_saved = True  # whether best.pt holds best_weights (it is written with last.pt and at the end)
@@ -285,6 +358,7 @@ class Trainer:
         return {"meta": self.meta, "epoch": len(self.history), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "rng": self._rng_state(), "history": list(self.history), "best": dict(self.best)}
 
     def _best_state(self) -> dict[str, Any]:
@@ -343,6 +417,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
@@ -393,6 +469,8 @@ class Trainer:
         training = self.config.training
         if training.class_weights == "balanced":
             self.task = self.task.with_balanced_weights(train.labels)
+        if self.config.normalize == "dataset":
+            set_dataset_statistics(self.model, *channel_statistics(train.images))
         start = self.resume()
         self.saved_at = time.monotonic()
         with stop_between_batches():
@@ -409,15 +487,16 @@ class Trainer:
             position = EpochPosition(**{k: cut[k] for k in ("order", "batch", "total_loss", "correct")}) if cut else None
             try:
                 train_loss, train_acc = train_one_epoch(
-                    self.model, self.task, self.optimizer, self.scheduler, self.per_batch, train, training.batch_size,
+                    self.forward, self.task, self.optimizer, self.scheduler, self.per_batch, train, training.batch_size,
                     on_batch, balanced=training.sampler == "balanced", augment=self.augment, position=position,
-                    stop=stop_requested)
+                    stop=stop_requested, speed=self.speed, scaler=self.scaler)
             except EpochCut as stopped:
                 self._save_cut(stopped.position, lr, time.perf_counter() - started)
                 raise take_stop() from None
             if self.scheduler is not None and not self.per_batch:
                 self.scheduler.step()
-            val_eval = evaluate(self.model, self.task, val, training.eval_batch_size, keep_predictions=True)
+            val_eval = evaluate(self.forward, self.task, val, training.eval_batch_size, keep_predictions=True,
+                                speed=self.speed)
             # Iterating a validation DataLoader draws one seed from the global RNG; draw it too, so that a
             # seed gives the same batches and dropout masks as the course's DataLoader loop.
             torch.empty((), dtype=torch.int64).random_()

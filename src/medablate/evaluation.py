@@ -15,14 +15,15 @@ import numpy as np
 
 from medablate import atomic, checkpoint, rundir
 from medablate.clinical import Predictions, score
-from medablate.config import DataConfig, TrialConfig
+from medablate.config import DataConfig
 from medablate.data import load_data, resolve_source
 from medablate.data.duplicates import pixel_hashes
 from medablate.data.npy_pair import DEFAULT_FILES
 from medablate.data.types import ImageSet
-from medablate.engine import Split, evaluate, resolve_device
+from medablate.engine import Split, build_trial_model, evaluate, resolve_device
 from medablate.errors import UserError
-from medablate.models import build_model, count_outputs
+from medablate.models import count_outputs, input_shape
+from medablate.predict import trial_config
 from medablate.tasks import make_task
 
 STUDY_TEST = "the study's test set"
@@ -75,13 +76,14 @@ def study_test_set(run_dir: Path) -> ImageSet:
 
 
 def load_images(data_path: Path, source: str, files: list[str] | None, image_size: int,
-                model_classes: list[str]) -> ImageSet:
+                model_classes: list[str], channels: int = 1) -> ImageSet:
     """Any source `run` reads (image folders, DICOM, npy pairs, manifests, MedMNIST), classes aligned by name."""
     resolved = resolve_source(source, data_path, files or DEFAULT_FILES)
     if resolved == "phantom":
         raise UserError("--source phantom would score the model on synthetic images: pass --data with real images, "
                         "or leave --data out to use the study's own test set.")
-    images = load_data(DataConfig(source=resolved, path=data_path, image_size=image_size, files=files))
+    images = load_data(DataConfig(source=resolved, path=data_path, image_size=image_size, files=files,
+                                  channels=3 if channels == 3 else 1))
     return align_classes(images, model_classes, f"{data_path} ({resolved})")
 
 
@@ -119,20 +121,21 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     if not (run_dir / "config.yaml").exists():
         raise UserError(f"{run_dir}/config.yaml is missing, so the model cannot be rebuilt exactly.")
     saved = rundir.read_config(run_dir)
-    config = TrialConfig.model_validate({"model": saved["model"], "training": saved["training"]})
+    config = trial_config(saved)
     meta = state["meta"]
     task = make_task(loss or config.training.loss, int(meta["num_classes"]))
     task.check_outputs(int(meta["num_outputs"]), f"checkpoint {run_dir / (which + '.pt')}")
-    image_shape = tuple(meta["image_shape"])
+    shape = input_shape(tuple(meta["image_shape"]))
     model_classes = list(meta["class_names"])
     if data_path is None:
         images = align_classes(study_test_set(run_dir), model_classes, STUDY_TEST)
     else:
-        images = load_images(Path(data_path), source, files, int(image_shape[0]), model_classes)
-    if images.image_shape != image_shape:
-        raise UserError(f"the images at {data_path} are {images.image_shape}, the model expects {image_shape}.")
+        images = load_images(Path(data_path), source, files, shape[1], model_classes, shape[0])
+    images = images.with_channels(shape[0])
+    if images.input_shape != shape:
+        raise UserError(f"the images at {data_path} are {images.input_shape}, the model expects {shape}.")
     device = resolve_device(device_name)
-    model = build_model(config.model, image_shape, task.num_outputs)
+    model = build_trial_model(config, shape, task.num_outputs)
     task.check_outputs(count_outputs(model), "the rebuilt model")
     model.load_state_dict(state["model"])
     model.to(device)

@@ -83,12 +83,24 @@ def resolved_run_config(study: Study, run: Run, data: "StudyData", task: Task, d
         "study": study.name, "trial": run.trial.id, "run": run.id, "seed": run.seed,
         "comparisons": list(run.trial.comparisons), "model": to_plain(run.trial.config.model),
         "training": training, "augment": to_plain(run.trial.config.augment), "data": data_section,
+        "normalize": run.trial.config.normalize, "tta": run.trial.config.tta,
         "test": to_plain(study.test) if study.test is not None else None,
         "resolved": {"loss": task.loss_name, "num_outputs": task.num_outputs, "num_classes": task.num_classes,
                      "class_names": data.images.class_names, "image_shape": list(data.images.image_shape),
+                     **({"channels": data.images.channels} if data.images.channels != 1 else {}),
+                     **weights_record(run.trial.config),
                      "steps_per_epoch": steps, "device": str(device),
                      "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint()},
     }
+
+
+def weights_record(config: Any) -> dict[str, Any]:
+    """The starting weights' file and SHA-256, when the model has them."""
+    if config.model.weights is None:
+        return {}
+    from medablate.models.weights import sha256
+
+    return {"weights": str(config.model.weights), "weights_sha256": sha256(config.model.weights)}
 
 
 def run_config(run: Run, context: RunContext) -> tuple[Task, int, dict[str, Any]]:
@@ -113,7 +125,7 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     job = OutputsJob(run_dir, {}, to_plain(context.study.evaluation), context.data.images.class_names)
     written = None
     try:
-        trainer = Trainer(run.trial.config, task, run.seed, context.data.images.image_shape,
+        trainer = Trainer(run.trial.config, task, run.seed, context.data.images.input_shape,
                           context.data.images.class_names, run_dir, context.device, steps)
         trainer.augment = make_augment(run.trial.config.augment)
         trainer.writer = finisher.writer
@@ -162,7 +174,9 @@ def fit_metrics(run: Run, trainer: Trainer, fit: Any, task: Task, context: RunCo
         "seconds": round(sum(r["seconds"] for r in history), 3),
         "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint(),
         "loss": task.loss_name, "num_outputs": task.num_outputs, "threads": torch.get_num_threads(),
-        "evaluation_config": to_plain(context.study.evaluation),
+        "evaluation_config": to_plain(context.study.evaluation) | {"tta": trainer.config.tta},
+        "tta": trainer.config.tta, "normalize": trainer.config.normalize,
+        "precision": trainer.config.training.precision, "channels_last": trainer.speed.channels_last,
     }
 
 
@@ -172,11 +186,12 @@ def evaluate_best(job: "OutputsJob", trainer: Trainer, task: Task, context: RunC
     batch = trainer.config.training.eval_batch_size
     data, splits = context.data, context.splits
     # the epoch's own validation pass gave these predictions with these weights: the same numbers, not recomputed
-    val = trainer.best_val or evaluate(trainer.model, task, splits["val"], batch, keep_predictions=True)
+    val = trainer.best_val or evaluate(trainer.model, task, splits["val"], batch, keep_predictions=True,
+                                       speed=trainer.speed)
     job.val = ([i for i, s in zip(data.images.ids, data.split) if s == VAL], *_arrays(splits["val"], val))
     job.metrics["checkpoint_epoch"] = epoch
     if "test" in splits and data.test is not None:
-        test = evaluate(trainer.model, task, splits["test"], batch, keep_predictions=True)
+        test = evaluate(trainer.model, task, splits["test"], batch, keep_predictions=True, speed=trainer.speed)
         job.test = (list(data.test.ids), *_arrays(splits["test"], test))
         job.metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": test.accuracy,
                                "loss": test.loss, "confusion_matrix": test.confusion, "count": test.count,

@@ -4,7 +4,8 @@ nn.Linear's backward allocates a fresh weight-gradient tensor every step. For th
 layer (65536 x 512 = 33.5 M weights, 128 MiB) that is a 128 MiB allocation per step, which glibc
 serves with mmap: the kernel then zero-fills 32768 fresh pages per step, and page faults end up
 costing as much as the matrix products. Accumulating with addmm_ into the persistent .grad
-buffer computes the same product with no allocation. Use with optimizer.zero_grad(set_to_none=False).
+buffer computes the same product with no allocation. Use with optimizer.zero_grad(set_to_none=False). Under autocast
+(training.precision bf16 / fp16) it is plain nn.Linear.
 """
 
 from __future__ import annotations
@@ -39,6 +40,6 @@ class InPlaceGradLinear(nn.Linear):
     """nn.Linear with the same parameters, initialisation and output; only the backward's memory use differs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or self.bias is None or not torch.is_grad_enabled():
-            return super().forward(x)
+        if x.dim() != 2 or self.bias is None or not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)  # under autocast (mixed precision) nn.Linear's own casting rules apply
         return _InPlaceGradLinear.apply(x, self.weight, self.bias)

@@ -33,6 +33,14 @@ def _counts(counts: dict[str, dict[str, int]]) -> str:
 
 def _model(study: Study) -> str:
     model = study.model
+    start = f", starting from the weights in {model.weights.name}" if model.weights else ", trained from scratch"
+    if model.name == "cnn":
+        return (f"a convolutional network (medablate's cnn: stages of {', '.join(map(str, model.widths))} channels with "
+                f"{', '.join(map(str, model.blocks))} {'residual ' if model.residual else ''}blocks of 3x3 "
+                f"convolution-BatchNorm-ReLU, global average pooling, dropout {model.dropout}){start}")
+    if model.name != "mlp":
+        net = model.net if model.name == "monai" else model.name
+        return f"MONAI's {net}{' (' + str(model.kwargs) + ')' if model.kwargs else ''}{start}"
     blocks = ", ".join(f"{w} (dropout {p})" for w, p in zip(model.hidden, model.dropout))
     return (f"a multilayer perceptron on the flattened image with hidden blocks of {blocks}, each Linear"
             f"{'-BatchNorm' if model.batchnorm else ''}-{model.activation.name}-Dropout")
@@ -64,11 +72,16 @@ def data_paragraph(info: dict[str, Any], study: Study) -> str:
         text += (f"Exact duplicates (identical decoded pixels) were removed from later splits: {removed} images "
                  f"({duplicates.get('duplicate_groups', 0)} images occurred more than once). ")
     augment = study.data.augment
-    text += (f"Images were converted to one grey channel (intensity {data.get('intensity', 'by bit depth')}), "
+    colour = "kept as three RGB channels" if study.data.channels == 3 else "converted to one grey channel"
+    standardised = {"none": "", "image": ", each standardised to mean 0 and SD 1",
+                    "dataset": ", standardised with the training split's mean and SD"}[study.data.normalize]
+    text += (f"Images were {colour} (intensity {data.get('intensity', 'by bit depth')}), "
              f"resized to {shape[0] if shape else '?'}x{shape[1] if len(shape) > 1 else '?'} pixels and scaled to "
-             f"[0, 1]; training-time augmentation: "
-             + (", ".join(f"{k} {v}" for k, v in augment.model_dump().items() if v) if augment.enabled else "none")
-             + ".")
+             f"[0, 1]{standardised}; training-time augmentation: "
+             + (", ".join(f"{k} {v}" for k, v in augment.model_dump().items() if v and k != "crop_ratio")
+                if augment.enabled else "none")
+             + (f"; test-time augmentation: {study.evaluation.tta} (probabilities averaged over the views)"
+                if study.evaluation.tta != "none" else "") + ".")
     return text
 
 

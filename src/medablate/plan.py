@@ -62,16 +62,34 @@ def config_hash(config: TrialConfig) -> str:
 
 def short_value(value: Any) -> str:
     """A readable, path-safe rendering of a varied value (a scheduler dict shows as its name)."""
-    if isinstance(value, dict):
-        value = value.get("name", "value")
+    if isinstance(value, dict) and "name" not in value:  # a section (data.augment levels): the keys that are on
+        value = "+".join(k for k, v in value.items() if v not in (None, False, 0, 0.0, [], {})) or "none"
+    elif isinstance(value, dict):
+        value = value["name"]
     elif isinstance(value, (list, tuple)):
         value = "x".join(str(v) for v in value)
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_") or "value"
 
 
+STUDY_TO_TRIAL = {"data.augment": "augment", "data.normalize": "normalize", "evaluation.tta": "tta"}
+
+
 def trial_key(key: str) -> str:
-    """Where a study's dotted key lives in a trial's config: data.augment.* is the trial's augment.*."""
-    return key.removeprefix("data.") if key.startswith("data.augment") else key
+    """Where a study's dotted key lives in a trial's config: data.augment.* is the trial's augment.*,
+    data.normalize its normalize, evaluation.tta its tta."""
+    for study_key, trial in STUDY_TO_TRIAL.items():
+        if key == study_key or key.startswith(study_key + "."):
+            return trial + key[len(study_key):]
+    return key
+
+
+def set_trial_value(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a varied value; another model name starts its model section afresh: the keys (and starting weights) of
+    one model do not fit another."""
+    if key == "model.name" and value != raw["model"].get("name"):
+        raw["model"] = {"name": value}
+        return
+    set_dotted(raw, key, value)
 
 
 def expand(study: Study) -> Plan:
@@ -98,9 +116,10 @@ def expand(study: Study) -> Plan:
         keys = list(comparison.vary)
         for values in itertools.product(*(comparison.vary[k] for k in keys)):
             raw = json.loads(json.dumps(base_raw))
-            for k, v in zip(keys, values):
-                _check_key_exists(base_raw, trial_key(k), comparison.name)
-                set_dotted(raw, trial_key(k), v)
+            for k, v in sorted(zip(keys, values), key=lambda kv: kv[0] not in ("model", "model.name")):
+                if k != "model":
+                    _check_key_exists(base_raw, trial_key(k), comparison.name)
+                set_trial_value(raw, trial_key(k), v)
             config = _validate_trial(raw, comparison.name, dict(zip(keys, values)))
             differs = [short_value(v) for k, v in zip(keys, values) if _get(config, k) != _get(study.base, k)]
             add(config, "_".join(differs) or "base", comparison.name)
@@ -130,7 +149,8 @@ def _check_key_exists(base_raw: dict[str, Any], key: str, comparison: str) -> No
             options = ", ".join(f"{parent}.{k}" for k in node) if isinstance(node, dict) else ""
         except KeyError:
             options = "model.*, training.*"
-        if key.split(".")[-1] == "name" or parent.endswith(("optimizer", "scheduler", "activation")):
+        if key.split(".")[-1] == "name" or parent.endswith(("optimizer", "scheduler", "activation")) \
+                or key.startswith("model."):  # keys of another model (vary: {model.name: [...], model.widths: ...})
             return  # keyword arguments of a named class are free-form and checked against its signature
         raise UserError(f"comparison '{comparison}' varies '{key}', which is not a key of the study; "
                         f"valid keys near it: {options}") from None

@@ -1,8 +1,7 @@
 """Predict new images with a trained trial: exactly its preprocessing, its model, its validated threshold.
 
-Saliency is the input gradient of the decided class's logit (|d logit / d pixel|, smoothed for display):
-it works for every model medablate builds. Grad-CAM needs convolutional layers, which no medablate model
-has yet; it will come with the first CNN.
+Saliency: Grad-CAM on the last convolutional stage for convolutional networks (medablate.saliency); the input
+gradient of the decided class's logit (|d logit / d pixel|, smoothed for display) for the MLP.
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ from PIL import Image
 from medablate import atomic, checkpoint, rundir
 from medablate.config import TrialConfig
 from medablate.data.image_folder import decode, image_extensions
-from medablate.engine import normalise
+from medablate.engine import build_trial_model, normalise
 from medablate.errors import UserError
-from medablate.models import build_model
+from medablate.models import input_shape
+from medablate.saliency import method, saliency_map
 from medablate.tasks import make_task
 
 
@@ -59,11 +59,11 @@ class Predictor:
         state = checkpoint.user_checkpoint(run_dir / "best.pt")
         meta = state["meta"]
         self.class_names: list[str] = list(meta["class_names"])
-        self.size = int(meta["image_shape"][0])
-        config = TrialConfig.model_validate({"model": saved["model"], "training": saved["training"]})
+        self.channels, self.size, _ = input_shape(tuple(meta["image_shape"]))
+        config = trial_config(saved)
         self.task = make_task(meta["loss"], int(meta["num_classes"]))
         self.task.check_outputs(int(meta["num_outputs"]), f"checkpoint {run_dir / 'best.pt'}")
-        self.model = build_model(config.model, tuple(meta["image_shape"]), self.task.num_outputs)
+        self.model = build_trial_model(config, input_shape(tuple(meta["image_shape"])), self.task.num_outputs)
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.threshold = threshold if threshold is not None else \
@@ -81,7 +81,8 @@ class Predictor:
                 original = image.size
         except Exception:  # decode() below names the file and the problem
             original = None
-        pixels = decode(path, self.size)
+        pixels = decode(path, self.size, rgb=self.channels == 3)
+        pixels = pixels[None] if pixels.ndim == 2 else pixels
         if original and original != (self.size, self.size):
             notes.append(f"resized from {original[0]}x{original[1]} to {self.size}x{self.size} as in training")
         return pixels, notes
@@ -96,12 +97,8 @@ class Predictor:
         return probabilities.argmax(1)
 
     def saliency(self, pixels: np.ndarray, decision: int) -> np.ndarray:
-        """|gradient| of the decided class's logit with respect to each input pixel."""
-        x = normalise(torch.from_numpy(pixels[None])).requires_grad_(True)
-        logits = self.model(x)
-        score = logits[0, 0] * (1 if decision == 1 else -1) if self.task.num_outputs == 1 else logits[0, decision]
-        (gradient,) = torch.autograd.grad(score, x)
-        return gradient[0].abs().numpy()
+        """(H, W): Grad-CAM for convolutional networks, else |d logit / d pixel| of the decided class."""
+        return saliency_map(self.model, normalise(torch.from_numpy(pixels[None])), decision, self.task.num_outputs)
 
 
 def predict_images(run_dir: Path, inputs: list[Path], saliency_dir: Path | None = None) -> tuple[list[Prediction], list[str]]:
@@ -158,10 +155,11 @@ def _save_overlay(path: Path, pixels: np.ndarray, saliency: np.ndarray, title: s
     from PIL import ImageDraw
     from scipy.ndimage import gaussian_filter
 
-    heat = gaussian_filter(saliency.astype(np.float64), sigma=max(1.0, pixels.shape[0] / 64))
+    pixels = pixels[None] if pixels.ndim == 2 else pixels  # (C, H, W)
+    heat = gaussian_filter(saliency.astype(np.float64), sigma=max(1.0, pixels.shape[1] / 64))
     heat = heat / heat.max() if heat.max() > 0 else heat
     colours = colormaps["inferno"](heat)[..., :3] * 255
-    grey = np.repeat(pixels.astype(np.float64)[..., None], 3, axis=2)
+    grey = np.repeat(pixels.astype(np.float64).transpose(1, 2, 0), 3 // pixels.shape[0], axis=2)
     blended = Image.fromarray(np.clip(0.55 * grey + 0.45 * colours, 0, 255).astype(np.uint8))
     if blended.width < 256:  # small images are enlarged so the caption fits
         blended = blended.resize((256, round(256 * blended.height / blended.width)), Image.NEAREST)
@@ -179,6 +177,12 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def trial_config(saved: dict[str, Any]) -> TrialConfig:
+    """A run's TrialConfig from its config.yaml (runs from before data.normalize / evaluation.tta have neither)."""
+    return TrialConfig.model_validate({"model": saved["model"], "training": saved["training"],
+                                       "normalize": saved.get("normalize", "none"), "tta": saved.get("tta", "none")})
+
+
 def as_json(predictions: list[Prediction], errors: list[str]) -> dict[str, Any]:
     return {"predictions": [p.__dict__ for p in predictions], "errors": errors}
 
@@ -187,7 +191,9 @@ def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: l
                    threshold: float | None = None, count: int = 3) -> None:
     """A few correctly and wrongly classified images with saliency, for the report (examples/ + examples.json)."""
     predictor = Predictor(run_dir, threshold)
-    probabilities = predictor.probabilities(images)
+    saved = rundir.read_prediction_arrays(Path(run_dir) / "predictions_test.csv", predictor.class_names)
+    # the run's own test predictions when they are of these images: a conv net need not score the whole set again
+    probabilities = saved[2] if saved is not None and saved[0] == list(ids) else predictor.probabilities(images)
     decisions = predictor.decide(probabilities)
     chosen = []
     for kind, hits in (("correct", decisions == labels), ("wrong", decisions != labels)):
@@ -199,6 +205,7 @@ def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: l
                     picked.append(int(members.pop(0)))
         chosen += [(kind, i) for i in picked]
     listing = []
+    shown = method(predictor.model, normalise(torch.from_numpy(images[:1]))) if chosen else ""
     for n, (kind, i) in enumerate(chosen):
         name = f"{kind}-{n}.png"
         decided = int(decisions[i])
@@ -207,5 +214,5 @@ def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: l
                       f"({probabilities[i, decided]:.2f})")
         listing.append({"file": f"examples/{name}", "image": ids[i], "kind": kind,
                         "label": predictor.class_names[int(labels[i])], "decision": predictor.class_names[decided],
-                        "probability": float(probabilities[i, decided])})
+                        "probability": float(probabilities[i, decided]), "saliency": shown})
     atomic.write_json(Path(run_dir) / "examples.json", listing)

@@ -16,7 +16,7 @@ from medablate.document import Block, Figure, Heading, Image, Items, Paragraph, 
 from medablate.outcomes import BY_KEY, scaled
 from medablate.plan import Plan, Trial, level_label, reference_trial
 from medablate.ensembles import read_ensemble
-from medablate.results import flatten
+from medablate.config import flatten
 from medablate.transfer import gap_rows, gap_warnings
 
 PATIENT_ID = re.compile(r"(person\d+_|patient[-_]?\d+|IM-\d{4}-)", re.IGNORECASE)
@@ -223,7 +223,8 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
                                                               "per bin of predicted probability (first seed)."))
     examples = rundir.read_json(run_dirs[0] / "examples.json") if (run_dirs[0] / "examples.json").exists() else None
     if examples:
-        blocks.append(Heading(3, "Test images with saliency"))
+        shown = examples[0].get("saliency")  # examples.json from before issue 10 does not say
+        blocks.append(Heading(3, f"Test images with saliency ({shown})" if shown else "Test images with saliency"))
         relative = run_dirs[0].relative_to(out)
         blocks += [Image(relative / e["file"], f"{e['kind']}: {e['image']} (true {e['label']}, predicted "
                                                f"{e['decision']}, {e['probability']:.2f})") for e in examples]

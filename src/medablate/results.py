@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from medablate import atomic, rundir
+from medablate.config import flatten
 from medablate.plan import Plan, Run, short_value
 
 METRIC_COLUMNS = ["seed", "status", "best_epoch", "best_val_loss", "val_acc", "highest_val_acc", "highest_val_acc_epoch",
@@ -49,15 +50,6 @@ def write_results(out: Path, plan: Plan, data_note: str,
     return rows
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def _fmt(value: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,7 +41,7 @@ from medablate import run_figures
 from medablate.optim import build_optimizer, build_scheduler
 from medablate.plan import Plan, Run, expand, reference_trial
 from medablate.report import build_report
-from medablate.results import flatten
+from medablate.config import flatten
 from medablate.tracking import require_tensorboard
 
 DROPPED = "dropped-duplicate"
@@ -78,6 +79,39 @@ class StudyData:
     def fingerprint(self) -> str:
         """sha256 over the pixels, labels, split and test set (computed once: it hashes hundreds of MiB)."""
         return self._fingerprint
+
+
+def check_models(plan: Plan, shape: tuple[int, int, int], num_classes: int) -> None:
+    """Build each distinct model of the study for the data's (C, H, W) images on the CPU and run two images through
+    it, so a network that does not fit the data (a segmentation net's dense output, an input too small for its
+    downsampling) or an unreadable weights file fails before anything trains."""
+    from medablate.engine import build_trial_model
+    from medablate.models import network
+    from medablate.models.weights import load_weights
+    from medablate.tasks import make_task
+
+    seen: set[str] = set()
+    for trial in plan.trials:
+        config, key = trial.config, json.dumps(to_plain(trial.config.model), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        outputs = make_task(config.training.loss, num_classes).num_outputs
+        try:
+            model = build_trial_model(config, shape, outputs).eval()
+            if config.model.weights is not None:
+                load_weights(network(model), config.model.weights)
+            with torch.no_grad():
+                logits = model(torch.rand(2, *shape))
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"trial '{trial.id}': model {config.model.name} cannot take {shape[0]}x{shape[1]}x{shape[2]} "
+                            f"images ({type(exc).__name__}: {exc}). Choose another network or data.image_size.") from None
+        if tuple(logits.shape) != (2, outputs):
+            raise UserError(f"trial '{trial.id}': model {config.model.name} returns {tuple(logits.shape[1:])} per "
+                            f"image, not {outputs} logit(s): it is not a classifier (a segmentation network?). "
+                            "Choose a classification network.")
 
 
 def check_buildable(plan: Plan) -> None:
@@ -164,18 +198,22 @@ def load_study_data(study: Study, console: Console) -> StudyData:
 
 
 RUNTIME_KEYS = ("training.device", "training.eval_batch_size", "training.tensorboard", "training.checkpoint_every",
-                "resolved.device")
-IDENTITY_SECTIONS = ("model", "training", "augment", "seed", "resolved")
+                "training.compile", "training.channels_last", "resolved.device")
+IDENTITY_SECTIONS = ("model", "training", "augment", "normalize", "tta", "seed", "resolved")
+# keys added after runs were first written: a run folder without them had their default
+NEW_KEY_DEFAULTS = {"model.weights": None, "training.precision": "fp32", "normalize": "none", "tta": "none",
+                    "augment.crop_scale": None, "augment.crop_ratio": [0.75, 1.3333], "augment.gamma": 0.0,
+                    "augment.noise": 0.0, "augment.blur": 0.0}
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every identity key of a run that differs (runtime settings such as the device and the
     evaluation batch size are not part of a run's identity)."""
-    before = flatten({k: old.get(k) for k in IDENTITY_SECTIONS})
-    after = flatten({k: new.get(k) for k in IDENTITY_SECTIONS})
+    before = flatten({k: old[k] for k in IDENTITY_SECTIONS if k in old})
+    after = flatten({k: new[k] for k in IDENTITY_SECTIONS if k in new})
     keys = [k for k in dict.fromkeys([*before, *after]) if k not in RUNTIME_KEYS]
-    return [f"{k}: {before.get(k, '(unset)')} -> {after.get(k, '(unset)')}" for k in keys
-            if before.get(k, "(unset)") != after.get(k, "(unset)")]
+    default = lambda k, side: side.get(k, NEW_KEY_DEFAULTS.get(k, "(unset)"))  # noqa: E731
+    return [f"{k}: {default(k, before)} -> {default(k, after)}" for k in keys if default(k, before) != default(k, after)]
 
 
 def changed_config_message(out: Path, changed: dict[str, list[str]]) -> str:
@@ -257,7 +295,9 @@ class StudyRunner:
             "data": {"source": data.images.source, "class_names": data.images.class_names,
                      "image_shape": list(data.images.image_shape), "counts": self._counts(data),
                      "intensity": INTENSITY, "test_from": data.test_from, "split_used": self._split_used(data),
-                     "patients": self._patients(data), "duplicates": data.duplicates},
+                     "patients": self._patients(data), "duplicates": data.duplicates,
+                     "channels": data.images.channels, "normalize": self.study.data.normalize},
+            "weights": self._weights(),
             "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
             "run_list": [{"run": r.id, "trial": r.trial.id, "seed": r.seed, "epochs": r.trial.config.training.epochs}
                          for r in self.plan.runs],
@@ -271,6 +311,13 @@ class StudyRunner:
         if data.images.preset is not None and uses_source_split(data.images, config):
             return {"method": "source", "from": data.images.source}
         return to_plain(config)
+
+    def _weights(self) -> dict[str, str]:
+        """Starting weights files of the study's models: path -> SHA-256."""
+        from medablate.execute import weights_record
+
+        records = [weights_record(t.config) for t in self.plan.trials]
+        return {r["weights"]: r["weights_sha256"] for r in records if r}
 
     @staticmethod
     def _patients(data: StudyData) -> dict[str, int] | None:
@@ -297,6 +344,7 @@ class StudyRunner:
         for note in data.notes:
             self.console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
         self.data_note = "synthetic phantom" if data.synthetic else data.images.source
+        check_models(self.plan, data.images.input_shape, len(data.images.class_names))
         info = self._prepare_folder(data)
         removed = rundir.remove_stale_temp_files(self.out, recursive=True)
         if removed:

@@ -40,12 +40,14 @@ def check_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear, antialiased resize of (N, H, W) uint8 to (N, size, size), in batches."""
-    if images.shape[1:] == (size, size):
+    """Bilinear, antialiased resize of (N, H, W) or (N, C, H, W) uint8 to size x size, in batches."""
+    if images.shape[-2:] == (size, size):
         return images
-    out = np.empty((len(images), size, size), dtype=np.uint8)
+    grey = images.ndim == 3
+    batches = images[:, None] if grey else images
+    out = np.empty((*batches.shape[:2], size, size), dtype=np.uint8)
     for start in range(0, len(images), 256):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + 256])).float()[:, None]
+        batch = torch.from_numpy(np.ascontiguousarray(batches[start:start + 256])).float()
         resized = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out[start:start + 256] = resized[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
-    return out
+        out[start:start + 256] = resized.round().clamp(0, 255).to(torch.uint8).numpy()
+    return out[:, 0] if grey else out

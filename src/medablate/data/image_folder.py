@@ -13,7 +13,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medablate.data import cache, dicom
+from typing import TYPE_CHECKING
+
+from medablate.data.sources import DataSource, register_source
 from medablate.data.types import ImageSet
+
+if TYPE_CHECKING:
+    from medablate.config import DataConfig, TestConfig
 from medablate.errors import UserError
 
 
@@ -72,16 +78,22 @@ def grey_uint8(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
-def decode(path: Path, size: int) -> np.ndarray:
-    """One file to a (size, size) uint8 grey array; UserError naming the file when it cannot be read."""
+def decode(path: Path, size: int, rgb: bool = False) -> np.ndarray:
+    """One file to a (size, size) uint8 grey array, or with rgb a (3, size, size) one (grey files repeated);
+    UserError naming the file when it cannot be read."""
     if dicom.is_dicom(path):
-        return dicom.decode(path, size)
+        pixels = dicom.decode(path, size)
+        return np.repeat(pixels[None], 3, axis=0) if rgb else pixels
     try:
         with Image.open(path) as image:
-            grey = grey_uint8(image)
+            grey = image.convert("RGB") if rgb and image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") \
+                else grey_uint8(image)
             if grey.size != (size, size):
                 grey = grey.resize((size, size), Image.Resampling.BILINEAR)
-            return np.array(grey, dtype=np.uint8)
+            pixels = np.array(grey, dtype=np.uint8)
+            if rgb:
+                return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else np.repeat(pixels[None], 3, axis=0)
+            return pixels
     except Image.DecompressionBombError as exc:
         raise UserError(f"image {path} is refused: {exc} Pillow's limit guards against decompression bombs; if the "
                         "image is genuine, downsample it first (or raise PIL.Image.MAX_IMAGE_PIXELS in your own code).") \
@@ -90,13 +102,13 @@ def decode(path: Path, size: int) -> np.ndarray:
         raise UserError(f"image {path} could not be read ({exc}): replace or remove the file.") from None
 
 
-def _decode_many(args: tuple[list[str], int, bool]) -> tuple[np.ndarray, list[str | None]]:
+def _decode_many(args: tuple[list[str], int, bool, bool]) -> tuple[np.ndarray, list[str | None]]:
     """Decode paths; with skip, an unreadable file gives a blank image and its error message instead of raising."""
-    paths, size, skip = args
-    images, errors = np.zeros((len(paths), size, size), np.uint8), []
+    paths, size, skip, rgb = args
+    images, errors = np.zeros((len(paths), *((3,) if rgb else ()), size, size), np.uint8), []
     for i, path in enumerate(paths):
         try:
-            images[i] = decode(Path(path), size)
+            images[i] = decode(Path(path), size, rgb)
             errors.append(None)
         except UserError as exc:
             if not skip:
@@ -106,13 +118,13 @@ def _decode_many(args: tuple[list[str], int, bool]) -> tuple[np.ndarray, list[st
 
 
 def decode_with_errors(files: list[Path], size: int, workers: int | None = None,
-                       skip: bool = False) -> tuple[np.ndarray, list[str | None]]:
+                       skip: bool = False, rgb: bool = False) -> tuple[np.ndarray, list[str | None]]:
     """Every file decoded on all cores; per file None or (with skip) the message of why it could not be read."""
     workers = workers or min(len(os.sched_getaffinity(0)), 8)
     if workers <= 1 or len(files) < 256:
-        return _decode_many(([str(f) for f in files], size, skip))
+        return _decode_many(([str(f) for f in files], size, skip, rgb))
     chunk = max(64, len(files) // (workers * 4))
-    jobs = [([str(f) for f in files[i:i + chunk]], size, skip) for i in range(0, len(files), chunk)]
+    jobs = [([str(f) for f in files[i:i + chunk]], size, skip, rgb) for i in range(0, len(files), chunk)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         parts = list(pool.map(_decode_many, jobs))
     return np.concatenate([p[0] for p in parts]), [e for p in parts for e in p[1]]
@@ -133,15 +145,15 @@ def split_layout(folder: Path) -> list[str]:
 
 
 def load(folder: Path, image_size: int, classes: list[str] | None = None, use_cache: bool = True,
-         skip_unreadable: bool = False) -> ImageSet:
+         skip_unreadable: bool = False, rgb: bool = False) -> ImageSet:
     """One class sub-folder per class; or train/, val/, test/ folders of those, used as the source's own split."""
     splits = split_layout(Path(folder))
     if not splits:
-        return _load_classes(Path(folder), image_size, classes, use_cache, skip_unreadable)
+        return _load_classes(Path(folder), image_size, classes, use_cache, skip_unreadable, rgb)
     parts = []
     for split in splits:
         part = _load_classes(Path(folder) / split, image_size, classes or list_classes(Path(folder) / "train", None),
-                             use_cache, skip_unreadable)
+                             use_cache, skip_unreadable, rgb)
         part.ids = [f"{split}/{i}" for i in part.ids]
         parts.append((split, part))
     first = parts[0][1]
@@ -157,13 +169,13 @@ def load(folder: Path, image_size: int, classes: list[str] | None = None, use_ca
 
 
 def _load_classes(folder: Path, image_size: int, classes: list[str] | None, use_cache: bool,
-                  skip_unreadable: bool = False) -> ImageSet:
+                  skip_unreadable: bool = False, rgb: bool = False) -> ImageSet:
     """Decode every image (all cores) or, when nothing changed since last time, read the decode-once cache."""
     class_names = list_classes(folder, classes)
     files, labels = list_files(folder, class_names)
 
     def build() -> ImageSet:
-        images, errors = decode_with_errors(files, image_size, skip=skip_unreadable)
+        images, errors = decode_with_errors(files, image_size, skip=skip_unreadable, rgb=rgb)
         ids = [str(f.relative_to(folder)) for f in files]
         source = "dicom" if files and all(dicom.is_dicom(f) for f in files) else "image-folder"
         patients = [dicom.patient_id(f) for f in files] if source == "dicom" else None
@@ -179,5 +191,35 @@ def _load_classes(folder: Path, image_size: int, classes: list[str] | None, use_
         return build()
     key = cache.source_key(folder, files, {"source": "image-folder", "size": image_size, "classes": class_names,
                                            "intensity": INTENSITY_VERSION,
-                                           "resample": "bilinear", "grey": "L", "skip": skip_unreadable})
+                                           "resample": "bilinear", "grey": "L", "skip": skip_unreadable,
+                                           **({"channels": 3} if rgb else {})})
     return cache.cached(key, build)
+
+
+def _load(config: "DataConfig") -> ImageSet:
+    if config.path is None:
+        raise UserError(f"data.source is {config.source} but data.path is not set: set data.path to the data folder.")
+    return load(config.path, config.image_size, config.classes, skip_unreadable=config.on_error == "skip",
+                rgb=config.channels == 3)
+
+
+def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+    return load(test.path or _sibling_test_folder(data.path), data.image_size, class_names, rgb=data.channels == 3)
+
+
+def _sibling_test_folder(train_path: Path | None) -> Path:
+    if train_path is not None and train_path.name.lower() == "train" and (train_path.parent / "test").is_dir():
+        return train_path.parent / "test"
+    raise UserError(f"the study has a test: section but no test folder was found next to {train_path}: set "
+                    "test.path to a folder with one sub-folder per class, or drop the test set with --set test=null.")
+
+
+register_source(DataSource(
+    "image-folder", "one sub-folder per class, any format Pillow reads; or `train/`, `val/`, `test/` folders of those "
+    "(the Kaggle layout), used as the split", "file-name regex (`group_by: {regex: ...}`)",
+    "converted to grey (or RGB with `data.channels: 3`), resized to `data.image_size`; a tiny `val/` gives a warning",
+    _load, _load_test, detect=lambda path, files: path.is_dir() and any(p.is_dir() for p in path.iterdir())))
+register_source(DataSource(
+    "dicom", "class folders of `.dcm` files (pydicom)", "`PatientID` tag (`group_by: {dicom: PatientID}`)",
+    "rescale slope/intercept, VOI LUT or window, MONOCHROME1 inverted, scaled to 8 bits; `image-folder` also reads "
+    "`.dcm` files by suffix", _load, _load_test))

@@ -9,7 +9,13 @@ import numpy as np
 
 from medablate.data import cache, image_folder
 from medablate.data.image_folder import decode_all
+from typing import TYPE_CHECKING
+
+from medablate.data.sources import DataSource, register_source
 from medablate.data.types import ImageSet
+
+if TYPE_CHECKING:
+    from medablate.config import DataConfig, TestConfig
 from medablate.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -73,3 +79,22 @@ def load(path: Path, image_size: int, classes: list[str] | None = None) -> Image
     if given:
         data.preset = np.array([r["split"] for r in rows], dtype=object)
     return data
+
+
+def _load(config: "DataConfig") -> ImageSet:
+    if config.path is None:
+        raise UserError("data.source is manifest but data.path is not set: set data.path to the CSV.")
+    return load(config.path, config.image_size, config.classes)
+
+
+def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+    if test.path is None:
+        raise UserError("the manifest source holds no test split of its own here: give its rows split=test, set "
+                        "test.path, or drop the test set with --set test=null.")
+    return load(test.path, data.image_size, class_names)
+
+
+register_source(DataSource(
+    "manifest", "a CSV with `path`, `label`, optional `patient_id`, `split` (paths relative to the CSV)",
+    "`patient_id` column", "images or DICOM files", _load, _load_test,
+    detect=lambda path, files: path.is_file() and path.suffix.lower() == ".csv"))

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from medablate.data.arrays import check_uint8_images, resize_uint8
+from typing import TYPE_CHECKING
+
+from medablate.data.sources import DataSource, register_source
 from medablate.data.types import ImageSet
+
+if TYPE_CHECKING:
+    from medablate.config import DataConfig, TestConfig
 from medablate.errors import UserError
 
 DEFAULT_FILES = ["normal.npy", "pneumonia.npy"]
@@ -47,3 +53,24 @@ def _read(path: Path) -> np.ndarray:
     except Exception as exc:  # numpy raises several types for a corrupt or pickled file
         raise UserError(f"{path} could not be read as a .npy array ({exc}): re-save it with np.save.") from None
     return check_uint8_images(array, str(path))
+
+
+def _load(config: "DataConfig") -> ImageSet:
+    return load(_path(config.path), config.files or DEFAULT_FILES, config.image_size, config.classes)
+
+
+def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+    files = test.files or [f"test_{f}" for f in data.files or DEFAULT_FILES]
+    return load(_path(test.path or data.path), files, data.image_size, class_names)
+
+
+def _path(path: Path | None) -> Path:
+    if path is None:
+        raise UserError("data.source is npy-pair but data.path is not set: set data.path to the data folder.")
+    return path
+
+
+register_source(DataSource(
+    "npy-pair", "one `(N, H, W)` uint8 `.npy` per class (`normal.npy` = 0, `pneumonia.npy` = 1; `data.files`)", "no",
+    "the test set is `test_normal.npy`, `test_pneumonia.npy` beside them", _load, _load_test,
+    detect=lambda path, files: path.is_dir() and all((path / f).is_file() for f in files)))

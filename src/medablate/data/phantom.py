@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
+from medablate.data.sources import DataSource, register_source
 from medablate.data.types import ImageSet
+
+if TYPE_CHECKING:
+    from medablate.config import DataConfig, TestConfig
 
 CLASS_NAMES = ["normal", "pneumonia"]
 SYNTHETIC_NOTE = "synthetic phantom images (procedurally generated, not real patients)"
@@ -96,3 +102,22 @@ def _blobs(n: int, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator) -> 
             bx, by, s = rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.4), rng.uniform(0.02, 0.05)
             out[i] += np.exp(-((xx[0] - bx) ** 2 + (yy[0] - by) ** 2) / (2 * s**2))
     return out
+
+
+def _load(config: "DataConfig") -> ImageSet:
+    return generate(config.phantom.count_per_class, config.image_size, config.phantom.seed)
+
+
+def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+    from medablate.errors import UserError
+
+    seed = test.phantom.seed if test.phantom.seed is not None else data.phantom.seed + 1
+    if seed == data.phantom.seed:
+        raise UserError("test.phantom.seed equals data.phantom.seed, so the test images would repeat the "
+                        "training images: choose another test seed.")
+    return generate(test.phantom.count_per_class, data.image_size, seed)
+
+
+register_source(DataSource(
+    "phantom", "nothing: generated", "no", "the default when `data.path` is unset; synthetic radiograph-like images",
+    _load, _load_test, real=False))

@@ -1,0 +1,87 @@
+"""Model registry: a name, its config class and a builder taking (config, input shape (C, H, W), outputs).
+
+A model is one file in this package: a builder decorated with @register_model. The head size comes from the
+task, never guessed; input channels from the data. `create_model` adds the trial's input standardisation and
+test-time augmentation around the network (only when they are on, so plain networks keep their state-dict keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from medablate.models.wrapper import Classifier
+
+InputShape = tuple[int, int, int]  # (C, H, W)
+Builder = Callable[[Any, InputShape, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Builder
+    convolutional: bool  # channels-last, Grad-CAM
+    summary: str
+
+
+REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, convolutional: bool, summary: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        REGISTRY[name] = ModelEntry(name, builder, convolutional, summary)
+        return builder
+
+    return add
+
+
+def entry(config: Any) -> ModelEntry:
+    _load_builders()
+    return REGISTRY[config.name if config.name in REGISTRY else "monai"]
+
+
+def input_shape(shape: tuple[int, ...]) -> InputShape:
+    """(C, H, W) from a recorded image shape: (H, W) is a grey image of a checkpoint from before channels."""
+    return (1, int(shape[0]), int(shape[1])) if len(shape) == 2 else (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def build_model(config: Any, shape: tuple[int, ...], num_outputs: int, normalize: str = "none",
+                tta: str = "none") -> nn.Module:
+    """The trial's network for images of `shape` ((C, H, W), or (H, W) for grey), with its standardisation and
+    test-time augmentation when on. Weights are initialised from the global RNG (seeded by the caller)."""
+    shape = input_shape(shape)
+    net = entry(config).build(config, shape, num_outputs)
+    if normalize == "none" and tta == "none":
+        return net
+    return Classifier(net, shape[0], normalize, tta, num_outputs)
+
+
+def network(model: nn.Module) -> nn.Module:
+    """The network itself, without standardisation and test-time augmentation."""
+    return model.net if isinstance(model, Classifier) else model
+
+
+def count_outputs(model: nn.Module) -> int:
+    """Width of the last Linear layer: how many logits the model emits."""
+    last = [m for m in network(model).modules() if isinstance(m, nn.Linear)][-1]
+    return last.out_features
+
+
+def is_convolutional(config: Any) -> bool:
+    return entry(config).convolutional
+
+
+def _load_builders() -> None:
+    from medablate.models import cnn, mlp, monai  # noqa: F401 - each registers itself
+
+
+def parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def set_dataset_statistics(model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    if isinstance(model, Classifier):
+        model.set_statistics(mean, std)
