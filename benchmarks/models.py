@@ -109,7 +109,7 @@ def measure(model_name: str, size: int, variant: str, batches: int, device_name:
         evaluate = batches * 64 / (time.perf_counter() - started)
         reference = None
         if precision != "fp32":  # the same weights in fp32 on the same batch
-            reference = model(normalise_like(speed, data[64:128])).float().cpu()
+            reference = model(speed.inputs(data[64:128])).float().cpu()
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     sound = math.isfinite(float(loss))
@@ -120,10 +120,6 @@ def measure(model_name: str, size: int, variant: str, batches: int, device_name:
             "epoch_seconds": round(train_batch * math.ceil(EPOCH_IMAGES / 32), 1),
             "eval_images_per_second": round(evaluate, 1), "peak_memory_mib": round(peak / 2**20),
             "sound": sound, "images": source, "threads": torch.get_num_threads()}
-
-
-def normalise_like(speed: "object", batch: "object") -> "object":
-    return speed.inputs(batch)  # type: ignore[attr-defined]
 
 
 def sync(device: "object") -> None:
