@@ -20,7 +20,7 @@ from medablate.data.image_folder import decode, image_extensions
 from medablate.engine import build_trial_model, normalise
 from medablate.errors import UserError
 from medablate.models import input_shape
-from medablate.saliency import method, saliency_map
+from medablate.saliency import method, saliency_map, target_layer
 from medablate.tasks import make_task
 
 
@@ -98,7 +98,14 @@ class Predictor:
 
     def saliency(self, pixels: np.ndarray, decision: int) -> np.ndarray:
         """(H, W): Grad-CAM for convolutional networks, else |d logit / d pixel| of the decided class."""
-        return saliency_map(self.model, normalise(torch.from_numpy(pixels[None])), decision, self.task.num_outputs)
+        x = normalise(torch.from_numpy(pixels[None]))
+        return saliency_map(self.model, x, decision, self.task.num_outputs, self.saliency_layer(x), find=False)
+
+    def saliency_layer(self, x: torch.Tensor) -> torch.nn.Module | None:
+        """Grad-CAM's layer, found once per predictor (one forward pass), not once per image."""
+        if not hasattr(self, "_layer"):
+            self._layer = target_layer(self.model, x)
+        return self._layer
 
 
 def predict_images(run_dir: Path, inputs: list[Path], saliency_dir: Path | None = None) -> tuple[list[Prediction], list[str]]:
@@ -205,7 +212,7 @@ def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: l
                     picked.append(int(members.pop(0)))
         chosen += [(kind, i) for i in picked]
     listing = []
-    shown = method(predictor.model, normalise(torch.from_numpy(images[:1]))) if chosen else ""
+    shown = method(predictor.saliency_layer(normalise(torch.from_numpy(images[:1])))) if chosen else ""
     for n, (kind, i) in enumerate(chosen):
         name = f"{kind}-{n}.png"
         decided = int(decisions[i])

@@ -69,20 +69,25 @@ GRAD_CAM = "Grad-CAM (last convolutional stage)"
 INPUT_GRADIENT = "input gradient"
 
 
-def method(model: nn.Module, x: torch.Tensor) -> str:
-    """Which saliency saliency_map gives this model."""
+def target_layer(model: nn.Module, x: torch.Tensor) -> nn.Module | None:
+    """Grad-CAM's layer for this model (None: it has no spatial feature map, so the input gradient), found by one
+    forward pass of x; the same for every image of one size, so callers keep it. The model is left in eval mode."""
     model.eval()
     inner = model.standardize(x) if isinstance(model, Classifier) else x
-    return INPUT_GRADIENT if last_feature_map(network(model), inner) is None else GRAD_CAM
+    return last_feature_map(network(model), inner)
 
 
-def saliency_map(model: nn.Module, x: torch.Tensor, decision: int, num_outputs: int) -> np.ndarray:
-    """(H, W) for one image x (1, C, H, W) in [0, 1]: Grad-CAM where the network has a spatial feature map after
-    its input, else the input gradient. The model is left in eval mode."""
+def method(layer: nn.Module | None) -> str:
+    """Which saliency saliency_map gives with this target layer."""
+    return INPUT_GRADIENT if layer is None else GRAD_CAM
+
+
+def saliency_map(model: nn.Module, x: torch.Tensor, decision: int, num_outputs: int,
+                 layer: nn.Module | None = None, find: bool = True) -> np.ndarray:
+    """(H, W) for one image x (1, C, H, W) in [0, 1]: Grad-CAM on `layer` (found when find is True), else the
+    input gradient. The model is left in eval mode."""
+    layer = target_layer(model, x) if find else layer
     model.eval()
-    net = network(model)
-    inner = model.standardize(x) if isinstance(model, Classifier) else x
-    layer = last_feature_map(net, inner)
     with torch.enable_grad():
         if layer is None:
             return input_gradient(model, x, decision, num_outputs)
