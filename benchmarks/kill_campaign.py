@@ -3,6 +3,7 @@ same command until it finishes, and compare every result with an uninterrupted r
 
     python benchmarks/kill_campaign.py 30            # 30 studies, 1-2 kills each
     python benchmarks/kill_campaign.py 30 --seed 1
+    python benchmarks/kill_campaign.py 6 --cnn       # a small CNN study: dataset normalisation, shift augmentation, TTA
 
 Prints one line per study and a summary: "identical N/N, missing files M, temp files T, claims C".
 """
@@ -114,15 +115,27 @@ def compare(out: Path, clean: Path) -> dict[str, Any]:
     return {"identical": same, "missing": missing, "temp": temp, "claims": claims}
 
 
+CNN_STUDY = STUDY | {
+    "data": {**STUDY["data"], "normalize": "dataset",
+             "augment": {"crop_scale": [0.7, 1.0], "rotate": 5, "gamma": 0.2, "noise": 0.02, "blur": 1.0}},
+    "evaluation": {"tta": "flip"},
+    "model": {"name": "cnn", "widths": [8, 16], "blocks": [1, 1]},
+    "comparisons": [{"name": "loss", "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}},
+                    {"name": "normalisation", "vary": {"data.normalize": ["dataset", "image"]}}],
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", type=int, nargs="?", default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cnn", action="store_true", help="a small CNN study (dataset normalisation, shift "
+                                                           "augmentation, flip TTA) instead of the MLP")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="kill-campaign-"))
     study = root / "study.yaml"
-    study.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    study.write_text(yaml.safe_dump(CNN_STUDY if args.cnn else STUDY, sort_keys=False))
     started = time.perf_counter()
     subprocess.run(command(study, root / "clean"), check=True, capture_output=True, env=environment())
     full = time.perf_counter() - started
