@@ -5,7 +5,10 @@ same command until it finishes, and compare every result with an uninterrupted r
     python benchmarks/kill_campaign.py 30 --seed 1
     python benchmarks/kill_campaign.py 6 --cnn       # a small CNN study: dataset normalisation, shift augmentation, TTA
 
-Prints one line per study and a summary: "identical N/N, missing files M, temp files T, claims C".
+Half the studies run with --workers 2. A kill is SIGKILL to the `medablate run` process alone, not its process
+group (as an out-of-memory kill or a scheduler's kill of one pid would): its workers and figure processes must die
+with it. The processes below it just before the kill that are still alive 3 s after it are orphans.
+Prints one line per study and a summary: "identical N/N, missing files M, temp files T, claims C, orphans O".
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from medablate import faults  # noqa: E402
+from medablate.children import descendants  # noqa: E402
 
 STUDY = {
     "name": "campaign", "seeds": [0, 1],
@@ -44,8 +48,34 @@ POINTS = [*faults.POINTS, "write:study.json", "write:results.csv", "write:histor
           "write:report.html", "write:loss.png", "write:curves.png", "after-checkpoint@4", "before-metrics@3"]
 
 
-def command(study: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "medablate.cli", "run", str(study), "--out", str(out)]
+def command(study: Path, out: Path, workers: int = 1) -> list[str]:
+    return [sys.executable, "-m", "medablate.cli", "run", str(study), "--out", str(out), "--workers", str(workers)]
+
+
+ORPHAN_WAIT = 3.0
+
+
+def orphans_of(children: list[int]) -> int:
+    """How many of a killed process's children (and theirs) are still alive ORPHAN_WAIT seconds after the kill."""
+    deadline = time.monotonic() + ORPHAN_WAIT
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and _not_zombie(p)]
+    for pid in alive:  # leave nothing behind for the next study
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(alive)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def environment(kill_at: str | None = None) -> dict[str, str]:
@@ -56,22 +86,31 @@ def environment(kill_at: str | None = None) -> dict[str, str]:
     return env
 
 
-def kill_after(study: Path, out: Path, seconds: float) -> bool:
-    """Run, SIGKILL after `seconds`; True when it was killed (False when it finished first)."""
-    process = subprocess.Popen(command(study, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def kill_after(study: Path, out: Path, seconds: float, workers: int = 1) -> tuple[bool, int]:
+    """Run, SIGKILL the process alone after `seconds`; (whether it was killed, how many of its children outlived
+    it). False when it finished first."""
+    process = subprocess.Popen(command(study, out, workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=environment())
     try:
         process.wait(timeout=seconds)
-        return False
+        return False, 0
     except subprocess.TimeoutExpired:
+        children = descendants(process.pid)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        return True
+        return True, orphans_of(children)
 
 
-def kill_at_point(study: Path, out: Path, point: str) -> bool:
-    result = subprocess.run(command(study, out), capture_output=True, env=environment(point))
-    return result.returncode == -signal.SIGKILL
+def kill_at_point(study: Path, out: Path, point: str, workers: int = 1) -> tuple[bool, int]:
+    """Run until the named point kills it (SIGKILL, from the process itself); whether it was killed, and how many
+    of its children outlived it (the point's process may be a worker or a figure process: then all go)."""
+    process = subprocess.Popen(command(study, out, workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=environment(point))
+    children: list[int] = []
+    while process.poll() is None:
+        children = list(dict.fromkeys(children + descendants(process.pid)))
+        time.sleep(0.1)
+    return process.returncode == -signal.SIGKILL, orphans_of(children) if process.returncode == -signal.SIGKILL else 0
 
 
 def without_timing(value: Any) -> Any:
@@ -140,20 +179,24 @@ def main() -> int:
     subprocess.run(command(study, root / "clean"), check=True, capture_output=True, env=environment())
     full = time.perf_counter() - started
     print(f"uninterrupted study: {full:.1f} s (4 trials x 2 seeds, 3 epochs)")
-    totals = {"identical": 0, "missing": 0, "temp": 0, "claims": 0, "kills": 0}
+    totals = {"identical": 0, "missing": 0, "temp": 0, "claims": 0, "kills": 0, "orphans": 0}
     for index in range(args.studies):
         out = root / f"killed-{index}"
         kills = []
+        workers = rng.choice([1, 2])
         for _ in range(rng.choice([1, 2])):
             if rng.random() < 0.5:
                 point = rng.choice(POINTS)
-                if kill_at_point(study, out, point):
+                killed, orphans = kill_at_point(study, out, point, workers)
+                if killed:
                     kills.append(point)
             else:
                 moment = rng.uniform(1.0, full)
-                if kill_after(study, out, moment):
+                killed, orphans = kill_after(study, out, moment, workers)
+                if killed:
                     kills.append(f"{moment:.1f}s")
-        result = subprocess.run(command(study, out), capture_output=True, text=True, env=environment())
+            totals["orphans"] += orphans
+        result = subprocess.run(command(study, out, workers), capture_output=True, text=True, env=environment())
         found = compare(out, root / "clean") if result.returncode == 0 else \
             {"identical": False, "missing": ["(rerun failed)"], "temp": [], "claims": []}
         totals["identical"] += found["identical"]
@@ -161,13 +204,14 @@ def main() -> int:
         totals["temp"] += len(found["temp"])
         totals["claims"] += len(found["claims"])
         totals["kills"] += len(kills)
-        print(f"study {index + 1:2d}: kills {', '.join(kills) or 'none (finished first)'}: "
+        print(f"study {index + 1:2d} (workers {workers}): kills {', '.join(kills) or 'none (finished first)'}: "
               f"{'identical' if found['identical'] else 'DIFFERENT'}"
               + (f", missing {found['missing'][:3]}" if found["missing"] else "")
               + (f", temp {found['temp'][:3]}" if found["temp"] else ""), flush=True)
     print(f"identical {totals['identical']}/{args.studies}, kills {totals['kills']}, missing files {totals['missing']}, "
-          f"temp files {totals['temp']}, claims left {totals['claims']}; folders under {root}")
-    return 0 if totals["identical"] == args.studies else 1
+          f"temp files {totals['temp']}, claims left {totals['claims']}, orphans {totals['orphans']}; folders under "
+          f"{root}")
+    return 0 if totals["identical"] == args.studies and not totals["orphans"] else 1
 
 
 if __name__ == "__main__":

@@ -128,6 +128,43 @@ def npz(labels: np.ndarray | None = None, shorter: bool = False) -> Callable[[Pa
     return make
 
 
+def val_only(folder: Path) -> Path:
+    """A download's root that holds val/ (class folders) but no train/."""
+    (folder / "root").mkdir()
+    images({"a": 3, "b": 3})(folder).rename(folder / "root" / "val")
+    return folder / "root"
+
+
+def same_images(folder: Path) -> Path:
+    """Two class folders of one and the same image: every image a duplicate of the first."""
+    root = folder / "same"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((16, 16), 7, np.uint8)).save(root / name / f"{name}-{i}.png")
+    return root
+
+
+def manifest_bytes(text: bytes) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        (folder / "m").mkdir()
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "m" / "0.png")
+        (folder / "m" / "m.csv").write_bytes(text)
+        return folder / "m" / "m.csv"
+    return make
+
+
+def float_tiffs(folder: Path) -> Path:
+    """32-bit float TIFFs (mode F), one of them all NaN."""
+    root = folder / "tif"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            values = np.full((16, 16), np.nan if (name, i) == ("a", 0) else float(i), np.float32)
+            Image.fromarray(values, mode="F").save(root / name / f"{i}.tif")
+    return root
+
+
 def finished_study(folder: Path) -> Path:
     """A copy of a finished 1-epoch study, trained once per test session beside the cases' folders."""
     source = _FINISHED.get("out")
@@ -303,6 +340,50 @@ CASES = [
     Case("predict an unfinished run", lambda f: (f / "run").mkdir() or ["predict", str(f / "run"), str(f)],
          "has no best.pt"),
     Case("status of a non-study folder", lambda f: ["status", str(f)], "not a study folder"),
+    # issue 24 (right numbers, part 2)
+    Case("a StepLR that never steps", dry("training.scheduler={name: StepLR, step_size: 10}"),
+         "training.scheduler.step_size is 10"),
+    Case("a Kaggle root with val/ but no train/", data_run(val_only), "no train/ folder"),
+    Case("one class folder, caught by --dry-run", lambda f: data_run(images({"a": 4}))(f) + ["--dry-run"],
+         "a classifier needs at least two"),
+    Case("a key of another model", dry("model.widths=[8, 16]"), "'widths' belongs to model cnn"),
+    Case("predict on a study folder", with_finished(lambda f, out: images({"a": 1, "b": 1})(f) and [
+        "predict", str(out), str(f / "xr")]), "is a study folder, not a run folder"),
+    # issue 25 (faults, part 3)
+    Case("comparison names that give one file name", dry("comparisons=[{name: loss 1, vary: {training.loss: "
+                                                         "[CrossEntropyLoss]}}, {name: loss/1, vary: {training.loss: "
+                                                         "[BCEWithLogitsLoss]}}]"), "give the same file name"),
+    Case("every image identical", data_run(same_images), "after removing"),
+    Case("study file not UTF-8", lambda f: (f / "s.yaml").write_bytes(b"name: caf\xe9\n") and ["run", str(f / "s.yaml")],
+         "is not UTF-8 text"),
+    Case("study file of binary garbage", lambda f: (f / "s.yaml").write_bytes(bytes(range(128, 256)) * 4) and [
+        "run", str(f / "s.yaml")], "is not UTF-8 text"),
+    Case("manifest with latin-1 bytes", data_run(manifest_bytes(b"path,label\n0.png,caf\xe9\n")), "is not UTF-8 text"),
+    Case("manifest with a NUL byte", data_run(manifest_bytes(b"path,label\n0.png,a\x00\n")), "holds a NUL byte"),
+    Case("phantom too large for memory", run("data.phantom.count_per_class=1000000000"), "GiB free"),
+    Case("--threads 100000", lambda f: run()(f) + ["--threads", "100000"], "--threads 100000 is far more"),
+    Case("evaluate --device tpu", with_finished(lambda f, out: ["evaluate", str(out / "trials" / "base-seed0"),
+                                                                "--device", "tpu"]), "--device is 'tpu'"),
+    Case("predict --saliency is a file", with_finished(lambda f, out: images({"a": 1, "b": 1})(f) and (
+        f / "taken").write_text("x") and ["predict", str(out / "trials" / "base-seed0"), str(f / "xr"), "--saliency",
+                                           str(f / "taken")]), "is a file"),
+    Case("predict --saliency cannot be made", with_finished(lambda f, out: images({"a": 1, "b": 1})(f) and [
+        "predict", str(out / "trials" / "base-seed0"), str(f / "xr"), "--saliency", "/proc/medablate/x"]),
+         "cannot be made"),
+    Case("a YAML key given twice", lambda f: (f / "s.yaml").write_text("name: x\ntraining: {epochs: 1}\n"
+                                                                      "training: {epochs: 2}\n") and [
+        "run", str(f / "s.yaml"), "--dry-run"], "appears twice"),
+    Case("a negative seed", dry("seeds=[-1]"), "seeds.0"),
+    Case("epochs: true", dry("training.epochs=true"), "training.epochs"),
+    Case("checkpoint_every: true", dry("training.checkpoint_every=true"), "training.checkpoint_every"),
+    Case("--ray-resources num_cpus=0", lambda f: run()(f) + ["--executor", "ray", "--ray-resources", "num_cpus=0"],
+         "num_cpus=0"),
+    Case("--address where nothing answers", lambda f: run()(f) + ["--executor", "ray", "--address", "127.0.0.1:9"],
+         "nothing answered there"),
+    Case("--out empty", lambda f: into(run()(f), Path("")), "--out is empty"),
+    Case("a float TIFF with NaN pixels", data_run(float_tiffs), "NaN or infinite"),
+    Case("model.weights is a text file", lambda f: (f / "w.txt").write_text("not weights\n") and run(
+        f"model.weights={f / 'w.txt'}", training={"epochs": 1}, comparisons=[])(f), "could not be read"),
     Case("compare with a damaged study.json", with_finished(lambda f, out: (out / "study.json").write_text("{x")
                                                             and ["compare", str(out)]), "study.json is damaged"),
 ]
@@ -345,7 +426,7 @@ def write_table() -> None:
             code, output, _ = invoke(case.args(Path(folder)))
         message = " ".join(output.split()).replace("|", "\\|").replace(folder, "<tmp>")
         message = message[message.find("Error:"):] if "Error:" in message else message[-400:]
-        lines.append(f"| {index} | {case.name} | {code} | {message[:600]} |")
+        lines.append(f"| {index} | {case.name} | {code} | {message} |")
     TABLE.write_text("\n".join(lines) + "\n")
 
 

@@ -45,7 +45,7 @@ def test_html_is_self_contained_and_escaped(report: Path) -> None:
 
 
 def test_markdown_has_the_same_tables(report: Path) -> None:
-    html_tables = re.findall(r"<thead><tr>(.*?)</tr></thead>", (report / "report.html").read_text())
+    html_tables = re.findall(r"<thead><tr>(.*?)</tr></thead>", (report / "report.html").read_text().replace("<wbr>", ""))
     rendered = MarkdownIt("commonmark").enable("table").render((report / "report.md").read_text())
     md_tables = re.findall(r"<thead>\s*<tr>(.*?)</tr>\s*</thead>", rendered, re.S)
     assert len(md_tables) == len(html_tables) > 5
@@ -94,6 +94,30 @@ def test_report_in_a_headless_browser(report: Path) -> None:
     assert errors == []
     assert dialogs == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("width", [1400, 800])
+def test_the_report_fits_the_window_without_horizontal_scroll(report: Path, width: int) -> None:
+    """At 1400 px every table fits its column; below 900 px the wide tables stack (README, "The report")."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto((report / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        page_width = page.evaluate("document.documentElement.scrollWidth")
+        trials = page.evaluate("[document.querySelector('#trials').getBoundingClientRect().width, "
+                               "document.querySelector('#trials').parentElement.clientWidth]")
+        widest = page.evaluate("Math.max(...[...document.querySelectorAll('table')].map("
+                               "t => t.getBoundingClientRect().width - t.parentElement.clientWidth))")
+        browser.close()
+    assert page_width <= width, f"the page is {page_width} px wide in a {width} px window"
+    assert trials[0] <= trials[1] + 1, f"All trials is {trials[0]:.0f} px wide in a {trials[1]} px column"
+    assert widest <= 1, f"a table is {widest:.0f} px wider than its column"
 
 
 def test_tensorboard_events_with_scalars_and_hparams(tmp_path: Path) -> None:

@@ -95,12 +95,29 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[s
     write_text(path, buffer.getvalue())
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str):
+        return csv_text(value)
     return value
+
+
+def csv_text(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: a name starting with =, +, -, @ (a comparison named
+    `=HYPERLINK(...)`, a file named `+cmd.png`) would run as a formula, so it gets a leading apostrophe (OWASP's
+    advice). Numbers written as text (-0.5) stay as they are."""
+    if text.startswith(FORMULA_STARTS):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
 
 
 def torch_save(path: Path, obj: Any) -> None:

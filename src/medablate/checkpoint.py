@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from medablate import atomic
+from medablate.claims import open_no_follow
 
 
 def _slots(path: Path) -> tuple[Path, Path]:
@@ -32,9 +33,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     first, second = _slots(path)
     current = os.readlink(path) if path.is_symlink() else None
     target = second if current == first.name else first
-    if target.exists() and os.stat(target).st_nlink > 1:  # shared with a backup (cp -al, rsync --link-dest):
-        target.unlink()  # writing in place would rewrite the backup too, so write a fresh file
-    with open(target, "r+b" if target.exists() else "wb") as handle:
+    if target.is_symlink() or (target.exists() and os.stat(target).st_nlink > 1):
+        # a link (planted: it would point the write at another file) or a hard link shared with a backup
+        # (cp -al, rsync --link-dest: writing in place would rewrite the backup too): write a fresh file
+        target.unlink()
+    with os.fdopen(open_no_follow(target, os.O_RDWR | os.O_CREAT), "r+b") as handle:
         torch.save(state, handle)
         handle.truncate()
     link = path.with_name(f".{path.name}.link.tmp")
@@ -66,16 +69,21 @@ class DamagedCheckpoint(Exception):
     """A checkpoint file that cannot be read (truncated, overwritten, not a checkpoint)."""
 
 
-def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """load_checkpoint, with every way a damaged file fails turned into DamagedCheckpoint."""
+def read_checkpoint(path: Path, device: torch.device | str = "cpu", need_model: bool = True) -> dict[str, Any]:
+    """load_checkpoint, with every way a damaged file fails turned into DamagedCheckpoint. A finished run's last.pt
+    may hold no weights (training.keep_checkpoints: best): need_model=False accepts it."""
     try:
         state = load_checkpoint(path, device)
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch reports damage as RuntimeError, EOFError, UnpicklingError, OSError(EINVAL), ...
         raise DamagedCheckpoint(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]})") from None
-    if not isinstance(state, dict) or "model" not in state or "meta" not in state:
+    if not isinstance(state, dict) or "meta" not in state or ("model" not in state and not state.get("finished")):
         raise DamagedCheckpoint(f"{path} is not a medablate checkpoint (no model weights or meta data in it)")
+    if need_model and "model" not in state:
+        raise DamagedCheckpoint(f"{path} holds no weights: the run finished with training.keep_checkpoints: best, "
+                                "which keeps the weights in best.pt only (use --checkpoint best, or keep_checkpoints: "
+                                "last or all in a study that needs the final weights)")
     return state
 
 

@@ -11,6 +11,7 @@ are reused and mean nothing on another host), which is why the old `running.json
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -38,13 +39,27 @@ def _process_start() -> float | None:
         return None
 
 
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that never follows a symbolic link at `path`: one planted there (in a study folder that others can
+    write, a claim.lock or a checkpoint slot pointing at someone's file) is removed and a real file made instead,
+    so the write cannot land in the link's target."""
+    for _ in range(3):
+        try:
+            return os.open(path, flags | os.O_NOFOLLOW, mode)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            os.unlink(path)  # the link itself, never its target
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL, mode)
+
+
 def try_claim(run_dir: Path) -> Claim | None:
     """Claim the run folder for this process, or None when another live process holds it."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    real_folder(run_dir)
     path = run_dir / CLAIM
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -71,6 +86,26 @@ def release(claim: Claim) -> None:
         claim.path.unlink(missing_ok=True)
     finally:
         os.close(claim.fd)
+
+
+def real_folder(folder: Path, parent: bool = True) -> Path:
+    """Make `folder` (and its parents) and refuse when it is a symbolic link: a run folder planted as a link would
+    have every file of the run written wherever it points."""
+    from medablate.errors import UserError
+
+    folder = Path(folder)
+    # the folder and, with parent, the one above it (a run folder and trials/; examples/ and its run folder); --out
+    # itself is the user's choice and may be a link (e.g. to scratch space)
+    for place in (folder.parent, folder)[0 if parent else 1:]:
+        if place.is_symlink():
+            raise UserError(f"{place} is a symbolic link (to {os.readlink(place)}), not a folder: medablate writes "
+                            "only into real folders inside a study folder, so that nobody can redirect its writes. "
+                            "Remove the link (its target is left as it is) and run the same command again.")
+        if place.exists() and not place.is_dir():
+            raise UserError(f"{place} is a file, not a folder: a study folder keeps its runs in trials/<run>/. Move "
+                            "the file away (or use another --out) and run the same command again.")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def holder(run_dir: Path) -> dict[str, object] | None:

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-import errno
-import shlex
+import os
 import signal
 import sys
-from pathlib import Path
-from typing import Any, Callable, Optional
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from medablate import __version__
-from medablate.errors import Terminated, UserError, on_signal
+def _stop_before_start(signum: int, frame: object) -> None:
+    """SIGTERM / SIGINT before a command has begun (while Python loads): nothing is written yet, so stop at once, with
+    a word and the usual exit code (143 / 130), not the bare -15 of an unhandled signal."""
+    sys.stderr.write("Stopped before anything was written; run the same command again.\n")
+    os._exit(143 if signum == signal.SIGTERM else 130)
+
+
+# as a command (not imported by a test or a notebook): from the first moment, a stop is a clean stop
+COMMAND = os.path.basename(sys.argv[0]) in ("medablate", "cli.py")
+if COMMAND:
+    signal.signal(signal.SIGTERM, _stop_before_start)
+    signal.signal(signal.SIGINT, _stop_before_start)
+
+import errno  # noqa: E402
+import shlex  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from medablate import __version__  # noqa: E402
+from medablate.errors import Terminated, UserError, on_signal  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Honest, fast ablation studies of deep-learning classifiers on medical images.\n\n"
@@ -56,7 +72,8 @@ def _guarded(action: Callable[[], Any]) -> Any:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         console.print(f"[bold red]Error:[/] the disk is full ({escape(str(exc))}). Free some space (finished runs keep "
-                      "best.pt and a weights-only last.pt, about 260 MiB each for the course MLP) or choose another "
+                      "best.pt only by default, about 130 MiB for the 256 px course MLP; `medablate status` shows each run's disk) "
+                      "or choose another "
                       "--out folder, then run the same command again: it resumes where it stopped.",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -72,6 +89,9 @@ def _version(value: bool) -> None:
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """medablate command line."""
+    if COMMAND:  # from here a stop raises, so each command's files stay whole and it says how it stopped
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
 
 
 @app.command()
@@ -80,7 +100,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                    help="Override any key of the study, e.g. --set training.epochs=5 "
                                         "--set data.path=data/. The value is read as YAML; repeatable."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study name>."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study name>."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the trials, train nothing."),
     workers: str = typer.Option("1", "--workers",
                                 help="Worker processes training runs in parallel on this machine (they share the "
@@ -89,7 +109,7 @@ def run(
                                      "cooperate the same way."),
     executor: str = typer.Option("local", "--executor",
                                  help="local (this machine: --workers) or ray: each run a Ray task, on a local Ray "
-                                      "or the cluster at --address (needs pip install 'medablate[ray]')."),
+                                      "or the cluster at --address (needs pip install 'medablate\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address",
                                           help="Ray: the cluster's address (e.g. 10.0.0.1:6379, or auto for the "
                                                "one `ray start` made on this machine). Default: a local Ray."),
@@ -102,14 +122,19 @@ def run(
 ) -> None:
     """Train every trial of a study (resumes a study that was interrupted) and write its outputs."""
 
+    signal.signal(signal.SIGTERM, on_signal)  # during training: after the batch, with a checkpoint of it
+    signal.signal(signal.SIGINT, on_signal)
+
     def action() -> int:
         from medablate.config import load_study
         from medablate.study import StudyRunner
 
-        signal.signal(signal.SIGTERM, on_signal)  # during training: after the batch, with a checkpoint of it
-        signal.signal(signal.SIGINT, on_signal)
+        check_threads(threads)
+        if out is not None and not out.strip():
+            raise UserError("--out is empty: give the folder the study is written to (it is created if needed), or "
+                            "leave --out out for runs/<study name>.")
         study, _ = load_study(study_file, set_)
-        folder = out or Path("runs") / study.name
+        folder = Path(out) if out is not None else Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         from medablate.workers import parse_workers
 
@@ -128,12 +153,40 @@ def run(
             require_ray()
             runner.executor, runner.ray_address, runner.ray_resources = "ray", address, parse_resources(ray_resources)
         if dry_run:
+            from medablate.data import data_index
+
+            index = data_index(study.data)  # a wrong data.path or a single class fails here, before the table
             _print_plan(runner)
+            _print_data(study, *index)
             return 0
         return runner.run()
 
     code = _guarded(action)
     raise typer.Exit(code)
+
+
+def check_threads(threads: int | None) -> None:
+    """--threads within what the machine can run: torch starts that many threads per process."""
+    from medablate.engine import usable_cores
+
+    cores = usable_cores()
+    if threads is not None and threads > 4 * cores:
+        raise UserError(f"--threads {threads} is far more than the {cores} core(s) this process may use: torch would "
+                        f"start {threads} threads that only wait for each other. Give at most {4 * cores} (usually "
+                        f"{cores}), or leave --threads out.")
+
+
+def _print_data(study: Any, name: str, counts: dict[str, dict[str, int]] | None) -> None:
+    """--dry-run: what the data holds (source, layout, images per class), counted without decoding an image."""
+    where = f" at {study.data.path}" if study.data.path else ""
+    if counts is None:
+        out_console.print(f"data: {name}{escape(where)} (counted when `run` loads it)", highlight=False)
+        return
+    parts = "; ".join(f"{split if split != 'all' else 'images'}: " + ", ".join(f"{c} {n}" for c, n in per.items())
+                      for split, per in counts.items())
+    layout = "one sub-folder per class" if set(counts) == {"all"} else " ".join(f"{s}/" for s in counts) + \
+        (" folder, the study's split makes validation from it" if list(counts) == ["train"] else " folders")
+    out_console.print(f"data: {name}{escape(where)} ({layout}); {escape(parts)}", highlight=False)
 
 
 def _print_plan(runner: Any) -> None:
@@ -147,6 +200,10 @@ def _print_plan(runner: Any) -> None:
     for trial in runner.plan.trials:
         table.add_row(trial.id, ", ".join(trial.comparisons), *(short_value(v) for v in trial.varied.values()))
     out_console.print(table)
+    from medablate.plan import scaling_notes
+
+    for note in scaling_notes(runner.plan):
+        out_console.print(f"schedule scaled: {escape(note)}", highlight=False)
 
 
 @app.command()
@@ -174,6 +231,8 @@ def evaluate(
 
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint is '{checkpoint}': use best or last.")
+        if device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"--device is '{device}': use auto, cpu or cuda.")
         if source not in evaluate_sources():
             raise UserError(f"--source is '{source}': use one of {', '.join(evaluate_sources())}.")
         file_list = [f.strip() for f in files.split(",")] if files else None
@@ -205,13 +264,22 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     out_console.print(table)
     if result.get("warning"):
         console.print(f"[bold yellow]Warning:[/] {escape(result['warning'])}", highlight=False, soft_wrap=True)
-    table = Table(title="confusion matrix (rows: true, columns: predicted)")
-    table.add_column("")
-    for name in result["class_names"]:
-        table.add_column(name, justify="right")
-    for name, row in zip(result["class_names"], result["confusion_matrix"]):
-        table.add_row(name, *(str(v) for v in row))
-    out_console.print(table)
+    matrices = {"at the loss's rule (0.5)": result["confusion_matrix"]}
+    if result.get("confusion_matrix_at_threshold"):
+        matrices[f"at the validated threshold {result['threshold']:.4g}"] = result["confusion_matrix_at_threshold"]
+    for rule, matrix in matrices.items():
+        table = Table(title=f"confusion matrix {rule} (rows: true, columns: predicted)")
+        table.add_column("")
+        for name in result["class_names"]:
+            table.add_column(name, justify="right")
+        for name, row in zip(result["class_names"], matrix):
+            table.add_row(name, *(str(v) for v in row))
+        out_console.print(table)
+    if result.get("undefined"):
+        out_console.print(f"only {', '.join(result['classes_present'])} in these images: "
+                          f"{', '.join(result['undefined'])} cannot be computed without the other class.",
+                          highlight=False)
+    out_console.print(f"per-image predictions: {escape(result['predictions_file'])}", highlight=False)
 
 
 def _with_ci(section: dict[str, Any], metric: str) -> str:
@@ -272,6 +340,9 @@ def predict(
         from medablate.predict import as_json as to_json
         from medablate.predict import predict_images
 
+        if saliency is not None:
+            check_saliency_folder(saliency)
+
         results, errors = predict_images(trial_dir, images, saliency)
         if as_json:
             print(json.dumps(to_json(results, errors), indent=2))
@@ -290,6 +361,17 @@ def predict(
     raise typer.Exit(_guarded(action))
 
 
+def check_saliency_folder(folder: Path) -> None:
+    """--saliency must be a folder this process can make and write, before any image is scored."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--saliency {folder} is a file: give a folder for the heatmaps (it is created if needed).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--saliency {folder} cannot be made ({exc.strerror or exc}): give a folder you can write, "
+                        "e.g. --saliency saliency/.") from None
+
+
 @app.command()
 def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<study name>).", show_default=False)) -> None:
     """List a study's runs as done, running, interrupted, pending, diverged or failed."""
@@ -299,11 +381,15 @@ def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<
 
         rows = study_status(out)
         table = Table(title=str(out))
-        for column in ("run", "status", "epochs", "val acc (best.pt; latest epoch if unfinished)", "test acc"):
+        for column in ("run", "status", "epochs", "val acc (best.pt; latest epoch if unfinished)", "test acc", "disk"):
             table.add_column(column)
         for row in rows:
-            table.add_row(*(str(row[k]) for k in ("run", "status", "epochs", "val_acc", "test_acc")))
+            table.add_row(*(str(row[k]) for k in ("run", "status", "epochs", "val_acc", "test_acc", "disk")))
         out_console.print(table)
+        for row in rows:
+            if row["problem"]:
+                out_console.print(f"[yellow]{row['run']} is damaged:[/] {escape(row['problem'])}; `medablate run` "
+                                  "with the study redoes it.", highlight=False)
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medablate import atomic, faults, plots, results, rundir, stats
+from medablate import atomic, claims, faults, plots, results, rundir, stats
 from medablate.config import Study, to_plain
 from medablate.data.phantom import FIGURE_NOTE
 from medablate.ensembles import ENSEMBLE_COLUMNS, summary_columns, write_ensembles
@@ -62,7 +62,7 @@ def summarise(plan: Plan, found: dict[tuple[str, int], dict[str, float]]) -> lis
         per_seed = [found[(trial.id, s)] for s in plan.seeds if (trial.id, s) in found]
         row: dict[str, Any] = {"trial": trial.id, "comparisons": ";".join(trial.comparisons), "seeds": len(per_seed)}
         for outcome in OUTCOMES:
-            mean, sd, low, high = stats.mean_sd_ci([v[outcome.key] for v in per_seed])
+            mean, sd, low, high = stats.mean_sd_ci([v[outcome.key] for v in per_seed], bounds=outcome.bounds)
             row.update({f"{outcome.key}_mean": mean, f"{outcome.key}_sd": sd,
                         f"{outcome.key}_ci_low": low, f"{outcome.key}_ci_high": high})
         rows.append(row)
@@ -79,7 +79,7 @@ def _paired(found: dict, level: Trial, reference: Trial, seeds: list[int], key: 
 def seed_row(study: Study, outcome: Outcome, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     """Paired comparison over seeds of one outcome: difference, CI, test, P(improvement), seeds needed."""
     d = a - b
-    mean, _, low, high = stats.mean_sd_ci(d)
+    mean, _, low, high = stats.mean_sd_ci(d, bounds=outcome.difference_bounds)
     enough = len(d) >= MIN_SEEDS and is_tested(outcome)
     test = "Wilcoxon signed-rank" if study.analysis.test == "wilcoxon" else "paired t"
     detail = ""
@@ -97,24 +97,38 @@ def seed_row(study: Study, outcome: Outcome, a: np.ndarray, b: np.ndarray) -> di
 
 
 def image_row(out: Path, study: Study, level: Trial, reference: Trial, seeds: list[int]) -> dict[str, Any] | None:
-    """McNemar's exact test on the test images (majority vote over seeds) and a paired bootstrap CI."""
-    level_correct, ref_correct = [], []
-    for seed in seeds:
-        a = rundir.read_predictions(rundir.predictions_file(rundir.trial_dir(out, rundir.run_id(level.id, seed)), "test"))
-        b = rundir.read_predictions(rundir.predictions_file(rundir.trial_dir(out, rundir.run_id(reference.id, seed)),
-                                                            "test"))
-        if not a or not b or [r["image"] for r in a] != [r["image"] for r in b]:
-            return None
-        level_correct.append([int(r["correct"]) for r in a])
-        ref_correct.append([int(r["correct"]) for r in b])
-    la, lb = np.array(level_correct), np.array(ref_correct)
-    only_level, only_ref, p = stats.mcnemar_exact(stats.majority_correct(la), stats.majority_correct(lb))
-    low, high = stats.paired_bootstrap_ci(la, lb, study.analysis.bootstrap_resamples)
-    return {"outcome": PER_IMAGE, "n": la.shape[1], "level_mean": float(la.mean()), "reference_mean": float(lb.mean()),
-            "difference": float(la.mean() - lb.mean()), "ci_low": low, "ci_high": high,
-            "test": "McNemar exact (majority vote over seeds); bootstrap CI over images",
+    """The two trials' seed ensembles (mean of the seeds' probabilities, decided at the loss's rule) compared image
+    by image on the test set. One definition of "right" for every number of the row: the counts of images right
+    only for one side, the accuracy difference (their difference over the images), its paired bootstrap CI over
+    images and McNemar's exact test on those counts. With one seed the ensemble is that seed's model."""
+    level_right = ensemble_correct(out, level, seeds)
+    ref_right = ensemble_correct(out, reference, seeds)
+    if level_right is None or ref_right is None or level_right[0] != ref_right[0]:
+        return None
+    a, b = level_right[1], ref_right[1]
+    only_level, only_ref, p = stats.mcnemar_exact(a, b)
+    low, high = stats.paired_bootstrap_ci(a[None], b[None], study.analysis.bootstrap_resamples)
+    return {"outcome": PER_IMAGE, "n": len(a), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
+            "difference": (only_level - only_ref) / len(a), "ci_low": low, "ci_high": high,
+            "test": "McNemar exact on the seed ensembles' decisions; paired bootstrap CI over images",
             "p": p if len(seeds) >= MIN_SEEDS else math.nan, "prob_improvement": math.nan, "seeds_needed": None,
-            "detail": f"images right only for the level: {only_level}, only for the reference: {only_ref}; seeds: {len(seeds)}"}
+            "detail": f"test images right only for the level's seed ensemble: {only_level}, only for the "
+                      f"reference's: {only_ref}; seeds: {len(seeds)}"}
+
+
+def ensemble_correct(out: Path, trial: Trial, seeds: list[int]) -> tuple[list[str], np.ndarray] | None:
+    """Test image ids and, per image, whether the trial's seed ensemble decides it right (None when a seed has no
+    test predictions, or the seeds were scored on different images)."""
+    from medablate.ensembles import mean_predictions
+
+    run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, seed)) for seed in seeds]
+    rows = rundir.read_predictions(rundir.predictions_file(run_dirs[0], "test"))
+    names = [key.removeprefix("prob_") for key in (rows[0] if rows else {}) if key.startswith("prob_")]
+    found = mean_predictions(run_dirs, "test", names) if names else None
+    if found is None:
+        return None
+    ids, predictions = found
+    return ids, predictions.decisions == predictions.labels
 
 
 def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[str, Any]]:
@@ -235,16 +249,17 @@ def sentence(rows: list[dict[str, Any]]) -> str:
                      f"{_judgement(primary)} [primary]")
     image = by_outcome.get(PER_IMAGE)
     if image and image["verdict"] not in ("cannot tell", "exploratory"):
-        parts.append(f"the majority-vote models differ on these test images: McNemar {image['verdict']} "
+        parts.append(f"the seed ensembles differ on these test images: McNemar {image['verdict']} "
                      f"({_p_values(image)}; this holds the trained models fixed, the seed test above "
                      "does not)")
     elif image and image["verdict"] == "exploratory" and not math.isnan(image["p"]):
-        parts.append(f"McNemar on the test images (majority vote over seeds): {_judgement(image)}")
+        parts.append(f"McNemar on the test images (seed ensembles): {_judgement(image)}")
     converge = by_outcome.get("convergence_epoch")
     if converge and converge is not primary:
         difference = converge["difference"]
-        when = "at the same epoch on average" if difference == 0 else \
-            f"{abs(difference):.1f} epochs {'later' if difference > 0 else 'earlier'}"
+        average = " on average" if converge["n"] > 1 else ""
+        when = f"at the same epoch{average}" if difference == 0 else \
+            f"{abs(difference):.1f} epochs {'later' if difference > 0 else 'earlier'}{average}"
         judgement = "" if converge["verdict"] == "cannot tell" and primary and primary["verdict"] == "cannot tell" \
             else f", {_judgement(converge)}"
         parts.append(f"converges {when} ({_ci(BY_KEY['convergence_epoch'], converge).replace('+', '')}){judgement}")
@@ -273,6 +288,7 @@ def write_analysis(out: Path) -> Analysis:
     """Write results.csv, summary.csv, comparisons.csv, figures and tables.md from the run folder."""
     out = Path(out)
     study, plan, info = load_study_folder(out)
+    claims.real_folder(out / "figures", parent=False)
     data_note = "synthetic phantom" if info.get("synthetic_data") else str(info.get("data", {}).get("source", ""))
     ensembles = write_ensembles(out, study, plan)
     result_rows = results.write_results(out, plan, data_note, ensembles)
@@ -354,7 +370,7 @@ def _roc_curves(out: Path, trials: list[Trial], keys: list[str], seeds: list[int
     for trial in trials:
         for seed in seeds:
             run_dir = rundir.trial_dir(out, rundir.run_id(trial.id, seed))
-            metrics = rundir.metrics_or_empty(run_dir)
+            metrics = rundir.finished_metrics(run_dir)
             positive = (metrics.get("evaluation") or {}).get("positive_class")
             split = "test" if rundir.predictions_file(run_dir, "test").exists() else "val"
             found = rundir.positive_curves(run_dir, positive, (split,))

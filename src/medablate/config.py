@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag, ValidationError, field_validator,
                       model_validator)
 
 from medablate import names
@@ -23,8 +23,28 @@ Normalize = Literal["none", "image", "dataset"]
 TTA = Literal["none", "flip", "crops"]
 
 
+# Whole numbers are strict: `epochs: true` is no 1, `epochs: 2.5` no 2. A seed is what numpy and torch both take.
+Seed = Annotated[StrictInt, Field(ge=0, le=2**32 - 1)]
+
+
 class Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's float rule, so `1e-4` and `5E-3` are numbers, not strings."""
+    """PyYAML's safe loader with YAML 1.2's float rule, so `1e-4` and `5E-3` are numbers, not strings, and YAML's
+    rule that a mapping's keys are unique (PyYAML lets the later one win silently: a pasted second `training:`
+    would replace the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: PyYAML reports it itself
+                continue
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' appears twice in one mapping (first at line {first.line + 1}): YAML "
+                                "keys must be unique; merge the two into one", key_node.start_mark)
+        return super().construct_mapping(node, deep)  # type: ignore[no-untyped-call,no-any-return]
 
 
 FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -62,13 +82,13 @@ def _as_named(value: Any) -> Any:
 
 
 class PhantomConfig(Strict):
-    count_per_class: int = Field(1000, ge=2)
-    seed: int = 0
+    count_per_class: StrictInt = Field(1000, ge=2)
+    seed: StrictInt = 0
 
 
 class TestPhantomConfig(Strict):
-    count_per_class: int = Field(200, ge=1)
-    seed: int | None = Field(None, description="default: data.phantom.seed + 1, so test images are new")
+    count_per_class: StrictInt = Field(200, ge=1)
+    seed: StrictInt | None = Field(None, description="default: data.phantom.seed + 1, so test images are new")
 
 
 class GroupBy(Strict):
@@ -105,11 +125,11 @@ class SplitConfig(Strict):
     method: Literal["course", "stratified", "source"] = Field(
         "course", description="course, stratified, or source (the data's own split: folders, manifest, MedMNIST); "
                               "a source that comes split is used as split unless method is set")
-    train_per_class: int = Field(800, ge=1, description="course: the first N images of each class train")
+    train_per_class: StrictInt = Field(800, ge=1, description="course: the first N images of each class train")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="stratified: fraction held out for validation")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="stratified: fraction held out as the test set "
                                                               "(patient-grouped like validation); 0: none")
-    seed: int = 0
+    seed: StrictInt = 0
     group_by: GroupBy | None = Field(None, description="stratified: keep each patient's images on one side")
 
     @model_validator(mode="after")
@@ -175,7 +195,7 @@ def _known_source(value: str) -> str:
 class DataConfig(Strict):
     source: str = Field("auto", description="auto (detected from data.path) or a source of medablate.data.sources")
     path: Path | None = None
-    image_size: int = Field(256, ge=8, le=2048)
+    image_size: StrictInt = Field(256, ge=8, le=2048)
     channels: Literal[1, 3] = Field(1, description="1: grey (RGB sources converted); 3: RGB kept (grey repeated)")
     normalize: Normalize = Field("none", description="none: pixels in 0..1; image: each image to mean 0, SD 1; "
                                                      "dataset: the training split's mean and SD")
@@ -220,7 +240,7 @@ class MLPConfig(ModelBase):
     """The course MLP: Linear-BatchNorm-activation-Dropout blocks on the flattened image."""
 
     name: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [512, 256, 256])
+    hidden: list[StrictInt] = Field(default_factory=lambda: [512, 256, 256])
     dropout: list[float] = Field(default_factory=lambda: [0.9, 0.9, 0.8])
     batchnorm: bool = True
     activation: ActivationConfig = ActivationConfig(name="ReLU")
@@ -245,10 +265,10 @@ class CNNConfig(ModelBase):
     later stage with stride 2), global average pooling, dropout and a linear head."""
 
     name: Literal["cnn"] = "cnn"
-    widths: list[int] = Field(default_factory=lambda: [32, 64, 128, 256], description="channels per stage")
-    blocks: list[int] = Field(default_factory=lambda: [1, 1, 1, 1], description="blocks per stage")
+    widths: list[StrictInt] = Field(default_factory=lambda: [32, 64, 128, 256], description="channels per stage")
+    blocks: list[StrictInt] = Field(default_factory=lambda: [1, 1, 1, 1], description="blocks per stage")
     residual: bool = Field(True, description="blocks of two convolutions with a skip connection (else one conv)")
-    stem_stride: int = Field(2, ge=1, le=4, description="stride of the first convolution")
+    stem_stride: StrictInt = Field(2, ge=1, le=4, description="stride of the first convolution")
     dropout: float = Field(0.2, ge=0, lt=1, description="before the linear head")
 
     @model_validator(mode="after")
@@ -307,8 +327,94 @@ class OptimizerConfig(Named):
         return self
 
 
+# A scheduler's arguments that count steps (epochs, or optimizer steps with interval: step) in absolute numbers:
+# written for one run length, they would silently mean another schedule in a shorter or longer run (a StepLR with
+# step_size 10 never steps in a 5-epoch run). Written in a study file, they follow the run length: scaled from the
+# epochs the file states (written_for_epochs) to the run's epochs, and the scaling is recorded in config.yaml.
+STEP_COUNTS: dict[str, tuple[str, ...]] = {
+    "StepLR": ("step_size",), "MultiStepLR": ("milestones",), "CosineAnnealingLR": ("T_max",),
+    "PolynomialLR": ("total_iters",), "LinearLR": ("total_iters",), "ConstantLR": ("total_iters",),
+    "OneCycleLR": ("total_steps",), "CosineAnnealingWarmRestarts": ("T_0",),
+    "CyclicLR": ("step_size_up", "step_size_down"),
+}
+
+
+def _scaled_count(value: Any, factor: float) -> Any:
+    if isinstance(value, list):
+        return sorted({max(1, round(v * factor)) for v in value})
+    return max(1, round(value * factor)) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def follow_run_length(scheduler: Any, epochs: Any) -> Any:
+    """A scheduler section whose step counts were written for `written_for_epochs`, scaled to `epochs` (a plain
+    mapping in, a plain mapping out; anything else unchanged). Idempotent: afterwards written_for_epochs = epochs."""
+    if isinstance(scheduler, BaseModel):
+        scheduler = scheduler.model_dump()
+    if not isinstance(scheduler, dict) or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        return scheduler
+    written = scheduler.get("written_for_epochs")
+    if not isinstance(written, int) or isinstance(written, bool) or written < 1 or written == epochs:
+        return scheduler
+    keys = [k for k in STEP_COUNTS.get(str(scheduler.get("name")), ()) if k in scheduler]
+    scaled = dict(scheduler, written_for_epochs=epochs)
+    original = dict(scheduler.get("scaled_from") or {"epochs": written, **{k: scheduler[k] for k in keys}})
+    for key in keys:
+        scaled[key] = _scaled_count(scheduler[key], epochs / written)
+    scaled["scaled_from"] = original
+    return scaled
+
+
+def stamp_run_length(raw: dict[str, Any]) -> None:
+    """Mark every scheduler section of a study file that gives absolute step counts with the epochs the file
+    states (default 40), so that --set training.epochs=N or a varied epochs scales them (see follow_run_length)."""
+    training = raw.get("training")
+    training = training if isinstance(training, dict) else {}
+    epochs = training.get("epochs", TrainingConfig.model_fields["epochs"].default)
+    sections = [training.get("scheduler")]
+    for comparison in raw.get("comparisons") or []:
+        vary = comparison.get("vary") if isinstance(comparison, dict) else None
+        if isinstance(vary, dict) and isinstance(vary.get("training.scheduler"), list):
+            sections += vary["training.scheduler"]
+    for section in sections:
+        if isinstance(section, dict) and "written_for_epochs" not in section and \
+                any(k in section for k in STEP_COUNTS.get(str(section.get("name")), ())):
+            section["written_for_epochs"] = epochs
+
+
+def never_steps(scheduler: Any, epochs: int) -> str | None:
+    """Why a per-epoch schedule would not do within `epochs` what its arguments say (None when it does): a StepLR
+    or MultiStepLR that never changes the rate, a warm-up or cycle longer than the run."""
+    if scheduler is None or scheduler.interval != "epoch":
+        return None  # per step, the run's length in steps is known only with the data (build_scheduler checks)
+    kwargs, name = scheduler.kwargs, scheduler.name
+    fix = (f"The run has {epochs} epochs; lower it, or give written_for_epochs: N (the run length the value was "
+           "written for) and medablate scales it to the run's epochs.")
+    if name == "StepLR" and isinstance(kwargs.get("step_size"), int) and kwargs["step_size"] >= epochs:
+        return (f"training.scheduler.step_size is {kwargs['step_size']}: StepLR would keep the learning rate at its "
+                f"start value in every one of the {epochs} epochs (it first changes after epoch "
+                f"{kwargs['step_size']}). {fix}")
+    late = [m for m in kwargs.get("milestones") or [] if isinstance(m, int) and m >= epochs] \
+        if name == "MultiStepLR" and isinstance(kwargs.get("milestones"), list) else []
+    if late:
+        return (f"training.scheduler.milestones has {late}: a milestone at or after the last epoch ({epochs}) never "
+                f"changes the learning rate of this run. {fix}")
+    for key in ("total_iters",) if name in ("LinearLR", "ConstantLR") else ():
+        if isinstance(kwargs.get(key), int) and kwargs[key] > epochs:
+            return (f"training.scheduler.{key} is {kwargs[key]}: {name}'s warm-up would still be running when the "
+                    f"run ends. {fix}")
+    if name == "OneCycleLR" and isinstance(kwargs.get("total_steps"), int) and kwargs["total_steps"] < epochs:
+        return (f"training.scheduler.total_steps is {kwargs['total_steps']}: OneCycleLR cannot step {epochs} times "
+                f"(torch stops the run with an error). {fix}")
+    return None
+
+
 class SchedulerConfig(Named):
     interval: Literal["epoch", "step"] = "epoch"
+    written_for_epochs: StrictInt | None = Field(
+        None, ge=1, description="the run length (epochs) this section's step counts (step_size, milestones, "
+                                "total_iters, ...) were written for; they are scaled to the run's epochs. A study "
+                                "file's schedulers get its training.epochs")
+    scaled_from: dict[str, Any] | None = Field(None, description="set by medablate: the counts before scaling")
 
     @model_validator(mode="after")
     def _known(self) -> "SchedulerConfig":
@@ -326,22 +432,27 @@ class SchedulerConfig(Named):
 
 
 class TrainingConfig(Strict):
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: StrictInt = Field(40, ge=1)
+    batch_size: StrictInt = Field(32, ge=1)
     loss: str = "BCEWithLogitsLoss"
     optimizer: OptimizerConfig = OptimizerConfig(name="Adam", lr=1e-3)
     scheduler: SchedulerConfig | None = SchedulerConfig(name="CosineAnnealingLR")
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: StrictInt = Field(256, ge=1)
     tensorboard: bool = Field(False, description="write TensorBoard scalars and HParams per trial (optional package)")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="autocast precision of the training and evaluation passes (fp16 with a GradScaler)")
     compile: bool = Field(False, description="torch.compile the model (checkpoints keep the raw module's keys)")
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for convolutional networks")
-    checkpoint_every: Literal["auto", "epoch"] | int = Field(
+    checkpoint_every: Literal["auto", "epoch"] | StrictInt = Field(
         "auto", description="last.pt after an epoch: auto (when 60 s have passed since the last one), epoch, or every "
                             "N epochs; always at the end. A resume replays the epochs since, with identical numbers")
+
+    keep_checkpoints: Literal["best", "last", "all"] = Field(
+        "best", description="what a finished run keeps: best (best.pt; last.pt keeps only the history), last (also "
+                            "the final epoch's weights in last.pt) or all (also the optimizer state). While a run "
+                            "trains, last.pt always holds everything a resume needs")
 
     @field_validator("checkpoint_every")
     @classmethod
@@ -355,6 +466,21 @@ class TrainingConfig(Strict):
         "shuffle", description="balanced: draw each epoch's batches with equal weight per class (with replacement)")
 
     _named = field_validator("optimizer", "scheduler", mode="before")(_as_named)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_follows_run_length(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("scheduler") is not None:
+            scheduler = _as_named(data["scheduler"])
+            data = dict(data, scheduler=follow_run_length(scheduler, data.get("epochs", 40)))
+        return data
+
+    @model_validator(mode="after")
+    def _schedule_changes_within_the_run(self) -> "TrainingConfig":
+        problem = never_steps(self.scheduler, self.epochs)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("loss")
     @classmethod
@@ -370,8 +496,8 @@ class AnalysisConfig(Strict):
     test: Literal["t", "wilcoxon"] = "t"
     alpha: float = Field(0.05, gt=0, lt=1)
     convergence_fraction: float = Field(0.95, gt=0, le=1, description="converged: val acc >= this x the run's best")
-    stability_epochs: int = Field(10, ge=2, description="stability: SD of val acc over the last N epochs")
-    bootstrap_resamples: int = Field(2000, ge=100)
+    stability_epochs: StrictInt = Field(10, ge=2, description="stability: SD of val acc over the last N epochs")
+    bootstrap_resamples: StrictInt = Field(2000, ge=100)
     primary: str | None = Field(None, description="the outcome each comparison answers (test_acc when there is a "
                                                   "test set, else val_acc); a comparison's own primary: wins")
     family: Literal["primary", "all"] = Field(
@@ -417,7 +543,7 @@ class EvaluationConfig(Strict):
 
     threshold: float | Literal["youden"] | SensitivityTarget = Field(
         0.5, description="0.5 (the course's rule), youden, or {sensitivity: 0.95}; chosen on validation only")
-    bootstrap_resamples: int = Field(2000, ge=100, description="resamples for the test metrics' 95% CIs")
+    bootstrap_resamples: StrictInt = Field(2000, ge=100, description="resamples for the test metrics' 95% CIs")
     tta: TTA = Field("none", description="test-time augmentation: none, flip (image and its mirror) or crops (the "
                                          "image and four 90% corner crops); probabilities averaged, on validation "
                                          "and test alike")
@@ -477,7 +603,7 @@ class Comparison(Strict):
 
 class Study(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     data: DataConfig = DataConfig()
     test: TestConfig | None = None
     model: ModelConfig = MLPConfig()
@@ -502,6 +628,16 @@ class Study(Strict):
         dupes = {n for n in seen if seen.count(n) > 1}
         if dupes:
             raise ValueError(f"comparison names must be unique: {sorted(dupes)} repeat")
+        from medablate.rundir import safe_name  # each comparison's figures are files named after it
+
+        files: dict[str, list[str]] = {}
+        for name in seen:
+            files.setdefault(safe_name(name), []).append(name)
+        clash = next((names for names in files.values() if len(names) > 1), None)
+        if clash:
+            raise ValueError(f"comparison names {clash} give the same file name "
+                             f"'figures/{safe_name(clash[0])}.png' (letters, digits, '.', '_' and '-' are kept, "
+                             "anything else becomes '_'), so their figures would overwrite each other: rename one")
         return self
 
     @property
@@ -602,6 +738,13 @@ def _unknown_key_message(parts: list[str]) -> str:
         model = next((a for a in getattr(annotation, "__args__", (annotation,))
                       if isinstance(a, type) and issubclass(a, BaseModel)), None)
     valid = list(model.model_fields) if model else []
+    if model is not None and issubclass(model, ModelBase) and key not in valid:
+        owners = sorted({c.model_fields["name"].default for c in MODEL_CONFIGS.values()
+                         if c is not model and key in c.model_fields})
+        if owners:
+            current = model.model_fields["name"].default
+            return (f"unknown key '{key}' for model {current}: '{key}' belongs to model {' and '.join(owners)} "
+                    f"(set model.name: {owners[0]} to use it), the keys of {current} are: {', '.join(valid)}")
     suggestion = names.closest(key, valid)
     hint = f"did you mean '{suggestion}'?" if suggestion else f"valid keys here: {', '.join(valid)}"
     return f"unknown key '{key}': {hint}"
@@ -622,7 +765,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"study file {path} does not exist: check the path (examples/course-hw2.yaml is a template)")
     try:
-        raw = load_yaml(path.read_text())
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"study file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position "
+                        f"{exc.start}): save it as UTF-8 (any text editor can), or check that it is the study's YAML "
+                        "file and not another file.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -635,6 +782,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_study(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Study, dict[str, Any]]:
     """Read, override and validate a study. Returns the study and the raw (overridden) mapping."""
     raw = copy.deepcopy(read_yaml(path))
+    stamp_run_length(raw)  # before --set: the file's step counts were written for the file's epochs
     defaults = Study(name="defaults").model_dump(mode="json")
     defaults.pop("model")  # a model section starts empty: the defaults of one model are unknown keys of another
     for text in overrides:

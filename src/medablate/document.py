@@ -72,12 +72,14 @@ def slug(text: str) -> str:
 # ---------------------------------------------------------------- HTML
 
 STYLE = """
-body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1.5rem;color:#1a1a1a}
+body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1300px;margin:0 auto;padding:1.5rem;color:#1a1a1a}
 h1{font-size:1.7rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:13px;max-width:100%}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top;overflow-wrap:break-word}
+table.wide{font-size:12px}table.wide th,table.wide td{padding:.2rem .35rem}
+.table{max-width:100%;overflow-x:auto}
 @media (max-width:900px){table.wide,table.wide tbody,table.wide tr,table.wide td{display:block}table.wide thead{display:none}
-table.wide tr{border:1px solid #ddd;margin-bottom:.5rem}table.wide td{border:none}
+table.wide tr{border:1px solid #ddd;margin-bottom:.5rem}table.wide td{border:none;text-align:left}
 table.wide td::before{content:attr(data-label) ": ";font-weight:600}}
 th{background:#f4f4f4}table.sortable th{cursor:pointer}table.sortable th[data-order=asc]::after{content:" ▲"}
 table.sortable th[data-order=desc]::after{content:" ▼"}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -123,10 +125,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _wbr(text: str) -> str:
+    """Long dotted or underscored keys (training.scheduler.step_size) may break after '.' and '_'."""
+    return re.sub(r"([._])(?=\w)", r"\1<wbr>", text)
+
+
 def _html_table(table: Table) -> str:
     classes = " ".join(c for c, on in (("sortable", table.sortable), ("wide", len(table.header) > 6)) if on)
     attrs = (f' class="{classes}"' if classes else "") + (f' id="{_e(table.element_id)}"' if table.element_id else "")
-    head = "".join(f"<th>{_e(h)}</th>" for h in table.header)
+    head = "".join(f"<th>{_wbr(_e(h))}</th>" for h in table.header)
     rows = []
     for r, row in enumerate(table.rows):
         cells = []
@@ -139,7 +146,8 @@ def _html_table(table: Table) -> str:
             label = _e(table.header[c]) if c < len(table.header) else ""
             cells.append(f'<td{css} data-value="{_e(raw)}" data-label="{label}">{shown}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    body = f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="table">{body}</div>'  # never wider than the page: a table too wide scrolls in its box
 
 
 def render_html(title: str, blocks: list[Block], root: Path) -> str:

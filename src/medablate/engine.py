@@ -372,18 +372,21 @@ class Trainer:
             save_checkpoint(self.run_dir / "best.pt", self._best_state())
             self.best_saved = True
 
-    def _load_saved_best(self) -> None:
+    def _load_saved_best(self) -> bool:
         """best.pt into memory after a resume, when it is the best epoch that last.pt records; a best.pt from a
-        later epoch (a kill after best.pt, before last.pt) is simply found again by the replayed epochs."""
+        later epoch (a kill after best.pt, before last.pt) is simply found again by the replayed epochs. False when
+        the best epoch's weights are lost (best.pt missing or damaged): the run must start over."""
         path = self.run_dir / "best.pt"
-        if not path.exists() or "epoch" not in self.best:
-            return
+        if "epoch" not in self.best:
+            return True
         try:
             state = read_checkpoint(path, self.device)
-        except DamagedCheckpoint:
-            return
+        except (DamagedCheckpoint, FileNotFoundError):
+            return False
         if int(state["epoch"]) == int(self.best["epoch"]):
             self.best_weights = state["model"]
+            return True
+        return int(state["epoch"]) > int(self.best["epoch"])
 
     def _last_good_state(self) -> dict[str, Any] | None:
         """last.pt, else the older slot when last.pt is damaged, else None (the run starts over), with a note."""
@@ -391,11 +394,11 @@ class Trainer:
         if not path.exists():
             return None
         try:
-            return read_checkpoint(path, self.device)
+            return read_checkpoint(path, self.device, need_model=False)
         except DamagedCheckpoint as exc:
             older = older_slot(path)
             try:
-                state = read_checkpoint(older, self.device) if older is not None else None
+                state = read_checkpoint(older, self.device, need_model=False) if older is not None else None
             except DamagedCheckpoint:
                 state = None
             where = f"the previous checkpoint (epoch {state['epoch']})" if state else "the first epoch"
@@ -407,13 +410,18 @@ class Trainer:
         state = self._last_good_state()
         if state is None:
             return 0
-        if state.get("finished"):
+        self.best = dict(state["best"])
+        if not self._load_saved_best():
+            self.notes.append(f"{self.run_dir / 'best.pt'} is missing or damaged, so the weights of the best epoch "
+                              f"({self.best['epoch']}) are lost: the run is trained again from the start (same numbers)")
+            self.best = {}
+            return 0
+        self.history = list(state["history"])
+        if "model" in state:
             self.model.load_state_dict(state["model"])
-            self.history, self.best = list(state["history"]), dict(state["best"])
+        if state.get("finished"):
             self.write_history()
-            self._load_saved_best()
             return int(state["epoch"])
-        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -422,9 +430,7 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
-        self.history, self.best = list(state["history"]), dict(state["best"])
         self.write_history()  # a kill between a checkpoint and its history row must not lose the row
-        self._load_saved_best()
         self.cut = state.get("cut")  # stopped mid-epoch by SIGTERM/SIGINT: the epoch goes on from that batch
         return int(state["epoch"])
 
@@ -529,13 +535,20 @@ class Trainer:
         cut = position.as_state() | {"lr": lr, "seconds": seconds}
         save_checkpoint(self.run_dir / "last.pt", self._last_state() | {"cut": cut})
 
+    FINAL_DROPS = {"best": ("model", "optimizer", "scheduler", "scaler", "rng"),
+                   "last": ("optimizer", "scheduler", "scaler", "rng"), "all": ()}
+
     def finish(self) -> None:
-        """A finished run needs no optimizer state: last.pt keeps the final weights and history, and the spare
-        slot files go, so a finished course-MLP run holds about 260 MiB instead of about 1 GiB. The files are
-        written by self.writer (a background thread, so the next run starts at once) from copies of the weights."""
+        """A finished run needs no optimizer state nor, by default, its final weights: last.pt keeps the history and
+        the best epoch (training.keep_checkpoints: best; last keeps the final weights too, all the optimizer state
+        as well), and the spare slot files go, so a finished 256 px course-MLP run holds about 130 MiB (best.pt)
+        instead of about 1 GiB. The files are written by self.writer (a background thread, so the next run starts
+        at once) from copies of the weights."""
         faults.point("finish")
-        state = {k: v for k, v in self._last_state().items() if k not in ("optimizer", "scheduler", "rng")}
-        state["model"] = {k: v.detach().clone() for k, v in state["model"].items()}  # evaluation loads best next
+        drops = self.FINAL_DROPS[self.config.training.keep_checkpoints]
+        state = {k: v for k, v in self._last_state().items() if k not in drops}
+        if "model" in state:  # evaluation loads best next: write a copy
+            state["model"] = {k: v.detach().clone() for k, v in state["model"].items()}
         self.pending = self.writer(lambda: self._write_final(state))
 
     def _write_final(self, state: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from medablate import atomic, rundir
+from medablate import atomic, claims, rundir
 from medablate.clinical import Predictions, evaluate_trial
 from medablate.config import Study
 from medablate.plan import Plan, Trial
@@ -24,7 +24,7 @@ def ensemble_dir(out: Path, trial_id: str) -> Path:
     return Path(out) / ENSEMBLES / trial_id
 
 
-def _mean_predictions(run_dirs: list[Path], split: str, names: list[str]) -> tuple[list[str], Predictions] | None:
+def mean_predictions(run_dirs: list[Path], split: str, names: list[str]) -> tuple[list[str], Predictions] | None:
     found = [rundir.read_prediction_arrays(rundir.predictions_file(d, split), names) for d in run_dirs]
     if any(f is None for f in found):
         return None
@@ -39,17 +39,17 @@ def _mean_predictions(run_dirs: list[Path], split: str, names: list[str]) -> tup
 def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> dict[str, Any] | None:
     """Evaluate the mean of the finished seeds of one trial (2 or more), write its files, return its record."""
     seeds = [s for s in plan.seeds
-             if rundir.metrics_or_empty(rundir.trial_dir(out, rundir.run_id(trial.id, s))).get("status") == rundir.DONE]
+             if rundir.finished_metrics(rundir.trial_dir(out, rundir.run_id(trial.id, s)))]
     if len(seeds) < 2:
         return None
     run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in seeds]
     names = list(rundir.read_config(run_dirs[0])["resolved"]["class_names"])
-    val = _mean_predictions(run_dirs, "val", names)
-    test = _mean_predictions(run_dirs, "test", names)
+    val = mean_predictions(run_dirs, "val", names)
+    test = mean_predictions(run_dirs, "test", names)
     if val is None:
         return None
     report, threshold = evaluate_trial(val[1], test[1] if test else None, study.evaluation, names)
-    folder = ensemble_dir(out, trial.id)
+    folder = claims.real_folder(ensemble_dir(out, trial.id))
     for split, found in (("val", val), ("test", test)):
         if found is not None:
             ids, p = found

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medablate import atomic, checkpoint, rundir
+from medablate import atomic, checkpoint, claims, rundir
 from medablate.clinical import Predictions, score
 from medablate.config import DataConfig
 from medablate.data import load_data, resolve_source
@@ -44,17 +44,32 @@ def load_checkpoint(run_dir: Path, which: str = "best") -> dict[str, Any]:
 
 
 def align_classes(images: ImageSet, model_classes: list[str], where: str) -> ImageSet:
-    """Relabel images so that label i means the model's class i, matching class names case-insensitively."""
+    """Relabel images so that label i means the model's class i, matching class names case-insensitively. Data of
+    some of the model's classes only (a normal-only set measures specificity) is accepted."""
     index = {name.lower(): i for i, name in enumerate(model_classes)}
     found = [name.lower() for name in images.class_names]
-    if sorted(found) != sorted(index):
+    if not found or any(name not in index for name in found) or len(set(found)) != len(found):
         raise UserError(f"the classes of {where} are {images.class_names}, but the model was trained on "
                         f"{model_classes}: the names must match (case does not matter). Rename the class folders "
-                        "(or files, or labels), or pass data with exactly the model's classes.")
+                        "(or files, or labels), or pass data with the model's classes (all, or some of them).")
     mapping = np.array([index[name] for name in found])
     images.labels = mapping[images.labels]
     images.class_names = list(model_classes)
     return images
+
+
+def class_folders(path: Path, model_classes: list[str]) -> list[str] | None:
+    """The class sub-folders of an image folder that name some of the model's classes (None where data.classes need
+    not be given: not a folder, or a Kaggle train/val/test layout)."""
+    from medablate.data.image_folder import SPLIT_FOLDERS
+
+    if not path.is_dir():
+        return None
+    names = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if any(n in SPLIT_FOLDERS for n in names):
+        return None
+    known = {c.lower() for c in model_classes}
+    return [n for n in names if n.lower() in known] or None
 
 
 def study_test_set(run_dir: Path) -> ImageSet:
@@ -82,8 +97,9 @@ def load_images(data_path: Path, source: str, files: list[str] | None, image_siz
     if resolved == "phantom":
         raise UserError("--source phantom would score the model on synthetic images: pass --data with real images, "
                         "or leave --data out to use the study's own test set.")
+    classes = class_folders(data_path, model_classes) if resolved in ("image-folder", "dicom") else None
     images = load_data(DataConfig(source=resolved, path=data_path, image_size=image_size, files=files,
-                                  channels=3 if channels == 3 else 1))
+                                  channels=3 if channels == 3 else 1, classes=classes))
     return align_classes(images, model_classes, f"{data_path} ({resolved})")
 
 
@@ -100,7 +116,7 @@ def overlap(study_folder: Path, images: ImageSet) -> dict[str, Any] | None:
         shared = sum(h in seen for h in pixel_hashes(images))
     else:
         seen = {r["file"] for r in rows}
-        shared = sum(i in seen for i in images.ids)
+        shared = sum(atomic.csv_text(i) in seen for i in images.ids)  # split.csv keeps a formula-like name as text
     return {"shared_images": int(shared), "of": len(images), "matched_by": "pixels" if by_pixels else "file names"}
 
 
@@ -120,7 +136,7 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     state = load_checkpoint(run_dir, which)
     if not (run_dir / "config.yaml").exists():
         raise UserError(f"{run_dir}/config.yaml is missing, so the model cannot be rebuilt exactly.")
-    saved = rundir.read_config(run_dir)
+    saved = rundir.user_config(run_dir)
     config = trial_config(saved)
     meta = state["meta"]
     task = make_task(loss or config.training.loss, int(meta["num_classes"]))
@@ -141,18 +157,31 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     model.to(device)
     result = evaluate(model, task, Split.from_numpy(images.images, images.labels, device),
                       config.training.eval_batch_size, keep_predictions=True)
+    threshold = rundir.validated_threshold(run_dir, task.num_classes == 2)
     metrics = rundir.metrics_or_empty(run_dir)
-    threshold = metrics.get("threshold")
     resamples = int((metrics.get("evaluation_config") or {}).get("bootstrap_resamples", 2000))
     predictions = Predictions(images.labels, result.probabilities, result.decisions)
+    scored = score(predictions, threshold, model_classes, resamples)
     shared = overlap(run_dir.resolve().parent.parent, images) if data_path is not None else None
     output = {"trial_dir": str(run_dir), "checkpoint": f"{which}.pt", "checkpoint_epoch": int(state["epoch"]),
               "data": str(data_path) if data_path else STUDY_TEST, "source": images.source,
               "synthetic_data": images.synthetic, "loss": task.loss_name, "count": result.count,
               "accuracy": result.accuracy, "loss_value": result.loss, "class_names": model_classes,
-              "confusion_matrix": result.confusion, "threshold": threshold,
-              "metrics": score(predictions, threshold, model_classes, resamples),
+              "confusion_matrix": result.confusion, "threshold": threshold, "metrics": scored,
+              "confusion_matrix_at_threshold": (scored.get("at_threshold") or {}).get("confusion_matrix"),
+              "classes_present": [model_classes[i] for i in sorted(set(images.labels.tolist()))],
+              "undefined": undefined_metrics(scored),
               "overlap": shared, "warning": overlap_warning(shared)}
-    label = name or (Path(data_path).name if data_path else "study-test")
-    atomic.write_json(run_dir / "evaluations" / f"{rundir.safe_name(label)}.json", output)
+    label = rundir.safe_name(name or (Path(data_path).name if data_path else "study-test"))
+    folder = claims.real_folder(run_dir / "evaluations")
+    output["predictions_file"] = str(folder / f"{label}_predictions.csv")
+    rundir.write_predictions(folder / f"{label}_predictions.csv", list(images.ids), images.labels,
+                             result.probabilities, result.decisions, model_classes, threshold)
+    atomic.write_json(folder / f"{label}.json", output)
     return output
+
+
+def undefined_metrics(scored: dict[str, Any]) -> list[str]:
+    """Metrics that the data cannot define (with one class: the AUCs, the other class's rates)."""
+    section = scored.get("at_0.5") or {}
+    return [k for k, v in section.items() if v is None and k not in ("note",)]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from medablate import atomic, faults, rundir
+from medablate import atomic, claims, faults, rundir
 from medablate.augment import make_augment
 from medablate.config import EvaluationConfig, Study, to_plain
 from medablate.data.npy_pair import DEFAULT_FILES
@@ -118,7 +118,7 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     finisher = finisher or Finisher(background=False)
     run_dir = rundir.trial_dir(context.out, run.id)
     task, steps, config = run_config(run, context)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claims.real_folder(run_dir)
     rundir.remove_stale_temp_files(run_dir)
     rundir.write_config(run_dir, config)
     events(Event("start", run.id, {"total": run.trial.config.training.epochs * steps}))

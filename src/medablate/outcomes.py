@@ -18,18 +18,24 @@ class Outcome:
     higher_is_better: bool
     unit: str  # "points" (accuracy x 100), "epochs", "s" or "" (a loss)
     untested_because: str = ""  # set: reported descriptively, never in a test family
+    bounds: tuple[float, float] = (0.0, math.inf)  # the values a run's outcome can take
+
+    @property
+    def difference_bounds(self) -> tuple[float, float]:
+        """The values a difference of two runs' outcomes can take."""
+        return (self.bounds[0] - self.bounds[1], self.bounds[1] - self.bounds[0])
 
 
 OUTCOMES = [
-    Outcome("test_acc", "test accuracy", True, "points"),
+    Outcome("test_acc", "test accuracy", True, "points", bounds=(0.0, 1.0)),
     Outcome("test_loss", "test loss", False, ""),
-    Outcome("val_acc", "validation accuracy (of the checkpoint used)", True, "points"),
+    Outcome("val_acc", "validation accuracy (of the checkpoint used)", True, "points", bounds=(0.0, 1.0)),
     Outcome("highest_val_acc", "highest validation accuracy at any epoch", True, "points",
-            untested_because="the epoch is picked by looking at validation, so it is optimistic"),
+            untested_because="the epoch is picked by looking at validation, so it is optimistic", bounds=(0.0, 1.0)),
     Outcome("val_loss_at_best", "validation loss at the best epoch", False, ""),
-    Outcome("best_epoch", "best epoch", False, "epochs"),
-    Outcome("convergence_epoch", "epochs to converge", False, "epochs"),
-    Outcome("stability", "validation-accuracy SD over the last epochs", False, "points"),
+    Outcome("best_epoch", "best epoch", False, "epochs", bounds=(1.0, math.inf)),
+    Outcome("convergence_epoch", "epochs to converge", False, "epochs", bounds=(1.0, math.inf)),
+    Outcome("stability", "validation-accuracy SD over the last epochs", False, "points", bounds=(0.0, 1.0)),
     Outcome("seconds", "training time", False, "s", untested_because="it depends on machine load, not on the factor"),
 ]
 BY_KEY = {o.key: o for o in OUTCOMES}
@@ -41,8 +47,8 @@ def is_tested(outcome: Outcome) -> bool:
 
 def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | None:
     """The outcomes of one finished run, or None when it has not finished (or diverged/failed)."""
-    metrics = rundir.metrics_or_empty(run_dir)
-    if not metrics or metrics.get("status") != rundir.DONE:
+    metrics = rundir.finished_metrics(run_dir)
+    if not metrics:
         return None
     history = rundir.read_history(run_dir)
     val_acc = [row["val_acc"] for row in history]

@@ -164,6 +164,21 @@ def _validate_trial(raw: dict[str, Any], comparison: str, values: dict[str, Any]
         raise UserError(format_validation_error(exc, f"comparison '{comparison}' ({shown})")) from None
 
 
+def scaling_notes(plan: Plan) -> list[str]:
+    """One line per trial whose scheduler's step counts were scaled to its run length (config.follow_run_length)."""
+    notes = []
+    for trial in plan.trials:
+        training = trial.config.training
+        scheduler = training.scheduler
+        if scheduler is not None and scheduler.scaled_from:
+            written = scheduler.scaled_from.get("epochs")
+            changes = ", ".join(f"{k} {v} -> {scheduler.kwargs.get(k)}" for k, v in scheduler.scaled_from.items()
+                                if k != "epochs")
+            notes.append(f"{trial.id}: {scheduler.name} {changes} (written for {written} epochs, this run has "
+                         f"{training.epochs}; recorded in config.yaml)")
+    return notes
+
+
 def level_label(trial: Trial, keys: list[str]) -> str:
     """How a trial is named within one comparison: by the values of that comparison's varied keys."""
     return ", ".join(short_value(trial.varied[k]) for k in keys)

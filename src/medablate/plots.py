@@ -161,7 +161,7 @@ def roc_pr(path_roc: Path, path_pr: Path, curves: dict[str, tuple[np.ndarray, np
         save(fig, path)
 
 
-def confusion(path: Path, matrix: list[list[int]], class_names: list[str], title: str) -> None:
+def confusion(path: Path, matrix: list[list[int]], class_names: list[str], title: str, note: str = "") -> None:
     fig, axis = plt.subplots(figsize=(4.2, 3.8))
     values = np.asarray(matrix)
     axis.imshow(values, cmap="Blues")
@@ -171,12 +171,13 @@ def confusion(path: Path, matrix: list[list[int]], class_names: list[str], title
     axis.set_xticks(range(len(class_names)), class_names)
     axis.set_yticks(range(len(class_names)), class_names)
     axis.set(xlabel="predicted", ylabel="true")
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
     save(fig, path)
 
 
-def reliability(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, bins: int = 10) -> None:
+def reliability(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, bins: int = 10,
+                note: str = "") -> None:
     """Observed frequency of the positive class per bin of predicted probability."""
     fig, axis = plt.subplots(figsize=(5, 4.6))
     edges = np.linspace(0, 1, bins + 1)
@@ -187,7 +188,7 @@ def reliability(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], ti
                   "o-", color=f"C{index}", label=split)
     axis.plot(edges[[0, -1]], edges[[0, -1]], ":", color="grey", label="perfectly calibrated")
     axis.set(xlabel="predicted probability of the positive class", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title + (f"\n{note}" if note else ""), fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     fig.tight_layout()
@@ -214,7 +215,7 @@ def roc_overlay(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], ti
 
 
 def roc_band(path: Path, per_split: dict[str, list[tuple[np.ndarray, np.ndarray]]], title: str,
-             references: Sequence[tuple[str, float, float]] = (), note: str = "") -> None:
+             references: Sequence[tuple[str, float, float]] = (), note: str = "") -> None:  # noqa: D417
     """Per split, every seed's ROC interpolated on one false-positive grid: the mean curve with a 95% band over
     seeds (clipped to [0, 1]); published references as points at (1 - specificity, sensitivity)."""
     from sklearn.metrics import roc_curve

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medablate import atomic, checkpoint, rundir
+from medablate import atomic, checkpoint, claims, rundir
 from medablate.config import TrialConfig
 from medablate.data.image_folder import decode, image_extensions
 from medablate.engine import build_trial_model, normalise
@@ -49,13 +49,16 @@ def list_images(inputs: list[Path]) -> list[Path]:
 class Predictor:
     def __init__(self, run_dir: Path, threshold: float | None = None) -> None:
         run_dir = Path(run_dir)
+        if (run_dir / "study.json").exists():
+            raise UserError(f"{run_dir} is a study folder, not a run folder: pass one of its runs, "
+                            f"{run_dir}/trials/<trial>-seed<k> (medablate status {run_dir} lists them).")
         if not (run_dir / "best.pt").exists():
             raise UserError(f"{run_dir} has no best.pt: it is not a finished trial folder (DIR/trials/<trial>-seed<k>). "
                             "Run or resume the study, or pick a trial that `medablate status DIR` lists as done.")
         if not (run_dir / "config.yaml").exists():
             raise UserError(f"{run_dir}/config.yaml is missing, so the model and its preprocessing cannot be rebuilt "
                             "exactly: restore it (e.g. from a backup), or rerun the study to recreate the run.")
-        saved = rundir.read_config(run_dir)
+        saved = rundir.user_config(run_dir)
         state = checkpoint.user_checkpoint(run_dir / "best.pt")
         meta = state["meta"]
         self.class_names: list[str] = list(meta["class_names"])
@@ -67,7 +70,7 @@ class Predictor:
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.threshold = threshold if threshold is not None else \
-            rundir.metrics_or_empty(run_dir).get("threshold")
+            rundir.validated_threshold(run_dir, self.task.num_classes == 2)
 
     def rule(self) -> str:
         if self.threshold is not None:
@@ -133,7 +136,7 @@ def predict_images(run_dir: Path, inputs: list[Path], saliency_dir: Path | None 
         if saliency_dir is not None:
             target = Path(saliency_dir) / targets[path]
             _save_overlay(target, pixels, predictor.saliency(pixels, int(decision)),
-                          f"{path.name}: {prediction.decision} ({probs[int(decision)]:.2f})")
+                          f"{path.name}: {prediction.decision}, P({prediction.decision}) {probs[int(decision)]:.3f}")
             prediction.saliency = str(target)
         results.append(prediction)
     return results, errors
@@ -212,13 +215,14 @@ def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: l
                     picked.append(int(members.pop(0)))
         chosen += [(kind, i) for i in picked]
     listing = []
+    claims.real_folder(Path(run_dir) / "examples")
     shown = method(predictor.saliency_layer(normalise(torch.from_numpy(images[:1])))) if chosen else ""
     for n, (kind, i) in enumerate(chosen):
         name = f"{kind}-{n}.png"
         decided = int(decisions[i])
         _save_overlay(Path(run_dir) / "examples" / name, images[i], predictor.saliency(images[i], decided),
-                      f"true {predictor.class_names[int(labels[i])]}, predicted {predictor.class_names[decided]} "
-                      f"({probabilities[i, decided]:.2f})")
+                      f"true {predictor.class_names[int(labels[i])]}, predicted {predictor.class_names[decided]}, "
+                      f"P({predictor.class_names[decided]}) {probabilities[i, decided]:.3f}")
         listing.append({"file": f"examples/{name}", "image": ids[i], "kind": kind,
                         "label": predictor.class_names[int(labels[i])], "decision": predictor.class_names[decided],
                         "probability": float(probabilities[i, decided]), "saliency": shown})

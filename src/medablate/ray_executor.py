@@ -55,7 +55,34 @@ def parse_resources(text: str | None) -> dict[str, float]:
             raise UserError(f"--ray-resources: {key}={value!r} is not a number; e.g. --ray-resources num_cpus=2.") from None
         if found[key] < 0 or (key == "num_gpus" and found[key] > 1 and found[key] != int(found[key])):
             raise UserError(f"--ray-resources: {key}={value} is not a valid amount (a GPU fraction is at most 1).")
+        if key == "num_cpus" and found[key] <= 0:
+            raise UserError(f"--ray-resources: num_cpus={value} would let Ray start every run at once on the same "
+                            "cores (a task that needs no CPU is never held back): give each run at least part of a "
+                            "CPU, e.g. num_cpus=1.")
     return found
+
+
+CONNECT_SECONDS = 10.0
+
+
+def check_reachable(address: str | None, seconds: float = CONNECT_SECONDS) -> None:
+    """A cluster address of the form host:port (or ray://host:port) must answer within `seconds`: ray.init would
+    otherwise wait for an unreachable head for minutes without a word."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address!r} is not host:port (e.g. 10.0.0.1:6379, or auto for the cluster "
+                        "`ray start` made on this machine).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: nothing answered there within {seconds:.0f} s ({exc.strerror or exc}). "
+                        "Check the head's address and port (`ray status` on the head prints it) and that this machine "
+                        "can reach it, or leave out --address for a local Ray.") from None
 
 
 def default_resources(ray: Any, device: str) -> dict[str, float]:
@@ -116,6 +143,7 @@ def train_on_ray(runner: "StudyRunner", address: str | None, resources: dict[str
     ray = require_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=True)
         except ConnectionError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from medablate import atomic, faults, plots, rundir
 from medablate.compare import Analysis, analyse, load_study_folder
 from medablate.config import Study, to_plain
+from medablate.data.phantom import FIGURE_NOTE
 from medablate.document import Block, Figure, Heading, Image, Items, Paragraph, Table, render_html, render_markdown, slug
 from medablate.outcomes import BY_KEY, scaled
 from medablate.plan import Plan, Trial, level_label, reference_trial
@@ -62,7 +63,11 @@ def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str
     bad = [r["run"] for r in results if r["status"] in ("diverged", "failed")]
     if bad:
         found.append(f"Diverged or failed runs: {', '.join(bad)}.")
-    unfinished = [r["run"] for r in results if r["status"] not in ("done", "diverged", "failed", "ensemble")]
+    damaged = [f"{r['run']} ({rundir.damage_of(out / 'trials' / r['run'])})" for r in results if r["status"] == "damaged"]
+    if damaged:
+        found.append(f"Damaged runs, left out below (a file deleted, cut or overwritten after they finished; "
+                     f"`medablate run` with the study redoes them): {'; '.join(damaged)}.")
+    unfinished = [r["run"] for r in results if r["status"] not in ("done", "diverged", "failed", "ensemble", "damaged")]
     if unfinished:
         found.append(f"Not finished: {', '.join(unfinished)}; their numbers are missing below.")
     split = _read_csv(out / "split.csv")
@@ -167,7 +172,7 @@ def _mean_ci(outcome: Any, mean: float, low: float, high: float) -> str:
 
 
 def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
-                 test_set: str) -> tuple[list[Block], dict | None]:
+                 test_set: str, synthetic: bool = False) -> tuple[list[Block], dict | None]:
     """The best trial over all its finished seeds: curves with a band, ROC with a band and the published
     references, the seed ensemble's metrics and confusion matrix (one seed's when it has only one)."""
     blocks: list[Block] = [Heading(2, "Best trial", "best-trial")]
@@ -185,30 +190,38 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
                             f"{shown_as}."))
     blocks.append(Table(["key", "value"], [[k, v] for k, v in flatten(to_plain(trial.config)).items()]))
     stem = Path("figures") / "best-trial"
+    note = FIGURE_NOTE if synthetic else ""
     histories = [rundir.read_history(d) for d in run_dirs]
     if any(histories):
-        plots.overlay(out / f"{stem}-curves", {trial.id: histories}, f"best trial {trial.id}: {len(run_dirs)} seed(s)")
+        plots.overlay(out / f"{stem}-curves", {trial.id: histories}, f"best trial {trial.id}: {len(run_dirs)} seed(s)",
+                      note)
         blocks.append(Figure(Path(f"{stem}-curves"), "Accuracy and loss per epoch: validation solid (mean with 95% "
                                                      "band over seeds), train dotted."))
     blocks += _metric_tables(evaluation)
     positive = evaluation.get("positive_class")
     per_split = {split: [c[split] for d in run_dirs if split in (c := rundir.positive_curves(d, positive, (split,)))]
                  for split in ("val", "test")}
-    points = [(r.name, r.metrics["sensitivity"], r.metrics["specificity"]) for r in study.references
-              if "sensitivity" in r.metrics and "specificity" in r.metrics]
+    marked = [r for r in study.references if "sensitivity" in r.metrics and "specificity" in r.metrics]
+    # published results are of real patients: never drawn beside results on synthetic images
+    points = [] if synthetic else [(r.name, r.metrics["sensitivity"], r.metrics["specificity"]) for r in marked]
     if any(per_split.values()):
         plots.roc_band(out / f"{stem}-roc", {k: v for k, v in per_split.items() if v},
-                       f"best trial {trial.id}: ROC over seeds", points)
-        blocks.append(Figure(Path(f"{stem}-roc"), "ROC per split: mean over seeds with a 95% band; stars and other "
-                                                  "markers: published references" + (
-                                                      f" (measured on {', '.join(sorted({r.test_set for r in study.references}))}; "
-                                                      f"this study's test set: {test_set})" if points else "") + "."))
+                       f"best trial {trial.id}: ROC over seeds", points, note)
+        if points:
+            caption = (f"; markers: published references ({', '.join(name for name, _, _ in points)}), measured on "
+                       f"{', '.join(sorted({r.test_set for r in marked}))}; this study's test set: {test_set}")
+        elif synthetic and marked:
+            caption = ("; published references are not drawn: they were measured on real patients, and this study's "
+                       "images are synthetic")
+        else:
+            caption = ""
+        blocks.append(Figure(Path(f"{stem}-roc"), f"ROC per split: mean over seeds with a 95% band{caption}."))
     shown = "test" if "test" in evaluation else "val"
     if evaluation.get(shown):
         at = "at_threshold" if "at_threshold" in evaluation[shown] else "at_0.5"
         names = metrics.get("class_names") or (metrics.get("test") or {}).get("class_names") or ["0", "1"]
         plots.confusion(out / f"{stem}-confusion", evaluation[shown][at]["confusion_matrix"], names,
-                        f"{shown} confusion matrix ({'ensemble' if ensemble else run_dirs[0].name})")
+                        f"{shown} confusion matrix ({'ensemble' if ensemble else run_dirs[0].name})", note)
         blocks.append(Figure(Path(f"{stem}-confusion"), f"Confusion matrix on {shown} (rows: true class), "
                                                         f"{'seed ensemble' if ensemble else 'one seed'}."))
     if "test" in evaluation:
@@ -218,16 +231,18 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
                    Table(["metric", "rule", "validation", "test", "test 95% CI"], gap_rows(evaluation))]
         curves = {s: per_split[s][0] for s in ("val", "test") if per_split.get(s)}
         if curves:
-            plots.reliability(out / f"{stem}-reliability", curves, f"best trial {trial.id}: calibration (first seed)")
+            plots.reliability(out / f"{stem}-reliability", curves, f"best trial {trial.id}: calibration (first seed)",
+                              note=note)
             blocks.append(Figure(Path(f"{stem}-reliability"), "Reliability: observed frequency of the positive class "
                                                               "per bin of predicted probability (first seed)."))
     examples = rundir.read_json(run_dirs[0] / "examples.json") if (run_dirs[0] / "examples.json").exists() else None
     if examples:
         shown = examples[0].get("saliency")  # examples.json from before issue 10 does not say
-        blocks.append(Heading(3, f"Test images with saliency ({shown})" if shown else "Test images with saliency"))
+        blocks.append(Heading(3, f"Test images with saliency: {shown}" if shown else "Test images with saliency"))
         relative = run_dirs[0].relative_to(out)
         blocks += [Image(relative / e["file"], f"{e['kind']}: {e['image']} (true {e['label']}, predicted "
-                                               f"{e['decision']}, {e['probability']:.2f})") for e in examples]
+                                               f"{e['decision']}, P({e['decision']}) {e['probability']:.3f})")
+                   for e in examples]
     else:
         blocks.append(Paragraph("Example images: not computed (they need a test set).", "note"))
     return blocks, evaluation
@@ -277,8 +292,9 @@ def _metric_tables(evaluation: dict[str, Any]) -> list[Block]:
     threshold = evaluation.get("threshold") or {}
     blocks: list[Block] = [Heading(3, "Validation and test metrics")]
     if threshold:
-        blocks.append(Paragraph(f"Threshold {threshold.get('value'):.4g}: {threshold.get('description')}; chosen on "
-                                "validation and applied unchanged to test."))
+        chosen = "chosen on validation and applied unchanged to test" if not isinstance(threshold.get("rule"), float) \
+            else "the same rule on validation and test (not chosen on data)"
+        blocks.append(Paragraph(f"Threshold {threshold.get('value'):.4g}: {threshold.get('description')}; {chosen}."))
     at = "at_threshold" if threshold else "at_0.5"
     val, test = evaluation.get("val", {}).get(at, {}), evaluation.get("test", {}).get(at)
     header = ["metric", "validation", "test", "test 95% CI"]
@@ -309,7 +325,7 @@ def transfer_warnings(out: Path, plan: Plan) -> list[str]:
     for trial in plan.trials:
         record = read_ensemble(out, trial.id)
         if not record:
-            record = next((m for s in plan.seeds if (m := rundir.metrics_or_empty(
+            record = next((m for s in plan.seeds if (m := rundir.finished_metrics(
                 rundir.trial_dir(out, rundir.run_id(trial.id, s)))).get("status") == "done"), {})
         found += gap_warnings(trial.id, record.get("evaluation") or {})
     return found
@@ -332,7 +348,7 @@ def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Pat
     results = _read_csv(out / "results.csv")
     trial = best_trial(plan, analysis)
     test_set = test_set_words(info, study)
-    best_blocks, best_eval = best_section(out, study, trial, plan, test_set)
+    best_blocks, best_eval = best_section(out, study, trial, plan, test_set, bool(info.get("synthetic_data")))
     found = warnings(out, info, plan, results, best_eval) + transfer_warnings(out, plan)
     blocks: list[Block] = [Heading(1, f"medablate study: {study.name}")]
     blocks += summary_section(out, info, plan, results, found)

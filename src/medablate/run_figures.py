@@ -9,13 +9,12 @@ parallel by spawned processes, one torch thread each.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medablate import atomic, faults, rundir
+from medablate.children import process_pool
 
 if TYPE_CHECKING:
     from medablate.data.types import ImageSet
@@ -46,7 +45,7 @@ def draw(run_dir: Path, title: str, note: str, test: "ImageSet | None" = None) -
 
     test = test if test is not None else _test
     wanted = _drawn_from(run_dir)
-    metrics = rundir.metrics_or_empty(run_dir)
+    metrics = rundir.finished_metrics(run_dir)
     faults.point("before-run-figures")
     history = rundir.read_history(run_dir)
     if history:
@@ -66,13 +65,13 @@ def trial_figures(run_dir: Path, metrics: dict[str, Any], title: str, note: str)
     threshold = metrics.get("threshold")
     if curves:
         plots.roc_pr(run_dir / "roc.png", run_dir / "pr.png", curves, threshold, title, note)
-        plots.reliability(run_dir / "reliability.png", curves, f"{title}: calibration")
+        plots.reliability(run_dir / "reliability.png", curves, f"{title}: calibration", note=note)
     shown = "test" if "test" in metrics["evaluation"] else "val"
     section = metrics["evaluation"][shown]
     at = "at_threshold" if "at_threshold" in section else "at_0.5"
     rule = f"threshold {threshold:.3g}" if at == "at_threshold" else "the loss's rule"
     names = (metrics.get("test") or {}).get("class_names") or [str(i) for i in range(len(section[at]["confusion_matrix"]))]
-    plots.confusion(run_dir / "confusion.png", section[at]["confusion_matrix"], names, f"{shown}, {rule}")
+    plots.confusion(run_dir / "confusion.png", section[at]["confusion_matrix"], names, f"{shown}, {rule}", note)
 
 
 def _start(test: "ImageSet | None", parent: int) -> None:
@@ -92,9 +91,7 @@ def draw_all(runs: list[tuple[Path, str]], note: str, test: "ImageSet | None", p
         for run_dir, title in todo:
             draw(run_dir, title, note, test)
         return len(todo)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(processes, len(todo)), mp_context=context, initializer=_start,
-                             initargs=(test, os.getpid())) as pool:
+    with process_pool(min(processes, len(todo)), _start, (test, os.getpid()), grace=1.0) as pool:
         for future in [pool.submit(draw, d, t, note) for d, t in todo]:
             future.result()
     return len(todo)

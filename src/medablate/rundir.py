@@ -103,6 +103,26 @@ def metrics_or_empty(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def validated_threshold(run_dir: Path, binary: bool) -> float | None:
+    """The decision threshold chosen on validation for a finished run (None for multi-class runs). Its metrics.json
+    holds it: when that file is missing or damaged, the threshold is unknown, and silently deciding at 0.5 instead
+    would change decisions without a word, so this is a UserError that says how to rebuild the file."""
+    try:
+        metrics = read_metrics(run_dir)
+    except DamagedFile as exc:
+        problem = str(exc)
+    else:
+        if metrics and metrics["status"] == DONE:
+            return metrics.get("threshold")
+        problem = f"{Path(run_dir) / METRICS_JSON} " + ("is missing" if metrics is None else
+                                                         f"records a run that {metrics['status']}")
+    if not binary:
+        return None
+    raise UserError(f"{problem}, so the decision threshold validated for this run is unknown, and deciding at 0.5 "
+                    "instead would silently change decisions. Run the study again with its study file and --out (it "
+                    "rebuilds the run's metrics.json from its checkpoints, with the same numbers), then retry.")
+
+
 def safe_name(name: str) -> str:
     """A file-name-safe form of a user's name (comparison, evaluation): letters, digits, '.', '_', '-'."""
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
@@ -166,25 +186,36 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
     same rows, or reported naming the file."""
     path = Path(run_dir) / "history.csv"
     if not path.exists():
-        return []
+        found = metrics_or_empty(run_dir) if (Path(run_dir) / METRICS_JSON).exists() else {}
+        rows = _history_from_checkpoint(Path(run_dir)) if found.get("status") in FINISHED else None
+        if rows:  # a finished run's history.csv was deleted: its last.pt holds the same rows
+            _write_history(path, rows)
+        return rows or []
     try:
         return _parse_history(path)
     except ValueError as exc:
-        damage = str(exc)
+        problem = str(exc)
     rows = _history_from_checkpoint(Path(run_dir))
     if rows is None:
-        raise UserError(f"{path} is damaged ({damage}) and {Path(run_dir) / 'last.pt'} cannot restore it: delete the run "
-                        "folder and run the study again to retrain that run.")
-    columns = list(rows[0]) if rows else ["epoch"]
-    atomic.write_csv(path, rows, columns)
+        raise UserError(f"{path} is damaged ({problem}) and {Path(run_dir) / 'last.pt'} cannot restore it: run the "
+                        "study again with the same command (it redoes the run), or delete the run folder.")
+    _write_history(path, rows)
     return rows
+
+
+def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    """history.csv as the trainer writes it (the epoch a whole number)."""
+    columns = list(rows[0]) if rows else ["epoch"]
+    atomic.write_csv(path, [dict(row, epoch=int(row["epoch"])) for row in rows], columns)
 
 
 def _history_from_checkpoint(run_dir: Path) -> list[dict[str, float]] | None:
     from medablate.checkpoint import DamagedCheckpoint, read_checkpoint
 
+    if not whole_checkpoint(run_dir / "last.pt"):
+        return None
     try:
-        state = read_checkpoint(run_dir / "last.pt")
+        state = read_checkpoint(run_dir / "last.pt", need_model=False)
     except (DamagedCheckpoint, FileNotFoundError):
         return None
     history = state.get("history")
@@ -207,9 +238,107 @@ def highest_val_acc(metrics: dict[str, Any]) -> float | None:
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml; DamagedFile (naming the file) when it is missing, not YAML or not a mapping."""
     from medablate.config import load_yaml
 
-    return load_yaml((Path(run_dir) / CONFIG_YAML).read_text())
+    path = Path(run_dir) / CONFIG_YAML
+    try:
+        config = load_yaml(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DamagedFile(f"{path} is missing") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DamagedFile(f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("resolved", "model",
+                                                                                           "training")):
+        raise DamagedFile(f"{path} is damaged (not a run's configuration: {type(config).__name__})")
+    return config
+
+
+def user_config(run_dir: Path) -> dict[str, Any]:
+    """read_config for evaluate and predict: a missing or damaged config.yaml is a UserError with the fix."""
+    try:
+        return read_config(run_dir)
+    except DamagedFile as exc:
+        raise UserError(f"{exc}, so the model and its preprocessing cannot be rebuilt exactly: run the study again "
+                        "with the same command (it redoes the run and writes config.yaml anew), or restore the file "
+                        "from a backup.") from None
+
+
+def whole_checkpoint(path: Path) -> bool:
+    """Whether a checkpoint file is whole as far as its zip directory shows (torch.save writes a zip): a cut or
+    overwritten file fails here at the cost of reading its last bytes, not the whole file."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def whole_predictions(path: Path) -> bool:
+    """A predictions_*.csv with its columns and every row complete (not cut mid-row, not emptied)."""
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not {"image", "label", "decision"} <= set(reader.fieldnames or []):
+                return False
+            rows = 0
+            for row in reader:
+                if None in row or any(v is None or v == "" for k, v in row.items() if k != "decision_at_threshold"):
+                    return False
+                rows += 1
+            return rows > 0
+    except (OSError, ValueError):
+        return False
+
+
+def damage(run_dir: Path, metrics: dict[str, Any]) -> str | None:
+    """What a finished run lacks that its record says it has (None when it is whole): a file deleted, cut or
+    overwritten after the run finished. Such a run is redone from its last good state by `medablate run`."""
+    run_dir = Path(run_dir)
+    try:
+        read_config(run_dir)
+    except DamagedFile as exc:
+        return str(exc)
+    needed = [(HISTORY_CSV, None)]
+    if metrics.get("evaluation"):
+        needed.append((predictions_file(run_dir, "val").name, whole_predictions))
+    if metrics.get("test") and metrics.get("evaluation"):
+        needed.append((predictions_file(run_dir, "test").name, whole_predictions))
+    if metrics.get("best_epoch"):
+        needed.append((BEST_PT, whole_checkpoint))
+    if (run_dir / LAST_PT).exists() or (run_dir / LAST_PT).is_symlink():
+        needed.append((LAST_PT, whole_checkpoint))
+    for name, whole in needed:
+        path = run_dir / name
+        if name == HISTORY_CSV:
+            try:
+                if read_history(run_dir):  # a cut or deleted history.csv is rebuilt from last.pt when it can be
+                    continue
+            except UserError as exc:
+                return str(exc).split(":")[0]
+            return f"{path} is missing"
+        if not path.exists():
+            return f"{path} is missing"
+        if whole is not None and not whole(path):
+            return f"{path} is damaged (cut, emptied or overwritten)"
+    return None
+
+
+def damage_of(run_dir: Path) -> str:
+    """In words, what makes a run damaged (its metrics.json, or a file its record names)."""
+    try:
+        metrics = read_metrics(run_dir)
+    except DamagedFile as exc:
+        return str(exc)
+    return (damage(run_dir, metrics) if metrics else None) or "its files do not match its record"
+
+
+def finished_metrics(run_dir: Path) -> dict[str, Any]:
+    """metrics.json of a run that finished and is whole (status done), else {}: what analysis may read."""
+    metrics = metrics_or_empty(run_dir)
+    return metrics if metrics.get("status") == DONE and damage(run_dir, metrics) is None else {}
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -281,6 +410,8 @@ def run_status(run_dir: Path) -> str:
     except DamagedFile:
         return RUNNING if claims.holder(run_dir) is not None else DAMAGED
     if metrics:
+        if metrics["status"] == DONE and damage(run_dir, metrics) is not None:
+            return RUNNING if claims.holder(run_dir) is not None else DAMAGED
         return str(metrics["status"])
     if claims.holder(run_dir) is not None:
         return RUNNING

@@ -5,8 +5,8 @@ Choices (see README, "Which differences are real"):
   cannot reach p < 0.05 at all (its smallest two-sided p is 2/2^5 = 0.0625), so it could never call a
   difference real at the seed counts people use. `analysis.test: wilcoxon` picks it for >= 6 seeds.
 - On the test set, McNemar's exact test (a binomial test on the discordant images) compares two
-  trials image by image; over several seeds each image counts once, as correct for a trial when it
-  is correct in more than half of that trial's seeds (majority vote), so images stay independent.
+  trials image by image; over several seeds each image counts once, as decided by the trial's seed
+  ensemble (compare.image_row), so images stay independent.
 - Holm's step-down correction over every p-value of a study.
 """
 
@@ -19,8 +19,16 @@ import numpy as np
 from scipy import stats as st
 
 
-def mean_sd_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
-    """Mean, sample SD and the t-based confidence interval of the mean (NaN where undefined)."""
+Bounds = tuple[float, float]
+UNBOUNDED: Bounds = (-math.inf, math.inf)
+
+
+def mean_sd_ci(values: Sequence[float], confidence: float = 0.95,
+               bounds: Bounds = UNBOUNDED) -> tuple[float, float, float, float]:
+    """Mean, sample SD and the t-based confidence interval of the mean (NaN where undefined). The interval is
+    intersected with `bounds`, the range the mean can take (an accuracy in [0, 1], a time above 0): with few seeds
+    a t interval reaches past it (2 seeds: 12.7 standard errors either side), and a mean accuracy above 100% is no
+    possible value. The intersection keeps the interval's coverage (the true mean lies inside the range)."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if len(x) == 0:
         return (math.nan,) * 4
@@ -31,7 +39,7 @@ def mean_sd_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     if sd == 0:
         return mean, 0.0, mean, mean
     low, high = st.t.interval(confidence, len(x) - 1, loc=mean, scale=sd / math.sqrt(len(x)))
-    return mean, sd, float(low), float(high)
+    return mean, sd, float(max(low, bounds[0])), float(min(high, bounds[1]))
 
 
 def paired_p_value(differences: Sequence[float], method: str = "t") -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import hashlib
 import json
 import time
@@ -39,7 +40,7 @@ from medablate.errors import UserError
 from medablate.execute import Event, Finisher, RunContext, execute_run, run_config
 from medablate import run_figures
 from medablate.optim import build_optimizer, build_scheduler
-from medablate.plan import Plan, Run, expand, reference_trial
+from medablate.plan import Plan, Run, expand, reference_trial, scaling_notes
 from medablate.report import build_report
 from medablate.config import flatten
 from medablate.tracking import require_tensorboard
@@ -182,6 +183,7 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         if test is not None and found.test_keep is not None:
             test = test.subset(found.test_keep)
         duplicates = found.as_dict()
+    check_split_sizes(split, test, duplicates)
     rule = study.evaluation.rule
     if not isinstance(rule, float):
         if len(images.class_names) != 2:
@@ -197,8 +199,27 @@ def load_study_data(study: Study, console: Console) -> StudyData:
                      test_from if test is not None else None, test_patients)
 
 
+def check_split_sizes(split: np.ndarray, test: ImageSet | None, duplicates: dict[str, Any] | None) -> None:
+    """Every split has images left to train, validate and test on (after duplicate removal, which can take them
+    all: a folder of identical images, or a test set copied from the training images)."""
+    removed = sum((duplicates or {}).get("removed", {}).values())
+    why = (f" after removing {removed} duplicate image(s) (identical pixels; data.duplicates: drop)" if removed else "")
+    fix = ("Check the data (are the images really different? data.duplicates: keep keeps repeats, but a model "
+           "cannot learn from identical images), or change data.split.")
+    if int((split == TRAIN).sum()) < 2:
+        raise UserError(f"the training split has {int((split == TRAIN).sum())} image(s){why}: at least 2 are needed. "
+                        + fix)
+    if not (split == VAL).any():
+        raise UserError(f"the validation split is empty{why}: no epoch could be scored or checkpoint chosen. " + fix)
+    if test is not None and len(test) == 0:
+        raise UserError(f"the test set is empty{why}: every test image repeats a training or validation image. " + fix)
+
+
 RUNTIME_KEYS = ("training.device", "training.eval_batch_size", "training.tensorboard", "training.checkpoint_every",
+                "training.keep_checkpoints",
                 "training.compile", "training.channels_last", "resolved.device")
+# how a value came to be, not what it is (the scheduler's step counts are compared as scaled)
+BOOKKEEPING = ("training.scheduler.written_for_epochs", "training.scheduler.scaled_from")
 IDENTITY_SECTIONS = ("model", "training", "augment", "normalize", "tta", "seed", "resolved")
 # keys added after runs were first written: a run folder without them had their default
 NEW_KEY_DEFAULTS = {"model.weights": None, "training.precision": "fp32", "normalize": "none", "tta": "none",
@@ -211,7 +232,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     evaluation batch size are not part of a run's identity)."""
     before = flatten({k: old[k] for k in IDENTITY_SECTIONS if k in old})
     after = flatten({k: new[k] for k in IDENTITY_SECTIONS if k in new})
-    keys = [k for k in dict.fromkeys([*before, *after]) if k not in RUNTIME_KEYS]
+    keys = [k for k in dict.fromkeys([*before, *after]) if k not in RUNTIME_KEYS and not k.startswith(BOOKKEEPING)]
     default = lambda k, side: side.get(k, NEW_KEY_DEFAULTS.get(k, "(unset)"))  # noqa: E731
     return [f"{k}: {default(k, before)} -> {default(k, after)}" for k in keys if default(k, before) != default(k, after)]
 
@@ -260,13 +281,15 @@ class StudyRunner:
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / f"{atomic.temp_prefix('write-check')}probe.tmp"
-            probe.write_bytes(b"")
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
             probe.unlink()
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise
             raise UserError(f"cannot write to --out {out} ({exc.strerror or exc}): make it writable (or mount it "
                             "read-write), or choose another folder.") from None
+        for folder in ("trials", "figures", "ensembles"):
+            claims.real_folder(out / folder, parent=False)
 
     def _prepare_folder(self, data: StudyData) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -341,7 +364,7 @@ class StudyRunner:
         started = time.perf_counter()
         self.check_output_folder()
         data = load_study_data(self.study, self.console)
-        for note in data.notes:
+        for note in scaling_notes(self.plan) + data.notes:
             self.console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
         self.data_note = "synthetic phantom" if data.synthetic else data.images.source
         check_models(self.plan, data.images.input_shape, len(data.images.class_names))
@@ -439,8 +462,8 @@ class StudyRunner:
                                    "from its saved predictions (no retraining)", highlight=False)
             return status
         if status == rundir.DAMAGED:
-            self.console.print(f"[yellow]{run.id}:[/] its metrics.json is damaged; redoing the run from its "
-                               "last good checkpoint.", highlight=False)
+            self.console.print(f"[yellow]{run.id}:[/] {escape(rundir.damage_of(run_dir))}; redoing the run from its "
+                               "last good checkpoint (the same numbers).", highlight=False)
         claim = claims.try_claim(run_dir)
         if claim is None:  # another live process trains it: leave it to that one
             render.skip(epochs)
@@ -469,8 +492,12 @@ class StudyRunner:
         changed = {}
         for run in self.plan.runs:
             run_dir = rundir.trial_dir(self.out, run.id)
-            if (run_dir / rundir.CONFIG_YAML).exists():
-                differences = config_differences(rundir.read_config(run_dir), run_config(run, context)[2])
+            try:
+                saved = rundir.read_config(run_dir)
+            except rundir.DamagedFile:
+                continue  # none yet, or damaged: the run is (re)done and its config.yaml written anew
+            if saved:
+                differences = config_differences(saved, run_config(run, context)[2])
                 if differences:
                     changed[f"trials/{run.id}"] = differences
         if changed:

@@ -8,15 +8,16 @@ history files) and, once they are done, writes the analysis and the report.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from medablate import rundir
+from medablate.children import process_pool
 
 if TYPE_CHECKING:
     from medablate.study import StudyRunner
@@ -35,6 +36,21 @@ def parse_workers(text: str, device: str) -> int:
 
         raise UserError(f"--workers {text!r} is not a number of worker processes: use a whole number of at least 1, or "
                         "auto.")
+    return capped_workers(value)
+
+
+def capped_workers(value: int) -> int:
+    """At most one worker per usable core: each holds its own copy of the data and model (about 0.4 GB for the
+    course MLP), and more processes than cores only queue for them (64 on 2 cores once held 17 of 23 GB)."""
+    from medablate.engine import usable_cores
+
+    cores = usable_cores()
+    if value > cores:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]Note:[/] --workers {value} is more than the {cores} core(s) this process "
+                                   f"may use: starting {cores} worker(s).", highlight=False)
+        return cores
     return value
 
 
@@ -97,9 +113,10 @@ def train_in_workers(runner: "StudyRunner", threads: int) -> list[str]:
 
     runs = runner.plan.runs
     total = sum(r.trial.config.training.epochs for r in runs)
-    context = multiprocessing.get_context("spawn")  # fresh processes: no forked torch or CUDA state
     runner.console.print(f"{runner.workers} workers x {threads} torch thread(s)", highlight=False)
-    with ProcessPoolExecutor(max_workers=runner.workers, mp_context=context) as pool, runner._progress() as progress:
+    # spawned (fresh processes: no forked torch or CUDA state), dying with this process; stopped with SIGTERM (each
+    # checkpoints after its batch) when this one is interrupted
+    with process_pool(runner.workers) as pool, runner._progress() as progress:
         cards = gpus(runner.study.training.device)
         futures = [pool.submit(worker, to_plain(runner.study), str(runner.out), threads,
                                cards[i % len(cards)] if len(cards) > 1 else None) for i in range(runner.workers)]
@@ -109,5 +126,12 @@ def train_in_workers(runner: "StudyRunner", threads: int) -> list[str]:
             wait(futures, timeout=0.5)
         progress.update(task, completed=epochs_done(runner.out, runs))
         for future in futures:
-            future.result()  # a worker's UserError or crash surfaces here
+            try:
+                future.result()  # a worker's UserError or crash surfaces here
+            except BrokenProcessPool:
+                from medablate.errors import UserError
+
+                raise UserError("a worker process died without a word (killed, or out of memory): every run it had "
+                                "finished is kept; run the same command again to resume the others (with fewer "
+                                "--workers if memory is short).") from None
     return [rundir.run_status(rundir.trial_dir(runner.out, r.id)) for r in runs]

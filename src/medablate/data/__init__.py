@@ -13,7 +13,7 @@ from medablate.data.sources import all_sources
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
 
-__all__ = ["ImageSet", "load_data", "load_test", "resolve_source"]
+__all__ = ["ImageSet", "data_index", "load_data", "load_test", "resolve_source"]
 
 
 def resolve_source(source: str, path: Path | None, files: list[str]) -> str:
@@ -41,6 +41,24 @@ def load_data(config: DataConfig) -> ImageSet:
     """The training data with data.channels channels (RGB sources keep colour with 3; grey ones are repeated)."""
     name = resolve_source(config.source, config.path, config.files or npy_pair.DEFAULT_FILES)
     return all_sources()[name].load(config.model_copy(update={"source": name})).with_channels(config.channels)
+
+
+def data_index(config: DataConfig) -> tuple[str, dict[str, dict[str, int]] | None]:
+    """The source `auto` resolves to, and its images per class per split where the source can count them without
+    decoding (None where it cannot); the same errors a load gives for a wrong path, a single class or an empty
+    class."""
+    name = resolve_source(config.source, config.path, config.files or npy_pair.DEFAULT_FILES)
+    source = all_sources()[name]
+    if source.index is None:
+        return name, None
+    counts = source.index(config.model_copy(update={"source": name}))
+    for split, per_class in counts.items():
+        if len(per_class) < 2 and split in ("all", "train"):
+            found = ", ".join(per_class) or "none"
+            raise UserError(f"{config.path} has {len(per_class)} class ({found}) in its "
+                            f"{'training images' if split == 'all' else 'train/ folder'}: a classifier needs at least "
+                            "two, one sub-folder per class (e.g. NORMAL/ and PNEUMONIA/).")
+    return name, counts
 
 
 def load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> ImageSet:

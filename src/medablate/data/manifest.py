@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise UserError(f"manifest {path} does not exist: set data.path to a CSV with columns path,label "
                         "(and optionally patient_id, split).")
-    with path.open(newline="") as handle:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise UserError(f"manifest {path}, line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text: save the CSV as "
+                        "UTF-8 (spreadsheet programs offer 'CSV UTF-8').") from None
+    if "\0" in text:
+        line = text[:text.index("\0")].count("\n") + 1
+        raise UserError(f"manifest {path}, line {line} holds a NUL byte: it is not a text CSV (or is damaged); write it "
+                        "again as a plain UTF-8 CSV with columns path,label.")
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:

@@ -49,7 +49,7 @@ def _read(path: Path) -> np.ndarray:
         raise UserError(f"{path} does not exist{hint}. Point data.path at the folder with the course's "
                         f".npy files, or set data.files to their names.")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False, mmap_mode="r")  # read on demand: resized in batches below
     except Exception as exc:  # numpy raises several types for a corrupt or pickled file
         raise UserError(f"{path} could not be read as a .npy array ({exc}): re-save it with np.save.") from None
     return check_uint8_images(array, str(path))

@@ -9,12 +9,15 @@ separable would hide differences between trials. Deterministic for a given seed.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from typing import TYPE_CHECKING
 
 from medablate.data.sources import DataSource, register_source
 from medablate.data.types import ImageSet
+from medablate.errors import UserError
 
 if TYPE_CHECKING:
     from medablate.config import DataConfig, TestConfig
@@ -104,7 +107,29 @@ def _blobs(n: int, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator) -> 
     return out
 
 
+def available_memory() -> int:
+    """Bytes of memory this machine can still give (MemAvailable; the physical memory where that is unknown)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(count_per_class: int, image_size: int, what: str) -> None:
+    """Refuse, before allocating, phantom images that cannot fit in memory (with room for the split's copies)."""
+    needed = 2 * count_per_class * image_size * image_size * 3  # the images, the split tensors and one more copy
+    free = available_memory()
+    if needed > free:
+        raise UserError(f"{what} is {count_per_class}: {2 * count_per_class} phantom images of {image_size}x"
+                        f"{image_size} need about {needed / 2**30:.1f} GiB, and this machine has "
+                        f"{free / 2**30:.1f} GiB free. Lower it (the default is 1000) or data.image_size.")
+
+
 def _load(config: "DataConfig") -> ImageSet:
+    check_fits(config.phantom.count_per_class, config.image_size, "data.phantom.count_per_class")
     return generate(config.phantom.count_per_class, config.image_size, config.phantom.seed)
 
 
@@ -115,6 +140,7 @@ def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -
     if seed == data.phantom.seed:
         raise UserError("test.phantom.seed equals data.phantom.seed, so the test images would repeat the "
                         "training images: choose another test seed.")
+    check_fits(test.phantom.count_per_class, data.image_size, "test.phantom.count_per_class")
     return generate(test.phantom.count_per_class, data.image_size, seed)
 
 

@@ -28,6 +28,8 @@ class DataSource:
     load_test: Callable[["DataConfig", "TestConfig", list[str]], "ImageSet"]
     detect: Callable[[Path, list[str]], bool] | None = None  # may `auto` pick it for this data.path?
     real: bool = True  # False: generated images (not for `evaluate --source`)
+    # what a load would find, without decoding: images per class per split ("all" when unsplit), for --dry-run
+    index: Callable[["DataConfig"], dict[str, dict[str, int]]] | None = None
 
 
 REGISTRY: dict[str, DataSource] = {}

@@ -1,0 +1,109 @@
+"""Child processes that die with their parent, and pools that stop at once when their parent stops.
+
+A study's worker processes, figure processes and decoding processes are helpers: without their parent their work
+is lost anyway, and left running they hold memory, cores and (workers) the claims of the runs they train, so a rerun
+would wait for them. On Linux each child asks the kernel for SIGKILL when its parent dies (prctl
+PR_SET_PDEATHSIG), which covers a SIGKILLed parent; a watchdog thread covers other platforms and the moment between
+fork and prctl. A pool whose parent is interrupted (SIGTERM, Ctrl-C, an error) stops its children within seconds
+instead of waiting for their tasks to end.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+PR_SET_PDEATHSIG = 1
+WATCH_SECONDS = 1.0
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """In a child: be killed when the parent process goes (call first thing in the child)."""
+    parent = parent or os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch, args=(parent,), daemon=True, name="medablate-parent-watch").start()
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)
+
+
+def _start(parent: int, initializer: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
+    die_with_parent(parent)
+    if initializer is not None:
+        initializer(*args)
+
+
+@contextmanager
+def process_pool(workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = (),
+                 spawn: bool = True, grace: float = 8.0) -> Iterator[ProcessPoolExecutor]:
+    """A ProcessPoolExecutor whose processes die with this one. Left by an exception (a SIGTERM's Terminated,
+    Ctrl-C, an error), it cancels what has not started, sends SIGTERM to its processes (a training worker then
+    checkpoints after its batch and exits), and SIGKILLs those still there after `grace` seconds."""
+    context = multiprocessing.get_context("spawn" if spawn else None)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
+                               initargs=(os.getpid(), initializer, initargs))
+    try:
+        yield pool
+    except BaseException:
+        stop(pool, grace)
+        raise
+    pool.shutdown(wait=True)
+
+
+def stop(pool: ProcessPoolExecutor, grace: float) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        _signal(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            _signal(process, signal.SIGKILL)
+            process.join(1.0)
+
+
+def _signal(process: Any, signum: int) -> None:
+    try:
+        if process.pid is not None:
+            os.kill(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below `pid` (children, theirs, ...), from /proc (Linux; [] elsewhere)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":  # a zombie has exited; only its parent's wait is missing
+                parents[int(entry)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == current]
+        found += children
+        frontier += children
+    return found
