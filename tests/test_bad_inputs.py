@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import traceback
 import zlib
@@ -380,10 +381,16 @@ CASES = [
          "num_cpus=0"),
     Case("--address where nothing answers", lambda f: run()(f) + ["--executor", "ray", "--address", "127.0.0.1:9"],
          "nothing answered there"),
-    Case("--out empty", lambda f: into(run()(f), Path("")), "--out is empty"),
+    Case("--out empty", lambda f: run()(f)[:2] + ["--out", ""], "--out is empty"),
+    Case("trials/ replaced by a file", with_finished(lambda f, out: subprocess.run(["rm", "-r", str(out / "trials")])
+                                                    and (out / "trials").write_text("x") and into(run(
+                                                        training={"epochs": 1})(f), out)), "is a file, not a folder"),
     Case("a float TIFF with NaN pixels", data_run(float_tiffs), "NaN or infinite"),
     Case("model.weights is a text file", lambda f: (f / "w.txt").write_text("not weights\n") and run(
         f"model.weights={f / 'w.txt'}", training={"epochs": 1}, comparisons=[])(f), "could not be read"),
+    Case("model.weights that no trial uses", lambda f: (f / "w.txt").write_text("x\n") and dry(
+        f"model.weights={f / 'w.txt'}", comparisons=[{"name": "net", "vary": {"model.name": ["cnn"]}}])(f),
+         "no trial starts from it"),
     Case("compare with a damaged study.json", with_finished(lambda f, out: (out / "study.json").write_text("{x")
                                                             and ["compare", str(out)]), "study.json is damaged"),
 ]

@@ -302,9 +302,9 @@ def compare(out: Path = typer.Argument(..., help="A study's output folder (runs/
         if analysis.missing:
             console.print(f"[yellow]Not finished, left out ({len(analysis.missing)}):[/] {', '.join(analysis.missing)}")
         for comparison, texts in analysis.sentences.items():
-            out_console.print(f"[bold]{comparison}[/]")
+            out_console.print(f"[bold]{escape(comparison)}[/]")
             for text in texts:
-                out_console.print(f"  {text}", highlight=False)
+                out_console.print(f"  {escape(text)}", highlight=False)
         out_console.print(f"Wrote {out / 'summary.csv'}, {out / 'comparisons.csv'}, {out / 'tables.md'} and "
                           f"{out / 'figures'}/")
 

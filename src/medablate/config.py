@@ -384,8 +384,10 @@ def stamp_run_length(raw: dict[str, Any]) -> None:
 def never_steps(scheduler: Any, epochs: int) -> str | None:
     """Why a per-epoch schedule would not do within `epochs` what its arguments say (None when it does): a StepLR
     or MultiStepLR that never changes the rate, a warm-up or cycle longer than the run."""
-    if scheduler is None or scheduler.interval != "epoch":
-        return None  # per step, the run's length in steps is known only with the data (build_scheduler checks)
+    if scheduler is None or scheduler.interval != "epoch" or scheduler.scaled_from or epochs <= 1:
+        # per step, the run's length in steps is known only with the data; counts scaled from the file's run length
+        # keep its proportions; a one-epoch run has one learning rate whatever the schedule
+        return None
     kwargs, name = scheduler.kwargs, scheduler.name
     fix = (f"The run has {epochs} epochs; lower it, or give written_for_epochs: N (the run length the value was "
            "written for) and medablate scales it to the run's epochs.")

@@ -535,8 +535,8 @@ class Trainer:
         cut = position.as_state() | {"lr": lr, "seconds": seconds}
         save_checkpoint(self.run_dir / "last.pt", self._last_state() | {"cut": cut})
 
-    FINAL_DROPS = {"best": ("model", "optimizer", "scheduler", "scaler", "rng"),
-                   "last": ("optimizer", "scheduler", "scaler", "rng"), "all": ()}
+    FINAL_DROPS = {"best": ("model", "optimizer", "scheduler", "rng"), "last": ("optimizer", "scheduler", "rng"),
+                   "all": ()}
 
     def finish(self) -> None:
         """A finished run needs no optimizer state nor, by default, its final weights: last.pt keeps the history and

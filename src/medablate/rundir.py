@@ -18,7 +18,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import yaml
@@ -301,7 +301,7 @@ def damage(run_dir: Path, metrics: dict[str, Any]) -> str | None:
         read_config(run_dir)
     except DamagedFile as exc:
         return str(exc)
-    needed = [(HISTORY_CSV, None)]
+    needed: list[tuple[str, Callable[[Path], bool] | None]] = [(HISTORY_CSV, None)]
     if metrics.get("evaluation"):
         needed.append((predictions_file(run_dir, "val").name, whole_predictions))
     if metrics.get("test") and metrics.get("evaluation"):

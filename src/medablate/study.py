@@ -115,6 +115,16 @@ def check_models(plan: Plan, shape: tuple[int, int, int], num_classes: int) -> N
                             "Choose a classification network.")
 
 
+def check_weights_used(study: Study, plan: Plan) -> None:
+    """model.weights that no trial starts from (each level of `vary: {model.name: [...]}` starts its model section
+    afresh) would be accepted and ignored: refuse them, saying where the weights go instead."""
+    if study.model.weights is not None and not any(t.config.model.weights is not None for t in plan.trials):
+        raise UserError(f"model.weights is {study.model.weights}, but no trial starts from it: the comparisons vary "
+                        "the model, and each level of model.name starts with that model's own defaults. Give the "
+                        "weights with the level that uses them, e.g. vary: {model: [{name: cnn, weights: FILE}, "
+                        "{name: mlp}]}, or remove model.weights.")
+
+
 def check_buildable(plan: Plan) -> None:
     """Build every trial's optimizer and scheduler on a dummy parameter and take two steps, so bad arguments
     (wrong types too, which torch only notices when stepping: `T_max: abc`, `amsgrad: "x"`) fail before training."""
@@ -261,6 +271,7 @@ class StudyRunner:
         self.executor, self.ray_address, self.ray_resources = "local", None, {}  # --executor ray [--address]
         self.elsewhere: list[str] = []  # runs another process was training while this one ran
         self.plan = expand(study)
+        check_weights_used(study, self.plan)
         check_buildable(self.plan)
         for comparison in study.comparisons:
             reference_trial(study, self.plan, comparison)  # a reference that names no level fails now, not after training
@@ -533,9 +544,9 @@ class StudyRunner:
         """Everything after training, from the run folder alone (the same as `medablate compare`)."""
         analysis = self.analysis = write_analysis(self.out)
         for comparison, texts in analysis.sentences.items():
-            self.console.print(f"[bold]{comparison}[/]")
+            self.console.print(f"[bold]{escape(comparison)}[/]")
             for text in texts:
-                self.console.print(f"  {text}", highlight=False)
+                self.console.print(f"  {escape(text)}", highlight=False)
 
     def _summarise(self, statuses: list[str]) -> int:
         counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}

@@ -91,11 +91,14 @@ def worker(study: dict[str, Any], out: str, threads: int, gpu: str | None = None
 
     signal.signal(signal.SIGTERM, on_signal)  # Ctrl-C reaches every worker: each stops after its batch, saved
     signal.signal(signal.SIGINT, on_signal)
-    from medablate.study import StudyRunner
+    try:
+        from medablate.study import StudyRunner
 
-    runner = StudyRunner(Study.model_validate(study), Path(out), Console(stderr=True), threads=threads)
-    runner.show_progress = False
-    return runner.train_only()
+        runner = StudyRunner(Study.model_validate(study), Path(out), Console(stderr=True), threads=threads)
+        runner.show_progress = False
+        return runner.train_only()
+    except KeyboardInterrupt:  # stopped (SIGTERM, Ctrl-C, the parent's pool stopping): the run in training saved
+        return []  # its batch; the parent says how the study stopped
 
 
 def epochs_done(out: Path, runs: list[Any]) -> int:

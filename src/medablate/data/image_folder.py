@@ -95,7 +95,7 @@ def decode(path: Path, size: int, rgb: bool = False, seen: list[tuple[str, int, 
     try:
         with Image.open(path) as image:
             if seen is not None:
-                seen.append((image.mode, *image.size))
+                seen.append((_mode(image), *image.size))
             grey = image.convert("RGB") if rgb and image.mode in COLOUR_MODES \
                 else grey_uint8(image, path)
             if grey.size != (size, size):
@@ -113,6 +113,15 @@ def decode(path: Path, size: int, rgb: bool = False, seen: list[tuple[str, int, 
 
 
 Seen = tuple[str, int, int]  # a decoded file's mode, width and height
+GREY_RGB = "RGB, grey values"  # an RGB file whose three channels are equal (re-encoded grey X-rays)
+
+
+def _mode(image: Image.Image) -> str:
+    if image.mode == "RGB":
+        pixels = np.asarray(image)
+        if (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all():
+            return GREY_RGB
+    return str(image.mode)
 
 
 def _decode_many(args: tuple[list[str], int, bool, bool]) -> tuple[np.ndarray, list[str | None], list[Seen]]:
@@ -141,10 +150,13 @@ def inputs_note(seen: list[Seen], size: int, rgb: bool) -> str | None:
         return None
     parts = []
     colour = sum(mode in COLOUR_MODES for mode, _, _ in seen)
-    if rgb and colour < len(seen):
-        parts.append(f"{len(seen) - colour} grey image(s) repeated to 3 channels")
+    grey_rgb = sum(mode == GREY_RGB for mode, _, _ in seen)
+    if rgb and colour + grey_rgb < len(seen):
+        parts.append(f"{len(seen) - colour - grey_rgb} grey image(s) repeated to 3 channels")
     elif not rgb and colour:
         parts.append(f"{colour} colour image(s) converted to grey (ITU-R 601 luma)")
+    if not rgb and grey_rgb:
+        parts.append(f"{grey_rgb} stored as RGB with three equal channels, read as one grey channel")
     sizes = {(w, h) for _, w, h in seen}
     resized = sum((w, h) != (size, size) for _, w, h in seen)
     if resized:
@@ -248,7 +260,7 @@ def _load_classes(folder: Path, image_size: int, classes: list[str] | None, use_
     if not use_cache:
         return build()
     key = cache.source_key(folder, files, {"source": "image-folder", "size": image_size, "classes": class_names,
-                                           "intensity": INTENSITY_VERSION, "inputs_note": 1,
+                                           "intensity": INTENSITY_VERSION, "inputs_note": 2,
                                            "resample": "bilinear", "grey": "L", "skip": skip_unreadable,
                                            **({"channels": 3} if rgb else {})})
     return cache.cached(key, build)

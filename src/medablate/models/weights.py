@@ -73,7 +73,8 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or pickled-object file
-        raise UserError(f"model.weights {path} could not be read as a PyTorch state dict ({exc}): save it with "
+        raise UserError(f"model.weights {path} could not be read as a PyTorch state dict ({type(exc).__name__}: "
+                        f"{str(exc).split('. ')[0][:120]}): it is no file torch.save wrote; save the weights with "
                         "torch.save(model.state_dict(), path).") from None
     for key in ("state_dict", "model"):
         while isinstance(state, dict) and isinstance(state.get(key), dict):
