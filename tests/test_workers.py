@@ -37,4 +37,6 @@ def test_workers_auto_is_one_on_a_cpu() -> None:
     from medablate.workers import auto_workers, parse_workers
 
     assert parse_workers("auto", "cpu") == 1 and auto_workers("cpu") == (1, [])
-    assert parse_workers("3", "auto") == 3
+    from medablate.engine import usable_cores
+
+    assert parse_workers("3", "auto") == min(3, usable_cores())  # issue 25: never more workers than cores
