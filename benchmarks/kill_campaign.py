@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from medablate import faults  # noqa: E402
+from medablate.children import alive as still_running  # noqa: E402
 from medablate.children import descendants  # noqa: E402
 
 STUDY = {
@@ -64,7 +65,7 @@ def orphans_of(children: list[int]) -> int:
     alive = children
     while alive and time.monotonic() < deadline:
         time.sleep(0.2)
-        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and _not_zombie(p)]
+        alive = still_running(alive)
     for pid in alive:  # leave nothing behind for the next study
         try:
             os.kill(pid, signal.SIGKILL)
@@ -72,13 +73,6 @@ def orphans_of(children: list[int]) -> int:
             pass
     return len(alive)
 
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def environment(kill_at: str | None = None) -> dict[str, str]:

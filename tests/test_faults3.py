@@ -159,10 +159,8 @@ def test_a_damaged_finished_run_is_named_and_redone_to_the_same_numbers(finished
 # ------------------------------------------------------------------ 15. children die with their parent
 
 
-def descendants(pid: int) -> list[int]:
-    from medablate.children import descendants as below
-
-    return below(pid)
+from medablate.children import alive as still_running  # noqa: E402
+from medablate.children import descendants  # noqa: E402
 
 
 def test_a_killed_study_leaves_no_worker_or_helper_running(tmp_path: Path) -> None:
@@ -184,8 +182,7 @@ def test_a_killed_study_leaves_no_worker_or_helper_running(tmp_path: Path) -> No
     process.wait()
     alive = children
     for _ in range(50):
-        alive = [p for p in alive if Path(f"/proc/{p}").exists() and "Z" not in
-                 Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[:1]]
+        alive = still_running(alive)
         if not alive:
             break
         time.sleep(0.1)

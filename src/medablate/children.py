@@ -88,6 +88,19 @@ def _signal(process: Any, signum: int) -> None:
         pass
 
 
+def alive(pids: list[int]) -> list[int]:
+    """Those of pids that still run (a zombie has exited; only its parent's wait is missing)."""
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 def descendants(pid: int) -> list[int]:
     """The live processes below `pid` (children, theirs, ...), from /proc (Linux; [] elsewhere)."""
     parents: dict[int, int] = {}
