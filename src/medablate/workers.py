@@ -99,6 +99,9 @@ def worker(study: dict[str, Any], out: str, threads: int, gpu: str | None = None
         return runner.train_only()
     except KeyboardInterrupt:  # stopped (SIGTERM, Ctrl-C, the parent's pool stopping): the run in training saved
         return []  # its batch; the parent says how the study stopped
+    finally:  # nothing left to save: a later SIGTERM (a broken pool's, then the parent's) ends this process quietly,
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not with a traceback from an atexit callback
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def epochs_done(out: Path, runs: list[Any]) -> int:
