@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,68 @@ def write_study(folder: Path, **sections: Any) -> Path:
     path = Path(folder) / "study.yaml"
     path.write_text(yaml.safe_dump(tiny_study(**sections), sort_keys=False))
     return path
+
+
+def medablate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The command line, called in this process (typer's CliRunner): no interpreter start and no import of torch per
+    call. A traceback the command would have printed is in stderr, as a real process would show it, so "no
+    traceback" checks still bite. medablate_process where the process boundary is the point (kills, signals,
+    environment variables read at start, spawned workers)."""
+    from typer.testing import CliRunner
+
+    from medablate.cli import app
+
+    argv, folder, handlers = sys.argv, os.getcwd(), {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    threads = _torch_threads()
+    sys.argv = ["medablate", *args]  # the command line a study records in study.json
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        sys.argv = argv
+        os.chdir(folder)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["medablate", *args], result.exit_code, result.stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """uninterrupted(study file) -> the output folder of that study run once without a stop, in a process of its own
+    as the stopped runs it is compared with; trained once per session for each study text (the kill tests of one
+    configuration share it)."""
+    finished: dict[str, Path] = {}
+
+    def run(study: Path) -> Path:
+        text = study.read_text()
+        if text not in finished:
+            out = tmp_path_factory.mktemp("uninterrupted") / "out"
+            result = medablate_process("run", str(study), "--out", str(out))
+            assert result.returncode == 0, result.stderr
+            finished[text] = out
+        return finished[text]
+
+    return run
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def medablate_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+                      ) -> subprocess.CompletedProcess[str]:
+    """The command line in a process of its own, as a user starts it."""
+    return subprocess.run([sys.executable, "-m", "medablate.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(autouse=True)

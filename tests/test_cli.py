@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, write_study
-
-
-def medablate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "medablate.cli", *args], capture_output=True, text=True, cwd=cwd)
+from conftest import REPO, medablate, medablate_process, write_study  # noqa: F401  (imported from here by others)
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

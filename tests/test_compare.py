@@ -6,8 +6,6 @@ import csv
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from medablate.config import load_study
 from medablate.errors import UserError
 from medablate.study import StudyRunner
 
-from conftest import write_study
+from conftest import medablate, write_study
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -122,7 +120,7 @@ def test_compare_works_on_a_partly_finished_study(three_seed_study: Path, tmp_pa
     partial = tmp_path / "partial"
     shutil.copytree(three_seed_study, partial, symlinks=True)
     shutil.rmtree(partial / "trials" / "CrossEntropyLoss-seed2")
-    result = subprocess.run([sys.executable, "-m", "medablate.cli", "compare", str(partial)], capture_output=True, text=True)
+    result = medablate("compare", str(partial))
     assert result.returncode == 0, result.stderr
     assert "CrossEntropyLoss-seed2 (pending)" in " ".join(result.stderr.split())
     row = next(r for r in read_csv(partial / "comparisons.csv") if r["outcome"] == "test_acc")

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import write_study
-from test_cli import assert_user_error, medablate
+from test_cli import assert_user_error, medablate, medablate_process
 from test_study import _kill_mid_trial, read_csv, without_seconds
 
 SLOW_ENOUGH = {"data": {"image_size": 48, "phantom": {"count_per_class": 120},
@@ -77,16 +78,16 @@ def test_a_run_claimed_by_a_live_process_is_skipped_not_an_error(tmp_path: Path)
     claim = claims.try_claim(out / "trials" / "base-seed0")
     assert claim is not None and claims.try_claim(out / "trials" / "base-seed0") is None
     try:
-        result = medablate("run", str(study), "--out", str(out))
+        result = medablate_process("run", str(study), "--out", str(out))
         assert result.returncode == 0, result.stderr
         assert "being trained by another medablate process" in " ".join(result.stderr.split())
         assert not (out / "trials" / "base-seed0" / "metrics.json").exists()
         assert (out / "trials" / "CrossEntropyLoss-seed0" / "metrics.json").exists()
-        status = medablate("status", str(out))
+        status = medablate_process("status", str(out))
         assert "running" in status.stdout
     finally:
         claims.release(claim)
-    assert medablate("run", str(study), "--out", str(out)).returncode == 0
+    assert medablate_process("run", str(study), "--out", str(out)).returncode == 0
     assert (out / "trials" / "base-seed0" / "metrics.json").exists()
 
 
@@ -104,10 +105,10 @@ def test_two_processes_on_one_folder_train_each_run_once(tmp_path: Path) -> None
     assert not list(out.rglob("claim.lock")) and not list(out.rglob("*.tmp"))
 
 
-def test_sigterm_stops_cleanly_with_143_and_resumes_identically(tmp_path: Path) -> None:
+def test_sigterm_stops_cleanly_with_143_and_resumes_identically(tmp_path: Path, uninterrupted: Any) -> None:
     study = write_study(tmp_path, **SLOW_ENOUGH)
-    clean, stopped = tmp_path / "clean", tmp_path / "stopped"
-    subprocess.run(command(study, clean), check=True, capture_output=True)
+    stopped = tmp_path / "stopped"
+    clean = uninterrupted(study)
     process = subprocess.Popen(command(study, stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     history = stopped / "trials" / "base-seed0" / "history.csv"
     deadline = time.time() + 120
@@ -118,7 +119,8 @@ def test_sigterm_stops_cleanly_with_143_and_resumes_identically(tmp_path: Path) 
     assert process.returncode == 143, err
     assert "Terminated (SIGTERM)" in err and "Traceback" not in err
     assert not list(stopped.rglob("claim.lock")) and not list(stopped.rglob("*.tmp"))
-    subprocess.run(command(study, stopped), check=True, capture_output=True)
+    rerun = medablate("run", str(study), "--out", str(stopped))  # the rerun needs no process of its own
+    assert rerun.returncode == 0, rerun.stderr
     assert_same_numbers(stopped, clean)
 
 
@@ -147,10 +149,10 @@ def test_only_enospc_or_edquot_is_a_full_disk(tmp_path: Path, monkeypatch: pytes
 # ------------------------------------------------------------------ damaged files
 
 
-def test_a_truncated_last_pt_falls_back_and_finishes_identically(tmp_path: Path) -> None:
+def test_a_truncated_last_pt_falls_back_and_finishes_identically(tmp_path: Path, uninterrupted: Any) -> None:
     study = write_study(tmp_path, **SLOW_ENOUGH)
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    subprocess.run(command(study, clean), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    clean = uninterrupted(study)
     _kill_mid_trial(command(study, killed), killed, "base-seed0", after_epochs=3)
     last = killed / "trials" / "base-seed0" / "last.pt"
     target = last.resolve()
@@ -214,7 +216,8 @@ def test_resuming_a_hard_linked_backup_leaves_the_backup_alone(tmp_path: Path) -
     before = {p.name: p.read_bytes() for p in (backup / "trials" / "base-seed0").iterdir() if p.suffix == ".pt"
               and not p.is_symlink()}
     assert before and any(os.stat(backup / "trials" / "base-seed0" / n).st_nlink > 1 for n in before)
-    subprocess.run(command(study, out), check=True, capture_output=True)
+    rerun = medablate("run", str(study), "--out", str(out))  # the rerun needs no process of its own
+    assert rerun.returncode == 0, rerun.stderr
     after = {n: (backup / "trials" / "base-seed0" / n).read_bytes() for n in before}
     assert after == before
 
@@ -362,7 +365,7 @@ def test_a_full_disk_stops_cleanly_and_the_same_command_then_finishes_identicall
 
 def test_failed_runs_give_no_stray_matplotlib_warning(tmp_path: Path) -> None:
     study = write_study(tmp_path, training={"epochs": 1, "batch_size": 1})  # BatchNorm fails on 1-image batches
-    result = medablate("run", str(study), "--out", str(tmp_path / "out"))
+    result = medablate_process("run", str(study), "--out", str(tmp_path / "out"))
     assert result.returncode == 1 and "failed: ValueError" in " ".join(result.stderr.split())
     assert "Warning" not in result.stderr and (tmp_path / "out" / "report.html").exists()
 
@@ -371,14 +374,15 @@ def test_failed_runs_give_no_stray_matplotlib_warning(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("every", "kill_after", "checkpoint_epoch"), [(3, 5, 3), ("auto", 3, None)])
-def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path, every: object, kill_after: int,
+def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path, uninterrupted: Any, every: object,
+                                                                  kill_after: int,
                                                                   checkpoint_epoch: int | None) -> None:
     from medablate.checkpoint import read_checkpoint
 
     sections = {**SLOW_ENOUGH, "training": {**SLOW_ENOUGH["training"], "checkpoint_every": every}}
     study = write_study(tmp_path, **sections)
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    subprocess.run(command(study, clean), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    clean = uninterrupted(study)
     _kill_mid_trial(command(study, killed), killed, "base-seed0", after_epochs=kill_after)
     last = killed / "trials" / "base-seed0" / "last.pt"
     if checkpoint_epoch is None:  # auto: under 60 s of training, nothing is written before the end
@@ -386,12 +390,14 @@ def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path
     else:
         assert read_checkpoint(last)["epoch"] == checkpoint_epoch
     assert "interrupted" in medablate("status", str(killed)).stdout
-    subprocess.run(command(study, killed), check=True, capture_output=True)
+    rerun = medablate("run", str(study), "--out", str(killed))  # the rerun needs no process of its own
+    assert rerun.returncode == 0, rerun.stderr
     assert_same_numbers(killed, clean)
 
 
 @pytest.mark.parametrize(("signal_name", "code"), [("TERM", 143), ("INT", 130)])
-def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical(tmp_path: Path, signal_name: str,
+def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical(tmp_path: Path, uninterrupted: Any,
+                                                                                signal_name: str,
                                                                                 code: int) -> None:
     """checkpoint_every auto writes nothing in a short run, so without the stop's own checkpoint the rerun would
     start over: it goes on from the very batch (epoch 3, batch 10 of 25) with the same numbers."""
@@ -399,8 +405,8 @@ def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical
 
     sections = {**SLOW_ENOUGH, "training": {**SLOW_ENOUGH["training"], "checkpoint_every": "auto"}}
     study = write_study(tmp_path, **sections)
-    clean, stopped = tmp_path / "clean", tmp_path / "stopped"
-    subprocess.run(command(study, clean), check=True, capture_output=True)
+    stopped = tmp_path / "stopped"
+    clean = uninterrupted(study)
     environment = os.environ | {"MEDABLATE_KILL_AT": "batch@60", "MEDABLATE_KILL_SIGNAL": signal_name}
     result = subprocess.run(command(study, stopped), capture_output=True, text=True, env=environment)
     assert result.returncode == code, result.stderr
@@ -408,5 +414,6 @@ def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical
     state = read_checkpoint(stopped / "trials" / "base-seed0" / "last.pt")
     assert state["epoch"] == 2 and state["cut"]["batch"] == 10 and len(state["history"]) == 2
     assert not list(stopped.rglob("claim.lock")) and not list(stopped.rglob("*.tmp"))
-    subprocess.run(command(study, stopped), check=True, capture_output=True)
+    rerun = medablate("run", str(study), "--out", str(stopped))  # the rerun needs no process of its own
+    assert rerun.returncode == 0, rerun.stderr
     assert_same_numbers(stopped, clean)

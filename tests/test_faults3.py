@@ -257,3 +257,30 @@ def test_resizing_huge_images_works_in_small_batches() -> None:
     small = resize_uint8(big, 16)
     assert small.shape == (3, 16, 16) and small[:, :7].min() == 200 and small[:, 9:].max() == 0
 
+
+
+def test_a_killed_helpers_temp_file_is_stale_though_its_pid_lives_on(tmp_path: Path) -> None:
+    """A figure helper killed mid-write leaves a temp file; the rerun removes it even when the helper's pid is a zombie
+    (its parent died too and init has not reaped it yet) or a later process got that pid (pids wrap: 32768 here)."""
+    import time
+
+    from medablate import atomic, rundir
+
+    zombie = subprocess.Popen(["true"])
+    later = subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1]
+                                                   .split()[0] == "Z"):
+            time.sleep(0.05)
+        for name, pid in (("dead", zombie.pid), ("later", later.pid), ("mine", os.getpid())):
+            (tmp_path / f".{name}~{atomic.HOST}~{pid}~x.tmp").write_text("half")
+        written = time.time() - 3600  # the killed helper wrote its file an hour before the later process started
+        later_file = next(tmp_path.glob(".later*"))
+        os.utime(later_file, (written, written))
+        assert rundir.remove_stale_temp_files(tmp_path) == 2
+        assert [p.name.split("~")[0] for p in tmp_path.iterdir()] == [".mine"]
+    finally:
+        later.kill()
+        later.wait()
+        zombie.wait()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from medablate.errors import UserError
 from medablate.predict import predict_images
 from medablate.study import StudyRunner
 
-from conftest import write_study
+from conftest import medablate, write_study
 
 
 def write_folder(root: Path, count: int, seed: int) -> None:
@@ -82,9 +80,7 @@ def test_cli_skips_unreadable_files_and_exits_nonzero(trial: tuple[Path, Path], 
     run_dir, test_folder = trial
     broken = tmp_path / "broken.jpeg"
     broken.write_bytes(b"not a jpeg")
-    result = subprocess.run([sys.executable, "-m", "medablate.cli", "predict", str(run_dir),
-                             str(test_folder / "NORMAL" / "img0.png"), str(broken), "--json"],
-                            capture_output=True, text=True)
+    result = medablate("predict", str(run_dir), str(test_folder / "NORMAL" / "img0.png"), str(broken), "--json")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     output = json.loads(result.stdout)
     assert len(output["predictions"]) == 1 and "broken.jpeg" in output["errors"][0]

@@ -17,7 +17,7 @@ from medablate.config import load_study
 from medablate.study import StudyRunner
 from rich.console import Console
 
-from conftest import assert_clinical_metrics, write_study
+from conftest import assert_clinical_metrics, medablate, write_study
 
 
 def run_study(path: Path, out: Path, overrides: tuple[str, ...] = ()) -> int:
@@ -145,9 +145,9 @@ def test_sigkill_mid_trial_then_rerun_gives_the_same_results(tmp_path: Path) -> 
     subprocess.run(command + [str(clean)], check=True, capture_output=True)
     _kill_mid_trial(command + [str(killed)], killed, "CrossEntropyLoss-seed0", after_epochs=4)
     assert not (killed / "trials" / "CrossEntropyLoss-seed0" / "metrics.json").exists()
-    status = subprocess.run([sys.executable, "-m", "medablate.cli", "status", str(killed)], capture_output=True, text=True)
-    assert "interrupted" in status.stdout
-    subprocess.run(command + [str(killed)], check=True, capture_output=True)
+    assert "interrupted" in medablate("status", str(killed)).stdout
+    rerun = medablate("run", str(path), "--out", str(killed))  # the rerun needs no process of its own
+    assert rerun.returncode == 0, rerun.stderr
     assert without_seconds(read_csv(killed / "results.csv")) == without_seconds(read_csv(clean / "results.csv"))
     for run in ("base-seed0", "CrossEntropyLoss-seed0"):
         assert (without_seconds(read_csv(killed / "trials" / run / "history.csv"))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import write_study
-from test_cli import medablate
+from test_cli import medablate_process as medablate  # spawned workers: a process of its own
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -58,8 +58,9 @@ def temp_prefix(name: str) -> str:
     return f".{name}~{HOST}~{os.getpid()}~"
 
 
-def owner_alive(temp_name: str) -> bool:
-    """Whether the process that made a temp file (see temp_prefix) may still be writing it."""
+def owner_alive(temp_name: str, path: Path | None = None) -> bool:
+    """Whether the process that made a temp file (see temp_prefix) may still be writing it (given the file's path,
+    a process that only got the writer's pid later, after pids wrapped, is told apart by its start time)."""
     parts = temp_name.split("~")
     if len(parts) < 4 or not parts[2].isdigit():
         return False  # an older medablate's temp file: nobody writes it any more
@@ -71,7 +72,28 @@ def owner_alive(temp_name: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _not_the_writer(int(parts[2]), path)
+
+
+def _not_the_writer(pid: int, path: Path | None) -> bool:
+    """On Linux: the pid is a zombie (a killed helper whose parent died too, before init reaps it) or a process that
+    started after the temp file was last written, so it cannot have written it. False where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return True
+        if path is None:
+            return False
+        started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return started > path.stat().st_mtime + 2.0  # btime has whole seconds
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as handle:
+        return float(next(line.split()[1] for line in handle if line.startswith("btime ")))
 
 
 def write_text(path: Path, text: str) -> None:

@@ -397,7 +397,7 @@ def remove_stale_temp_files(folder: Path, recursive: bool = False) -> int:
     a live process's temp files stay. Returns how many were removed."""
     removed = 0
     for stale in (Path(folder).rglob(".*.tmp") if recursive else Path(folder).glob(".*.tmp")):
-        if not atomic.owner_alive(stale.name) and not (stale.name.endswith(".link.tmp")
+        if not atomic.owner_alive(stale.name, stale) and not (stale.name.endswith(".link.tmp")
                                                        and claims.holder(stale.parent) is not None):
             stale.unlink(missing_ok=True)
             removed += 1
