@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from medablate import faults
+from medablate.children import stat_fields
 
 
 def _default_mode() -> int:
@@ -78,13 +79,12 @@ def owner_alive(temp_name: str, path: Path | None = None) -> bool:
 def _not_the_writer(pid: int, path: Path | None) -> bool:
     """On Linux: the pid is a zombie (a killed helper whose parent died too, before init reaps it) or a process that
     started after the temp file was last written, so it cannot have written it. False where /proc does not say."""
+    fields = stat_fields(pid)
+    if fields is None or path is None:
+        return fields is not None and fields[0] == "Z"
+    if fields[0] == "Z":
+        return True
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        if fields[0] == "Z":
-            return True
-        if path is None:
-            return False
         started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
         return started > path.stat().st_mtime + 2.0  # btime has whole seconds
     except (OSError, ValueError, IndexError, StopIteration):

@@ -88,31 +88,28 @@ def _signal(process: Any, signum: int) -> None:
         pass
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (state first, the parent pid second, the start time at 19); None where
+    there is no such process or no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def alive(pids: list[int]) -> list[int]:
     """Those of pids that still run (a zombie has exited; only its parent's wait is missing)."""
-    found = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
+    return [pid for pid in pids if (fields := stat_fields(pid)) is not None and fields[0] != "Z"]
 
 
 def descendants(pid: int) -> list[int]:
     """The live processes below `pid` (children, theirs, ...), from /proc (Linux; [] elsewhere)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":  # a zombie has exited; only its parent's wait is missing
-                parents[int(entry)] = int(fields[1])
+        fields = stat_fields(int(entry)) if entry.isdigit() else None
+        if fields is not None and fields[0] != "Z":  # a zombie has exited; only its parent's wait is missing
+            parents[int(entry)] = int(fields[1])
     found, frontier = [], [pid]
     while frontier:
         current = frontier.pop()
