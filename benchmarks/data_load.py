@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cache:
         os.environ["MEDABLATE_CACHE"] = cache
-        from medablate.data import image_folder
+        from medablate.data.sources import image_folder
 
         results = []
         for label in ("cold", "warm"):

@@ -32,12 +32,12 @@ DEVICE = torch.device("cpu")  # --device: cuda on a GPU machine (benchmarks/gpu_
 
 
 def load_arrays(data: str | None, per_class: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from medablate.data import npy_pair, phantom
+    from medablate.data.sources import npy_pair, phantom
     from medablate.data.split import TRAIN
 
     images = npy_pair.load(Path(data), npy_pair.DEFAULT_FILES, 256) if data else phantom.generate(per_class, 256, 0)
     train_per_class = int(0.8 * min(images.counts().values()))
-    from medablate.config import SplitConfig
+    from medablate.config.schema import SplitConfig
     from medablate.data.split import make_split
 
     split = make_split(images, SplitConfig(method="course", train_per_class=train_per_class))
@@ -97,9 +97,9 @@ def notebook(arrays, epochs: int) -> dict:  # type: ignore[no-untyped-def]
 
 def medablate_run(arrays, epochs: int, exact: bool) -> dict:  # type: ignore[no-untyped-def]
     """medablate's Trainer on the same trial: uint8 data in memory, in-place gradients, fused Adam."""
-    from medablate.config import TrialConfig
-    from medablate.engine import Split, Trainer, configure_threads
-    from medablate.tasks import make_task
+    from medablate.config.schema import TrialConfig
+    from medablate.train.engine import Split, Trainer, configure_threads
+    from medablate.train.tasks import make_task
 
     configure_threads()
     optimizer = {"name": "Adam", "lr": 1e-3} | ({"foreach": True} if exact else {})

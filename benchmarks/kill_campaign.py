@@ -31,9 +31,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from medablate import faults  # noqa: E402
-from medablate.children import alive as still_running  # noqa: E402
-from medablate.children import descendants  # noqa: E402
+from medablate.core import faults  # noqa: E402
+from medablate.core.children import alive as still_running  # noqa: E402
+from medablate.core.children import descendants  # noqa: E402
 
 STUDY = {
     "name": "campaign", "seeds": [0, 1],

@@ -44,7 +44,7 @@ VARIANTS = {"fp32": ("fp32", "off"), "fp32+cl": ("fp32", "on"), "bf16+cl": ("bf1
 def images(size: int, count: int) -> tuple["object", str]:
     import numpy as np
 
-    from medablate.config import DataConfig
+    from medablate.config.schema import DataConfig
     from medablate.data import load_data
 
     if (SHARED / "NORMAL").is_dir():
@@ -52,7 +52,7 @@ def images(size: int, count: int) -> tuple["object", str]:
         rng = np.random.default_rng(0)
         pick = rng.choice(len(data), count, replace=False)
         return data.images[pick], "shared chest X-rays"
-    from medablate.data import phantom
+    from medablate.data.sources import phantom
 
     return phantom.generate(count // 2 + 1, size, 0).images[:count], "phantom"
 
@@ -60,8 +60,8 @@ def images(size: int, count: int) -> tuple["object", str]:
 def measure(model_name: str, size: int, variant: str, batches: int, device_name: str) -> dict:
     import torch
 
-    from medablate.config import TrialConfig
-    from medablate.engine import Speed, build_trial_model
+    from medablate.config.schema import TrialConfig
+    from medablate.train.engine import Speed, build_trial_model
     from medablate.models import is_convolutional, parameters
 
     device = torch.device(device_name)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from medablate.augment import make_augment
-from medablate.config import AugmentConfig, validate_study
-from medablate.plan import expand
+from medablate.train.augment import make_augment
+from medablate.config.schema import AugmentConfig, validate_study
+from medablate.execute.plan import expand
 
 from conftest import tiny_study
 
@@ -61,8 +61,8 @@ def test_bad_augment_value_is_named() -> None:
 def test_a_study_trains_with_augmentation(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    from medablate.config import load_study
-    from medablate.study import StudyRunner
+    from medablate.config.schema import load_study
+    from medablate.study.runner import StudyRunner
 
     from conftest import write_study
 

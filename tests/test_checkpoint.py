@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medablate import atomic
-from medablate.checkpoint import load_checkpoint, save_checkpoint
+from medablate.core import atomic
+from medablate.folder.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_path_always_names_the_newest_complete_checkpoint(tmp_path: Path) -> None:

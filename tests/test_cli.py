@@ -56,7 +56,7 @@ def test_dry_run_lists_course_trials() -> None:
 
 
 def save_course_arrays(folder: Path, n: int = 30, size: int = 24) -> None:
-    from medablate.data import phantom
+    from medablate.data.sources import phantom
 
     train, test = phantom.generate(n, size, 0), phantom.generate(8, size, 9)
     np.save(folder / "normal.npy", train.images[train.labels == 0, 0])

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from medablate import stats
-from medablate.compare import analyse, write_analysis
-from medablate.config import load_study
+from medablate.analysis import stats
+from medablate.analysis.compare import analyse, write_analysis
+from medablate.config.schema import load_study
 from medablate.errors import UserError
-from medablate.study import StudyRunner
+from medablate.study.runner import StudyRunner
 
 from conftest import medablate, write_study
 

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from medablate.config import load_study, parse_override, validate_study
+from medablate.config.schema import load_study, parse_override, validate_study
 from medablate.errors import UserError
-from medablate.plan import expand
+from medablate.execute.plan import expand
 
 from conftest import REPO, tiny_study, write_study
 

@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from medablate.config import DataConfig, SplitConfig
+from medablate.config.schema import DataConfig, SplitConfig
 from medablate.data import dicom, load_data
 from medablate.data.split import make_split
 from medablate.errors import UserError

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medablate.config import DataConfig
-from medablate.data import image_folder, load_data
+from medablate.config.schema import DataConfig
+from medablate.data import load_data
+from medablate.data.sources import image_folder
 from medablate.errors import UserError
 
 

@@ -3,8 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medablate.config import DataConfig
-from medablate.data import load_data, npy_pair
+from medablate.config.schema import DataConfig
+from medablate.data import load_data
+from medablate.data.sources import npy_pair
 from medablate.errors import UserError
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from medablate.data import phantom
+from medablate.data.sources import phantom
 
 
 def test_deterministic_and_seed_dependent() -> None:
@@ -40,11 +40,11 @@ def test_positives_are_brighter_in_the_lungs_only_on_average() -> None:
 
 @pytest.mark.slow
 def test_course_mlp_lands_between_80_and_97_percent_after_10_epochs(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from medablate.config import TrialConfig
+    from medablate.config.schema import TrialConfig
     from medablate.data.split import TRAIN, make_split
-    from medablate.config import SplitConfig
-    from medablate.engine import Split, Trainer
-    from medablate.tasks import make_task
+    from medablate.config.schema import SplitConfig
+    from medablate.train.engine import Split, Trainer
+    from medablate.train.tasks import make_task
     import torch
 
     data = phantom.generate(1000, 256, 0)

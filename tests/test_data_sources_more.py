@@ -11,17 +11,18 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from medablate.config import DataConfig, SplitConfig, load_study
-from medablate.data import image_folder, load_data, manifest, medmnist
+from medablate.config.schema import DataConfig, SplitConfig, load_study
+from medablate.data import load_data
+from medablate.data.sources import image_folder, manifest, medmnist
 from medablate.data.split import make_split
 from medablate.errors import UserError
-from medablate.study import StudyRunner
+from medablate.study.runner import StudyRunner
 
 
 
 def write_images(folder: Path, count: int, size: int = 24, seed: int = 0) -> list[tuple[str, str, str]]:
     """count images per class as PNG files; returns (relative path, label, patient) rows."""
-    from medablate.data import phantom
+    from medablate.data.sources import phantom
 
     data = phantom.generate(count, size, seed)
     rows = []
@@ -157,7 +158,7 @@ def test_a_named_medmnist_set_that_is_not_on_disk_says_how_to_get_it() -> None:
 
 
 def test_the_source_catalogue_drives_validation_detection_and_the_readme_table(tmp_path: Path) -> None:
-    from medablate.config import validate_study
+    from medablate.config.schema import validate_study
     from medablate.data import resolve_source
     from medablate.data.sources import all_sources, table
     from medablate.errors import UserError

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from medablate.config import SplitConfig
-from medablate.data import phantom
+from medablate.config.schema import SplitConfig
+from medablate.data.sources import phantom
 from medablate.data.split import TRAIN, VAL, make_split
 from medablate.errors import UserError
 
@@ -41,7 +41,7 @@ def named(data, names):  # type: ignore[no-untyped-def]
 
 
 def test_grouped_split_keeps_every_patient_on_one_side() -> None:
-    from medablate.config import GroupBy
+    from medablate.config.schema import GroupBy
     from medablate.data.split import patients
 
     data = phantom.generate(60, 8, 0)

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from medablate.config import TrialConfig
-from medablate.data import phantom
-from medablate.engine import Split, Trainer, epoch_permutation, evaluate
-from medablate.tasks import make_task
+from medablate.config.schema import TrialConfig
+from medablate.data.sources import phantom
+from medablate.train.engine import Split, Trainer, epoch_permutation, evaluate
+from medablate.train.tasks import make_task
 
 CPU = torch.device("cpu")
 
@@ -110,7 +110,7 @@ def test_bce_and_ce_checkpoints_have_their_head(tmp_path: Path) -> None:
 
 
 def test_balanced_sampler_draws_classes_equally_and_is_seeded() -> None:
-    from medablate.engine import balanced_order
+    from medablate.train.engine import balanced_order
 
     labels = torch.tensor([0] * 900 + [1] * 100)
     torch.manual_seed(0)
@@ -144,7 +144,7 @@ def test_a_finished_run_keeps_weights_only_and_no_spare_slots(tmp_path: Path) ->
 
 
 def test_a_trailing_single_image_batch_is_left_out_so_batchnorm_trains(tmp_path: Path) -> None:
-    from medablate.engine import steps_per_epoch
+    from medablate.train.engine import steps_per_epoch
 
     assert steps_per_epoch(17, 8) == 2 and steps_per_epoch(16, 8) == 2 and steps_per_epoch(18, 8) == 3
     assert steps_per_epoch(1, 8) == 1

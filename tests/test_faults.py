@@ -71,7 +71,7 @@ def test_a_stale_marker_or_claim_of_a_dead_process_is_taken_over(tmp_path: Path)
 
 
 def test_a_run_claimed_by_a_live_process_is_skipped_not_an_error(tmp_path: Path) -> None:
-    from medablate import claims
+    from medablate.folder import claims
 
     study = write_study(tmp_path, training={"epochs": 1})
     out = tmp_path / "out"
@@ -127,7 +127,7 @@ def test_sigterm_stops_cleanly_with_143_and_resumes_identically(tmp_path: Path, 
 def test_only_enospc_or_edquot_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from medablate.execute import disk_full
+    from medablate.execute.run import disk_full
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=55 * 2**20))
@@ -290,10 +290,10 @@ def test_wrongly_typed_optimizer_and_scheduler_arguments_fail_before_training(tm
 
 
 def test_arguments_torch_only_rejects_when_stepping_fail_before_training() -> None:
-    from medablate.config import SchedulerConfig, TrainingConfig, TrialConfig
+    from medablate.config.schema import SchedulerConfig, TrainingConfig, TrialConfig
     from medablate.errors import UserError
-    from medablate.plan import Plan, Trial
-    from medablate.study import check_buildable
+    from medablate.execute.plan import Plan, Trial
+    from medablate.execute.prepare import check_buildable
 
     # past validation (built unvalidated here): torch builds this scheduler and fails only at its first step
     scheduler = SchedulerConfig.model_construct(name="CosineAnnealingLR", interval="epoch", T_max="abc")
@@ -317,7 +317,7 @@ def test_predict_saliency_keeps_inputs_with_the_same_name_apart(finished: dict[s
 
 
 def test_comparison_names_cannot_write_outside_figures(tmp_path: Path) -> None:
-    from medablate.rundir import safe_name
+    from medablate.folder.rundir import safe_name
 
     assert safe_name("..") not in (".", "..") and safe_name(".") != "." and not safe_name(".hidden").startswith(".")
     study = write_study(tmp_path, training={"epochs": 1},
@@ -339,7 +339,7 @@ def test_a_full_disk_stops_cleanly_and_the_same_command_then_finishes_identicall
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from medablate import atomic
+    from medablate.core import atomic
     from medablate.cli import app
 
     study = write_study(tmp_path, training={"epochs": 3})
@@ -377,7 +377,7 @@ def test_failed_runs_give_no_stray_matplotlib_warning(tmp_path: Path) -> None:
 def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path, uninterrupted: Any, every: object,
                                                                   kill_after: int,
                                                                   checkpoint_epoch: int | None) -> None:
-    from medablate.checkpoint import read_checkpoint
+    from medablate.folder.checkpoint import read_checkpoint
 
     sections = {**SLOW_ENOUGH, "training": {**SLOW_ENOUGH["training"], "checkpoint_every": every}}
     study = write_study(tmp_path, **sections)
@@ -401,7 +401,7 @@ def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical
                                                                                 code: int) -> None:
     """checkpoint_every auto writes nothing in a short run, so without the stop's own checkpoint the rerun would
     start over: it goes on from the very batch (epoch 3, batch 10 of 25) with the same numbers."""
-    from medablate.checkpoint import read_checkpoint
+    from medablate.folder.checkpoint import read_checkpoint
 
     sections = {**SLOW_ENOUGH, "training": {**SLOW_ENOUGH["training"], "checkpoint_every": "auto"}}
     study = write_study(tmp_path, **sections)

@@ -159,8 +159,8 @@ def test_a_damaged_finished_run_is_named_and_redone_to_the_same_numbers(finished
 # ------------------------------------------------------------------ 15. children die with their parent
 
 
-from medablate.children import alive as still_running  # noqa: E402
-from medablate.children import descendants  # noqa: E402
+from medablate.core.children import alive as still_running  # noqa: E402
+from medablate.core.children import descendants  # noqa: E402
 
 
 def test_a_killed_study_leaves_no_worker_or_helper_running(tmp_path: Path) -> None:
@@ -216,8 +216,8 @@ def test_sigterm_while_python_loads_is_a_clean_stop(tmp_path: Path) -> None:
 
 
 def test_workers_beyond_the_cores_are_capped_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
-    from medablate.engine import usable_cores
-    from medablate.workers import parse_workers
+    from medablate.train.engine import usable_cores
+    from medablate.execute.executors.workers import parse_workers
 
     assert parse_workers("64", "cpu") == min(64, usable_cores())
     if usable_cores() < 64:
@@ -241,7 +241,7 @@ def test_a_worker_that_dies_is_a_message_not_a_traceback(tmp_path: Path) -> None
 
 
 def test_a_phantom_larger_than_memory_is_refused_before_allocating() -> None:
-    from medablate.data.phantom import available_memory, check_fits
+    from medablate.data.sources.phantom import available_memory, check_fits
     from medablate.errors import UserError
 
     with pytest.raises(UserError, match="GiB free"):
@@ -264,7 +264,8 @@ def test_a_killed_helpers_temp_file_is_stale_though_its_pid_lives_on(tmp_path: P
     (its parent died too and init has not reaped it yet) or a later process got that pid (pids wrap: 32768 here)."""
     import time
 
-    from medablate import atomic, rundir
+    from medablate.core import atomic
+    from medablate.folder import rundir
 
     zombie = subprocess.Popen(["true"])
     later = subprocess.Popen(["sleep", "60"])

@@ -120,7 +120,7 @@ def test_4_evaluate_gives_clinical_metrics_and_reads_a_manifest(course: dict[str
 
 
 def test_5_sixteen_bit_png_decodes_like_its_eight_bit_original(course: dict[str, Path], tmp_path: Path) -> None:
-    from medablate.data.image_folder import decode
+    from medablate.data.sources.image_folder import decode
 
     original = np.load(course["data"] / "test_normal.npy")[:2]
     save_pngs({"eight": original}, tmp_path)
@@ -185,7 +185,7 @@ def test_8_a_changed_setting_names_the_keys_and_how_to_extend(tmp_path: Path) ->
 
 
 def test_9_exponent_numbers_in_yaml_are_numbers(tmp_path: Path) -> None:
-    from medablate.config import load_study
+    from medablate.config.schema import load_study
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\ntraining:\n  optimizer: {name: Adam, lr: 1e-4, weight_decay: 5E-5}\n")
@@ -196,7 +196,7 @@ def test_9_exponent_numbers_in_yaml_are_numbers(tmp_path: Path) -> None:
 
 
 def test_10_set_into_a_defaulted_section_merges_with_the_default(tmp_path: Path) -> None:
-    from medablate.config import load_study
+    from medablate.config.schema import load_study
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\n")
@@ -207,10 +207,10 @@ def test_10_set_into_a_defaulted_section_merges_with_the_default(tmp_path: Path)
 
 
 def test_11_no_spread_is_never_p_zero() -> None:
-    from medablate import stats
-    from medablate.compare import _ci, seed_row
-    from medablate.config import Study
-    from medablate.outcomes import BY_KEY
+    from medablate.analysis import stats
+    from medablate.analysis.compare import _ci, seed_row
+    from medablate.config.schema import Study
+    from medablate.analysis.outcomes import BY_KEY
 
     assert stats.paired_p_value([2.0] * 5) == pytest.approx(2 / 2**5)
     assert stats.sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)
@@ -220,9 +220,9 @@ def test_11_no_spread_is_never_p_zero() -> None:
 
 
 def test_12_training_time_is_never_in_a_test_family() -> None:
-    from medablate.compare import seed_row, verdict
-    from medablate.config import Study
-    from medablate.outcomes import BY_KEY
+    from medablate.analysis.compare import seed_row, verdict
+    from medablate.config.schema import Study
+    from medablate.analysis.outcomes import BY_KEY
 
     row = seed_row(Study(name="x"), BY_KEY["seconds"], np.array([10.0, 11, 12]), np.array([20.0, 22, 21]))
     assert np.isnan(row["p"]) and verdict(row | {"p_holm": float("nan")}, 0.05) == "descriptive"
@@ -230,7 +230,7 @@ def test_12_training_time_is_never_in_a_test_family() -> None:
 
 
 def test_13_accuracy_bands_stay_inside_zero_and_one() -> None:
-    from medablate import plots
+    from medablate.report import plots
 
     mean, half = np.array([0.95, 0.99, 0.02]), np.array([0.1, 0.1, 0.1])
     low, high = plots.band_limits(mean, half, "acc")
@@ -253,7 +253,7 @@ def test_14_threads_follow_omp_num_threads_and_the_flag(tmp_path: Path) -> None:
 
 
 def test_15_test_fraction_holds_out_a_patient_grouped_test_set(tmp_path: Path) -> None:
-    from medablate.config import SplitConfig
+    from medablate.config.schema import SplitConfig
     from medablate.data.split import TEST, make_split, patients
     from medablate.data.types import ImageSet
 
@@ -269,8 +269,8 @@ def test_15_test_fraction_holds_out_a_patient_grouped_test_set(tmp_path: Path) -
         sides.setdefault(owner, set()).add(side)
     assert all(len(s) == 1 for s in sides.values())
     assert 0.12 < np.mean(split == TEST) < 0.28 and 0.12 < np.mean(split == "val") < 0.28
-    from medablate.config import Study
-    from medablate.study import load_study_data
+    from medablate.config.schema import Study
+    from medablate.execute.prepare import load_study_data
     from rich.console import Console
 
     folder = tmp_path / "people"

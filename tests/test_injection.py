@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, medablate, write_study
-from medablate import faults
+from medablate.core import faults
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -59,7 +59,7 @@ def assert_same_study(out: Path, clean: Path) -> None:
 def assert_status_matches_files(out: Path) -> None:
     """`medablate status` says done exactly for runs with a done metrics.json, interrupted for those with a
     checkpoint, pending for the rest (the killed process holds no claim any more)."""
-    from medablate.status import study_status
+    from medablate.execute.status import study_status
 
     for row in study_status(out):
         run_dir = out / "trials" / row["run"]

@@ -1,6 +1,6 @@
 import torch
 
-from medablate.layers import InPlaceGradLinear
+from medablate.models.layers import InPlaceGradLinear
 
 
 def test_same_output_and_gradients_as_nn_linear() -> None:

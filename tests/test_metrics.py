@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from medablate import metrics
+from medablate.scoring import metrics
 
 
 def sample(n: int = 400, seed: int = 0, decimals: int | None = 2):  # type: ignore[no-untyped-def]

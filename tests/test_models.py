@@ -13,9 +13,13 @@ import pytest
 import torch
 import yaml
 
-from medablate.config import AugmentConfig, CNNConfig, MLPConfig, MonaiConfig, TrialConfig, validate_study
+from medablate.config.schema import AugmentConfig, TrialConfig, validate_study
+from medablate.models.cnn import CNNConfig
+from medablate.models.mlp import MLPConfig
+from medablate.models.monai import MonaiConfig
 from medablate.errors import UserError
-from medablate.models import REGISTRY, build_model, count_outputs, entry
+from medablate.core.registry import MODELS
+from medablate.models import build_model, count_outputs, entry
 from medablate.models.weights import load_weights
 
 from conftest import write_study
@@ -36,9 +40,9 @@ SMALL = {
 
 
 def test_every_registered_model_is_tested() -> None:
-    from medablate.config import MONAI_ALIASES
+    from medablate.models.monai import ALIASES as MONAI_ALIASES
 
-    assert set(REGISTRY) | set(MONAI_ALIASES) <= set(SMALL)
+    assert set(MODELS.names()) | set(MONAI_ALIASES) <= set(SMALL)
 
 
 @pytest.mark.parametrize("name", list(SMALL))
@@ -71,7 +75,7 @@ def test_a_misspelt_model_key_or_name_is_named_with_the_valid_ones(model: dict, 
 
 
 def test_set_model_name_starts_a_fresh_model_section(tmp_path: Path) -> None:
-    from medablate.config import load_study
+    from medablate.config.schema import load_study
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\n")
@@ -80,7 +84,7 @@ def test_set_model_name_starts_a_fresh_model_section(tmp_path: Path) -> None:
 
 
 def test_varying_the_architecture_gives_each_model_only_its_own_keys() -> None:
-    from medablate.plan import expand
+    from medablate.execute.plan import expand
 
     study = validate_study({"name": "x", "model": {"name": "cnn", "widths": [8, 16], "blocks": [1, 1]},
                             "comparisons": [{"name": "arch", "vary": {"model.name": ["cnn", "resnet18", "mlp"]}}]}, "s")
@@ -142,7 +146,7 @@ def test_a_study_starts_from_weights_records_their_sha256_and_prints_the_summary
     # the conv model's saliency is Grad-CAM, in predict --saliency and in the report's examples
     from PIL import Image
 
-    from medablate.data import phantom
+    from medablate.data.sources import phantom
 
     pixels = phantom.generate(1, 32, 7).images[1, 0]
     Image.fromarray(pixels).save(tmp_path / "xray.png")
@@ -158,7 +162,7 @@ def test_a_study_starts_from_weights_records_their_sha256_and_prints_the_summary
 
 
 def test_dataset_standardisation_uses_the_training_split_and_travels_in_the_checkpoint(tmp_path: Path) -> None:
-    from medablate.checkpoint import load_checkpoint
+    from medablate.folder.checkpoint import load_checkpoint
 
     study = write_study(tmp_path, model={"name": "cnn", "widths": [8, 16], "blocks": [1, 1]},
                         data={"normalize": "dataset"}, training={"epochs": 1}, comparisons=[])
@@ -166,7 +170,7 @@ def test_dataset_standardisation_uses_the_training_split_and_travels_in_the_chec
     assert medablate("run", str(study), "--out", str(out)).returncode == 0
     state = load_checkpoint(out / "trials" / "base-seed0" / "best.pt")
     from medablate.data import load_data
-    from medablate.config import load_study
+    from medablate.config.schema import load_study
 
     loaded, _ = load_study(study)
     images = load_data(loaded.data).images[:60]  # course split: the first 30 of each class train
@@ -199,7 +203,7 @@ def test_tta_averages_the_probabilities_of_the_views_and_is_recorded() -> None:
 def test_grad_cam_is_highest_on_the_region_that_decides_a_synthetic_image() -> None:
     """Class 1: a bright 6x6 square somewhere on noise; class 0: noise. A small CNN learns it; Grad-CAM's peak for
     a class-1 image falls on its square, and the MLP keeps the input gradient."""
-    from medablate.saliency import last_feature_map, saliency_map
+    from medablate.inspect.saliency import last_feature_map, saliency_map
 
     rng = np.random.default_rng(0)
 
@@ -239,7 +243,7 @@ def test_grad_cam_is_highest_on_the_region_that_decides_a_synthetic_image() -> N
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_and_fp16_keeps_its_grad_scaler_in_last_pt(tmp_path: Path, precision: str) -> None:
-    from medablate.checkpoint import read_checkpoint
+    from medablate.folder.checkpoint import read_checkpoint
 
     study = write_study(tmp_path, model={"name": "cnn", "widths": [8, 16], "blocks": [1, 1]},
                         training={"epochs": 2, "precision": precision, "checkpoint_every": "epoch"},
@@ -256,7 +260,7 @@ def test_mixed_precision_trains_and_fp16_keeps_its_grad_scaler_in_last_pt(tmp_pa
 
 
 def test_fp16_scaler_state_is_checkpointed() -> None:
-    from medablate.engine import Speed
+    from medablate.train.engine import Speed
 
     scaler = Speed(torch.device("cpu"), "fp16").scaler()
     assert scaler.is_enabled() and Speed().scaler().is_enabled() is False
@@ -271,7 +275,7 @@ def test_the_inplace_linear_falls_back_to_nn_linear_under_autocast() -> None:
 
 
 def test_channels_last_is_on_for_conv_nets_only() -> None:
-    from medablate.engine import speed_of
+    from medablate.train.engine import speed_of
 
     cpu = torch.device("cpu")
     assert speed_of(TrialConfig(model=CNNConfig()), cpu).channels_last
@@ -281,7 +285,7 @@ def test_channels_last_is_on_for_conv_nets_only() -> None:
 
 @pytest.mark.slow
 def test_compiled_training_stores_the_raw_modules_keys(tmp_path: Path) -> None:
-    from medablate.checkpoint import load_checkpoint
+    from medablate.folder.checkpoint import load_checkpoint
 
     study = write_study(tmp_path, model={"name": "cnn", "widths": [8], "blocks": [1]},
                         training={"epochs": 1, "compile": True}, comparisons=[])
@@ -295,7 +299,7 @@ def test_compiled_training_stores_the_raw_modules_keys(tmp_path: Path) -> None:
 
 
 def test_shift_augmentations_keep_shape_and_range_repeat_with_a_seed_and_differ_per_image() -> None:
-    from medablate.augment import make_augment
+    from medablate.train.augment import make_augment
 
     augment = make_augment(AugmentConfig(crop_scale=(0.6, 1.0), gamma=0.3, noise=0.05, blur=1.5, contrast=0.2,
                                          brightness=0.1))
@@ -308,7 +312,7 @@ def test_shift_augmentations_keep_shape_and_range_repeat_with_a_seed_and_differ_
 
 
 def test_identity_settings_of_crop_and_blur_change_nothing() -> None:
-    from medablate.augment import _blur, make_augment
+    from medablate.train.augment import _blur, make_augment
 
     x = torch.rand(4, 1, 32, 32)
     full = make_augment(AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)))
@@ -320,7 +324,7 @@ def test_identity_settings_of_crop_and_blur_change_nothing() -> None:
 
 def test_a_crop_zooms_in() -> None:
     """A crop of a quarter of the area magnifies: an image with one bright pixel gets a bigger bright spot."""
-    from medablate.augment import make_augment
+    from medablate.train.augment import make_augment
 
     x = torch.zeros(1, 1, 33, 33)
     x[..., 16, 16] = 1
@@ -354,7 +358,7 @@ def test_a_cnn_trial_killed_mid_epoch_resumes_identically(tmp_path: Path) -> Non
 
 
 def test_runs_written_before_the_new_keys_are_not_reported_as_changed() -> None:
-    from medablate.study import config_differences
+    from medablate.execute.prepare import config_differences
 
     old = {"model": {"name": "mlp", "hidden": [8]}, "training": {"epochs": 3}, "augment": {"rotate": 0.0},
            "seed": 0, "resolved": {"loss": "BCEWithLogitsLoss"}}

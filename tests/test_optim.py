@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from medablate.config import OptimizerConfig, SchedulerConfig
-from medablate.optim import build_optimizer, build_scheduler
+from medablate.config.schema import OptimizerConfig, SchedulerConfig
+from medablate.train.optim import build_optimizer, build_scheduler
 
 
 def lrs_per_epoch(scheduler_config: SchedulerConfig, epochs: int, steps: int) -> list[float]:

@@ -13,9 +13,9 @@ import pytest
 from rich.console import Console
 
 from conftest import REPO, write_study
-from medablate.config import load_study
-from medablate.study import StudyRunner
-from medablate.transfer import gap_rows, gap_warnings
+from medablate.config.schema import load_study
+from medablate.study.runner import StudyRunner
+from medablate.analysis.transfer import gap_rows, gap_warnings
 
 REFERENCES = [{"name": "Kermany 2018", "metrics": {"accuracy": 0.928, "sensitivity": 0.932, "specificity": 0.901,
                                                    "auc": 0.968}, "test_set": "the official 624-image test split",

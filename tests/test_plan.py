@@ -1,5 +1,5 @@
-from medablate.config import validate_study
-from medablate.plan import expand
+from medablate.config.schema import validate_study
+from medablate.execute.plan import expand
 
 from conftest import tiny_study
 

@@ -11,17 +11,17 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from medablate.config import load_study
+from medablate.config.schema import load_study
 from medablate.errors import UserError
-from medablate.predict import predict_images
-from medablate.study import StudyRunner
+from medablate.inspect.predict import predict_images
+from medablate.study.runner import StudyRunner
 
 from conftest import medablate, write_study
 
 
 def write_folder(root: Path, count: int, seed: int) -> None:
     """Phantom images as files: class 0 as grey PNGs, class 1 as RGB JPEGs."""
-    from medablate.data import phantom
+    from medablate.data.sources import phantom
 
     data = phantom.generate(count, 32, seed)
     for i, (pixels, label) in enumerate(zip(data.images, data.labels)):

@@ -33,8 +33,8 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 
 def run_on_ray(study_file: Path, out: Path) -> int:
-    from medablate.config import load_study
-    from medablate.study import StudyRunner
+    from medablate.config.schema import load_study
+    from medablate.study.runner import StudyRunner
 
     study, _ = load_study(study_file, [])
     runner = StudyRunner(study, out, Console(stderr=True), "test")
@@ -71,8 +71,8 @@ def test_ray_skips_finished_runs_and_a_task_error_is_one_paragraph(tmp_path: Pat
     assert before == {p.name: (p / "metrics.json").stat().st_mtime_ns for p in (out / "trials").iterdir()}
 
     from medablate.errors import UserError
-    from medablate.ray_executor import run_task
-    from medablate.config import load_study, to_plain
+    from medablate.execute.executors.ray import run_task
+    from medablate.config.schema import load_study, to_plain
 
     plain = to_plain(load_study(study, [])[0])
     remote = ray.remote(run_task)
@@ -90,7 +90,7 @@ def test_ray_options_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert_user_error(medablate("run", str(study), "--executor", "ray", "--workers", "2"), "--workers is for the local")
     assert_user_error(medablate("run", str(study), "--workers", "two"), "--workers 'two'")
     from medablate.errors import UserError
-    from medablate.ray_executor import parse_resources, require_ray
+    from medablate.execute.executors.ray import parse_resources, require_ray
 
     assert parse_resources("num_cpus=2, num_gpus=0.5") == {"num_cpus": 2.0, "num_gpus": 0.5}
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from medablate.config import load_study
-from medablate.data import image_folder
-from medablate.study import StudyRunner
+from medablate.config.schema import load_study
+from medablate.data.sources import image_folder
+from medablate.study.runner import StudyRunner
 
 from conftest import assert_clinical_metrics, require_shared_data, write_study
 
@@ -64,7 +64,7 @@ def test_whole_shared_folder_loads(tmp_path: Path) -> None:
 
 
 def test_shared_folder_grouped_by_patient_has_no_leak_and_counts_duplicates() -> None:
-    from medablate.config import SplitConfig
+    from medablate.config.schema import SplitConfig
     from medablate.data.duplicates import find_duplicates
     from medablate.data.split import KERMANY_PATIENTS, VAL, make_split, patients
 

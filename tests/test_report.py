@@ -10,8 +10,8 @@ import pytest
 from markdown_it import MarkdownIt
 from rich.console import Console
 
-from medablate.config import load_study
-from medablate.study import StudyRunner
+from medablate.config.schema import load_study
+from medablate.study.runner import StudyRunner
 
 from conftest import write_study
 

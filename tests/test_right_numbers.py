@@ -11,13 +11,14 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from medablate import compare, rundir, stats
+from medablate.analysis import compare, stats
+from medablate.folder import rundir
 from medablate.cli import app
-from medablate.config import load_study
+from medablate.config.schema import load_study
 from medablate.errors import UserError
-from medablate.optim import build_optimizer, build_scheduler
-from medablate.outcomes import OUTCOMES
-from medablate.plan import expand
+from medablate.train.optim import build_optimizer, build_scheduler
+from medablate.analysis.outcomes import OUTCOMES
+from medablate.execute.plan import expand
 
 from conftest import REPO, write_study
 
@@ -82,7 +83,7 @@ def test_dry_run_says_which_schedule_was_scaled() -> None:
 
 
 def test_a_scaled_schedule_is_recorded_in_config_yaml_and_keeps_old_runs_valid() -> None:
-    from medablate.study import config_differences
+    from medablate.execute.prepare import config_differences
 
     study, _ = load_study(COURSE)
     trial = next(t for t in expand(study).trials if t.id == "StepLR")
@@ -194,7 +195,7 @@ def test_best_trial_figures_of_a_synthetic_study_say_so_and_draw_no_reference(ph
 
 
 def test_references_are_drawn_on_the_roc_of_real_data(tmp_path: Path) -> None:
-    from medablate import plots
+    from medablate.report import plots
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 200)
@@ -269,7 +270,7 @@ def test_keep_checkpoints_last_keeps_the_final_weights(tmp_path: Path) -> None:
 def test_a_kaggle_root_holding_train_only_is_its_training_folder(tmp_path: Path) -> None:
     from PIL import Image
 
-    from medablate.config import DataConfig
+    from medablate.config.schema import DataConfig
     from medablate.data import data_index, load_data
 
     for name in ("NORMAL", "PNEUMONIA"):
@@ -285,7 +286,7 @@ def test_a_kaggle_root_holding_train_only_is_its_training_folder(tmp_path: Path)
 def test_mixed_inputs_are_said_once_with_counts(tmp_path: Path) -> None:
     from PIL import Image
 
-    from medablate.data import image_folder
+    from medablate.data.sources import image_folder
 
     (tmp_path / "xr" / "a").mkdir(parents=True)
     (tmp_path / "xr" / "b").mkdir(parents=True)

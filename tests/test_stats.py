@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from medablate import stats
+from medablate.analysis import stats
 
 
 def test_mcnemar_exact_matches_the_textbook_example() -> None:

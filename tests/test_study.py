@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from medablate.config import load_study
-from medablate.study import StudyRunner
+from medablate.config.schema import load_study
+from medablate.study.runner import StudyRunner
 from rich.console import Console
 
 from conftest import assert_clinical_metrics, medablate, write_study
@@ -162,7 +162,7 @@ def test_a_three_class_study_reports_macro_and_per_class_metrics(tmp_path: Path)
     import numpy as np
     from PIL import Image
 
-    from medablate.data import phantom
+    from medablate.data.sources import phantom
 
     data = phantom.generate(30, 24, 0)
     for i, (pixels, label) in enumerate(zip(data.images, data.labels)):
@@ -186,7 +186,7 @@ def test_run_figures_are_drawn_after_training_and_redrawn_when_stale(tmp_path: P
     re-evaluated run (another threshold) is redrawn, a current one is left alone."""
     import json
 
-    from medablate import run_figures
+    from medablate.report import run_figures
 
     out = tmp_path / "out"
     assert run_study(write_study(tmp_path), out) == 0

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from medablate.config import MLPConfig
+from medablate.models.mlp import MLPConfig
 from medablate.errors import UserError
 from medablate.models import build_model, count_outputs
-from medablate.tasks import make_task
+from medablate.train.tasks import make_task
 
 
 def test_head_size_follows_the_loss() -> None:

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from medablate.clinical import Predictions, evaluate_trial
-from medablate.config import EvaluationConfig
+from medablate.scoring.clinical import Predictions, evaluate_trial
+from medablate.config.schema import EvaluationConfig
 from medablate.errors import UserError
-from medablate.thresholds import choose_threshold
+from medablate.scoring.thresholds import choose_threshold
 
 
 def predictions(n: int, seed: int) -> Predictions:

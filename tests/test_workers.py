@@ -34,9 +34,9 @@ def test_two_workers_train_each_run_once_with_the_numbers_of_one_thread(tmp_path
 
 
 def test_workers_auto_is_one_on_a_cpu() -> None:
-    from medablate.workers import auto_workers, parse_workers
+    from medablate.execute.executors.workers import auto_workers, parse_workers
 
     assert parse_workers("auto", "cpu") == 1 and auto_workers("cpu") == (1, [])
-    from medablate.engine import usable_cores
+    from medablate.train.engine import usable_cores
 
     assert parse_workers("3", "auto") == min(3, usable_cores())  # issue 25: never more workers than cores

@@ -126,8 +126,8 @@ def run(
     signal.signal(signal.SIGINT, on_signal)
 
     def action() -> int:
-        from medablate.config import load_study
-        from medablate.study import StudyRunner
+        from medablate.config.schema import load_study
+        from medablate.study.runner import StudyRunner
 
         check_threads(threads)
         if out is not None and not out.strip():
@@ -136,7 +136,7 @@ def run(
         study, _ = load_study(study_file, set_)
         folder = Path(out) if out is not None else Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        from medablate.workers import parse_workers
+        from medablate.execute.executors.workers import parse_workers
 
         if executor not in ("local", "ray"):
             raise UserError(f"--executor {executor!r} is not known: use local (the default) or ray.")
@@ -145,7 +145,7 @@ def run(
         runner = StudyRunner(study, folder, console, command, threads, parse_workers(workers, study.training.device))
         runner.background = True
         if executor == "ray":
-            from medablate.ray_executor import parse_resources, require_ray
+            from medablate.execute.executors.ray import parse_resources, require_ray
 
             if runner.workers > 1:
                 raise UserError("--workers is for the local executor; with --executor ray, Ray runs as many runs at "
@@ -167,7 +167,7 @@ def run(
 
 def check_threads(threads: int | None) -> None:
     """--threads within what the machine can run: torch starts that many threads per process."""
-    from medablate.engine import usable_cores
+    from medablate.train.engine import usable_cores
 
     cores = usable_cores()
     if threads is not None and threads > 4 * cores:
@@ -195,12 +195,12 @@ def _print_plan(runner: Any) -> None:
     table.add_column("comparisons")
     for key in runner.plan.varied_keys:
         table.add_column(key)
-    from medablate.plan import short_value
+    from medablate.execute.plan import short_value
 
     for trial in runner.plan.trials:
         table.add_row(trial.id, ", ".join(trial.comparisons), *(short_value(v) for v in trial.varied.values()))
     out_console.print(table)
-    from medablate.plan import scaling_notes
+    from medablate.execute.plan import scaling_notes
 
     for note in scaling_notes(runner.plan):
         out_console.print(f"schedule scaled: {escape(note)}", highlight=False)
@@ -227,7 +227,7 @@ def evaluate(
     """Rebuild a trial's model from its saved config, evaluate its checkpoint and write accuracy, loss and confusion."""
 
     def action() -> None:
-        from medablate.evaluation import evaluate_trial
+        from medablate.inspect.evaluate import evaluate_trial
 
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint is '{checkpoint}': use best or last.")
@@ -296,7 +296,7 @@ def compare(out: Path = typer.Argument(..., help="A study's output folder (runs/
     """Recompute summaries, paired comparisons, conclusions, tables and figures from saved files, without training."""
 
     def action() -> None:
-        from medablate.compare import write_analysis
+        from medablate.report.outputs import write_outputs as write_analysis
 
         analysis = write_analysis(out)
         if analysis.missing:
@@ -316,8 +316,8 @@ def report(out: Path = typer.Argument(..., help="A study's output folder (runs/<
     """Write DIR/report.html (self-contained, opens offline) and DIR/report.md from the study's saved files."""
 
     def action() -> None:
-        from medablate.compare import write_analysis
-        from medablate.report import build_report
+        from medablate.report.outputs import write_outputs as write_analysis
+        from medablate.report.report import build_report
 
         html_path, md_path = build_report(out, write_analysis(out))
         out_console.print(f"Wrote {html_path} and {md_path}")
@@ -337,8 +337,8 @@ def predict(
     def action() -> int:
         import json
 
-        from medablate.predict import as_json as to_json
-        from medablate.predict import predict_images
+        from medablate.inspect.predict import as_json as to_json
+        from medablate.inspect.predict import predict_images
 
         if saliency is not None:
             check_saliency_folder(saliency)
@@ -377,7 +377,7 @@ def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<
     """List a study's runs as done, running, interrupted, pending, diverged or failed."""
 
     def action() -> None:
-        from medablate.status import study_status
+        from medablate.execute.status import study_status
 
         rows = study_status(out)
         table = Table(title=str(out))

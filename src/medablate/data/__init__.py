@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medablate.config import DataConfig, TestConfig
-from medablate.data import npy_pair
-from medablate.data.sources import all_sources
+from medablate.config.schema import DataConfig, TestConfig
+from medablate.data.sources import all_sources, npy_pair
+from medablate.data.sources.medmnist import load as load_medmnist
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
 
@@ -24,8 +24,6 @@ def resolve_source(source: str, path: Path | None, files: list[str]) -> str:
     if path is None:
         return "phantom"
     if not path.exists() and "mnist" in path.name.lower():
-        from medablate.data.medmnist import load as load_medmnist
-
         load_medmnist(path, 28)  # raises the message that says how to get a MedMNIST file
     if not path.exists():
         raise UserError(f"data path {path} does not exist: set data.path to a folder with the course's .npy files "

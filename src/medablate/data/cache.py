@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from medablate import atomic
+from medablate.core import atomic
 from medablate.data.types import ImageSet
 
 FORMAT = 1

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from medablate.config import SplitConfig
+from medablate.config.schema import SplitConfig
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
 

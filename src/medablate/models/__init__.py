@@ -1,6 +1,8 @@
 """Model registry: a name, its config class and a builder taking (config, input shape (C, H, W), outputs).
 
-A model is one file in this package: a builder decorated with @register_model. The head size comes from the
+A model is one file in this package: its config class (a medablate.config.base.ModelBase, which also writes the
+model's sentence of the methods paragraph) and its builder, decorated with @register_model(name, config, ...); the
+study schema's `model` union is built from the registered config classes. The head size comes from the
 task, never guessed; input channels from the data. `create_model` adds the trial's input standardisation and
 test-time augmentation around the network (only when they are on, so plain networks keep their state-dict keys).
 """
@@ -13,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from medablate.core.registry import MODELS
 from medablate.models.wrapper import Classifier
 
 InputShape = tuple[int, int, int]  # (C, H, W)
@@ -22,25 +25,26 @@ Builder = Callable[[Any, InputShape, int], nn.Module]
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
+    config: type  # its config class (a ModelBase), a member of the study schema's `model` union
     build: Builder
     convolutional: bool  # channels-last, Grad-CAM
     summary: str
+    aliases: tuple[str, ...] = ()  # other values of `model.name` that mean this model (resnet18 -> monai)
 
 
-REGISTRY: dict[str, ModelEntry] = {}
-
-
-def register_model(name: str, convolutional: bool, summary: str) -> Callable[[Builder], Builder]:
+def register_model(name: str, config: type, convolutional: bool, summary: str,
+                   aliases: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
     def add(builder: Builder) -> Builder:
-        REGISTRY[name] = ModelEntry(name, builder, convolutional, summary)
+        MODELS.register(name, ModelEntry(name, config, builder, convolutional, summary, aliases))
         return builder
 
     return add
 
 
 def entry(config: Any) -> ModelEntry:
-    _load_builders()
-    return REGISTRY[config.name if config.name in REGISTRY else "monai"]
+    """The registered model a config section names (by its name or an alias)."""
+    entries = MODELS.entries()
+    return next(e for e in entries.values() if config.name == e.name or config.name in e.aliases)
 
 
 def input_shape(shape: tuple[int, ...]) -> InputShape:
@@ -72,10 +76,6 @@ def count_outputs(model: nn.Module) -> int:
 
 def is_convolutional(config: Any) -> bool:
     return entry(config).convolutional
-
-
-def _load_builders() -> None:
-    from medablate.models import cnn, mlp, monai  # noqa: F401 - each registers itself
 
 
 def parameters(model: nn.Module) -> int:

@@ -3,13 +3,40 @@ CPU in PyTorch), BatchNorm and ReLU, stride-2 downsampling, global average pooli
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
+from pydantic import Field, StrictInt, model_validator
 from torch import nn
 
-from medablate.config import CNNConfig
+from medablate.config.base import ModelBase
 from medablate.models import InputShape, register_model
+
+
+class CNNConfig(ModelBase):
+    """medablate's CPU-fast network: a stride-2 stem, then stages of 3x3 conv-BN-ReLU blocks (the first of each
+    later stage with stride 2), global average pooling, dropout and a linear head."""
+
+    name: Literal["cnn"] = "cnn"
+    widths: list[StrictInt] = Field(default_factory=lambda: [32, 64, 128, 256], description="channels per stage")
+    blocks: list[StrictInt] = Field(default_factory=lambda: [1, 1, 1, 1], description="blocks per stage")
+    residual: bool = Field(True, description="blocks of two convolutions with a skip connection (else one conv)")
+    stem_stride: StrictInt = Field(2, ge=1, le=4, description="stride of the first convolution")
+    dropout: float = Field(0.2, ge=0, lt=1, description="before the linear head")
+
+    @model_validator(mode="after")
+    def _stage_lists(self) -> "CNNConfig":
+        if not self.widths or len(self.widths) != len(self.blocks):
+            raise ValueError(f"widths ({len(self.widths)} stages) and blocks ({len(self.blocks)} stages) must name the "
+                             "same, non-zero number of stages, e.g. widths: [24, 48, 96, 192], blocks: [1, 1, 1, 1]")
+        if any(w < 1 for w in self.widths) or any(b < 1 for b in self.blocks):
+            raise ValueError(f"widths and blocks must be positive: got {self.widths}, {self.blocks}")
+        return self
+
+    def describe(self, start: str) -> str:
+        return (f"a convolutional network (medablate's cnn: stages of {', '.join(map(str, self.widths))} channels with "
+                f"{', '.join(map(str, self.blocks))} {'residual ' if self.residual else ''}blocks of 3x3 "
+                f"convolution-BatchNorm-ReLU, global average pooling, dropout {self.dropout}){start}")
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -64,7 +91,7 @@ class CNN(nn.Module):
         return self.head(self.dropout(self.pool(self.features(x)).flatten(1)))
 
 
-@register_model("cnn", convolutional=True, summary="medablate's CPU-fast CNN: 3x3 conv-BN-ReLU stages, residual")
+@register_model("cnn", CNNConfig, convolutional=True, summary="medablate's CPU-fast CNN: 3x3 conv-BN-ReLU stages, residual")
 def cnn(config: CNNConfig, shape: InputShape, num_outputs: int) -> CNN:
     return CNN(2, shape[0], num_outputs, config.widths, config.blocks, config.residual, config.stem_stride,
                config.dropout)

@@ -8,11 +8,14 @@ arguments are config errors, before anything trains.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
+from pydantic import Field, model_validator
 from torch import nn
 
-from medablate import names
+from medablate.config.base import ModelBase
+from medablate.core import names
+from medablate.models import register_model
 
 IN_NAMES = ("in_channels", "n_input_channels")
 OUT_NAMES = ("out_channels", "num_classes")
@@ -24,6 +27,27 @@ ALIASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "densenet121": ("DenseNet121", "DenseNet121", {}),
     "efficientnet-b0": ("EfficientNetBN", "EfficientNetBN", {"model_name": "efficientnet-b0", "pretrained": False}),
 }
+
+
+class MonaiConfig(ModelBase):
+    """Any network of monai.networks.nets (`{name: monai, net: DenseNet121, kwargs: {...}}`) or a short alias
+    (resnet18, resnet34, resnet50, densenet121, efficientnet-b0). spatial_dims, channels and the head are set by
+    medablate."""
+
+    name: Literal["monai", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0"] = "monai"
+    net: str | None = Field(None, description="a class or builder in monai.networks.nets (name: monai)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments")
+
+    @model_validator(mode="after")
+    def _known(self) -> "MonaiConfig":
+        check(self)
+        return self
+
+    def describe(self, start: str) -> str:
+        net = self.net if self.name == "monai" else self.name
+        return f"MONAI's {net}{' (' + str(self.kwargs) + ')' if self.kwargs else ''}{start}"
+
+
 SET_BY_MEDABLATE = ("spatial_dims", *IN_NAMES, *OUT_NAMES)
 
 
@@ -108,11 +132,7 @@ def build(config: Any, in_channels: int, num_outputs: int) -> nn.Module:
     return make(spatial_dims=2, **{in_name: in_channels, out_name: num_outputs}, **kwargs)
 
 
-def _register() -> None:
-    from medablate.models import register_model
-
-    register_model("monai", convolutional=True, summary="any network of monai.networks.nets; aliases "
-                   + ", ".join(ALIASES))(lambda config, shape, outputs: build(config, shape[0], outputs))
-
-
-_register()
+@register_model("monai", MonaiConfig, convolutional=True, aliases=tuple(ALIASES),
+                summary="any network of monai.networks.nets; aliases " + ", ".join(ALIASES))
+def monai(config: MonaiConfig, shape: tuple[int, int, int], num_outputs: int) -> nn.Module:
+    return build(config, shape[0], num_outputs)

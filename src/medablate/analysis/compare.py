@@ -1,0 +1,348 @@
+"""Which differences in a study are real: per-trial summaries over seeds, paired comparisons against each
+comparison's reference level, Holm-corrected p-values, and conclusions in words.
+
+Reads the run folder only (metrics.json, history.csv, predictions_test.csv), so `medablate compare DIR`
+recomputes everything without training and works on a partly finished study.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medablate.analysis import stats
+from medablate.analysis.ensembles import (
+    ENSEMBLE_COLUMNS,
+    mean_predictions,
+    summary_columns,
+    write_ensembles,
+)
+from medablate.analysis.outcomes import (
+    BY_KEY,
+    OUTCOMES,
+    Outcome,
+    is_tested,
+    run_outcomes,
+    scaled,
+)
+from medablate.config.schema import Study, to_plain
+from medablate.core import atomic, faults
+from medablate.execute import results
+from medablate.execute.plan import Plan, Trial, expand, level_label, reference_trial
+from medablate.folder import claims, rundir
+
+MIN_SEEDS = 3
+DESCRIPTIVE = "descriptive only"
+PER_IMAGE = "test_acc_per_image"
+COMPARISON_COLUMNS = ["comparison", "level", "reference", "outcome", "n", "level_mean", "reference_mean",
+                      "difference", "ci_low", "ci_high", "test", "role", "p", "p_holm", "prob_improvement", "verdict",
+                      "seeds_needed", "family", "family_size", "detail"]
+
+
+@dataclass
+class Analysis:
+    summary: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    sentences: dict[str, list[str]]
+    missing: list[str] = field(default_factory=list)
+    outcomes: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # per (trial id, seed)
+    results: list[dict[str, Any]] = field(default_factory=list)  # results.csv's rows, once written
+
+
+def load_study_folder(out: Path) -> tuple[Study, Plan, dict[str, Any]]:
+    info, study = rundir.read_study_info(out)
+    return study, expand(study), info
+
+
+def collect(out: Path, study: Study, plan: Plan) -> tuple[dict[tuple[str, int], dict[str, float]], list[str]]:
+    """Outcomes per (trial id, seed) for finished runs, and the ids of runs that are not (yet) usable."""
+    found, missing = {}, []
+    for run in plan.runs:
+        values = run_outcomes(rundir.trial_dir(out, run.id), study.analysis)
+        if values is None:
+            missing.append(f"{run.id} ({rundir.run_status(rundir.trial_dir(out, run.id))})")
+        else:
+            found[(run.trial.id, run.seed)] = values
+    return found, missing
+
+
+def summarise(plan: Plan, found: dict[tuple[str, int], dict[str, float]]) -> list[dict[str, Any]]:
+    rows = []
+    for trial in plan.trials:
+        per_seed = [found[(trial.id, s)] for s in plan.seeds if (trial.id, s) in found]
+        row: dict[str, Any] = {"trial": trial.id, "comparisons": ";".join(trial.comparisons), "seeds": len(per_seed)}
+        for outcome in OUTCOMES:
+            mean, sd, low, high = stats.mean_sd_ci([v[outcome.key] for v in per_seed], bounds=outcome.bounds)
+            row.update({f"{outcome.key}_mean": mean, f"{outcome.key}_sd": sd,
+                        f"{outcome.key}_ci_low": low, f"{outcome.key}_ci_high": high})
+        rows.append(row)
+    return rows
+
+
+def _paired(found: dict, level: Trial, reference: Trial, seeds: list[int], key: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    pairs = [(s, found[(level.id, s)][key], found[(reference.id, s)][key]) for s in seeds
+             if (level.id, s) in found and (reference.id, s) in found]
+    pairs = [p for p in pairs if math.isfinite(p[1]) and math.isfinite(p[2])]
+    return [p[0] for p in pairs], np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])
+
+
+def seed_row(study: Study, outcome: Outcome, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Paired comparison over seeds of one outcome: difference, CI, test, P(improvement), seeds needed."""
+    d = a - b
+    mean, _, low, high = stats.mean_sd_ci(d, bounds=outcome.difference_bounds)
+    enough = len(d) >= MIN_SEEDS and is_tested(outcome)
+    test = "Wilcoxon signed-rank" if study.analysis.test == "wilcoxon" else "paired t"
+    detail = ""
+    if not is_tested(outcome):
+        test, detail = DESCRIPTIVE, f"reported, never tested: {outcome.untested_because}"
+    elif stats.no_spread(d) and study.analysis.test == "t":
+        test, low, high = "exact sign-flip permutation (no spread: a t-test cannot be computed)", math.nan, math.nan
+        detail = f"every seed pair differs by exactly {d[0]:.6g}"
+    return {"outcome": outcome.key, "n": len(d), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
+            "difference": mean, "ci_low": low, "ci_high": high, "test": test,
+            "p": stats.paired_p_value(d, study.analysis.test) if enough else math.nan,
+            "prob_improvement": stats.probability_of_improvement(a, b, outcome.higher_is_better),
+            "seeds_needed": stats.seeds_needed(d, study.analysis.alpha) if is_tested(outcome) else None,
+            "detail": detail}
+
+
+def image_row(out: Path, study: Study, level: Trial, reference: Trial, seeds: list[int]) -> dict[str, Any] | None:
+    """The two trials' seed ensembles (mean of the seeds' probabilities, decided at the loss's rule) compared image
+    by image on the test set. One definition of "right" for every number of the row: the counts of images right
+    only for one side, the accuracy difference (their difference over the images), its paired bootstrap CI over
+    images and McNemar's exact test on those counts. With one seed the ensemble is that seed's model."""
+    level_right = ensemble_correct(out, level, seeds)
+    ref_right = ensemble_correct(out, reference, seeds)
+    if level_right is None or ref_right is None or level_right[0] != ref_right[0]:
+        return None
+    a, b = level_right[1], ref_right[1]
+    only_level, only_ref, p = stats.mcnemar_exact(a, b)
+    low, high = stats.paired_bootstrap_ci(a[None], b[None], study.analysis.bootstrap_resamples)
+    return {"outcome": PER_IMAGE, "n": len(a), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
+            "difference": (only_level - only_ref) / len(a), "ci_low": low, "ci_high": high,
+            "test": "McNemar exact on the seed ensembles' decisions; paired bootstrap CI over images",
+            "p": p if len(seeds) >= MIN_SEEDS else math.nan, "prob_improvement": math.nan, "seeds_needed": None,
+            "detail": f"test images right only for the level's seed ensemble: {only_level}, only for the "
+                      f"reference's: {only_ref}; seeds: {len(seeds)}"}
+
+
+def ensemble_correct(out: Path, trial: Trial, seeds: list[int]) -> tuple[list[str], np.ndarray] | None:
+    """Test image ids and, per image, whether the trial's seed ensemble decides it right (None when a seed has no
+    test predictions, or the seeds were scored on different images)."""
+    run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, seed)) for seed in seeds]
+    rows = rundir.read_predictions(rundir.predictions_file(run_dirs[0], "test"))
+    names = [key.removeprefix("prob_") for key in (rows[0] if rows else {}) if key.startswith("prob_")]
+    found = mean_predictions(run_dirs, "test", names) if names else None
+    if found is None:
+        return None
+    ids, predictions = found
+    return ids, predictions.decisions == predictions.labels
+
+
+def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for comparison in study.comparisons:
+        keys = list(comparison.vary)
+        reference = reference_trial(study, plan, comparison)
+        for level in plan.trials_of(comparison.name):
+            if level.id == reference.id:
+                continue
+            head = {"comparison": comparison.name, "level": level_label(level, keys),
+                    "reference": level_label(reference, keys), "primary": primary_outcome(study, comparison, found)}
+            for outcome in OUTCOMES:
+                seeds, a, b = _paired(found, level, reference, plan.seeds, outcome.key)
+                if len(seeds):
+                    rows.append(head | seed_row(study, outcome, a, b))
+            seeds, _, _ = _paired(found, level, reference, plan.seeds, "test_acc")
+            per_image = image_row(out, study, level, reference, seeds) if seeds else None
+            if per_image:
+                rows.append(head | per_image)
+    return correct_family(rows, study)
+
+
+def primary_outcome(study: Study, comparison: Any, found: dict) -> str:
+    """The outcome a comparison answers: its own `primary:`, else the study's, else test accuracy when the study
+    has a test set and the validation accuracy of the checkpoint used when it has not."""
+    if comparison.primary or study.analysis.primary:
+        return str(comparison.primary or study.analysis.primary)
+    has_test = any(math.isfinite(v.get("test_acc", math.nan)) for v in found.values())
+    return "test_acc" if has_test else "val_acc"
+
+
+def correct_family(rows: list[dict[str, Any]], study: Study) -> list[dict[str, Any]]:
+    """Holm over the family: the primary tests (one per level and comparison), or with `analysis.family: all`
+    every test of the study. Outside the primary family a p-value is exploratory: raw, and never a verdict."""
+    everything = study.analysis.family == "all"
+    for row in rows:
+        tested = row["test"] != DESCRIPTIVE
+        row["role"] = "descriptive" if not tested else "primary" if row["outcome"] == row.pop("primary") else \
+            "secondary" if everything else "exploratory"
+    members = [r for r in rows if r["role"] == "primary" or (everything and r["role"] == "secondary")]
+    member_ids = {id(r) for r in members}
+    adjusted = stats.holm([r["p"] for r in members])
+    size = sum(1 for r in members if not math.isnan(r["p"]))
+    for row, p_holm in zip(members, adjusted):
+        row["p_holm"] = p_holm
+    for row in rows:
+        row.setdefault("p_holm", math.nan)
+        in_family = id(row) in member_ids
+        row["family"] = ("all tests" if everything else "primary tests") if in_family else ""
+        row["family_size"] = size if in_family else None
+        row["verdict"] = verdict(row, study.analysis.alpha)
+    return rows
+
+
+def verdict(row: dict[str, Any], alpha: float) -> str:
+    if row["test"] == DESCRIPTIVE:
+        return "descriptive"
+    if row.get("role") == "exploratory":
+        return "exploratory"
+    if math.isnan(row["p_holm"]):
+        return "cannot tell"
+    return "significant" if row["p_holm"] < alpha else "not significant"
+
+
+# ------------------------------------------------------------------ sentences
+
+
+def _amount(outcome: Outcome, value: float) -> str:
+    shown = scaled(outcome, value)
+    if outcome.unit == "points":
+        return f"{shown:+.1f} points"
+    if outcome.unit == "epochs":
+        return f"{shown:+.1f} epochs"
+    if outcome.unit == "s":
+        return f"{shown:+.1f} s"
+    return f"{shown:+.4f}"
+
+
+def _ci(outcome: Outcome, row: dict[str, Any]) -> str:
+    if math.isnan(row["ci_low"]):
+        if row["n"] >= 2 and row["difference"] != 0:
+            return f"no spread: every seed pair differs by exactly {_amount(outcome, row['difference'])}"
+        return "no CI with one seed"
+    digits = 4 if outcome.unit == "" else 1
+    return f"95% CI {scaled(outcome, row['ci_low']):+.{digits}f} to {scaled(outcome, row['ci_high']):+.{digits}f}"
+
+
+def _judgement(row: dict[str, Any]) -> str:
+    if row["verdict"] == "exploratory":
+        raw = f"raw p = {row['p']:.2g}" if not math.isnan(row["p"]) else "no p-value"
+        return f"exploratory ({raw}; outside the primary family, so no verdict)"
+    if row["verdict"] == "cannot tell":
+        needed = row.get("seeds_needed")
+        if row["outcome"] == PER_IMAGE:
+            return f"no verdict with {row['detail'].rsplit(' ', 1)[-1]} seed(s) (at least {MIN_SEEDS} needed)"
+        if needed:
+            return (f"cannot tell with {row['n']} seed(s); a difference this size would need about {needed} seeds "
+                    f"at 80% power")
+        return f"cannot tell with {row['n']} seed(s); at least {MIN_SEEDS} are needed to estimate the spread"
+    return f"{row['verdict']} ({_p_values(row)})"
+
+
+def _p_values(row: dict[str, Any]) -> str:
+    """Raw and Holm-adjusted p, so a CI that excludes zero beside 'not significant' is not a puzzle."""
+    return f"p = {row['p']:.2g}; {row['p_holm']:.2g} after Holm over the study's {row['family_size']} {row['family']}"
+
+
+def sentence(rows: list[dict[str, Any]]) -> str:
+    """One sentence for one level against its reference, from its comparison rows."""
+    by_outcome = {r["outcome"]: r for r in rows}
+    first = rows[0]
+    primary = next((r for r in rows if r.get("role") == "primary"), None)
+    parts = []
+    if primary:
+        outcome = BY_KEY[primary["outcome"]]
+        parts.append(f"{outcome.label} {_amount(outcome, primary['difference'])} ({_ci(outcome, primary)}), "
+                     f"{_judgement(primary)} [primary]")
+    image = by_outcome.get(PER_IMAGE)
+    if image and image["verdict"] not in ("cannot tell", "exploratory"):
+        parts.append(f"the seed ensembles differ on these test images: McNemar {image['verdict']} "
+                     f"({_p_values(image)}; this holds the trained models fixed, the seed test above "
+                     "does not)")
+    elif image and image["verdict"] == "exploratory" and not math.isnan(image["p"]):
+        parts.append(f"McNemar on the test images (seed ensembles): {_judgement(image)}")
+    converge = by_outcome.get("convergence_epoch")
+    if converge and converge is not primary:
+        difference = converge["difference"]
+        average = " on average" if converge["n"] > 1 else ""
+        when = f"at the same epoch{average}" if difference == 0 else \
+            f"{abs(difference):.1f} epochs {'later' if difference > 0 else 'earlier'}{average}"
+        judgement = "" if converge["verdict"] == "cannot tell" and primary and primary["verdict"] == "cannot tell" \
+            else f", {_judgement(converge)}"
+        parts.append(f"converges {when} ({_ci(BY_KEY['convergence_epoch'], converge).replace('+', '')}){judgement}")
+    return f"{first['level']} vs {first['reference']}: " + "; ".join(parts) + "."
+
+
+def sentences(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        grouped.setdefault(row["comparison"], {}).setdefault(row["level"], []).append(row)
+    return {comparison: [sentence(level_rows) for level_rows in levels.values()]
+            for comparison, levels in grouped.items()}
+
+
+# ------------------------------------------------------------------ the whole analysis
+
+
+def analyse(out: Path) -> Analysis:
+    study, plan, _ = load_study_folder(out)
+    found, missing = collect(out, study, plan)
+    rows = compare_rows(out, study, plan, found)
+    return Analysis(summarise(plan, found), rows, sentences(rows), missing, found)
+
+
+def write_analysis(out: Path) -> Analysis:
+    """Write results.csv, summary.csv, comparisons.csv and tables.md from the run folder (the figures and the
+    methods text are drawn from the Analysis by medablate.report.outputs)."""
+    out = Path(out)
+    study, plan, info = load_study_folder(out)
+    claims.real_folder(out / "figures", parent=False)
+    data_note = "synthetic phantom" if info.get("synthetic_data") else str(info.get("data", {}).get("source", ""))
+    ensembles = write_ensembles(out, study, plan)
+    result_rows = results.write_results(out, plan, data_note, ensembles)
+    faults.point("analysis")
+    analysis = analyse(out)
+    for row in analysis.summary:
+        row.update(summary_columns(ensembles.get(row["trial"])))
+    columns = ["trial", "comparisons", "seeds"] + [f"{o.key}_{s}" for o in OUTCOMES
+                                                  for s in ("mean", "sd", "ci_low", "ci_high")] + ENSEMBLE_COLUMNS
+    atomic.write_csv(out / "summary.csv", analysis.summary, columns)
+    atomic.write_csv(out / "comparisons.csv", analysis.rows, COMPARISON_COLUMNS)
+    comparisons = {c.name: list(c.vary) for c in study.comparisons}
+    base_flat = results.flatten({"model": to_plain(study.model), "training": to_plain(study.training)})
+    results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.get("notes", []),
+                         conclusions_section(analysis, len(plan.seeds)))
+    analysis.results = result_rows
+    return analysis
+
+
+def family_sentence(rows: list[dict[str, Any]]) -> str:
+    """Which p-values were corrected together, in words."""
+    sizes = {r["family"]: r["family_size"] for r in rows if r.get("family")}
+    if "all tests" in sizes:
+        return (f"p-values are corrected with Holm over all {sizes['all tests']} tests of the study "
+                "(analysis.family: all).")
+    size = sizes.get("primary tests", 0)
+    return (f"Each comparison answers one primary outcome [primary]; Holm corrects over the study's {size} primary "
+            "tests (one per level). Every other outcome is exploratory: its raw p-value is reported, never a verdict; "
+            "training time and the highest validation accuracy at any epoch are descriptive only.")
+
+
+def conclusions_section(analysis: Analysis, seeds: int) -> list[str]:
+    lines = ["## Conclusions", ""]
+    if seeds < MIN_SEEDS:
+        lines += [f"> With {seeds} seed(s) this study cannot tell real differences from seed noise; "
+                  f"use `seeds:` with at least {MIN_SEEDS} (5 is better) for verdicts.", ""]
+    if analysis.missing:
+        lines += [f"> Not finished, left out: {', '.join(analysis.missing)}.", ""]
+    for comparison, texts in analysis.sentences.items():
+        lines += [f"### {comparison}", ""] + [f"- {t}" for t in texts] + [""]
+    lines += ["Differences are level minus reference, paired by seed. " + family_sentence(analysis.rows) +
+              " Details: comparisons.csv (one row per level, outcome and test) and summary.csv "
+              "(mean, SD and 95% CI per trial).", ""]
+    return lines

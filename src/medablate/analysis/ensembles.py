@@ -1,0 +1,96 @@
+"""Seed ensembles: the mean of a trial's seeds' probabilities, evaluated like a run (what a practitioner deploys).
+
+Costs no training: it reads the seeds' saved predictions. The threshold is chosen on the ensemble's validation
+probabilities with the study's rule, as for a run, and applied unchanged to test. Written to
+DIR/ensembles/<trial>/ (metrics.json, predictions_val_ensemble.csv, predictions_test_ensemble.csv).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medablate.config.schema import Study
+from medablate.core import atomic
+from medablate.execute.plan import Plan, Trial
+from medablate.folder import claims, rundir
+from medablate.scoring.clinical import Predictions, evaluate_trial
+
+ENSEMBLES = "ensembles"
+
+
+def ensemble_dir(out: Path, trial_id: str) -> Path:
+    return Path(out) / ENSEMBLES / trial_id
+
+
+def mean_predictions(run_dirs: list[Path], split: str, names: list[str]) -> tuple[list[str], Predictions] | None:
+    found = [rundir.read_prediction_arrays(rundir.predictions_file(d, split), names) for d in run_dirs]
+    if any(f is None for f in found):
+        return None
+    ids, labels = found[0][0], found[0][1]  # type: ignore[index]
+    if any(f[0] != ids or not np.array_equal(f[1], labels) for f in found):  # type: ignore[index]
+        return None  # the seeds were scored on different images: no ensemble
+    probabilities = np.mean([f[2] for f in found], axis=0)  # type: ignore[index]
+    decisions = (probabilities[:, 1] >= 0.5).astype(int) if probabilities.shape[1] == 2 else probabilities.argmax(1)
+    return ids, Predictions(labels, probabilities, decisions)
+
+
+def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> dict[str, Any] | None:
+    """Evaluate the mean of the finished seeds of one trial (2 or more), write its files, return its record."""
+    seeds = [s for s in plan.seeds
+             if rundir.finished_metrics(rundir.trial_dir(out, rundir.run_id(trial.id, s)))]
+    if len(seeds) < 2:
+        return None
+    run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in seeds]
+    names = list(rundir.read_config(run_dirs[0])["resolved"]["class_names"])
+    val = mean_predictions(run_dirs, "val", names)
+    test = mean_predictions(run_dirs, "test", names)
+    if val is None:
+        return None
+    report, threshold = evaluate_trial(val[1], test[1] if test else None, study.evaluation, names)
+    folder = claims.real_folder(ensemble_dir(out, trial.id))
+    for split, found in (("val", val), ("test", test)):
+        if found is not None:
+            ids, p = found
+            rundir.write_predictions(folder / f"predictions_{split}_ensemble.csv", ids, p.labels, p.probabilities,
+                                     p.decisions, names, threshold)
+    record = {"format": rundir.FORMAT, "trial": trial.id, "seeds": seeds, "threshold": threshold,
+              "evaluation": report, "class_names": names,
+              "method": "mean of the seeds' class probabilities; threshold chosen on the ensemble's validation set"}
+    atomic.write_json(folder / rundir.METRICS_JSON, record)
+    return record
+
+
+def write_ensembles(out: Path, study: Study, plan: Plan) -> dict[str, dict[str, Any]]:
+    """Every trial's seed ensemble (trials with fewer than two finished seeds have none)."""
+    found = {}
+    for trial in plan.trials:
+        record = ensemble_trial(out, study, plan, trial)
+        if record is not None:
+            found[trial.id] = record
+    return found
+
+
+def summary_columns(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The ensemble's headline numbers for summary.csv and results.csv (test when there is one, else validation)."""
+    if record is None:
+        return {}
+    evaluation = record["evaluation"]
+    values: dict[str, Any] = {"ensemble_seeds": len(record["seeds"]), "ensemble_threshold": record["threshold"]}
+    for split in ("val", "test"):
+        section = (evaluation.get(split) or {}).get("at_0.5") or {}
+        for key in ("accuracy", "roc_auc", "sensitivity", "specificity"):
+            values[f"ensemble_{split}_{key}"] = section.get(key)
+    return values
+
+
+ENSEMBLE_COLUMNS = ["ensemble_seeds", "ensemble_threshold"] + [f"ensemble_{s}_{k}" for s in ("val", "test")
+                                                               for k in ("accuracy", "roc_auc", "sensitivity",
+                                                                         "specificity")]
+
+
+def read_ensemble(out: Path, trial_id: str) -> dict[str, Any]:
+    """A trial's ensemble record ({} when it has none)."""
+    return rundir.read_json(ensemble_dir(out, trial_id) / rundir.METRICS_JSON) or {}

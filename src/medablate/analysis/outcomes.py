@@ -1,0 +1,71 @@
+"""What each run is judged on: outcomes read from its saved files (metrics.json, history.csv)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medablate.analysis import stats
+from medablate.config.schema import AnalysisConfig
+from medablate.folder import rundir
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    label: str  # as it reads in a sentence
+    higher_is_better: bool
+    unit: str  # "points" (accuracy x 100), "epochs", "s" or "" (a loss)
+    untested_because: str = ""  # set: reported descriptively, never in a test family
+    bounds: tuple[float, float] = (0.0, math.inf)  # the values a run's outcome can take
+
+    @property
+    def difference_bounds(self) -> tuple[float, float]:
+        """The values a difference of two runs' outcomes can take."""
+        return (self.bounds[0] - self.bounds[1], self.bounds[1] - self.bounds[0])
+
+
+OUTCOMES = [
+    Outcome("test_acc", "test accuracy", True, "points", bounds=(0.0, 1.0)),
+    Outcome("test_loss", "test loss", False, ""),
+    Outcome("val_acc", "validation accuracy (of the checkpoint used)", True, "points", bounds=(0.0, 1.0)),
+    Outcome("highest_val_acc", "highest validation accuracy at any epoch", True, "points",
+            untested_because="the epoch is picked by looking at validation, so it is optimistic", bounds=(0.0, 1.0)),
+    Outcome("val_loss_at_best", "validation loss at the best epoch", False, ""),
+    Outcome("best_epoch", "best epoch", False, "epochs", bounds=(1.0, math.inf)),
+    Outcome("convergence_epoch", "epochs to converge", False, "epochs", bounds=(1.0, math.inf)),
+    Outcome("stability", "validation-accuracy SD over the last epochs", False, "points", bounds=(0.0, 1.0)),
+    Outcome("seconds", "training time", False, "s", untested_because="it depends on machine load, not on the factor"),
+]
+BY_KEY = {o.key: o for o in OUTCOMES}
+
+
+def is_tested(outcome: Outcome) -> bool:
+    return not outcome.untested_because
+
+
+def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | None:
+    """The outcomes of one finished run, or None when it has not finished (or diverged/failed)."""
+    metrics = rundir.finished_metrics(run_dir)
+    if not metrics:
+        return None
+    history = rundir.read_history(run_dir)
+    val_acc = [row["val_acc"] for row in history]
+    test = metrics.get("test") or {}
+    values: dict[str, Any] = {
+        "test_acc": test.get("accuracy"), "test_loss": test.get("loss"),
+        "val_acc": rundir.checkpoint_val_acc(metrics, history), "highest_val_acc": rundir.highest_val_acc(metrics),
+        "val_loss_at_best": metrics.get("best_val_loss"),
+        "best_epoch": metrics.get("best_epoch"),
+        "convergence_epoch": stats.convergence_epoch(val_acc, analysis.convergence_fraction),
+        "stability": stats.stability(val_acc, analysis.stability_epochs),
+        "seconds": metrics.get("seconds"),
+    }
+    return {k: float(v) if v is not None else math.nan for k, v in values.items()}
+
+
+def scaled(outcome: Outcome, value: float) -> float:
+    """Accuracy-like outcomes are shown in points (x 100)."""
+    return value * 100 if outcome.unit == "points" else value

@@ -1,0 +1,115 @@
+"""The default executor: the runs one after another in this process (and what a worker process does too).
+
+Each run is claimed first, so several processes (workers, a second `medablate run`) share a study folder: a run
+another live process holds is left to it. A finished run is only re-evaluated, from its saved predictions, when
+the study's evaluation settings changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from medablate.config.schema import EvaluationConfig, Study, to_plain
+from medablate.core import atomic
+from medablate.execute import results
+from medablate.execute.executors import StudyJob, register_executor
+from medablate.execute.plan import Run, expand
+from medablate.execute.prepare import RunContext, data_note, prepare_context
+from medablate.execute.progress import ProgressEvents, progress_bars
+from medablate.execute.run import Finisher, execute_run
+from medablate.folder import claims, rundir
+from medablate.scoring.clinical import Predictions, evaluate_trial
+
+
+@register_executor("local")
+def train_here(job: StudyJob, context: RunContext) -> list[str]:
+    """Train every run nobody else holds, one after another; with job.background, a run's final checkpoints and
+    metrics.json are written while the next one trains (the claim is kept until they are)."""
+    runs = job.plan.runs
+    statuses: list[str] = []
+    with progress_bars(job.console, job.show_progress) as progress, Finisher(job.background) as finisher:
+        render = ProgressEvents(job.console, job.out, progress, job.study.name,
+                                sum(r.trial.config.training.epochs for r in runs))
+        for index, run in enumerate(runs, 1):
+            statuses.append(_one(job, run, index, context, render, finisher))
+        finisher.wait()
+        results.write_results(job.out, job.plan, job.data_note)
+    return statuses
+
+
+def train_prepared(study: Study, out: Path, threads: int | None, console: Console) -> list[str]:
+    """A worker process's part: train every run of a study the driver prepared that nobody else holds."""
+    context = prepare_context(study, out, threads)
+    job = StudyJob(study, Path(out), expand(study), console, threads or 1, data_note(context.data),
+                   show_progress=False)
+    return train_here(job, context)
+
+
+def _one(job: StudyJob, run: Run, index: int, context: RunContext, render: ProgressEvents, finisher: Finisher) -> str:
+    run_dir = rundir.trial_dir(job.out, run.id)
+    epochs = run.trial.config.training.epochs
+    status = rundir.run_status(run_dir)
+    if status in rundir.FINISHED:
+        render.skip(epochs)
+        if reevaluate(run_dir, job.study.evaluation):
+            job.console.print(f"re-evaluated {run.id} with evaluation {to_plain(job.study.evaluation)} "
+                              "from its saved predictions (no retraining)", highlight=False)
+        return status
+    if status == rundir.DAMAGED:
+        job.console.print(f"[yellow]{run.id}:[/] {escape(rundir.damage_of(run_dir))}; redoing the run from its "
+                          "last good checkpoint (the same numbers).", highlight=False)
+    claim = claims.try_claim(run_dir)
+    if claim is None:  # another live process trains it: leave it to that one
+        render.skip(epochs)
+        job.elsewhere.append(run.id)
+        return rundir.RUNNING
+    handed_over = False
+    try:  # re-read under the claim: another process may have finished it since the check above
+        status = rundir.run_status(run_dir)
+        if status in rundir.FINISHED:
+            render.skip(epochs)
+            return status
+        render.label(run.id, f"run {index}/{len(job.plan.runs)} {run.id}", epochs)
+
+        def written() -> None:  # every file of the run is on disk: others may take it, results.csv shows it
+            claims.release(claim)
+            results.write_results(job.out, job.plan, job.data_note)
+
+        status = execute_run(run, context, render, finisher, on_written=written)
+        handed_over = True
+        return status
+    finally:
+        if not handed_over:
+            claims.release(claim)
+
+
+def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Predictions] | None:
+    """Image ids and predictions from a predictions_*.csv (None when the file is absent)."""
+    found = rundir.read_prediction_arrays(path, class_names)
+    return (found[0], Predictions(*found[1:])) if found else None
+
+
+def reevaluate(run_dir: Path, config: EvaluationConfig) -> bool:
+    """Apply the study's evaluation settings to a finished run from its saved predictions (no retraining): the
+    threshold, every metric and the prediction files (the figure step then redraws its figures and examples).
+    False when nothing changed."""
+    metrics = rundir.metrics_or_empty(run_dir)
+    wanted = to_plain(config)
+    if metrics.get("status") != rundir.DONE or "evaluation" not in metrics or metrics.get("evaluation_config") == wanted:
+        return False
+    names = list(rundir.read_config(run_dir)["resolved"]["class_names"])
+    val, test_saved = (saved_predictions(rundir.predictions_file(run_dir, s), names) for s in ("val", "test"))
+    if val is None:
+        return False
+    report, threshold = evaluate_trial(val[1], test_saved[1] if test_saved else None, config, names)
+    for split, saved in (("val", val), ("test", test_saved)):
+        if saved is not None:
+            ids, p = saved
+            rundir.write_predictions(rundir.predictions_file(run_dir, split), ids, p.labels, p.probabilities, p.decisions,
+                                     names, threshold)
+    metrics.update(threshold=threshold, evaluation=report, evaluation_config=wanted)
+    atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)  # its figures are now stale: the figure step redraws them
+    return True

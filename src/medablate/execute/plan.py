@@ -1,0 +1,212 @@
+"""Expand a study's comparisons into distinct trials (deduplicated) and runs (trial x seed)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from medablate.config.schema import (
+    Comparison,
+    Study,
+    TrialConfig,
+    format_validation_error,
+    get_dotted,
+    set_dotted,
+    to_plain,
+)
+from medablate.errors import UserError
+from medablate.folder.rundir import run_id
+
+
+@dataclass
+class Trial:
+    """One distinct configuration; trained once per seed, shared by every comparison it appears in."""
+
+    id: str
+    config: TrialConfig
+    comparisons: list[str] = field(default_factory=list)
+    varied: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, for the keys any comparison varies
+
+    @property
+    def fingerprint(self) -> str:
+        return config_hash(self.config)
+
+
+@dataclass(frozen=True)
+class Run:
+    trial: Trial
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return run_id(self.trial.id, self.seed)
+
+
+@dataclass
+class Plan:
+    trials: list[Trial]
+    seeds: list[int]
+    varied_keys: list[str]
+
+    @property
+    def runs(self) -> list[Run]:
+        return [Run(t, s) for s in self.seeds for t in self.trials]
+
+    def trials_of(self, comparison: str) -> list[Trial]:
+        return [t for t in self.trials if comparison in t.comparisons]
+
+
+def config_hash(config: TrialConfig) -> str:
+    canonical = json.dumps(to_plain(config), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def short_value(value: Any) -> str:
+    """A readable, path-safe rendering of a varied value (a scheduler dict shows as its name)."""
+    if isinstance(value, dict) and "name" not in value:  # a section (data.augment levels): the keys that are on
+        value = "+".join(k for k, v in value.items() if v not in (None, False, 0, 0.0, [], {})) or "none"
+    elif isinstance(value, dict):
+        value = value["name"]
+    elif isinstance(value, (list, tuple)):
+        value = "x".join(str(v) for v in value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_") or "value"
+
+
+STUDY_TO_TRIAL = {"data.augment": "augment", "data.normalize": "normalize", "evaluation.tta": "tta"}
+
+
+def trial_key(key: str) -> str:
+    """Where a study's dotted key lives in a trial's config: data.augment.* is the trial's augment.*,
+    data.normalize its normalize, evaluation.tta its tta."""
+    for study_key, trial in STUDY_TO_TRIAL.items():
+        if key == study_key or key.startswith(study_key + "."):
+            return trial + key[len(study_key):]
+    return key
+
+
+def set_trial_value(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a varied value; another model name starts its model section afresh: the keys (and starting weights) of
+    one model do not fit another."""
+    if key == "model.name" and value != raw["model"].get("name"):
+        raw["model"] = {"name": value}
+        return
+    set_dotted(raw, key, value)
+
+
+def expand(study: Study) -> Plan:
+    base_raw = to_plain(study.base)
+    varied_keys = list(dict.fromkeys(k for c in study.comparisons for k in c.vary))
+    trials: dict[str, Trial] = {}
+    labels: set[str] = set()
+
+    def add(config: TrialConfig, label: str, comparison: str | None) -> None:
+        key = config_hash(config)
+        if key not in trials:
+            trial_id = label
+            n = 2
+            while trial_id in labels:
+                trial_id, n = f"{label}-{n}", n + 1
+            labels.add(trial_id)
+            trials[key] = Trial(trial_id, config)
+        if comparison and comparison not in trials[key].comparisons:
+            trials[key].comparisons.append(comparison)
+
+    if not study.comparisons:
+        add(study.base, "base", None)
+    for comparison in study.comparisons:
+        keys = list(comparison.vary)
+        for values in itertools.product(*(comparison.vary[k] for k in keys)):
+            raw = json.loads(json.dumps(base_raw))
+            for k, v in sorted(zip(keys, values), key=lambda kv: kv[0] not in ("model", "model.name")):
+                if k != "model":
+                    _check_key_exists(base_raw, trial_key(k), comparison.name)
+                set_trial_value(raw, trial_key(k), v)
+            config = _validate_trial(raw, comparison.name, dict(zip(keys, values)))
+            differs = [short_value(v) for k, v in zip(keys, values) if _get(config, k) != _get(study.base, k)]
+            add(config, "_".join(differs) or "base", comparison.name)
+
+    plan_trials = list(trials.values())
+    if not plan_trials:
+        raise UserError("the study expands to zero trials: add a comparison with at least one value under vary")
+    for trial in plan_trials:
+        trial.varied = {k: _get(trial.config, k) for k in varied_keys}
+    return Plan(plan_trials, list(study.seeds), varied_keys)
+
+
+def _get(config: TrialConfig, key: str) -> Any:
+    try:
+        return get_dotted(to_plain(config), trial_key(key))
+    except KeyError:
+        return None
+
+
+def _check_key_exists(base_raw: dict[str, Any], key: str, comparison: str) -> None:
+    try:
+        get_dotted(base_raw, key)
+    except KeyError:
+        parent = key.rsplit(".", 1)[0]
+        try:
+            node = get_dotted(base_raw, parent)
+            options = ", ".join(f"{parent}.{k}" for k in node) if isinstance(node, dict) else ""
+        except KeyError:
+            options = "model.*, training.*"
+        if key.split(".")[-1] == "name" or parent.endswith(("optimizer", "scheduler", "activation")) \
+                or key.startswith("model."):  # keys of another model (vary: {model.name: [...], model.widths: ...})
+            return  # keyword arguments of a named class are free-form and checked against its signature
+        raise UserError(f"comparison '{comparison}' varies '{key}', which is not a key of the study; "
+                        f"valid keys near it: {options}") from None
+
+
+def _validate_trial(raw: dict[str, Any], comparison: str, values: dict[str, Any]) -> TrialConfig:
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as exc:
+        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        raise UserError(format_validation_error(exc, f"comparison '{comparison}' ({shown})")) from None
+
+
+def scaling_notes(plan: Plan) -> list[str]:
+    """One line per trial whose scheduler's step counts were scaled to its run length (config.follow_run_length)."""
+    notes = []
+    for trial in plan.trials:
+        training = trial.config.training
+        scheduler = training.scheduler
+        if scheduler is not None and scheduler.scaled_from:
+            written = scheduler.scaled_from.get("epochs")
+            changes = ", ".join(f"{k} {v} -> {scheduler.kwargs.get(k)}" for k, v in scheduler.scaled_from.items()
+                                if k != "epochs")
+            notes.append(f"{trial.id}: {scheduler.name} {changes} (written for {written} epochs, this run has "
+                         f"{training.epochs}; recorded in config.yaml)")
+    return notes
+
+
+def level_label(trial: Trial, keys: list[str]) -> str:
+    """How a trial is named within one comparison: by the values of that comparison's varied keys."""
+    return ", ".join(short_value(trial.varied[k]) for k in keys)
+
+
+def reference_trial(study: Study, plan: Plan, comparison: Comparison) -> Trial:
+    """The level every other level of a comparison is measured against.
+
+    `reference:` in the study names it (a value, or a mapping key -> value when several keys vary);
+    by default it is the base configuration, or the first level when the base is not among them.
+    """
+    trials = plan.trials_of(comparison.name)
+    keys = list(comparison.vary)
+    if comparison.reference is None:
+        base = config_hash(study.base)
+        return next((t for t in trials if t.fingerprint == base), trials[0])
+    wanted = comparison.reference if isinstance(comparison.reference, dict) and len(keys) > 1 \
+        else {keys[0]: comparison.reference}
+    for trial in trials:
+        if all(short_value(trial.varied.get(k)) == short_value(v) for k, v in wanted.items()):
+            return trial
+    levels = ", ".join(level_label(t, keys) for t in trials)
+    raise UserError(f"comparison '{comparison.name}': reference {comparison.reference!r} is not one of its levels "
+                    f"({levels}); set reference to one of them or leave it out to use the base configuration.")

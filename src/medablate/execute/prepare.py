@@ -1,0 +1,289 @@
+"""A study's data and checks, made once by the driver and again by each worker process or Ray task.
+
+`load_study_data` loads the data, splits it, removes duplicates across splits and checks the splits; the checks
+build every model, optimizer and scheduler on a dummy input, so a bad config fails before anything trains.
+`prepare_context` is a worker's view of a study the driver has prepared: the data on its device, printing nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from medablate.config.schema import Study, flatten, to_plain
+from medablate.data import load_data, load_test
+from medablate.data.duplicates import find_duplicates, pixel_hashes
+from medablate.data.split import (
+    KERMANY_PATIENTS,
+    TEST,
+    TRAIN,
+    VAL,
+    group_ids,
+    looks_patient_named,
+    make_split,
+)
+from medablate.data.types import ImageSet
+from medablate.errors import UserError
+from medablate.execute.plan import Plan
+from medablate.models import network
+from medablate.models.weights import load_weights
+from medablate.train.engine import (
+    Split,
+    build_trial_model,
+    configure_threads,
+    resolve_device,
+)
+from medablate.train.optim import build_optimizer, build_scheduler
+from medablate.train.tasks import make_task
+from medablate.train.tracking import require_tensorboard
+
+DROPPED = "dropped-duplicate"
+
+
+@dataclass
+class StudyData:
+    images: ImageSet
+    split: np.ndarray  # train / val / dropped-duplicate, one per image
+    test: ImageSet | None
+    patients: list[str] | None = None
+    duplicates: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    hashes: list[str] | None = None  # sha1 of each image's pixels, for split.csv
+    test_from: str | None = None  # where the test set came from, in words
+    test_patients: int | None = None  # patients in a test part held out from data.path
+
+    @property
+    def notes(self) -> list[str]:
+        notes = list(self.images.notes) + list(self.warnings)
+        if self.test is not None and self.test.synthetic and not self.images.synthetic:
+            notes += self.test.notes
+        return list(dict.fromkeys(notes))
+
+    @property
+    def synthetic(self) -> bool:
+        return self.images.synthetic or (self.test is not None and self.test.synthetic)
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        parts = [self.images.fingerprint(), "|".join(self.split.tolist())]
+        parts.append(self.test.fingerprint() if self.test is not None else "no-test")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def fingerprint(self) -> str:
+        """sha256 over the pixels, labels, split and test set (computed once: it hashes hundreds of MiB)."""
+        return self._fingerprint
+
+
+@dataclass
+class RunContext:
+    """What every run of a study shares: the study, its folder, the prepared data on the training device."""
+
+    study: Study
+    out: Path
+    data: "StudyData"
+    splits: dict[str, Split]
+    device: torch.device
+
+
+def check_models(plan: Plan, shape: tuple[int, int, int], num_classes: int) -> None:
+    """Build each distinct model of the study for the data's (C, H, W) images on the CPU and run two images through
+    it, so a network that does not fit the data (a segmentation net's dense output, an input too small for its
+    downsampling) or an unreadable weights file fails before anything trains."""
+    seen: set[str] = set()
+    for trial in plan.trials:
+        config, key = trial.config, json.dumps(to_plain(trial.config.model), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        outputs = make_task(config.training.loss, num_classes).num_outputs
+        try:
+            model = build_trial_model(config, shape, outputs).eval()
+            if config.model.weights is not None:
+                load_weights(network(model), config.model.weights)
+            with torch.no_grad():
+                logits = model(torch.rand(2, *shape))
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"trial '{trial.id}': model {config.model.name} cannot take {shape[0]}x{shape[1]}x{shape[2]} "
+                            f"images ({type(exc).__name__}: {exc}). Choose another network or data.image_size.") from None
+        if tuple(logits.shape) != (2, outputs):
+            raise UserError(f"trial '{trial.id}': model {config.model.name} returns {tuple(logits.shape[1:])} per "
+                            f"image, not {outputs} logit(s): it is not a classifier (a segmentation network?). "
+                            "Choose a classification network.")
+
+
+def check_weights_used(study: Study, plan: Plan) -> None:
+    """model.weights that no trial starts from (each level of `vary: {model.name: [...]}` starts its model section
+    afresh) would be accepted and ignored: refuse them, saying where the weights go instead."""
+    if study.model.weights is not None and not any(t.config.model.weights is not None for t in plan.trials):
+        raise UserError(f"model.weights is {study.model.weights}, but no trial starts from it: the comparisons vary "
+                        "the model, and each level of model.name starts with that model's own defaults. Give the "
+                        "weights with the level that uses them, e.g. vary: {model: [{name: cnn, weights: FILE}, "
+                        "{name: mlp}]}, or remove model.weights.")
+
+
+def check_buildable(plan: Plan) -> None:
+    """Build every trial's optimizer and scheduler on a dummy parameter and take two steps, so bad arguments
+    (wrong types too, which torch only notices when stepping: `T_max: abc`, `amsgrad: "x"`) fail before training."""
+    for trial in plan.trials:
+        training = trial.config.training
+        if training.tensorboard:
+            require_tensorboard()
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        try:
+            optimizer = build_optimizer(training.optimizer, [parameter])
+            for _ in range(2):
+                parameter.grad = torch.ones(1)
+                optimizer.step()
+        except Exception as exc:
+            raise UserError(f"trial '{trial.id}': training.optimizer {to_plain(training.optimizer)} cannot be "
+                            f"built: {exc}. Fix its arguments in the study file.") from None
+        try:
+            scheduler = build_scheduler(training.scheduler, optimizer, training.epochs, 1)
+            for _ in range(2 if scheduler is not None else 0):
+                optimizer.step()
+                scheduler.step()
+        except Exception as exc:
+            raise UserError(f"trial '{trial.id}': training.scheduler {to_plain(training.scheduler)} cannot be "
+                            f"built: {exc}. Fix its arguments in the study file.") from None
+
+
+def load_study_data(study: Study, console: Console) -> StudyData:
+    carved = study.data.split.test_fraction > 0
+    if carved and study.test is not None:
+        raise UserError(f"data.split.test_fraction is {study.data.split.test_fraction}, which holds out a test set from "
+                        "data.path, and the study also has a test: section: keep one of them (--set test=null uses the "
+                        "held-out part).")
+    with console.status("Loading data..."):
+        images = load_data(study.data)
+        split = make_split(images, study.data.split)
+        test, test_from = None, None
+        if (split == TEST).any():  # held out by test_fraction, or the source's own test part (folders, manifest, MedMNIST)
+            test = images.subset(split == TEST) if study.test is not None or carved else None
+            test_from = (f"held out from data.path (data.split.test_fraction {study.data.split.test_fraction})"
+                         if carved else "the source's own test part")
+            images, split = images.subset(split != TEST), split[split != TEST]
+        elif study.test is not None:
+            test, test_from = load_test(study.data, study.test, images.class_names), "the study's test: section"
+    group_by = study.data.split.group_by
+    patient_ids = group_ids(images, study.data.split) if group_by is not None else images.patients
+    test_patients = None
+    if test is not None and carved and patient_ids is not None:
+        test_patients = len(set(group_ids(test, study.data.split) if group_by is not None else test.patients or []))
+    found_warnings = []
+    if group_by is None and looks_patient_named(images):
+        found_warnings.append(
+            "file names look like they carry patient ids, but the split is not grouped by patient, so one patient's "
+            "images can land in train and validation; group it with data.split: {method: stratified, group_by: "
+            f"{{regex: '{KERMANY_PATIENTS}'}}}} (that regex fits the Kermany chest X-ray names).")
+    if test is None:
+        found_warnings.append(
+            "this study has no test set: every figure is measured on the validation split, which also chose the "
+            "checkpoint (and threshold), so it overstates how the models do on new images; hold out a test set with "
+            "data.split: {method: stratified, test_fraction: 0.15} (patient-grouped with group_by) or add a test: "
+            "section.")
+    hashes = pixel_hashes(images)
+    duplicates = None
+    if study.data.duplicates == "drop":
+        found = find_duplicates(images, split, test, hashes)
+        split = np.where(found.keep, split, DROPPED)
+        if test is not None and found.test_keep is not None:
+            test = test.subset(found.test_keep)
+        duplicates = found.as_dict()
+    check_split_sizes(split, test, duplicates)
+    rule = study.evaluation.rule
+    if not isinstance(rule, float):
+        if len(images.class_names) != 2:
+            raise UserError(f"evaluation.threshold is {rule!r}, but a chosen threshold applies to two-class tasks and "
+                            f"the data has {len(images.class_names)} classes: use evaluation.threshold: 0.5.")
+        if len(np.unique(images.labels[split == VAL])) < 2:
+            raise UserError(f"evaluation.threshold is {rule!r}, which is chosen on validation, but the validation split "
+                            "has only one class: change data.split or use evaluation.threshold: 0.5.")
+    if test is not None and test.image_shape != images.image_shape:
+        raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
+                        "set data.image_size so both are resized alike.")
+    return StudyData(images, split, test, patient_ids, duplicates, found_warnings, hashes,
+                     test_from if test is not None else None, test_patients)
+
+
+def check_split_sizes(split: np.ndarray, test: ImageSet | None, duplicates: dict[str, Any] | None) -> None:
+    """Every split has images left to train, validate and test on (after duplicate removal, which can take them
+    all: a folder of identical images, or a test set copied from the training images)."""
+    removed = sum((duplicates or {}).get("removed", {}).values())
+    why = (f" after removing {removed} duplicate image(s) (identical pixels; data.duplicates: drop)" if removed else "")
+    fix = ("Check the data (are the images really different? data.duplicates: keep keeps repeats, but a model "
+           "cannot learn from identical images), or change data.split.")
+    if int((split == TRAIN).sum()) < 2:
+        raise UserError(f"the training split has {int((split == TRAIN).sum())} image(s){why}: at least 2 are needed. "
+                        + fix)
+    if not (split == VAL).any():
+        raise UserError(f"the validation split is empty{why}: no epoch could be scored or checkpoint chosen. " + fix)
+    if test is not None and len(test) == 0:
+        raise UserError(f"the test set is empty{why}: every test image repeats a training or validation image. " + fix)
+
+
+RUNTIME_KEYS = ("training.device", "training.eval_batch_size", "training.tensorboard", "training.checkpoint_every",
+                "training.keep_checkpoints",
+                "training.compile", "training.channels_last", "resolved.device")
+# how a value came to be, not what it is (the scheduler's step counts are compared as scaled)
+BOOKKEEPING = ("training.scheduler.written_for_epochs", "training.scheduler.scaled_from")
+IDENTITY_SECTIONS = ("model", "training", "augment", "normalize", "tta", "seed", "resolved")
+# keys added after runs were first written: a run folder without them had their default
+NEW_KEY_DEFAULTS = {"model.weights": None, "training.precision": "fp32", "normalize": "none", "tta": "none",
+                    "augment.crop_scale": None, "augment.crop_ratio": [0.75, 1.3333], "augment.gamma": 0.0,
+                    "augment.noise": 0.0, "augment.blur": 0.0}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every identity key of a run that differs (runtime settings such as the device and the
+    evaluation batch size are not part of a run's identity)."""
+    before = flatten({k: old[k] for k in IDENTITY_SECTIONS if k in old})
+    after = flatten({k: new[k] for k in IDENTITY_SECTIONS if k in new})
+    keys = [k for k in dict.fromkeys([*before, *after]) if k not in RUNTIME_KEYS and not k.startswith(BOOKKEEPING)]
+    default = lambda k, side: side.get(k, NEW_KEY_DEFAULTS.get(k, "(unset)"))  # noqa: E731
+    return [f"{k}: {default(k, before)} -> {default(k, after)}" for k in keys if default(k, before) != default(k, after)]
+
+
+def changed_config_message(out: Path, changed: dict[str, list[str]]) -> str:
+    runs = "; ".join(f"{run}: {', '.join(diffs)}" for run, diffs in list(changed.items())[:4])
+    more = f" (and {len(changed) - 4} more runs)" if len(changed) > 4 else ""
+    epochs = any(d.startswith("training.epochs:") for diffs in changed.values() for d in diffs)
+    hint = (" A longer or shorter schedule is a different trial (the scheduler's horizon, the best epoch and every "
+            "outcome change), so finished runs cannot be extended: to compare the two, add a comparison "
+            "`vary: {training.epochs: [old, new]}`; to train only the new one, use a new --out.") if epochs else ""
+    return (f"{out} holds runs trained with a different configuration than the study now asks for, and a study never "
+            f"mixes configurations: {runs}{more}.{hint} Put the study back as it was, use another --out folder, or "
+            "delete those run folders to retrain them.")
+
+
+def data_note(data: StudyData) -> str:
+    """How results.csv and the figures name the data: its source, or that it is synthetic."""
+    return "synthetic phantom" if data.synthetic else data.images.source
+
+
+def tensors(data: StudyData, device: torch.device) -> dict[str, Split]:
+    """The train, validation (and test) images on the training device."""
+    train, val = data.split == TRAIN, data.split == VAL
+    splits = {"train": Split.from_numpy(data.images.images[train], data.images.labels[train], device),
+              "val": Split.from_numpy(data.images.images[val], data.images.labels[val], device)}
+    if data.test is not None:
+        splits["test"] = Split.from_numpy(data.test.images, data.test.labels, device)
+    return splits
+
+
+def prepare_context(study: Study, out: Path, threads: int | None) -> RunContext:
+    """A worker's or Ray task's view of a study the driver has prepared: the data (the decode cache makes it quick)
+    on this process's device, printing nothing."""
+    data = load_study_data(study, Console(quiet=True))
+    configure_threads(threads)
+    device = resolve_device(study.training.device)
+    return RunContext(study, Path(out), data, tensors(data, device), device)

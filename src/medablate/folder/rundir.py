@@ -1,0 +1,412 @@
+"""The run folder is the contract between steps: every file name, the run-id spelling, the typed and
+versioned records of study.json and metrics.json, and how each file is read back. Every reader goes
+through this module, so a folder written by another format is read correctly or refused, never misread.
+
+    DIR/study.json  results.csv  summary.csv  comparisons.csv  split.csv  tables.md  figures/<comparison>.png
+    DIR/trials/<trial>-seed<k>/config.yaml  history.csv  metrics.json  best.pt  last.pt  curves.png
+                               predictions_val.csv  predictions_test.csv  examples.json  examples/  claim.lock
+                               roc.png  pr.png  reliability.png  confusion.png  figures.json (drawn after the runs)
+
+Format history: 1 (medablate 0.1.0: no `format` key, `best_val_acc` = highest at any epoch); 2 (`format`,
+`val_acc` of the checkpoint used, `highest_val_acc`, `evaluation_config`, `threads`; study.json records the
+split used and the intensity rule). Format 1 folders are read (missing values are derived from the history).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from medablate.config.schema import Study, load_yaml
+from medablate.core import atomic
+from medablate.errors import UserError
+from medablate.folder import claims
+from medablate.folder.checkpoint import DamagedCheckpoint, read_checkpoint
+
+DONE, DIVERGED, FAILED, RUNNING, INTERRUPTED, PENDING = "done", "diverged", "failed", "running", "interrupted", "pending"
+DAMAGED = "damaged"  # metrics.json exists but cannot be read: the run is redone from its last good checkpoint
+FINISHED = (DONE, DIVERGED)
+FORMAT = 2
+
+STUDY_JSON, SPLIT_CSV, RESULTS_CSV = "study.json", "split.csv", "results.csv"
+SUMMARY_CSV, COMPARISONS_CSV, TABLES_MD = "summary.csv", "comparisons.csv", "tables.md"
+CONFIG_YAML, HISTORY_CSV, METRICS_JSON = "config.yaml", "history.csv", "metrics.json"
+BEST_PT, LAST_PT, EXAMPLES_JSON = "best.pt", "last.pt", "examples.json"
+FIGURES_JSON = "figures.json"  # which metrics.json a run's figures and examples were drawn from (run_figures)
+
+
+def run_id(trial_id: str, seed: int) -> str:
+    """The one spelling of a run's id and folder name."""
+    return f"{trial_id}-seed{seed}"
+
+
+def predictions_file(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / f"predictions_{split}.csv"
+
+
+class RunMetrics(BaseModel):
+    """metrics.json: the typed core of a run's record (other keys are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: int = 1
+    run: str
+    trial: str
+    seed: int
+    status: Literal["done", "diverged", "failed"]
+    best_epoch: int | None = None
+    val_acc: float | None = None
+    threshold: float | None = None
+
+
+class StudyInfo(BaseModel):
+    """study.json: the typed core of a study's record (other keys are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: int = 1
+    name: str
+    data_fingerprint: str | None = None
+    study: dict[str, Any]
+
+
+def _check_format(found: int, path: Path) -> None:
+    if found > FORMAT:
+        raise UserError(f"{path} has format {found}, written by a newer medablate than this one (which reads formats "
+                        f"up to {FORMAT}): upgrade medablate (pip install -U medablate) to read this folder.")
+
+
+class DamagedFile(Exception):
+    """A run-folder file that exists but cannot be read as its format says."""
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json as a validated record (None when it does not exist); DamagedFile when it cannot be read."""
+    path = Path(run_dir) / METRICS_JSON
+    if not path.exists():
+        return None
+    try:
+        record = RunMetrics.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
+        raise DamagedFile(f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
+    _check_format(record.format, path)
+    return record.model_dump()
+
+
+def metrics_or_empty(run_dir: Path) -> dict[str, Any]:
+    """For readers that show what there is: a missing or damaged metrics.json reads as no record."""
+    try:
+        return read_metrics(run_dir) or {}
+    except DamagedFile:
+        return {}
+
+
+def validated_threshold(run_dir: Path, binary: bool) -> float | None:
+    """The decision threshold chosen on validation for a finished run (None for multi-class runs). Its metrics.json
+    holds it: when that file is missing or damaged, the threshold is unknown, and silently deciding at 0.5 instead
+    would change decisions without a word, so this is a UserError that says how to rebuild the file."""
+    try:
+        metrics = read_metrics(run_dir)
+    except DamagedFile as exc:
+        problem = str(exc)
+    else:
+        if metrics and metrics["status"] == DONE:
+            return metrics.get("threshold")
+        problem = f"{Path(run_dir) / METRICS_JSON} " + ("is missing" if metrics is None else
+                                                         f"records a run that {metrics['status']}")
+    if not binary:
+        return None
+    raise UserError(f"{problem}, so the decision threshold validated for this run is unknown, and deciding at 0.5 "
+                    "instead would silently change decisions. Run the study again with its study file and --out (it "
+                    "rebuilds the run's metrics.json from its checkpoints, with the same numbers), then retry.")
+
+
+def trial_dir(out: Path, run_id: str) -> Path:
+    return Path(out) / "trials" / run_id
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _parse_history(path: Path) -> list[dict[str, float]]:
+    """Every row with every column a number (empty = NaN); ValueError for a cut or edited file."""
+    with path.open() as handle:
+        reader = csv.DictReader(handle)
+        rows = []
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise ValueError(f"line {reader.line_num} has {'more' if None in row else 'fewer'} cells than the header")
+            rows.append({k: float(v) if v != "" else math.nan for k, v in row.items()})
+    for i, row in enumerate(rows, 1):
+        if row.get("epoch") != i:
+            raise ValueError(f"row {i} is epoch {row.get('epoch')}")
+    return rows
+
+
+def read_study_info(out: Path, validate: bool = True) -> tuple[dict[str, Any], Any]:
+    """study.json and the Study it records (None with validate=False, which spares importing torch); a missing,
+    damaged or no longer valid file is a UserError naming it."""
+    from pydantic import ValidationError
+
+    path = Path(out) / "study.json"
+    if not path.is_file():
+        raise UserError(f"{out} is not a study folder (no study.json): pass the --out folder of a `medablate run`, "
+                        "by default runs/<study name>.")
+    try:
+        info = StudyInfo.model_validate(json.loads(path.read_text())).model_dump()
+        _check_format(info["format"], path)
+        if not validate:
+            return info, None
+
+        return info, Study.model_validate(info["study"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problem = f"is damaged ({type(exc).__name__}: {str(exc)[:80]})"
+    except ValidationError as exc:
+        problem = f"records a study this version of medablate cannot read ({exc.error_count()} problem(s), first: " \
+                  f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']})"
+    raise UserError(f"{path} {problem}: run the study again with its study file and --out {out} (it rewrites "
+                    "study.json and keeps every finished run), then retry.")
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """history.csv; a damaged one (cut mid-row, a non-numeric cell) is rebuilt from last.pt, which holds the
+    same rows, or reported naming the file."""
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        found = metrics_or_empty(run_dir) if (Path(run_dir) / METRICS_JSON).exists() else {}
+        rows = _history_from_checkpoint(Path(run_dir)) if found.get("status") in FINISHED else None
+        if rows:  # a finished run's history.csv was deleted: its last.pt holds the same rows
+            _write_history(path, rows)
+        return rows or []
+    try:
+        return _parse_history(path)
+    except ValueError as exc:
+        problem = str(exc)
+    rows = _history_from_checkpoint(Path(run_dir))
+    if rows is None:
+        raise UserError(f"{path} is damaged ({problem}) and {Path(run_dir) / 'last.pt'} cannot restore it: run the "
+                        "study again with the same command (it redoes the run), or delete the run folder.")
+    _write_history(path, rows)
+    return rows
+
+
+def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    """history.csv as the trainer writes it (the epoch a whole number)."""
+    columns = list(rows[0]) if rows else ["epoch"]
+    atomic.write_csv(path, [dict(row, epoch=int(row["epoch"])) for row in rows], columns)
+
+
+def _history_from_checkpoint(run_dir: Path) -> list[dict[str, float]] | None:
+    if not whole_checkpoint(run_dir / "last.pt"):
+        return None
+    try:
+        state = read_checkpoint(run_dir / "last.pt", need_model=False)
+    except (DamagedCheckpoint, FileNotFoundError):
+        return None
+    history = state.get("history")
+    return [{k: float(v) for k, v in row.items()} for row in history] if isinstance(history, list) else None
+
+
+def checkpoint_val_acc(metrics: dict[str, Any], history: list[dict[str, float]]) -> float | None:
+    """Validation accuracy of the checkpoint that is used (best.pt, chosen by training.monitor); folders written
+    before it was stored give it from the history row of the best epoch."""
+    if metrics.get("val_acc") is not None:
+        return float(metrics["val_acc"])
+    epoch = metrics.get("best_epoch")
+    return float(history[int(epoch) - 1]["val_acc"]) if epoch and len(history) >= int(epoch) else None
+
+
+def highest_val_acc(metrics: dict[str, Any]) -> float | None:
+    """The highest validation accuracy at any epoch (not necessarily the checkpoint's)."""
+    value = metrics.get("highest_val_acc", metrics.get("best_val_acc"))
+    return float(value) if value is not None else None
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml; DamagedFile (naming the file) when it is missing, not YAML or not a mapping."""
+    path = Path(run_dir) / CONFIG_YAML
+    try:
+        config = load_yaml(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DamagedFile(f"{path} is missing") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DamagedFile(f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("resolved", "model",
+                                                                                           "training")):
+        raise DamagedFile(f"{path} is damaged (not a run's configuration: {type(config).__name__})")
+    return config
+
+
+def user_config(run_dir: Path) -> dict[str, Any]:
+    """read_config for evaluate and predict: a missing or damaged config.yaml is a UserError with the fix."""
+    try:
+        return read_config(run_dir)
+    except DamagedFile as exc:
+        raise UserError(f"{exc}, so the model and its preprocessing cannot be rebuilt exactly: run the study again "
+                        "with the same command (it redoes the run and writes config.yaml anew), or restore the file "
+                        "from a backup.") from None
+
+
+def whole_checkpoint(path: Path) -> bool:
+    """Whether a checkpoint file is whole as far as its zip directory shows (torch.save writes a zip): a cut or
+    overwritten file fails here at the cost of reading its last bytes, not the whole file."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def whole_predictions(path: Path) -> bool:
+    """A predictions_*.csv with its columns and every row complete (not cut mid-row, not emptied)."""
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not {"image", "label", "decision"} <= set(reader.fieldnames or []):
+                return False
+            rows = 0
+            for row in reader:
+                if None in row or any(v is None or v == "" for k, v in row.items() if k != "decision_at_threshold"):
+                    return False
+                rows += 1
+            return rows > 0
+    except (OSError, ValueError):
+        return False
+
+
+def damage(run_dir: Path, metrics: dict[str, Any]) -> str | None:
+    """What a finished run lacks that its record says it has (None when it is whole): a file deleted, cut or
+    overwritten after the run finished. Such a run is redone from its last good state by `medablate run`."""
+    run_dir = Path(run_dir)
+    try:
+        read_config(run_dir)
+    except DamagedFile as exc:
+        return str(exc)
+    needed: list[tuple[str, Callable[[Path], bool] | None]] = [(HISTORY_CSV, None)]
+    if metrics.get("evaluation"):
+        needed.append((predictions_file(run_dir, "val").name, whole_predictions))
+    if metrics.get("test") and metrics.get("evaluation"):
+        needed.append((predictions_file(run_dir, "test").name, whole_predictions))
+    if metrics.get("best_epoch"):
+        needed.append((BEST_PT, whole_checkpoint))
+    if (run_dir / LAST_PT).exists() or (run_dir / LAST_PT).is_symlink():
+        needed.append((LAST_PT, whole_checkpoint))
+    for name, whole in needed:
+        path = run_dir / name
+        if name == HISTORY_CSV:
+            try:
+                if read_history(run_dir):  # a cut or deleted history.csv is rebuilt from last.pt when it can be
+                    continue
+            except UserError as exc:
+                return str(exc).split(":")[0]
+            return f"{path} is missing"
+        if not path.exists():
+            return f"{path} is missing"
+        if whole is not None and not whole(path):
+            return f"{path} is damaged (cut, emptied or overwritten)"
+    return None
+
+
+def damage_of(run_dir: Path) -> str:
+    """In words, what makes a run damaged (its metrics.json, or a file its record names)."""
+    try:
+        metrics = read_metrics(run_dir)
+    except DamagedFile as exc:
+        return str(exc)
+    return (damage(run_dir, metrics) if metrics else None) or "its files do not match its record"
+
+
+def finished_metrics(run_dir: Path) -> dict[str, Any]:
+    """metrics.json of a run that finished and is whole (status done), else {}: what analysis may read."""
+    metrics = metrics_or_empty(run_dir)
+    return metrics if metrics.get("status") == DONE and damage(run_dir, metrics) is None else {}
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    atomic.write_text(Path(run_dir) / CONFIG_YAML, yaml.safe_dump(config, sort_keys=False))
+
+
+def write_predictions(path: Path, ids: list[str], labels: Any, probabilities: Any, decisions: Any,
+                      class_names: list[str], threshold: float | None = None) -> None:
+    """One row per image: id, label, probability of each class, decision (the loss's rule), correct (0/1),
+    and for binary tasks the decision at the validated threshold."""
+    columns = ["image", "label", *[f"prob_{name}" for name in class_names], "decision", "correct"]
+    if threshold is not None:
+        columns.append("decision_at_threshold")
+    rows = []
+    for image, label, probs, decision in zip(ids, labels, probabilities, decisions):
+        row: dict[str, Any] = {"image": image, "label": int(label), "decision": int(decision),
+                               "correct": int(int(label) == int(decision))}
+        row.update({f"prob_{name}": float(p) for name, p in zip(class_names, probs)})
+        if threshold is not None:
+            row["decision_at_threshold"] = int(float(probs[1]) >= threshold)
+        rows.append(row)
+    atomic.write_csv(path, rows, columns)
+
+
+def read_predictions(path: Path) -> list[dict[str, str]]:
+    if not Path(path).exists():
+        return []
+    with Path(path).open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_prediction_arrays(path: Path, class_names: list[str]) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                                         np.ndarray] | None:
+    """Image ids, labels, class probabilities (N, classes) and decisions from a predictions file (None if absent)."""
+    rows = read_predictions(path)
+    if not rows:
+        return None
+    probabilities = np.array([[float(r[f"prob_{n}"]) for n in class_names] for r in rows])
+    return ([r["image"] for r in rows], np.array([int(r["label"]) for r in rows]), probabilities,
+            np.array([int(r["decision"]) for r in rows]))
+
+
+def positive_curves(run_dir: Path, positive_class: str | None, splits: tuple[str, ...] = ("val", "test")) -> dict[str, tuple]:
+    """Per split with saved predictions: (labels, probability of the positive class), for ROC-type figures."""
+    curves = {}
+    for split in splits:
+        rows = read_predictions(Path(run_dir) / f"predictions_{split}.csv")
+        if rows and positive_class is not None:
+            curves[split] = (np.array([int(r["label"]) for r in rows]),
+                             np.array([float(r[f"prob_{positive_class}"]) for r in rows]))
+    return curves
+
+
+def remove_stale_temp_files(folder: Path, recursive: bool = False) -> int:
+    """Delete half-written temp files that killed processes left behind (their atomic writes never finished);
+    a live process's temp files stay. Returns how many were removed."""
+    removed = 0
+    for stale in (Path(folder).rglob(".*.tmp") if recursive else Path(folder).glob(".*.tmp")):
+        if not atomic.owner_alive(stale.name, stale) and not (stale.name.endswith(".link.tmp")
+                                                       and claims.holder(stale.parent) is not None):
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def run_status(run_dir: Path) -> str:
+    try:
+        metrics = read_metrics(run_dir)
+    except DamagedFile:
+        return RUNNING if claims.holder(run_dir) is not None else DAMAGED
+    if metrics:
+        if metrics["status"] == DONE and damage(run_dir, metrics) is not None:
+            return RUNNING if claims.holder(run_dir) is not None else DAMAGED
+        return str(metrics["status"])
+    if claims.holder(run_dir) is not None:
+        return RUNNING
+    if (Path(run_dir) / LAST_PT).exists() or (Path(run_dir) / HISTORY_CSV).exists():
+        return INTERRUPTED  # with a checkpoint cadence, epochs can be done before the first last.pt
+    return PENDING

@@ -1,0 +1,187 @@
+"""Evaluate a saved trial's checkpoint on its study's test set or on any data a study can read.
+
+Classes are matched to the model's by name (case-insensitive), never by position; images the study trained
+or validated on are counted and the result says so; the metrics are the clinical ones `run` reports, with
+95% bootstrap CIs, at the loss's rule and at the run's validated threshold.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medablate.config.schema import DataConfig
+from medablate.core import atomic
+from medablate.data import load_data, resolve_source
+from medablate.data.duplicates import pixel_hashes
+from medablate.data.sources.image_folder import SPLIT_FOLDERS
+from medablate.data.sources.npy_pair import DEFAULT_FILES
+from medablate.data.types import ImageSet
+from medablate.errors import UserError
+from medablate.execute.prepare import load_study_data
+from medablate.folder import checkpoint, claims, rundir
+from medablate.inspect.predict import trial_config
+from medablate.models import count_outputs, input_shape
+from medablate.scoring.clinical import Predictions, score
+from medablate.train.engine import Split, build_trial_model, evaluate, resolve_device
+from medablate.train.tasks import make_task
+
+STUDY_TEST = "the study's test set"
+
+
+def load_checkpoint(run_dir: Path, which: str = "best") -> dict[str, Any]:
+    path = Path(run_dir) / f"{which}.pt"
+    if not Path(run_dir).is_dir():
+        raise UserError(f"trial folder {run_dir} does not exist: pass a folder under DIR/trials/ "
+                        "(medablate status DIR lists them).")
+    if not path.exists():
+        if (Path(run_dir) / "study.json").exists():
+            raise UserError(f"{run_dir} is a study folder, not a run folder: pass one of its runs, "
+                            f"{run_dir}/trials/<trial>-seed<k> (medablate status {run_dir} lists them).")
+        raise UserError(f"{path} does not exist: the trial has no {which} checkpoint yet (it has not finished an "
+                        "epoch, or it diverged first). Run or resume the study, or pick another trial.")
+    return checkpoint.user_checkpoint(path)
+
+
+def align_classes(images: ImageSet, model_classes: list[str], where: str) -> ImageSet:
+    """Relabel images so that label i means the model's class i, matching class names case-insensitively. Data of
+    some of the model's classes only (a normal-only set measures specificity) is accepted."""
+    index = {name.lower(): i for i, name in enumerate(model_classes)}
+    found = [name.lower() for name in images.class_names]
+    if not found or any(name not in index for name in found) or len(set(found)) != len(found):
+        raise UserError(f"the classes of {where} are {images.class_names}, but the model was trained on "
+                        f"{model_classes}: the names must match (case does not matter). Rename the class folders "
+                        "(or files, or labels), or pass data with the model's classes (all, or some of them).")
+    mapping = np.array([index[name] for name in found])
+    images.labels = mapping[images.labels]
+    images.class_names = list(model_classes)
+    return images
+
+
+def class_folders(path: Path, model_classes: list[str]) -> list[str] | None:
+    """The class sub-folders of an image folder that name some of the model's classes (None where data.classes need
+    not be given: not a folder, or a Kaggle train/val/test layout)."""
+    if not path.is_dir():
+        return None
+    names = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if any(n in SPLIT_FOLDERS for n in names):
+        return None
+    known = {c.lower() for c in model_classes}
+    return [n for n in names if n.lower() in known] or None
+
+
+def study_test_set(run_dir: Path) -> ImageSet:
+    """The test set the run's study used (same source, split and duplicate removal), or a UserError."""
+    from rich.console import Console
+
+
+    folder = Path(run_dir).resolve().parent.parent
+    if not (folder / "study.json").exists():
+        raise UserError(f"{run_dir} is not inside a study folder (no {folder}/study.json), so its study's test set "
+                        "is unknown: pass --data with the images to evaluate on.")
+    _, study = rundir.read_study_info(folder)
+    data = load_study_data(study, Console(quiet=True))
+    if data.test is None:
+        raise UserError(f"the study in {folder} has no test set, and evaluating on its validation images would "
+                        "only repeat its own checkpoint choice: pass --data with images the model never saw.")
+    return data.test
+
+
+def load_images(data_path: Path, source: str, files: list[str] | None, image_size: int,
+                model_classes: list[str], channels: int = 1) -> ImageSet:
+    """Any source `run` reads (image folders, DICOM, npy pairs, manifests, MedMNIST), classes aligned by name."""
+    resolved = resolve_source(source, data_path, files or DEFAULT_FILES)
+    if resolved == "phantom":
+        raise UserError("--source phantom would score the model on synthetic images: pass --data with real images, "
+                        "or leave --data out to use the study's own test set.")
+    classes = class_folders(data_path, model_classes) if resolved in ("image-folder", "dicom") else None
+    images = load_data(DataConfig(source=resolved, path=data_path, image_size=image_size, files=files,
+                                  channels=3 if channels == 3 else 1, classes=classes))
+    return align_classes(images, model_classes, f"{data_path} ({resolved})")
+
+
+def overlap(study_folder: Path, images: ImageSet) -> dict[str, Any] | None:
+    """How many images also belong to the study's train/val split: by pixels (split.csv's hashes), else by name."""
+    path = study_folder / rundir.SPLIT_CSV
+    if not path.exists():
+        return None
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    by_pixels = bool(rows) and all(r.get("pixels_sha1") for r in rows)
+    if by_pixels:
+        seen = {r["pixels_sha1"] for r in rows}
+        shared = sum(h in seen for h in pixel_hashes(images))
+    else:
+        seen = {r["file"] for r in rows}
+        shared = sum(atomic.csv_text(i) in seen for i in images.ids)  # split.csv keeps a formula-like name as text
+    return {"shared_images": int(shared), "of": len(images), "matched_by": "pixels" if by_pixels else "file names"}
+
+
+def overlap_warning(found: dict[str, Any] | None) -> str | None:
+    if not found or not found["shared_images"]:
+        return None
+    return (f"{found['shared_images']} of {found['of']} images are also in the study's train/validation split "
+            f"(matched by {found['matched_by']}): the model trained or chose its checkpoint on them, so this figure "
+            "is not a test result.")
+
+
+def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", files: list[str] | None = None,
+                   loss: str | None = None, which: str = "best", name: str | None = None,
+                   device_name: str = "auto") -> dict[str, Any]:
+    """Rebuild the trial's exact model from its config.yaml, load its checkpoint, score it, write the result."""
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir, which)
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir}/config.yaml is missing, so the model cannot be rebuilt exactly.")
+    saved = rundir.user_config(run_dir)
+    config = trial_config(saved)
+    meta = state["meta"]
+    task = make_task(loss or config.training.loss, int(meta["num_classes"]))
+    task.check_outputs(int(meta["num_outputs"]), f"checkpoint {run_dir / (which + '.pt')}")
+    shape = input_shape(tuple(meta["image_shape"]))
+    model_classes = list(meta["class_names"])
+    if data_path is None:
+        images = align_classes(study_test_set(run_dir), model_classes, STUDY_TEST)
+    else:
+        images = load_images(Path(data_path), source, files, shape[1], model_classes, shape[0])
+    images = images.with_channels(shape[0])
+    if images.input_shape != shape:
+        raise UserError(f"the images at {data_path} are {images.input_shape}, the model expects {shape}.")
+    device = resolve_device(device_name)
+    model = build_trial_model(config, shape, task.num_outputs)
+    task.check_outputs(count_outputs(model), "the rebuilt model")
+    model.load_state_dict(state["model"])
+    model.to(device)
+    result = evaluate(model, task, Split.from_numpy(images.images, images.labels, device),
+                      config.training.eval_batch_size, keep_predictions=True)
+    threshold = rundir.validated_threshold(run_dir, task.num_classes == 2)
+    metrics = rundir.metrics_or_empty(run_dir)
+    resamples = int((metrics.get("evaluation_config") or {}).get("bootstrap_resamples", 2000))
+    predictions = Predictions(images.labels, result.probabilities, result.decisions)
+    scored = score(predictions, threshold, model_classes, resamples)
+    shared = overlap(run_dir.resolve().parent.parent, images) if data_path is not None else None
+    output = {"trial_dir": str(run_dir), "checkpoint": f"{which}.pt", "checkpoint_epoch": int(state["epoch"]),
+              "data": str(data_path) if data_path else STUDY_TEST, "source": images.source,
+              "synthetic_data": images.synthetic, "loss": task.loss_name, "count": result.count,
+              "accuracy": result.accuracy, "loss_value": result.loss, "class_names": model_classes,
+              "confusion_matrix": result.confusion, "threshold": threshold, "metrics": scored,
+              "confusion_matrix_at_threshold": (scored.get("at_threshold") or {}).get("confusion_matrix"),
+              "classes_present": [model_classes[i] for i in sorted(set(images.labels.tolist()))],
+              "undefined": undefined_metrics(scored),
+              "overlap": shared, "warning": overlap_warning(shared)}
+    label = rundir.safe_name(name or (Path(data_path).name if data_path else "study-test"))
+    folder = claims.real_folder(run_dir / "evaluations")
+    output["predictions_file"] = str(folder / f"{label}_predictions.csv")
+    rundir.write_predictions(folder / f"{label}_predictions.csv", list(images.ids), images.labels,
+                             result.probabilities, result.decisions, model_classes, threshold)
+    atomic.write_json(folder / f"{label}.json", output)
+    return output
+
+
+def undefined_metrics(scored: dict[str, Any]) -> list[str]:
+    """Metrics that the data cannot define (with one class: the AUCs, the other class's rates)."""
+    section = scored.get("at_0.5") or {}
+    return [k for k, v in section.items() if v is None and k not in ("note",)]

@@ -1,0 +1,214 @@
+"""From study to paper: DIR/methods.md (a methods paragraph) and DIR/tables.tex (booktabs tables).
+
+Every number comes from the run folder (study.json, summary.csv's rows, comparisons.csv's rows, the runs'
+metrics); nothing is typed in by hand, so the text stays true when the study is rerun or extended.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medablate.analysis.outcomes import BY_KEY, scaled
+from medablate.config.schema import Study
+from medablate.core import atomic
+from medablate.execute.plan import Plan, expand, short_value
+from medablate.folder import rundir
+from medablate.scoring import thresholds
+
+if TYPE_CHECKING:
+    from medablate.analysis.compare import Analysis
+
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def _counts(counts: dict[str, dict[str, int]]) -> str:
+    parts = []
+    for split, per_class in counts.items():
+        detail = ", ".join(f"{n} {name}" for name, n in per_class.items())
+        parts.append(f"{sum(per_class.values())} {SPLIT_WORDS.get(split, split)} images ({detail})")
+    return "; ".join(parts)
+
+
+def _model(study: Study) -> str:
+    model = study.model
+    start = f", starting from the weights in {model.weights.name}" if model.weights else ", trained from scratch"
+    return model.describe(start)
+
+
+def _named(config: Any) -> str:
+    if config is None:
+        return "none"
+    arguments = ", ".join(f"{k} {v}" for k, v in config.kwargs.items())
+    return f"{config.name}" + (f" ({arguments})" if arguments else "")
+
+
+def data_paragraph(info: dict[str, Any], study: Study) -> str:
+    data = info.get("data") or {}
+    split = data.get("split_used") or {}
+    method = split.get("method", study.data.split.method)
+    grouped = "grouped by patient" if (split.get("group_by") or study.data.split.group_by) else "not grouped by patient"
+    patients = data.get("patients")
+    duplicates = data.get("duplicates") or {}
+    removed = sum((duplicates.get("removed") or {}).values())
+    shape = data.get("image_shape") or []
+    text = (f"Data. {'Synthetic phantom images (not patients)' if info.get('synthetic_data') else 'Images'} from the "
+            f"{data.get('source')} source, classes {', '.join(data.get('class_names', []))}: "
+            f"{_counts(data.get('counts') or {})}. The split ({method}, {grouped}) was fixed for the whole study")
+    if patients:
+        text += " (patients: " + ", ".join(f"{n} {SPLIT_WORDS.get(s, s)}" for s, n in patients.items()) + ")"
+    text += f"; the test set is {data.get('test_from') or 'absent'}. "
+    if duplicates:
+        text += (f"Exact duplicates (identical decoded pixels) were removed from later splits: {removed} images "
+                 f"({duplicates.get('duplicate_groups', 0)} images occurred more than once). ")
+    augment = study.data.augment
+    colour = "kept as three RGB channels" if study.data.channels == 3 else "converted to one grey channel"
+    standardised = {"none": "", "image": ", each standardised to mean 0 and SD 1",
+                    "dataset": ", standardised with the training split's mean and SD"}[study.data.normalize]
+    text += (f"Images were {colour} (intensity {data.get('intensity', 'by bit depth')}), "
+             f"resized to {shape[0] if shape else '?'}x{shape[1] if len(shape) > 1 else '?'} pixels and scaled to "
+             f"[0, 1]{standardised}; training-time augmentation: "
+             + (", ".join(f"{k} {v}" for k, v in augment.model_dump().items() if v and k != "crop_ratio")
+                if augment.enabled else "none")
+             + (f"; test-time augmentation: {study.evaluation.tta} (probabilities averaged over the views)"
+                if study.evaluation.tta != "none" else "") + ".")
+    return text
+
+
+def training_paragraph(info: dict[str, Any], study: Study, plan: Plan, results: list[dict[str, Any]]) -> str:
+    training = study.training
+    machine = info.get("machine") or {}
+    seconds = sum(float(r["seconds"]) for r in results if r.get("seconds") not in (None, ""))
+    varied = "; ".join(f"{c.name}: {', '.join(k for k in c.vary)} in "
+                       f"{{{', '.join(short_value(v) for values in c.vary.values() for v in values)}}}"
+                       for c in study.comparisons)
+    return (f"Models and training. The base model was {_model(study)}, trained with {training.loss} for "
+            f"{training.epochs} epochs, batch size {training.batch_size}, optimizer {_named(training.optimizer)}, "
+            f"learning-rate schedule {_named(training.scheduler)}, class weights {training.class_weights}, sampler "
+            f"{training.sampler}; the checkpoint used is the epoch with the best {training.monitor}. "
+            f"Comparisons ({varied or 'none'}) gave {len(plan.trials)} distinct trials, each trained with "
+            f"{len(plan.seeds)} seed(s) ({', '.join(map(str, plan.seeds))}): {len(plan.runs)} runs, "
+            f"{f'{seconds / 60:.1f} minutes' if seconds >= 60 else f'{seconds:.1f} s'} of training on "
+            f"{machine.get('device', '?')} "
+            f"({machine.get('platform', '?')}, {machine.get('torch_threads', '?')} threads).")
+
+
+def statistics_paragraph(study: Study, analysis: Analysis) -> str:
+    analysis_config = study.analysis
+    test = "paired t-test" if analysis_config.test == "t" else "Wilcoxon signed-rank test"
+    sizes = {r["family"]: r["family_size"] for r in analysis.rows if r.get("family")}
+    tested = sizes.get("all tests" if study.analysis.family == "all" else "primary tests", 0)
+    if not tested:
+        family = ("Holm's method; no test was made here, since a test needs at least 3 seeds per level (every "
+                  "difference is reported with its interval and no verdict)")
+    elif study.analysis.family == "all":
+        family = f"Holm's method over all {tested} tests of the study"
+    else:
+        family = (f"Holm's method over the {tested} primary test{'s' if tested > 1 else ''} (one per level and "
+                  "comparison); every other outcome is reported as exploratory, with its raw p-value and no verdict")
+    rule = study.evaluation.rule
+    threshold = (f"The decision threshold was fixed at {rule} (not chosen on data)." if isinstance(rule, float) else
+                 f"The decision threshold ({thresholds.describe(rule)}) was chosen on validation only.")
+    return (f"Statistics. Each level was compared with its comparison's reference level, paired by seed, with a "
+            f"{test} (an exact sign-flip permutation test where the differences have no spread), alpha "
+            f"{analysis_config.alpha}, corrected with {family}. Intervals over seeds are 95% t intervals, intersected "
+            f"with the range each metric can take; test-set "
+            f"metrics carry 95% bootstrap intervals ({study.evaluation.bootstrap_resamples} resamples, images "
+            f"resampled within each class); test images were compared with McNemar's exact test on the decisions of "
+            f"the seed ensembles. {threshold} Seed ensembles average the seeds' class probabilities.")
+
+
+def software_paragraph(info: dict[str, Any]) -> str:
+    versions = info.get("versions") or {}
+    return "Software. " + ", ".join(f"{k} {v}" for k, v in versions.items() if v and k != "git_commit") + (
+        f"; medablate commit {versions['git_commit']}" if versions.get("git_commit") else "") + "."
+
+
+def results_paragraph(study: Study, analysis: Analysis) -> str:
+    sentences = [f"{comparison}: {text}" for comparison, texts in analysis.sentences.items() for text in texts]
+    return "Results. " + (" ".join(sentences) if sentences else "No comparison has finished runs yet.")
+
+
+def methods_text(info: dict[str, Any], study: Study, plan: Plan, analysis: Analysis,
+                 results: list[dict[str, Any]]) -> str:
+    paragraphs = [data_paragraph(info, study), training_paragraph(info, study, plan, results),
+                  statistics_paragraph(study, analysis), software_paragraph(info), results_paragraph(study, analysis)]
+    # names from the study file reach this Markdown: as text, never as HTML a viewer would run
+    text = "\n\n".join(html.escape(p, quote=False) for p in paragraphs)
+    return f"# Methods: {html.escape(study.name)}\n\n" + text + "\n\n(Generated by medablate from this folder.)\n"
+
+
+LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def latex(text: Any) -> str:
+    """Text as LaTeX source: its special characters escaped."""
+    value = "--" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text)
+    return "".join(LATEX.get(c, c) for c in value)
+
+
+def _interval(outcome_key: str, mean: float, low: float, high: float) -> str:
+    outcome = BY_KEY[outcome_key]
+    if math.isnan(mean):
+        return "--"
+    digits = 1 if outcome.unit in ("points", "epochs") else 3
+    shown = f"{scaled(outcome, mean):.{digits}f}"
+    return shown if math.isnan(low) else f"{shown} ({scaled(outcome, low):.{digits}f}, {scaled(outcome, high):.{digits}f})"
+
+
+def _tabular(caption: str, label: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = [r"\begin{table}[ht]", r"\centering\small", rf"\caption{{{latex(caption)}}}", rf"\label{{{label}}}",
+             r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+             " & ".join(latex(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex(c) for c in row) + r" \\" for row in rows]
+    return lines + [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+
+
+def tables_tex(study: Study, analysis: Analysis) -> str:
+    has_test = any(not math.isnan(r.get("test_acc_mean", math.nan)) for r in analysis.summary)
+    header = ["trial", "seeds", "test accuracy (95% CI)" if has_test else "val. accuracy (95% CI)",
+              "val. accuracy (95% CI)", "ensemble AUC"]
+    rows = []
+    for row in analysis.summary:
+        auc = row.get("ensemble_test_roc_auc") if has_test else row.get("ensemble_val_roc_auc")
+        rows.append([row["trial"], str(row["seeds"]),
+                     _interval("test_acc" if has_test else "val_acc", *(row[f"{'test_acc' if has_test else 'val_acc'}_{s}"]
+                                                                       for s in ("mean", "ci_low", "ci_high"))),
+                     _interval("val_acc", *(row[f"val_acc_{s}"] for s in ("mean", "ci_low", "ci_high"))),
+                     f"{auc:.3f}" if isinstance(auc, float) and not math.isnan(auc) else "--"])
+    lines = ["% Generated by medablate; \\usepackage{booktabs} in the preamble, then \\input{tables.tex}.", ""]
+    lines += _tabular(f"{study.name}: results per trial (mean over seeds, 95% CI; accuracy in points)",
+                      "tab:results", header, rows)
+    comparison_rows = [[r["comparison"], f"{r['level']} vs {r['reference']}", BY_KEY[r["outcome"]].label,
+                        _difference(r), _p(r["p"]), _p(r["p_holm"]), r["verdict"]]
+                       for r in analysis.rows if r.get("role") == "primary"]
+    lines += _tabular(f"{study.name}: primary comparisons (level minus reference, paired by seed; Holm over the "
+                      "primary family)", "tab:comparisons",
+                      ["comparison", "levels", "outcome", "difference (95% CI)", "p", "p (Holm)", "verdict"],
+                      comparison_rows)
+    return "\n".join(lines)
+
+
+def _difference(row: dict[str, Any]) -> str:
+    outcome = BY_KEY[row["outcome"]]
+    digits = 1 if outcome.unit in ("points", "epochs") else 3
+    shown = f"{scaled(outcome, row['difference']):+.{digits}f}"
+    if math.isnan(row["ci_low"]):
+        return shown
+    return f"{shown} ({scaled(outcome, row['ci_low']):+.{digits}f}, {scaled(outcome, row['ci_high']):+.{digits}f})"
+
+
+def _p(value: float) -> str:
+    return "--" if value is None or math.isnan(value) else f"{value:.2g}"
+
+
+def write_methods(out: Path, analysis: Analysis, results: list[dict[str, Any]]) -> tuple[Path, Path]:
+    info, study = rundir.read_study_info(out)
+    plan = expand(study)
+    methods, tables = Path(out) / "methods.md", Path(out) / "tables.tex"
+    atomic.write_text(methods, methods_text(info, study, plan, analysis, results))
+    atomic.write_text(tables, tables_tex(study, analysis))
+    return methods, tables

@@ -1,0 +1,71 @@
+"""Everything after training that is computed from the run folder alone: the analysis's tables (medablate.analysis),
+then the comparisons' figures and the methods text. `medablate run` and `medablate compare` both end here."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from medablate.analysis.compare import Analysis, load_study_folder, write_analysis
+from medablate.analysis.outcomes import OUTCOMES, scaled
+from medablate.config.schema import Study
+from medablate.data.sources.phantom import FIGURE_NOTE
+from medablate.execute.plan import Plan, Trial, level_label
+from medablate.folder import rundir
+from medablate.report import plots
+from medablate.report.methods import write_methods
+
+
+def write_outputs(out: Path) -> Analysis:
+    """results.csv, summary.csv, comparisons.csv, tables.md, the comparisons' figures, methods.md and tables.tex."""
+    analysis = write_analysis(out)
+    study, plan, info = load_study_folder(Path(out))
+    _figures(Path(out), study, plan, info, analysis)
+    write_methods(out, analysis, analysis.results)
+    return analysis
+
+
+def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis: Analysis) -> None:
+    note = FIGURE_NOTE if info.get("synthetic_data") else ""
+    found = analysis.outcomes
+    for comparison in study.comparisons:
+        keys = list(comparison.vary)
+        trials = plan.trials_of(comparison.name)
+        curves = {level_label(t, keys): [rundir.read_history(rundir.trial_dir(out, rundir.run_id(t.id, s)))
+                                         for s in plan.seeds] for t in trials}
+        seeds = f" (mean and 95% band over {len(plan.seeds)} seeds)" if len(plan.seeds) > 1 else ""
+        name = rundir.safe_name(comparison.name)
+        plots.overlay(out / "figures" / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
+        per_outcome = {}
+        for outcome in OUTCOMES:
+            values = {level_label(t, keys): [scaled(outcome, found[(t.id, s)][outcome.key]) for s in plan.seeds
+                                             if (t.id, s) in found and math.isfinite(found[(t.id, s)][outcome.key])]
+                      for t in trials}
+            if any(values.values()) and outcome.key != "seconds":
+                per_outcome[outcome.label + (" (points)" if outcome.unit == "points" else "")] = values
+        roc = _roc_curves(out, trials, keys, plan.seeds)
+        if roc:
+            split = "test" if all(k.endswith("(test)") for k in roc) else "validation"
+            plots.roc_overlay(out / "figures" / f"{name}-roc", {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
+                              f"{study.name}: {comparison.name}, {split} ROC (first finished seed)", note)
+        if per_outcome:
+            plots.outcome_strips(out / "figures" / f"{name}-outcomes", per_outcome,
+                                 f"{study.name}: {comparison.name}, each dot one seed", note)
+
+
+def _roc_curves(out: Path, trials: list[Trial], keys: list[str], seeds: list[int]) -> dict[str, tuple]:
+    """Per level: labels and positive-class probabilities of its first finished seed (test, else validation)."""
+    curves = {}
+    for trial in trials:
+        for seed in seeds:
+            run_dir = rundir.trial_dir(out, rundir.run_id(trial.id, seed))
+            metrics = rundir.finished_metrics(run_dir)
+            positive = (metrics.get("evaluation") or {}).get("positive_class")
+            split = "test" if rundir.predictions_file(run_dir, "test").exists() else "val"
+            found = rundir.positive_curves(run_dir, positive, (split,))
+            if found:
+                curves[f"{level_label(trial, keys)} ({split})"] = found[split]
+                break
+    return curves
+

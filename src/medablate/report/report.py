@@ -1,0 +1,374 @@
+"""The study report: DIR/report.html (one self-contained page) and DIR/report.md, from the run folder only."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from medablate.analysis.compare import Analysis, analyse, load_study_folder
+from medablate.analysis.ensembles import read_ensemble
+from medablate.analysis.outcomes import BY_KEY, scaled
+from medablate.analysis.transfer import gap_rows, gap_warnings
+from medablate.config.schema import Study, flatten, to_plain
+from medablate.core import atomic, faults
+from medablate.data.sources.phantom import FIGURE_NOTE
+from medablate.execute.plan import Plan, Trial, level_label, reference_trial
+from medablate.folder import rundir
+from medablate.report import plots
+from medablate.report.document import (
+    Block,
+    Figure,
+    Heading,
+    Image,
+    Items,
+    Paragraph,
+    Table,
+    render_html,
+    render_markdown,
+    slug,
+)
+
+PATIENT_ID = re.compile(r"(person\d+_|patient[-_]?\d+|IM-\d{4}-)", re.IGNORECASE)
+METRIC_ROWS = ["accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "ppv", "npv",
+               "f1", "brier", "ece"]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(text: Any) -> Any:
+    try:
+        return float(text) if text not in (None, "") else None
+    except (TypeError, ValueError):
+        return text
+
+
+def best_trial(plan: Plan, analysis: Analysis) -> Trial | None:
+    """Chosen on validation (mean validation accuracy of the checkpoints used, over seeds), never on test."""
+    scores = {row["trial"]: row["val_acc_mean"] for row in analysis.summary
+              if row["seeds"] and not math.isnan(row["val_acc_mean"])}
+    if not scores:
+        return None
+    best = max(scores, key=lambda t: scores[t])
+    return next(t for t in plan.trials if t.id == best)
+
+
+# ---------------------------------------------------------------- warnings
+
+
+def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str, str]], best: dict | None) -> list[str]:
+    found = []
+    if info.get("synthetic_data"):
+        found.append("The data is SYNTHETIC (procedurally generated phantom images, not patients): these numbers say "
+                     "nothing about real chest X-rays.")
+    if len(plan.seeds) < 3:
+        found.append(f"{len(plan.seeds)} seed(s): differences between trials cannot be told from seed noise; use at "
+                     "least 3 (5 is better) for verdicts.")
+    bad = [r["run"] for r in results if r["status"] in ("diverged", "failed")]
+    if bad:
+        found.append(f"Diverged or failed runs: {', '.join(bad)}.")
+    damaged = [f"{r['run']} ({rundir.damage_of(out / 'trials' / r['run'])})" for r in results if r["status"] == "damaged"]
+    if damaged:
+        found.append(f"Damaged runs, left out below (a file deleted, cut or overwritten after they finished; "
+                     f"`medablate run` with the study redoes them): {'; '.join(damaged)}.")
+    unfinished = [r["run"] for r in results if r["status"] not in ("done", "diverged", "failed", "ensemble", "damaged")]
+    if unfinished:
+        found.append(f"Not finished: {', '.join(unfinished)}; their numbers are missing below.")
+    split = _read_csv(out / "split.csv")
+    grouped = ((info.get("study") or {}).get("data") or {}).get("split", {}).get("group_by")
+    if not grouped and any(PATIENT_ID.search(r["file"]) for r in split[:2000]):
+        found.append("File names look like they carry patient ids, and the split is not grouped by patient: images of "
+                     "one patient can sit on both sides and inflate validation results.")
+    if "test" not in (info.get("data", {}).get("counts") or {}):
+        found.append("This study has no test set: every figure comes from the validation split, which also chose the "
+                     "checkpoints (and thresholds), so it overstates performance on new images. Hold one out with "
+                     "data.split.test_fraction (patient-grouped with group_by) or add a test: section.")
+    train = (info.get("data", {}).get("counts") or {}).get("train") or {}
+    if train and max(train.values()) > 1.5 * max(1, min(train.values())):
+        found.append(f"Class imbalance in training: {', '.join(f'{k} {v}' for k, v in train.items())}; accuracy "
+                     "alone can mislead (see balanced accuracy, sensitivity and specificity).")
+    if best:
+        val, test = best.get("val", {}).get("at_threshold") or {}, best.get("test", {}).get("at_threshold") or {}
+        if (val.get("roc_auc") or 0) >= 0.99 or (test and abs((val.get("accuracy") or 0) - (test.get("accuracy") or 0)) >= 0.05):
+            found.append("Validation is near-perfect or far from test for the best trial: checkpoints and thresholds "
+                         "chosen on validation may not transfer to new data.")
+    return found
+
+
+# ---------------------------------------------------------------- sections
+
+
+def summary_section(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str, str]], found: list[str]) -> list[Block]:
+    versions = info.get("versions", {})
+    machine = info.get("machine", {})
+    seconds = sum(float(r["seconds"]) for r in results if r.get("seconds"))
+    data = info.get("data", {})
+    blocks: list[Block] = [Heading(2, "Summary", "summary")]
+    if found:
+        blocks.append(Items(found, "warning"))
+    facts = [["study", info.get("name")], ["started", info.get("started")], ["finished", info.get("finished")],
+             ["machine", f"{machine.get('platform', '?')}; {machine.get('device', '?')}; "
+                         f"{machine.get('torch_threads', '?')} threads" + (f"; {machine['gpu']}" if machine.get("gpu") else "")],
+             ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)],
+             ["training time (all runs)", f"{seconds / 60:.1f} min"],
+             ["trials x seeds", f"{len(plan.trials)} x {len(plan.seeds)} = {len(plan.runs)} runs"],
+             ["data", f"{data.get('source')} ({'synthetic' if info.get('synthetic_data') else 'real'}), classes "
+                      f"{', '.join(data.get('class_names', []))}, images {data.get('image_shape')}"],
+             ["patients per split", ", ".join(f"{k} {v}" for k, v in data["patients"].items()) if data.get("patients")
+              else "not known (the split is not grouped by patient)"],
+             ["duplicates removed", _duplicates(data.get("duplicates"))],
+             ["test set", data.get("test_from") or ("none" if "test" not in (data.get("counts") or {}) else "–")],
+             ["intensity", data.get("intensity") or "8-bit (Pillow's convert)"],
+             ["data fingerprint", info.get("data_fingerprint")], ["command", info.get("command") or "–"]]
+    blocks.append(Table(["", "value"], facts))
+    counts = data.get("counts") or {}
+    names = data.get("class_names", [])
+    blocks.append(Table(["split", *names, "total"], [[split, *(c.get(n) for n in names), sum(c.values())]
+                                                     for split, c in counts.items()]))
+    return blocks
+
+
+def _duplicates(found: dict[str, Any] | None) -> str:
+    if not found:
+        return "not checked (data.duplicates: keep)"
+    removed = ", ".join(f"{k} {v}" for k, v in found["removed"].items())
+    return f"{sum(found['removed'].values())} removed ({removed}); {found['duplicate_groups']} images occur more than once"
+
+
+def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, comparison: Any) -> list[Block]:
+    keys = list(comparison.vary)
+    trials = plan.trials_of(comparison.name)
+    reference = reference_trial(study, plan, comparison)
+    stem = Path("figures") / rundir.safe_name(comparison.name)
+    blocks: list[Block] = [Heading(2, f"Comparison: {comparison.name}", f"comparison-{slug(comparison.name)}"),
+                           Paragraph(f"Varied: {', '.join(keys)}; reference level: {level_label(reference, keys)}.")]
+    blocks.append(Figure(stem, "Accuracy and loss per epoch: validation solid (mean with 95% band over seeds), "
+                               "train dotted."))
+    flats = {t.id: flatten(to_plain(t.config)) for t in trials}
+    differing = sorted({k for f in flats.values() for k in f if any(g.get(k) != f.get(k) for g in flats.values())})
+    blocks += [Heading(3, "Hyperparameters"),
+               Table(["level", *differing], [[level_label(t, keys), *(flats[t.id].get(k) for k in differing)] for t in trials]),
+               Table(["shared", "value"], [[k, v] for k, v in flats[reference.id].items() if k not in differing])]
+    summary = {row["trial"]: row for row in analysis.summary}
+    columns = ["test_acc", "val_acc", "highest_val_acc", "convergence_epoch", "stability", "best_epoch"]
+    header = ["level", "seeds"] + [f"{BY_KEY[c].label}, mean (95% CI)" for c in columns]
+    rows = []
+    for trial in trials:
+        row = summary[trial.id]
+        rows.append([level_label(trial, keys), row["seeds"]] + [
+            _mean_ci(BY_KEY[c], row[f"{c}_mean"], row[f"{c}_ci_low"], row[f"{c}_ci_high"]) for c in columns])
+    blocks += [Heading(3, "Results"), Table(header, rows)]
+    blocks.append(Figure(Path(f"{stem}-outcomes"), "Each outcome per level; every dot is one seed."))
+    if (out / f"{stem}-roc.svg").exists():
+        blocks.append(Figure(Path(f"{stem}-roc"), "ROC curve of each level (first finished seed)."))
+    sentences = analysis.sentences.get(comparison.name)
+    blocks += [Heading(3, "Conclusions"),
+               Items(sentences) if sentences else Paragraph("Not computed: no level has finished runs to compare.", "note")]
+    return blocks
+
+
+def _mean_ci(outcome: Any, mean: float, low: float, high: float) -> str:
+    if math.isnan(mean):
+        return "not computed"
+    digits = 1 if outcome.unit in ("points", "epochs", "s") else 4
+    spread = "" if math.isnan(low) else f" ({scaled(outcome, low):.{digits}f} to {scaled(outcome, high):.{digits}f})"
+    return f"{scaled(outcome, mean):.{digits}f}{spread}"
+
+
+def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
+                 test_set: str, synthetic: bool = False) -> tuple[list[Block], dict | None]:
+    """The best trial over all its finished seeds: curves with a band, ROC with a band and the published
+    references, the seed ensemble's metrics and confusion matrix (one seed's when it has only one)."""
+    blocks: list[Block] = [Heading(2, "Best trial", "best-trial")]
+    run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in plan.seeds
+                if trial and rundir.run_status(rundir.trial_dir(out, rundir.run_id(trial.id, s))) == "done"]
+    if trial is None or not run_dirs:
+        return blocks + [Paragraph("Not computed: no finished trial yet.", "note")], None
+    ensemble = read_ensemble(out, trial.id) if len(run_dirs) > 1 else {}
+    metrics = ensemble or rundir.metrics_or_empty(run_dirs[0])
+    evaluation = metrics.get("evaluation") or {}
+    shown_as = (f"the ensemble of its {len(run_dirs)} seeds (mean of their probabilities)" if ensemble
+                else f"its one finished seed, {run_dirs[0].name}")
+    blocks.append(Paragraph(f"{trial.id}, chosen by the mean validation accuracy of its checkpoints over seeds (never "
+                            f"by test); curves and ROC over all {len(run_dirs)} finished seed(s); metrics of "
+                            f"{shown_as}."))
+    blocks.append(Table(["key", "value"], [[k, v] for k, v in flatten(to_plain(trial.config)).items()]))
+    stem = Path("figures") / "best-trial"
+    note = FIGURE_NOTE if synthetic else ""
+    histories = [rundir.read_history(d) for d in run_dirs]
+    if any(histories):
+        plots.overlay(out / f"{stem}-curves", {trial.id: histories}, f"best trial {trial.id}: {len(run_dirs)} seed(s)",
+                      note)
+        blocks.append(Figure(Path(f"{stem}-curves"), "Accuracy and loss per epoch: validation solid (mean with 95% "
+                                                     "band over seeds), train dotted."))
+    blocks += _metric_tables(evaluation)
+    positive = evaluation.get("positive_class")
+    per_split = {split: [c[split] for d in run_dirs if split in (c := rundir.positive_curves(d, positive, (split,)))]
+                 for split in ("val", "test")}
+    marked = [r for r in study.references if "sensitivity" in r.metrics and "specificity" in r.metrics]
+    # published results are of real patients: never drawn beside results on synthetic images
+    points = [] if synthetic else [(r.name, r.metrics["sensitivity"], r.metrics["specificity"]) for r in marked]
+    if any(per_split.values()):
+        plots.roc_band(out / f"{stem}-roc", {k: v for k, v in per_split.items() if v},
+                       f"best trial {trial.id}: ROC over seeds", points, note)
+        if points:
+            caption = (f"; markers: published references ({', '.join(name for name, _, _ in points)}), measured on "
+                       f"{', '.join(sorted({r.test_set for r in marked}))}; this study's test set: {test_set}")
+        elif synthetic and marked:
+            caption = ("; published references are not drawn: they were measured on real patients, and this study's "
+                       "images are synthetic")
+        else:
+            caption = ""
+        blocks.append(Figure(Path(f"{stem}-roc"), f"ROC per split: mean over seeds with a 95% band{caption}."))
+    shown = "test" if "test" in evaluation else "val"
+    if evaluation.get(shown):
+        at = "at_threshold" if "at_threshold" in evaluation[shown] else "at_0.5"
+        names = metrics.get("class_names") or (metrics.get("test") or {}).get("class_names") or ["0", "1"]
+        plots.confusion(out / f"{stem}-confusion", evaluation[shown][at]["confusion_matrix"], names,
+                        f"{shown} confusion matrix ({'ensemble' if ensemble else run_dirs[0].name})", note)
+        blocks.append(Figure(Path(f"{stem}-confusion"), f"Confusion matrix on {shown} (rows: true class), "
+                                                        f"{'seed ensemble' if ensemble else 'one seed'}."))
+    if "test" in evaluation:
+        blocks += [Heading(3, "Validation vs test"),
+                   Paragraph("Would the validation split have predicted the test result? Each metric at 0.5 and at the "
+                             "threshold chosen on validation, and the class prevalence of each split."),
+                   Table(["metric", "rule", "validation", "test", "test 95% CI"], gap_rows(evaluation))]
+        curves = {s: per_split[s][0] for s in ("val", "test") if per_split.get(s)}
+        if curves:
+            plots.reliability(out / f"{stem}-reliability", curves, f"best trial {trial.id}: calibration (first seed)",
+                              note=note)
+            blocks.append(Figure(Path(f"{stem}-reliability"), "Reliability: observed frequency of the positive class "
+                                                              "per bin of predicted probability (first seed)."))
+    examples = rundir.read_json(run_dirs[0] / "examples.json") if (run_dirs[0] / "examples.json").exists() else None
+    if examples:
+        shown = examples[0].get("saliency")  # examples.json from before issue 10 does not say
+        blocks.append(Heading(3, f"Test images with saliency: {shown}" if shown else "Test images with saliency"))
+        relative = run_dirs[0].relative_to(out)
+        blocks += [Image(relative / e["file"], f"{e['kind']}: {e['image']} (true {e['label']}, predicted "
+                                               f"{e['decision']}, P({e['decision']}) {e['probability']:.3f})")
+                   for e in examples]
+    else:
+        blocks.append(Paragraph("Example images: not computed (they need a test set).", "note"))
+    return blocks, evaluation
+
+
+def references_section(out: Path, study: Study, plan: Plan, analysis: Analysis, test_set: str) -> list[Block]:
+    """The study's trials (seed ensemble, else the mean over seeds, on test) beside published results."""
+    if not study.references:
+        return []
+    header = ["", "accuracy", "AUC", "sensitivity", "specificity", "test set"]
+    rows: list[list[Any]] = []
+    for trial in plan.trials:
+        record = read_ensemble(out, trial.id)
+        section = ((record.get("evaluation") or {}).get("test") or {}).get("at_threshold") or {}
+        if section:
+            rows.append([f"{trial.id} (seed ensemble)", section.get("accuracy"), section.get("roc_auc"),
+                         section.get("sensitivity"), section.get("specificity"), test_set])
+        else:
+            row = next(r for r in analysis.summary if r["trial"] == trial.id)
+            rows.append([f"{trial.id} (mean over seeds)", row.get("test_acc_mean"), None, None, None, test_set])
+    same = []
+    for reference in study.references:
+        values = reference.metrics
+        rows.append([f"{reference.name} (published)", values.get("accuracy"), values.get("auc"),
+                     values.get("sensitivity"), values.get("specificity"), reference.test_set])
+        same.append(study.test_set_name is not None and reference.test_set == study.test_set_name)
+    notes = [f"{r.name} was measured on {r.test_set}, not on this study's test set ({test_set}): the numbers are not "
+             "directly comparable." for r, s in zip(study.references, same) if not s]
+    cited = [f"{r.name}: {r.citation}" for r in study.references if r.citation]
+    return ([Heading(2, "Published references", "references"),
+             Paragraph("This study's trials on its test set (seed ensembles at their validated threshold, or the mean "
+                       "test accuracy over seeds) beside published results."),
+             Table(header, rows)] + ([Items(notes, "warning")] if notes else []) + ([Items(cited)] if cited else []))
+
+
+def test_set_words(info: dict[str, Any], study: Study) -> str:
+    data = info.get("data") or {}
+    if study.test_set_name:
+        return study.test_set_name
+    count = sum((data.get("counts") or {}).get("test", {}).values()) if (data.get("counts") or {}).get("test") else 0
+    return f"{count} images, {data.get('test_from') or 'none'}" if count else "none"
+
+
+def _metric_tables(evaluation: dict[str, Any]) -> list[Block]:
+    if not evaluation:
+        return [Paragraph("Clinical metrics: not computed for this run.", "note")]
+    threshold = evaluation.get("threshold") or {}
+    blocks: list[Block] = [Heading(3, "Validation and test metrics")]
+    if threshold:
+        chosen = "chosen on validation and applied unchanged to test" if not isinstance(threshold.get("rule"), float) \
+            else "the same rule on validation and test (not chosen on data)"
+        blocks.append(Paragraph(f"Threshold {threshold.get('value'):.4g}: {threshold.get('description')}; {chosen}."))
+    at = "at_threshold" if threshold else "at_0.5"
+    val, test = evaluation.get("val", {}).get(at, {}), evaluation.get("test", {}).get(at)
+    header = ["metric", "validation", "test", "test 95% CI"]
+    rows = []
+    for key in METRIC_ROWS:
+        ci = (test or {}).get("ci95", {}).get(key) or [None, None]
+        rows.append([key, val.get(key), (test or {}).get(key) if test else "not computed (no test set)",
+                     f"{ci[0]:.3f} to {ci[1]:.3f}" if ci[0] is not None else "–"])
+    return blocks + [Table(header, rows)]
+
+
+def trials_section(out: Path, plan: Plan, results: list[dict[str, str]]) -> list[Block]:
+    columns = ["run", "trial", "seed", "status", *plan.varied_keys, "val_acc", "best_epoch", "highest_val_acc", "test_acc",
+               "test_loss", "seconds"]
+    rows = [[_number(r.get(c)) if c not in ("run", "trial", "status", *plan.varied_keys) else r.get(c) for c in columns]
+            for r in results]
+    links = [f"trials/{r['run']}/metrics.json" if (out / "trials" / r["run"] / "metrics.json").exists() else ""
+             for r in results]
+    return [Heading(2, "All trials", "all-trials"),
+            Paragraph("Click a column header to sort. Each run links to its metrics.json; its folder holds its "
+                      "config, history, checkpoints, predictions and figures."),
+            Table(columns, rows, sortable=True, links={0: links}, element_id="trials")]
+
+
+def transfer_warnings(out: Path, plan: Plan) -> list[str]:
+    """Validation-test gaps and poor calibration, per trial (its seed ensemble, else its first finished seed)."""
+    found = []
+    for trial in plan.trials:
+        record = read_ensemble(out, trial.id)
+        if not record:
+            record = next((m for s in plan.seeds if (m := rundir.finished_metrics(
+                rundir.trial_dir(out, rundir.run_id(trial.id, s)))).get("status") == "done"), {})
+        found += gap_warnings(trial.id, record.get("evaluation") or {})
+    return found
+
+
+def methods_links(out: Path) -> list[Block]:
+    if not (out / "methods.md").exists():
+        return []
+    return [Heading(2, "For the paper", "paper"),
+            Paragraph("methods.md: a methods paragraph with every number from this folder; tables.tex: the results "
+                      "and comparison tables as LaTeX (booktabs)."),
+            Items(["methods.md", "tables.tex"])]
+
+
+def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Path]:
+    """Write report.html and report.md; pass the analysis when the caller has just computed it."""
+    out = Path(out)
+    study, plan, info = load_study_folder(out)
+    analysis = analysis or analyse(out)
+    results = _read_csv(out / "results.csv")
+    trial = best_trial(plan, analysis)
+    test_set = test_set_words(info, study)
+    best_blocks, best_eval = best_section(out, study, trial, plan, test_set, bool(info.get("synthetic_data")))
+    found = warnings(out, info, plan, results, best_eval) + transfer_warnings(out, plan)
+    blocks: list[Block] = [Heading(1, f"medablate study: {study.name}")]
+    blocks += summary_section(out, info, plan, results, found)
+    for comparison in study.comparisons:
+        blocks += comparison_section(out, study, plan, analysis, comparison)
+    blocks += best_blocks + references_section(out, study, plan, analysis, test_set)
+    blocks += trials_section(out, plan, results) + methods_links(out)
+    html_path, md_path = out / "report.html", out / "report.md"
+    faults.point("report")
+    atomic.write_text(html_path, render_html(f"medablate: {study.name}", blocks, out))
+    atomic.write_text(md_path, render_markdown(blocks))
+    return html_path, md_path

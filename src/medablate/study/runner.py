@@ -1,0 +1,262 @@
+"""Run a whole study: load data once, split once, train every run (trial x seed), evaluate, write outputs.
+
+Finished runs are skipped and interrupted ones resume, so running the same command again after a
+crash finishes the study with the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+
+from medablate.analysis.compare import Analysis
+from medablate.config.schema import Study, to_plain
+from medablate.core import atomic, provenance
+from medablate.data.sources.image_folder import INTENSITY
+from medablate.data.sources.phantom import FIGURE_NOTE
+from medablate.data.split import (
+    SPLIT_COLUMNS,
+    TEST,
+    TRAIN,
+    VAL,
+    split_rows,
+    uses_source_split,
+)
+from medablate.errors import UserError
+from medablate.execute.executors import StudyJob, executor
+from medablate.execute.plan import expand, reference_trial, scaling_notes
+from medablate.execute.prepare import (
+    RunContext,
+    StudyData,
+    changed_config_message,
+    check_buildable,
+    check_models,
+    check_weights_used,
+    config_differences,
+    data_note,
+    load_study_data,
+    tensors,
+)
+from medablate.execute.run import run_config, weights_record
+from medablate.folder import claims, rundir
+from medablate.report import run_figures
+from medablate.report.outputs import write_outputs
+from medablate.report.report import build_report
+from medablate.train.engine import configure_threads, resolve_device, usable_cores
+
+
+class StudyRunner:
+    def __init__(self, study: Study, out: Path, console: Console, command: str = "", threads: int | None = None,
+                 workers: int = 1) -> None:
+        self.study, self.out, self.console, self.command = study, Path(out), console, command
+        self.threads, self.workers, self.show_progress = threads, workers, True
+        # the CLI's choice: a thread writes each run's final checkpoints while the next trains, and the runs' figures
+        # are drawn by spawned processes; a library caller's script must then guard its entry point
+        # (if __name__ == "__main__"), as for any spawned process
+        self.background = False
+        self.executor, self.ray_address, self.ray_resources = "local", None, {}  # --executor ray [--address]
+        self.elsewhere: list[str] = []  # runs another process was training while this one ran
+        self.plan = expand(study)
+        check_weights_used(study, self.plan)
+        check_buildable(self.plan)
+        for comparison in study.comparisons:
+            reference_trial(study, self.plan, comparison)  # a reference that names no level fails now, not after training
+        self.data_note = ""
+        self.analysis: Analysis | None = None
+
+    # -------------------------------------------------------------- setup
+
+    def check_output_folder(self) -> None:
+        """--out must be a folder this process can write, and not the data itself; checked before anything loads."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is an existing file, not a folder: choose a folder (it is created if needed).")
+        data = self.study.data.path
+        if data is not None and data.is_dir() and (out.resolve() == data.resolve() or data.resolve() in out.resolve().parents):
+            raise UserError(f"--out {out} is inside the data folder {data}: the study's outputs would mix with the "
+                            "images (and be read as data next time). Choose a folder outside it.")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f"{atomic.temp_prefix('write-check')}probe.tmp"
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            probe.unlink()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(f"cannot write to --out {out} ({exc.strerror or exc}): make it writable (or mount it "
+                            "read-write), or choose another folder.") from None
+        for folder in ("trials", "figures", "ensembles"):
+            claims.real_folder(out / folder, parent=False)
+
+    def _prepare_folder(self, data: StudyData) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        previous = None
+        if (self.out / rundir.STUDY_JSON).exists():
+            try:
+                previous = rundir.read_study_info(self.out)[0]
+            except UserError as exc:  # every run's config is checked on its own, so study.json can be rewritten
+                self.console.print(f"[yellow]Note:[/] {escape(str(exc).split(': run the study again')[0])}; "
+                                   "writing it anew.", highlight=False)
+        fingerprint = data.fingerprint()
+        if previous and previous.get("data_fingerprint") != fingerprint:
+            raise UserError(f"{self.out} holds a study run on different data or a different split "
+                            f"(fingerprint {str(previous.get('data_fingerprint'))[:12]}, now {fingerprint[:12]}): "
+                            "use another --out folder, or delete this one to start over.")
+        if previous and previous.get("name") != self.study.name:
+            raise UserError(f"{self.out} holds study '{previous.get('name')}', not '{self.study.name}': "
+                            "use another --out folder.")
+        atomic.write_csv(self.out / rundir.SPLIT_CSV, split_rows(data.images, data.split, data.patients, data.hashes),
+                         SPLIT_COLUMNS)
+        info = {
+            "format": rundir.FORMAT, "name": self.study.name, "command": self.command, "status": "running",
+            "started": (previous or {}).get("started") or _now(), "resumed": _now() if previous else None,
+            "finished": None, "synthetic_data": data.synthetic, "notes": data.notes,
+            "data_fingerprint": fingerprint,
+            "data": {"source": data.images.source, "class_names": data.images.class_names,
+                     "image_shape": list(data.images.image_shape), "counts": self._counts(data),
+                     "intensity": INTENSITY, "test_from": data.test_from, "split_used": self._split_used(data),
+                     "patients": self._patients(data), "duplicates": data.duplicates,
+                     "channels": data.images.channels, "normalize": self.study.data.normalize},
+            "weights": self._weights(),
+            "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
+            "run_list": [{"run": r.id, "trial": r.trial.id, "seed": r.seed, "epochs": r.trial.config.training.epochs}
+                         for r in self.plan.runs],
+            "versions": provenance.versions(), "study": to_plain(self.study),
+        }
+        return info
+
+    def _split_used(self, data: StudyData) -> dict[str, Any]:
+        """The split actually made: the source's own, or the method with its settings."""
+        config = self.study.data.split
+        if data.images.preset is not None and uses_source_split(data.images, config):
+            return {"method": "source", "from": data.images.source}
+        return to_plain(config)
+
+    def _weights(self) -> dict[str, str]:
+        """Starting weights files of the study's models: path -> SHA-256."""
+        records = [weights_record(t.config) for t in self.plan.trials]
+        return {r["weights"]: r["weights_sha256"] for r in records if r}
+
+    @staticmethod
+    def _patients(data: StudyData) -> dict[str, int] | None:
+        if data.patients is None:
+            return None
+        ids = np.asarray(data.patients, dtype=object)
+        counts = {s: len(set(ids[data.split == s])) for s in (TRAIN, VAL)}
+        return counts | ({TEST: data.test_patients} if data.test_patients is not None else {})
+
+    @staticmethod
+    def _counts(data: StudyData) -> dict[str, dict[str, int]]:
+        counts = {s: {name: int(((data.split == s) & (data.images.labels == i)).sum())
+                      for i, name in enumerate(data.images.class_names)} for s in (TRAIN, VAL)}
+        if data.test is not None:
+            counts["test"] = data.test.counts()
+        return counts
+
+    # -------------------------------------------------------------- the study
+
+    def run(self) -> int:
+        started = time.perf_counter()
+        self.check_output_folder()
+        data = load_study_data(self.study, self.console)
+        for note in scaling_notes(self.plan) + data.notes:
+            self.console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
+        self.data_note = data_note(data)
+        check_models(self.plan, data.images.input_shape, len(data.images.class_names))
+        info = self._prepare_folder(data)
+        removed = rundir.remove_stale_temp_files(self.out, recursive=True)
+        if removed:
+            self.console.print(f"removed {removed} half-written temp file(s) left by a killed process", highlight=False)
+        threads, threads_from = configure_threads(self.threads)
+        device = resolve_device(self.study.training.device)
+        info["machine"] = provenance.machine(device) | {"torch_threads": threads, "threads_from": threads_from}
+        context = RunContext(self.study, self.out, data, tensors(data, device), device)
+        self._check_configs(context)
+        atomic.write_json(self.out / rundir.STUDY_JSON, info)
+        self.console.print(f"Study [bold]{self.study.name}[/]: {len(self.plan.trials)} trials x "
+                           f"{len(self.plan.seeds)} seed(s) = {len(self.plan.runs)} runs on {device}; "
+                           f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
+                           + (f", {len(data.test)} test" if data.test is not None else "") + f" -> {self.out}")
+        timing = {"setup": time.perf_counter() - started}
+        job = StudyJob(self.study, self.out, self.plan, self.console, threads, self.data_note, self.workers,
+                       self.background, self.show_progress, self.ray_address, self.ray_resources, self.elsewhere)
+        name = self.executor if self.executor != "local" else "workers" if self.workers > 1 else "local"
+        statuses = executor(name)(job, context)
+        timing["runs"] = time.perf_counter() - started - timing["setup"]
+        self.draw_run_figures(data)
+        timing["figures"] = time.perf_counter() - started - sum(timing.values())
+        self.write_outputs()
+        timing["analysis"] = time.perf_counter() - started - sum(timing.values())
+        now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
+        info.update(status="finished" if all(s in rundir.FINISHED for s in now) else "incomplete",
+                    finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1),
+                    workers=self.workers, executor=self.executor)
+        atomic.write_json(self.out / rundir.STUDY_JSON, info)
+        build_report(self.out, self.analysis)
+        timing["report"] = time.perf_counter() - started - sum(timing.values())
+        info["timing_seconds"] = {k: round(v, 3) for k, v in timing.items()}  # setup, runs, analysis, report
+        atomic.write_json(self.out / rundir.STUDY_JSON, info)
+        return self._summarise(statuses)
+
+    def _check_configs(self, context: RunContext) -> None:
+        """Every run already in the folder, finished or not, must be the run the study now asks for."""
+        changed = {}
+        for run in self.plan.runs:
+            run_dir = rundir.trial_dir(self.out, run.id)
+            try:
+                saved = rundir.read_config(run_dir)
+            except rundir.DamagedFile:
+                continue  # none yet, or damaged: the run is (re)done and its config.yaml written anew
+            if saved:
+                differences = config_differences(saved, run_config(run, context)[2])
+                if differences:
+                    changed[f"trials/{run.id}"] = differences
+        if changed:
+            raise UserError(changed_config_message(self.out, changed))
+
+    def draw_run_figures(self, data: StudyData) -> None:
+        """Each run's own figures and examples, drawn after training (in parallel processes from the CLI)."""
+        runs = [(rundir.trial_dir(self.out, r.id), f"{self.study.name}: {r.id}") for r in self.plan.runs]
+        cores = usable_cores()
+        with self.console.status("Drawing each run's figures and examples..."):
+            run_figures.draw_all(runs, self._figure_note(), data.test, cores if self.background else 1)
+
+    def _figure_note(self) -> str:
+        return FIGURE_NOTE if self.data_note == "synthetic phantom" else ""
+
+    # -------------------------------------------------------------- outputs
+
+    def write_outputs(self) -> None:
+        """Everything after training, from the run folder alone (the same as `medablate compare`)."""
+        analysis = self.analysis = write_outputs(self.out)
+        for comparison, texts in analysis.sentences.items():
+            self.console.print(f"[bold]{escape(comparison)}[/]")
+            for text in texts:
+                self.console.print(f"  {escape(text)}", highlight=False)
+
+    def _summarise(self, statuses: list[str]) -> int:
+        counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+        self.console.print("Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        if self.elsewhere:
+            self.console.print(f"{len(self.elsewhere)} run(s) were being trained by another medablate process on this "
+                               f"folder ({', '.join(self.elsewhere)}): that process writes the analysis with them when "
+                               "it finishes (or run `medablate compare` / `report` on the folder later).",
+                               highlight=False)
+        self.console.print(f"Results: {self.out / 'results.csv'} (per run), {self.out / 'summary.csv'} (per trial), "
+                           f"{self.out / 'comparisons.csv'}\nReport:  {self.out / 'report.html'} and report.md\n"
+                           f"Tables:  {self.out / 'tables.md'}\n"
+                           f"Figures: {self.out / 'figures'}/ and {self.out / 'trials'}/*/curves.png")
+        return 0 if rundir.FAILED not in statuses else 1
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+

@@ -1,0 +1,582 @@
+"""Fit one trial: a training loop you can read top to bottom, with per-epoch history and resume.
+
+It knows nothing about studies: it gets a trial config, a seed, tensors and a folder. After every
+epoch it writes history.csv, and last.pt (model, optimizer, scheduler and RNG state) when
+training.checkpoint_every says so, atomically; a kill at any moment loses at most the epochs since the
+last checkpoint, and a resumed run replays them and continues number for number as if it had never
+stopped. SIGTERM and SIGINT (with errors.on_signal installed, as the CLI does) stop training after the batch
+in progress, with a last.pt of that very step, so the rerun goes on from that batch. The best epoch's
+weights are kept in memory, and best.pt is written with last.pt and at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from medablate.config.schema import TrialConfig, flatten, to_plain
+from medablate.core import atomic, faults
+from medablate.errors import UserError, stop_between_batches, stop_requested, take_stop
+from medablate.folder.checkpoint import (
+    DamagedCheckpoint,
+    drop_stale_slot,
+    load_checkpoint,
+    older_slot,
+    read_checkpoint,
+    save_checkpoint,
+)
+from medablate.models import (
+    build_model,
+    input_shape,
+    is_convolutional,
+    network,
+    set_dataset_statistics,
+)
+from medablate.models.weights import load_weights
+from medablate.scoring.clinical import epoch_metrics
+from medablate.train.optim import build_optimizer, build_scheduler
+from medablate.train.tasks import Task
+from medablate.train.tracking import TensorBoardLog
+
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_balanced_acc",
+                   "val_sensitivity", "val_specificity", "seconds"]
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Split:
+    """uint8 images (N, C, H, W) and int64 labels, already on the training device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device: torch.device) -> "Split":
+        return cls(torch.from_numpy(np.ascontiguousarray(images)).to(device),
+                   torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    count: int
+    probabilities: np.ndarray | None = None  # (N, classes), with keep_predictions
+    decisions: np.ndarray | None = None  # (N,), with keep_predictions
+
+
+@dataclass
+class FitResult:
+    status: str  # done | diverged
+    history: list[dict[str, float]]
+    best: dict[str, Any]
+    diverged_epoch: int | None = None
+    resumed_from_epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("training.device is cuda, but this machine has no CUDA GPU visible to torch: "
+                        "use training.device: auto (or cpu).")
+    return torch.device(name)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    """The cores this process may use (cgroup/affinity aware where the platform says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def configure_threads(requested: int | None = None) -> tuple[int, str]:
+    """Torch's intra-op threads and where the number came from: `requested` (--threads), else what the user set
+    with OMP_NUM_THREADS / MKL_NUM_THREADS (torch already follows it), else one per core this process may use
+    (cgroup/affinity aware). A machine shared with other work should be given --threads or OMP_NUM_THREADS."""
+    if requested is not None:
+        torch.set_num_threads(requested)
+        return requested, "--threads"
+    for variable in THREAD_VARIABLES:
+        if os.environ.get(variable, "").strip():
+            return torch.get_num_threads(), variable
+    available = usable_cores()
+    if torch.get_num_threads() != available:
+        torch.set_num_threads(available)
+    return available, "usable cores"
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 batch -> float32 in [0, 1]; done per batch so the data stays uint8 in memory."""
+    return images.float().div_(255)
+
+
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The speed switches as no-op seams: autocast or nullcontext, channels-last or not (nanoGPT's way)."""
+
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> float in [0, 1], in the model's memory format."""
+        x = normalise(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+FP32 = Speed()
+
+
+def speed_of(config: TrialConfig, device: torch.device) -> Speed:
+    training = config.training
+    channels_last = training.channels_last == "on" or (
+        training.channels_last == "auto" and is_convolutional(config.model))
+    return Speed(device, training.precision, channels_last)
+
+
+def balanced_order(labels: torch.Tensor) -> torch.Tensor:
+    """len(labels) draws with replacement, each class equally likely (global RNG, so seeded and resumable)."""
+    counts = torch.bincount(labels.cpu())
+    weights = (1.0 / counts.double())[labels.cpu()]
+    return torch.multinomial(weights, len(labels), replacement=True).to(labels.device)
+
+
+def epoch_permutation(n: int, device: torch.device) -> torch.Tensor:
+    """The batch order DataLoader(shuffle=True) would draw from the global RNG, so seeds match the course loop."""
+    torch.empty((), dtype=torch.int64).random_()  # DataLoader's iterator draws a base seed first
+    generator = torch.Generator()
+    generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+    return torch.randperm(n, generator=generator).to(device)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int,
+             keep_predictions: bool = False, speed: Speed = FP32) -> Evaluation:
+    """Loss, accuracy and confusion matrix over data (and per-image predictions when asked), in eval mode."""
+    model.eval()
+    probabilities, decisions = [], []
+    total_loss = torch.zeros((), dtype=torch.float64, device=data.labels.device)
+    confusion = torch.zeros((task.num_classes, task.num_classes), dtype=torch.int64, device=data.labels.device)
+    for start in range(0, len(data), batch_size):
+        with speed.autocast():
+            logits = model(speed.inputs(data.images[start:start + batch_size])).float()
+        labels = data.labels[start:start + batch_size]
+        # batch mean x batch size, as the usual loop sums it: same numbers as the course notebook to the bit
+        total_loss += task.loss(logits, labels).double() * len(labels)
+        decided = task.decisions(logits)
+        index = labels * task.num_classes + decided
+        confusion += torch.bincount(index, minlength=task.num_classes**2).view(task.num_classes, -1)
+        if keep_predictions:
+            probabilities.append(task.probabilities(logits.double()).cpu())
+            decisions.append(decided.cpu())
+    matrix = confusion.cpu()
+    correct = int(matrix.diagonal().sum())
+    result = Evaluation(float(total_loss) / len(data), correct / len(data), matrix.tolist(), len(data))
+    if keep_predictions:
+        result.probabilities = torch.cat(probabilities).numpy()
+        result.decisions = torch.cat(decisions).numpy()
+    return result
+
+
+def run_now(job: Callable[[], None]) -> None:
+    job()
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+@dataclass
+class EpochPosition:
+    """Where an epoch stood after a batch: its batch order, the batches done and the running sums."""
+
+    order: torch.Tensor
+    batch: int
+    total_loss: torch.Tensor
+    correct: torch.Tensor
+
+    def as_state(self) -> dict[str, Any]:
+        return {"order": self.order, "batch": self.batch, "total_loss": self.total_loss, "correct": self.correct}
+
+
+class EpochCut(Exception):
+    """Training stopped after a batch (SIGTERM / SIGINT); where it stood, for a checkpoint of that step."""
+
+    def __init__(self, position: EpochPosition) -> None:
+        super().__init__(f"stopped after batch {position.batch}")
+        self.position = position
+
+
+def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, step_scheduler_per_batch: bool, data: Split, batch_size: int,
+                    on_batch: Callable[[int, int], None] | None = None, balanced: bool = False,
+                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    position: EpochPosition | None = None, stop: Callable[[], bool] | None = None,
+                    speed: Speed = FP32, scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
+    """One pass over the training data; returns (mean loss, accuracy) over the epoch's samples. From `position`
+    when given (a resumed epoch); raises EpochCut after a batch when stop() says so."""
+    model.train()
+    device = data.labels.device
+    if position is None:
+        order = balanced_order(data.labels) if balanced else epoch_permutation(len(data), device)
+        position = EpochPosition(order, 0, torch.zeros((), dtype=torch.float64, device=device),
+                                 torch.zeros((), dtype=torch.int64, device=device))
+    order, total_loss, correct = position.order.to(device), position.total_loss.to(device), position.correct.to(device)
+    batches = steps_per_epoch(len(data), batch_size)
+    seen = min(len(data), batches * batch_size)
+    for b in range(position.batch, batches):
+        index = order[b * batch_size:(b + 1) * batch_size]
+        labels = data.labels[index]
+        images = speed.inputs(data.images[index])
+        with speed.autocast():
+            logits = model(augment(images) if augment is not None else images).float()
+        loss = task.loss(logits, labels, weighted=task.class_weights is not None)
+        optimizer.zero_grad(set_to_none=False)  # keep gradient buffers: no 128 MiB allocation per step
+        if scaler is not None and scaler.is_enabled():  # fp16: scaled loss, steps skipped on inf/NaN gradients
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if step_scheduler_per_batch and scheduler is not None:
+            scheduler.step()
+        total_loss += loss.detach().double() * len(index)
+        correct += (task.decisions(logits.detach()) == labels).sum()
+        if on_batch is not None:
+            on_batch(b + 1, batches)
+        faults.point("batch")
+        if stop is not None and b + 1 < batches and stop():
+            raise EpochCut(EpochPosition(order, b + 1, total_loss, correct))
+    return float(total_loss) / seen, int(correct) / seen
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    """Optimizer steps per epoch. A trailing batch of one image is left out (a different image each epoch,
+    as the order is shuffled): BatchNorm cannot train on a single sample."""
+    batches = math.ceil(count / batch_size)
+    return batches - 1 if count % batch_size == 1 and batches > 1 else batches
+
+
+def _is_better(value: float, best: float | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    return value < best if monitor == "val_loss" else value > best
+
+
+def flatten_config(config: TrialConfig) -> dict[str, Any]:
+    return flatten(to_plain(config))
+
+
+def checkpoint_meta(config: TrialConfig, task: Task, shape: tuple[int, ...], class_names: list[str]) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild its model and score it with the right rule. image_shape is (C, H, W);
+    checkpoints from before the channel axis recorded (H, W) (see models.input_shape)."""
+    return {"format": CHECKPOINT_FORMAT, "loss": task.loss_name, "num_outputs": task.num_outputs,
+            "num_classes": task.num_classes, "class_names": list(class_names), "image_shape": list(shape),
+            "model": to_plain(config.model), "normalize": config.normalize, "tta": config.tta}
+
+
+def build_trial_model(config: TrialConfig, shape: tuple[int, ...], num_outputs: int) -> torch.nn.Module:
+    """The trial's model as checkpoints store it (standardisation and test-time augmentation included)."""
+    return build_model(config.model, shape, num_outputs, config.normalize, config.tta)
+
+
+def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and SD per channel of uint8 (N, C, H, W) images, in 0..1 units (data.normalize: dataset)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
+    square = torch.zeros_like(total)
+    for start in range(0, len(images), 512):
+        x = images[start:start + 512].double().div_(255)
+        total += x.sum(dim=(0, 2, 3))
+        square += x.square().sum(dim=(0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    return mean.float(), (square / count - mean.square()).clamp_min(0).sqrt().float()
+
+
+class Trainer:
+    """Owns the model, optimizer and scheduler of one trial and seed, and its files in run_dir."""
+
+    def __init__(self, config: TrialConfig, task: Task, seed: int, image_shape: tuple[int, ...],
+                 class_names: list[str], run_dir: Path, device: torch.device, steps_per_epoch: int) -> None:
+        self.config, self.task, self.seed, self.run_dir, self.device = config, task, seed, Path(run_dir), device
+        self.notes: list[str] = []  # what resume had to repair and what the weights file held, for the runner
+        torch.manual_seed(seed)  # drives initialisation, batch order and dropout
+        shape = input_shape(image_shape)
+        model = build_trial_model(config, shape, task.num_outputs)
+        if config.model.weights is not None:
+            self.notes.append(load_weights(network(model), config.model.weights).summary())
+        self.speed = speed_of(config, device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+        memory = torch.channels_last if self.speed.channels_last else torch.contiguous_format
+        self.model = model.to(device).to(memory_format=memory)  # type: ignore[call-overload]  # the raw module
+        # what trains and evaluates; checkpoints store the raw module's keys (no _orig_mod. prefix)
+        self.forward: torch.nn.Module = torch.compile(self.model) if config.training.compile else self.model  # type: ignore[assignment]
+        self.scaler = self.speed.scaler()
+        self.optimizer = build_optimizer(config.training.optimizer, self.model.parameters())
+        self.scheduler = build_scheduler(config.training.scheduler, self.optimizer, config.training.epochs,
+                                         steps_per_epoch)
+        self.per_batch = config.training.scheduler is not None and config.training.scheduler.interval == "step"
+        self.meta = checkpoint_meta(config, task, shape, class_names)
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {}
+        self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the runner from data.augment
+        self.saved_at = time.monotonic()  # when last.pt was last written (training.checkpoint_every: auto)
+        self.best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's weights, kept in memory
+        self.best_saved = True  # whether best.pt holds best_weights (it is written with last.pt and at the end)
+        self.best_val: Evaluation | None = None  # the best epoch's validation predictions (None after a resume)
+        self.cut: dict[str, Any] | None = None  # where SIGTERM/SIGINT stopped the epoch in last.pt, to go on from
+        self.writer: Callable[[Callable[[], None]], Any] = run_now  # runs the final writes (the runner: a thread)
+        self.pending: Any = None  # what writer returned for them (a Future, or None when already written)
+
+    # -------------------------------------------------------------- checkpoints
+
+    def _rng_state(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _last_state(self) -> dict[str, Any]:
+        return {"meta": self.meta, "epoch": len(self.history), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "rng": self._rng_state(), "history": list(self.history), "best": dict(self.best)}
+
+    def _best_state(self) -> dict[str, Any]:
+        return {"meta": self.meta, "epoch": int(self.best["epoch"]), "val_loss": self.best["val_loss"],
+                "val_acc": self.best["val_acc"], "model": self.best_weights}
+
+    def _save_best(self) -> None:
+        """best.pt, when the weights in memory are newer; always before last.pt, so that a last.pt on disk never
+        records a best epoch whose weights are missing (a resume from it replays every later improvement)."""
+        if self.best_weights is not None and not self.best_saved:
+            save_checkpoint(self.run_dir / "best.pt", self._best_state())
+            self.best_saved = True
+
+    def _load_saved_best(self) -> bool:
+        """best.pt into memory after a resume, when it is the best epoch that last.pt records; a best.pt from a
+        later epoch (a kill after best.pt, before last.pt) is simply found again by the replayed epochs. False when
+        the best epoch's weights are lost (best.pt missing or damaged): the run must start over."""
+        path = self.run_dir / "best.pt"
+        if "epoch" not in self.best:
+            return True
+        try:
+            state = read_checkpoint(path, self.device)
+        except (DamagedCheckpoint, FileNotFoundError):
+            return False
+        if int(state["epoch"]) == int(self.best["epoch"]):
+            self.best_weights = state["model"]
+            return True
+        return int(state["epoch"]) > int(self.best["epoch"])
+
+    def _last_good_state(self) -> dict[str, Any] | None:
+        """last.pt, else the older slot when last.pt is damaged, else None (the run starts over), with a note."""
+        path = self.run_dir / "last.pt"
+        if not path.exists():
+            return None
+        try:
+            return read_checkpoint(path, self.device, need_model=False)
+        except DamagedCheckpoint as exc:
+            older = older_slot(path)
+            try:
+                state = read_checkpoint(older, self.device, need_model=False) if older is not None else None
+            except DamagedCheckpoint:
+                state = None
+            where = f"the previous checkpoint (epoch {state['epoch']})" if state else "the first epoch"
+            self.notes.append(f"{exc}; resuming from {where}")
+            return state
+
+    def resume(self) -> int:
+        """Load the last good checkpoint if there is one; return the number of epochs already done."""
+        state = self._last_good_state()
+        if state is None:
+            return 0
+        self.best = dict(state["best"])
+        if not self._load_saved_best():
+            self.notes.append(f"{self.run_dir / 'best.pt'} is missing or damaged, so the weights of the best epoch "
+                              f"({self.best['epoch']}) are lost: the run is trained again from the start (same numbers)")
+            self.best = {}
+            return 0
+        self.history = list(state["history"])
+        if "model" in state:
+            self.model.load_state_dict(state["model"])
+        if state.get("finished"):
+            self.write_history()
+            return int(state["epoch"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        self.write_history()  # a kill between a checkpoint and its history row must not lose the row
+        self.cut = state.get("cut")  # stopped mid-epoch by SIGTERM/SIGINT: the epoch goes on from that batch
+        return int(state["epoch"])
+
+    def _update_best(self, row: dict[str, float], val: Evaluation) -> bool:
+        """Record the epoch; True when it is the new best by the monitored value (its weights and validation
+        predictions are kept in memory then)."""
+        monitor = self.config.training.monitor
+        improved = _is_better(row[monitor], self.best.get(monitor), monitor)
+        if improved:
+            self.best.update(epoch=int(row["epoch"]), val_loss=row["val_loss"], val_acc=row["val_acc"])
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_saved, self.best_val = False, val
+        if row["val_acc"] > self.best.get("best_val_acc", -1.0):
+            self.best.update(best_val_acc=row["val_acc"], best_val_acc_epoch=int(row["epoch"]))
+        return improved
+
+    AUTO_SECONDS = 60.0
+
+    def _due(self, epoch: int) -> bool:
+        """Whether this epoch ends with a full last.pt (training.checkpoint_every)."""
+        every = self.config.training.checkpoint_every
+        if every == "epoch":
+            return True
+        if every == "auto":
+            return time.monotonic() - self.saved_at >= self.AUTO_SECONDS
+        return epoch % int(every) == 0
+
+    def _checkpoint(self, row: dict[str, float]) -> bool:
+        """When due: best.pt (if the best weights in memory changed), then last.pt (resume needs it, so it is
+        written last). A resume from an older last.pt replays the same epochs and finds the same best."""
+        if not self._due(int(row["epoch"])):
+            return False
+        self._save_best()
+        save_checkpoint(self.run_dir / "last.pt", self._last_state())
+        self.saved_at = time.monotonic()
+        return True
+
+    # -------------------------------------------------------------- the loop
+
+    def fit(self, train: Split, val: Split, on_batch: Callable[[int, int], None] | None = None,
+            on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
+        training = self.config.training
+        if training.class_weights == "balanced":
+            self.task = self.task.with_balanced_weights(train.labels)
+        if self.config.normalize == "dataset":
+            set_dataset_statistics(self.model, *channel_statistics(train.images))
+        start = self.resume()
+        self.saved_at = time.monotonic()
+        with stop_between_batches():
+            return self._epochs(start, train, val, on_batch, on_epoch)
+
+    def _epochs(self, start: int, train: Split, val: Split, on_batch: Callable[[int, int], None] | None,
+                on_epoch: Callable[[dict[str, float]], None] | None) -> FitResult:
+        training = self.config.training
+        log = TensorBoardLog(self.run_dir, flatten_config(self.config)) if training.tensorboard else None
+        for epoch in range(start + 1, training.epochs + 1):
+            cut, self.cut = self.cut, None  # a resumed epoch goes on where SIGTERM stopped it
+            started = time.perf_counter() - (cut["seconds"] if cut else 0.0)
+            lr = cut["lr"] if cut else current_lr(self.optimizer)
+            position = EpochPosition(**{k: cut[k] for k in ("order", "batch", "total_loss", "correct")}) if cut else None
+            try:
+                train_loss, train_acc = train_one_epoch(
+                    self.forward, self.task, self.optimizer, self.scheduler, self.per_batch, train, training.batch_size,
+                    on_batch, balanced=training.sampler == "balanced", augment=self.augment, position=position,
+                    stop=stop_requested, speed=self.speed, scaler=self.scaler)
+            except EpochCut as stopped:
+                self._save_cut(stopped.position, lr, time.perf_counter() - started)
+                raise take_stop() from None
+            if self.scheduler is not None and not self.per_batch:
+                self.scheduler.step()
+            val_eval = evaluate(self.forward, self.task, val, training.eval_batch_size, keep_predictions=True,
+                                speed=self.speed)
+            # Iterating a validation DataLoader draws one seed from the global RNG; draw it too, so that a
+            # seed gives the same batches and dropout masks as the course's DataLoader loop.
+            torch.empty((), dtype=torch.int64).random_()
+            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": val_eval.loss, "val_acc": val_eval.accuracy,
+                   **epoch_metrics(val.labels.cpu().numpy(), val_eval.probabilities, val_eval.decisions),
+                   "seconds": round(time.perf_counter() - started, 3)}
+            if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
+                self.history.append(row)
+                self._save_best()
+                self.write_history()
+                return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
+            self.history.append(row)
+            self._update_best(row, val_eval)
+            if self._checkpoint(row):
+                faults.point("after-checkpoint")
+            self.write_history()
+            if log is not None:
+                log.epoch(row)
+            if on_epoch is not None:
+                on_epoch(row)
+        if log is not None:
+            log.close({"best_val_loss": self.best.get("val_loss"), "best_val_acc": self.best.get("best_val_acc")})
+        self.finish()
+        return FitResult("done", self.history, self.best, resumed_from_epoch=start)
+
+    def _save_cut(self, position: EpochPosition, lr: float, seconds: float) -> None:
+        """last.pt of the step where SIGTERM/SIGINT stopped training (after best.pt, as always)."""
+        self._save_best()
+        cut = position.as_state() | {"lr": lr, "seconds": seconds}
+        save_checkpoint(self.run_dir / "last.pt", self._last_state() | {"cut": cut})
+
+    FINAL_DROPS = {"best": ("model", "optimizer", "scheduler", "rng"), "last": ("optimizer", "scheduler", "rng"),
+                   "all": ()}
+
+    def finish(self) -> None:
+        """A finished run needs no optimizer state nor, by default, its final weights: last.pt keeps the history and
+        the best epoch (training.keep_checkpoints: best; last keeps the final weights too, all the optimizer state
+        as well), and the spare slot files go, so a finished 256 px course-MLP run holds about 130 MiB (best.pt)
+        instead of about 1 GiB. The files are written by self.writer (a background thread, so the next run starts
+        at once) from copies of the weights."""
+        faults.point("finish")
+        drops = self.FINAL_DROPS[self.config.training.keep_checkpoints]
+        state = {k: v for k, v in self._last_state().items() if k not in drops}
+        if "model" in state:  # evaluation loads best next: write a copy
+            state["model"] = {k: v.detach().clone() for k, v in state["model"].items()}
+        self.pending = self.writer(lambda: self._write_final(state))
+
+    def _write_final(self, state: dict[str, Any]) -> None:
+        self._save_best()  # before the final last.pt: a finished last.pt means best.pt is final too
+        save_checkpoint(self.run_dir / "last.pt", state | {"finished": True})  # the last epoch may have had none
+        for name in ("last.pt", "best.pt"):
+            drop_stale_slot(self.run_dir / name)
+
+    def write_history(self) -> None:
+        atomic.write_csv(self.run_dir / "history.csv", self.history, HISTORY_COLUMNS)
+
+    def load_best(self) -> int:
+        """The best epoch's weights into the model (from memory; best.pt only when memory has none)."""
+        if self.best_weights is None:
+            state = load_checkpoint(self.run_dir / "best.pt", self.device)
+            self.best_weights, self.best["epoch"] = state["model"], int(state["epoch"])
+        self.model.load_state_dict(self.best_weights)
+        return int(self.best["epoch"])
+
+    def has_best(self) -> bool:
+        return self.best_weights is not None or (self.run_dir / "best.pt").exists()

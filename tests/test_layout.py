@@ -1,0 +1,81 @@
+"""The package's shape: no import circle at module level, imports inside functions only in the CLI, every stage a
+folder (the layers themselves are import-linter's contract in pyproject.toml, run by .ci/run)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "medablate"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in SRC.rglob("*.py"):
+        parts = ["medablate", *path.relative_to(SRC).with_suffix("").parts]
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(path: Path, name: str, modules: dict[str, Path]) -> tuple[set[str], list[int]]:
+    """Project modules imported at module level, and the lines of project imports inside functions."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    top: set[str] = set()
+    inner: list[int] = []
+
+    def targets(node: ast.Import | ast.ImportFrom) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        base = node.module or ""
+        if node.level:
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+        return [f"{base}.{a.name}" for a in node.names] + [base]
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                hits = [t for t in targets(child) if t in modules and t != name]
+                if hits and in_function:
+                    inner.append(child.lineno)
+                elif not in_function:
+                    top.update(hits)
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(path.read_text()), False)
+    return top, inner
+
+
+def test_no_import_circle_and_function_imports_only_in_the_cli() -> None:
+    modules = _modules()
+    graph, inner = {}, {}
+    for name, path in modules.items():
+        graph[name], lines = _imports(path, name, modules)
+        if lines and name != "medablate.cli":
+            inner[name] = lines
+    assert not inner, f"project imports inside functions outside cli.py: {inner}"
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def cycle_from(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+            if nxt not in state:
+                found = cycle_from(nxt, [*path, nxt])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            circle = cycle_from(start, [start])
+            assert circle is None, "import circle: " + " -> ".join(circle)
+
+
+def test_the_flat_package_is_gone() -> None:
+    """Only the CLI, the errors and the package's marker sit at the top; every stage is a folder."""
+    top = sorted(p.name for p in SRC.glob("*.py"))
+    assert top == ["__init__.py", "cli.py", "errors.py"], top
