@@ -317,7 +317,7 @@ def test_predict_saliency_keeps_inputs_with_the_same_name_apart(finished: dict[s
 
 
 def test_comparison_names_cannot_write_outside_figures(tmp_path: Path) -> None:
-    from medablate.folder.rundir import safe_name
+    from medablate.core.names import safe_name
 
     assert safe_name("..") not in (".", "..") and safe_name(".") != "." and not safe_name(".hidden").startswith(".")
     study = write_study(tmp_path, training={"epochs": 1},

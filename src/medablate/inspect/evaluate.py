@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medablate.config.schema import DataConfig
-from medablate.core import atomic
+from medablate.core import atomic, names
 from medablate.data import load_data, resolve_source
 from medablate.data.duplicates import pixel_hashes
 from medablate.data.sources.image_folder import SPLIT_FOLDERS
@@ -172,7 +172,7 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
               "classes_present": [model_classes[i] for i in sorted(set(images.labels.tolist()))],
               "undefined": undefined_metrics(scored),
               "overlap": shared, "warning": overlap_warning(shared)}
-    label = rundir.safe_name(name or (Path(data_path).name if data_path else "study-test"))
+    label = names.safe_name(name or (Path(data_path).name if data_path else "study-test"))
     folder = claims.real_folder(run_dir / "evaluations")
     output["predictions_file"] = str(folder / f"{label}_predictions.csv")
     rundir.write_predictions(folder / f"{label}_predictions.csv", list(images.ids), images.labels,

@@ -16,6 +16,7 @@ from PIL import Image
 
 from medablate.config.schema import TrialConfig
 from medablate.core import atomic
+from medablate.core.names import safe_name
 from medablate.data.sources.image_folder import decode, image_extensions
 from medablate.errors import UserError
 from medablate.folder import checkpoint, claims, rundir
@@ -150,7 +151,7 @@ def saliency_names(paths: list[Path]) -> dict[Path, str]:
     names: dict[Path, str] = {}
     used: set[str] = set()
     for path, stem in zip(paths, stems):
-        name = stem if stems.count(stem) == 1 else rundir.safe_name("_".join([*path.parent.parts[-2:], stem]))
+        name = stem if stems.count(stem) == 1 else safe_name("_".join([*path.parent.parts[-2:], stem]))
         candidate, n = name, 2
         while candidate in used:
             candidate, n = f"{name}-{n}", n + 1

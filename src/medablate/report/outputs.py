@@ -10,6 +10,7 @@ from typing import Any
 from medablate.analysis.compare import Analysis, load_study_folder, write_analysis
 from medablate.analysis.outcomes import OUTCOMES, scaled
 from medablate.config.schema import Study
+from medablate.core import names
 from medablate.data.sources.phantom import FIGURE_NOTE
 from medablate.execute.plan import Plan, Trial, level_label
 from medablate.folder import rundir
@@ -35,7 +36,7 @@ def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis
         curves = {level_label(t, keys): [rundir.read_history(rundir.trial_dir(out, rundir.run_id(t.id, s)))
                                          for s in plan.seeds] for t in trials}
         seeds = f" (mean and 95% band over {len(plan.seeds)} seeds)" if len(plan.seeds) > 1 else ""
-        name = rundir.safe_name(comparison.name)
+        name = names.safe_name(comparison.name)
         plots.overlay(out / "figures" / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
         per_outcome = {}
         for outcome in OUTCOMES:

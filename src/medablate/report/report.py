@@ -13,7 +13,7 @@ from medablate.analysis.ensembles import read_ensemble
 from medablate.analysis.outcomes import BY_KEY, scaled
 from medablate.analysis.transfer import gap_rows, gap_warnings
 from medablate.config.schema import Study, flatten, to_plain
-from medablate.core import atomic, faults
+from medablate.core import atomic, faults, names
 from medablate.data.sources.phantom import FIGURE_NOTE
 from medablate.execute.plan import Plan, Trial, level_label, reference_trial
 from medablate.folder import rundir
@@ -146,7 +146,7 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
     keys = list(comparison.vary)
     trials = plan.trials_of(comparison.name)
     reference = reference_trial(study, plan, comparison)
-    stem = Path("figures") / rundir.safe_name(comparison.name)
+    stem = Path("figures") / names.safe_name(comparison.name)
     blocks: list[Block] = [Heading(2, f"Comparison: {comparison.name}", f"comparison-{slug(comparison.name)}"),
                            Paragraph(f"Varied: {', '.join(keys)}; reference level: {level_label(reference, keys)}.")]
     blocks.append(Figure(stem, "Accuracy and loss per epoch: validation solid (mean with 95% band over seeds), "
