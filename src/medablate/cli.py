@@ -20,18 +20,19 @@ if COMMAND:
     signal.signal(signal.SIGTERM, _stop_before_start)
     signal.signal(signal.SIGINT, _stop_before_start)
 
-import errno  # noqa: E402
-import shlex  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Optional  # noqa: E402
+import errno
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.markup import escape  # noqa: E402
-from rich.table import Table  # noqa: E402
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from medablate import __version__  # noqa: E402
-from medablate.errors import Terminated, UserError, on_signal  # noqa: E402
+from medablate import __version__
+from medablate.errors import Terminated, UserError, on_signal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Honest, fast ablation studies of deep-learning classifiers on medical images.\n\n"
@@ -72,9 +73,9 @@ def _guarded(action: Callable[[], Any]) -> Any:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         console.print(f"[bold red]Error:[/] the disk is full ({escape(str(exc))}). Free some space (finished runs keep "
-                      "best.pt only by default, about 130 MiB for the 256 px course MLP; `medablate status` shows each run's disk) "
-                      "or choose another "
-                      "--out folder, then run the same command again: it resumes where it stopped.",
+                      "best.pt only by default, about 130 MiB for the 256 px course MLP; `medablate status` shows "
+                      "each run's disk) or choose another --out folder, then run the same command again: it resumes "
+                      "where it stopped.",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -100,7 +101,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                    help="Override any key of the study, e.g. --set training.epochs=5 "
                                         "--set data.path=data/. The value is read as YAML; repeatable."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study name>."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study name>."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the trials, train nothing."),
     workers: str = typer.Option("1", "--workers",
                                 help="Worker processes training runs in parallel on this machine (they share the "
@@ -110,13 +111,13 @@ def run(
     executor: str = typer.Option("local", "--executor",
                                  help="local (this machine: --workers) or ray: each run a Ray task, on a local Ray "
                                       "or the cluster at --address (needs pip install 'medablate\\[ray]')."),
-    address: Optional[str] = typer.Option(None, "--address",
+    address: str | None = typer.Option(None, "--address",
                                           help="Ray: the cluster's address (e.g. 10.0.0.1:6379, or auto for the "
                                                "one `ray start` made on this machine). Default: a local Ray."),
-    ray_resources: Optional[str] = typer.Option(None, "--ray-resources", metavar="KEY=N,...",
+    ray_resources: str | None = typer.Option(None, "--ray-resources", metavar="KEY=N,...",
                                                 help="Ray: resources of each run's task, e.g. num_cpus=2,num_gpus=0.5. "
                                                      "Default: 1 CPU; a quarter GPU and 2 CPUs on GPU clusters."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+    threads: int | None = typer.Option(None, "--threads", min=1,
                                           help="Torch threads. Default: OMP_NUM_THREADS when set, else one per usable "
                                                "core; give fewer on a machine shared with other work."),
 ) -> None:
@@ -209,19 +210,19 @@ def _print_plan(runner: Any) -> None:
 @app.command()
 def evaluate(
     trial_dir: Path = typer.Argument(..., help="A run folder: DIR/trials/<trial>-seed<k>.", show_default=False),
-    data: Optional[Path] = typer.Option(None, "--data", "-d",
+    data: Path | None = typer.Option(None, "--data", "-d",
                                         help="Data to evaluate on, in any form `run` reads (class folders of images "
                                              "or DICOM, .npy files, a manifest CSV, a MedMNIST .npz). Omit for the "
                                              "study's own test set."),
     source: str = typer.Option("auto", "--source", help="auto, or a data source as in the study file's data.source "
                                                           "(image-folder, dicom, npy-pair, manifest, medmnist, ...)."),
-    files: Optional[str] = typer.Option(None, "--files",
+    files: str | None = typer.Option(None, "--files",
                                         help="npy-pair: comma-separated file per class, e.g. "
                                              "test_normal.npy,test_pneumonia.npy."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="Expect this loss's rule (default: the trial's own). "
+    loss: str | None = typer.Option(None, "--loss", help="Expect this loss's rule (default: the trial's own). "
                                                              "A checkpoint trained with another loss is refused."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
-    name: Optional[str] = typer.Option(None, "--name", help="Name of the written evaluations/<name>.json."),
+    name: str | None = typer.Option(None, "--name", help="Name of the written evaluations/<name>.json."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
     """Rebuild a trial's model from its saved config, evaluate its checkpoint and write accuracy, loss and confusion."""
@@ -272,7 +273,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
         table.add_column("")
         for name in result["class_names"]:
             table.add_column(name, justify="right")
-        for name, row in zip(result["class_names"], matrix):
+        for name, row in zip(result["class_names"], matrix, strict=False):
             table.add_row(name, *(str(v) for v in row))
         out_console.print(table)
     if result.get("undefined"):
@@ -329,7 +330,7 @@ def report(out: Path = typer.Argument(..., help="A study's output folder (runs/<
 def predict(
     trial_dir: Path = typer.Argument(..., help="A finished run folder: DIR/trials/<trial>-seed<k>.", show_default=False),
     images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or folders of them.", show_default=False),
-    saliency: Optional[Path] = typer.Option(None, "--saliency", help="Write a saliency heatmap overlay per image here."),
+    saliency: Path | None = typer.Option(None, "--saliency", help="Write a saliency heatmap overlay per image here."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of text."),
 ) -> None:
     """Predict new images with a trial's best checkpoint, its preprocessing and its validated threshold."""

@@ -7,8 +7,8 @@ everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class UserError(Exception):

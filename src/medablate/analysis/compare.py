@@ -185,7 +185,7 @@ def correct_family(rows: list[dict[str, Any]], study: Study) -> list[dict[str, A
     member_ids = {id(r) for r in members}
     adjusted = stats.holm([r["p"] for r in members])
     size = sum(1 for r in members if not math.isnan(r["p"]))
-    for row, p_holm in zip(members, adjusted):
+    for row, p_holm in zip(members, adjusted, strict=False):
         row["p_holm"] = p_holm
     for row in rows:
         row.setdefault("p_holm", math.nan)

@@ -13,7 +13,7 @@ Choices (see README, "Which differences are real"):
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats as st

@@ -32,7 +32,7 @@ def as_named(value: Any) -> Any:
 
 class ActivationConfig(Named):
     @model_validator(mode="after")
-    def _known(self) -> "ActivationConfig":
+    def _known(self) -> ActivationConfig:
         table = names.activations()
         if self.name not in table:
             raise ValueError(names.unknown_name_message("activation", self.name, table))

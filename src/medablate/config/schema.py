@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -91,7 +91,7 @@ class GroupBy(Strict):
     dicom: Literal["PatientID"] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "GroupBy":
+    def _exactly_one(self) -> GroupBy:
         if sum(v is not None for v in (self.regex, self.column, self.dicom)) != 1:
             raise ValueError("group_by takes exactly one of regex: '...', column: patient_id or dicom: PatientID")
         return self
@@ -124,7 +124,7 @@ class SplitConfig(Strict):
     group_by: GroupBy | None = Field(None, description="stratified: keep each patient's images on one side")
 
     @model_validator(mode="after")
-    def _grouping_needs_stratified(self) -> "SplitConfig":
+    def _grouping_needs_stratified(self) -> SplitConfig:
         if self.group_by is not None and self.method != "stratified":
             raise ValueError("group_by needs method: stratified (the course split takes the first images of each "
                              "class and cannot keep patients together)")
@@ -225,14 +225,14 @@ def _model_tag(value: Any) -> str | None:
     return _TAG.get(name, name)
 
 
-ModelConfig = Annotated[Union[tuple(Annotated[entry.config, Tag(entry.name)] for entry in MODELS_BY_NAME.values())],
+ModelConfig = Annotated[tuple(Annotated[entry.config, Tag(entry.name)] for entry in MODELS_BY_NAME.values()),
                         Discriminator(_model_tag, custom_error_type="unknown_model",
                                       custom_error_message="unknown model name")]
 
 
 class OptimizerConfig(Named):
     @model_validator(mode="after")
-    def _known(self) -> "OptimizerConfig":
+    def _known(self) -> OptimizerConfig:
         table = names.optimizers()
         if self.name not in table:
             raise ValueError(names.unknown_name_message("optimizer", self.name, table))
@@ -332,7 +332,7 @@ class SchedulerConfig(Named):
     scaled_from: dict[str, Any] | None = Field(None, description="set by medablate: the counts before scaling")
 
     @model_validator(mode="after")
-    def _known(self) -> "SchedulerConfig":
+    def _known(self) -> SchedulerConfig:
         table = names.schedulers()
         if self.name not in table:
             raise ValueError(names.unknown_name_message("scheduler", self.name, table))
@@ -389,7 +389,7 @@ class TrainingConfig(Strict):
         return data
 
     @model_validator(mode="after")
-    def _schedule_changes_within_the_run(self) -> "TrainingConfig":
+    def _schedule_changes_within_the_run(self) -> TrainingConfig:
         problem = never_steps(self.scheduler, self.epochs)
         if problem:
             raise ValueError(problem)
@@ -536,7 +536,7 @@ class Study(Strict):
         return seeds
 
     @model_validator(mode="after")
-    def _unique_comparisons(self) -> "Study":
+    def _unique_comparisons(self) -> Study:
         seen = [c.name for c in self.comparisons]
         dupes = {n for n in seen if seen.count(n) > 1}
         if dupes:

@@ -11,8 +11,9 @@ import json
 import os
 import socket
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from medablate.core import faults
 from medablate.core.children import stat_fields

@@ -32,7 +32,7 @@ def find_duplicates(data: ImageSet, split: np.ndarray, test: ImageSet | None,
                     hashes: list[str] | None = None) -> Duplicates:
     """Mark, for removal, every image whose pixels already occur in an earlier split (train < val < test)."""
     hashes = hashes if hashes is not None else pixel_hashes(data)
-    entries = [(h, ORDER[s], "data", i) for i, (h, s) in enumerate(zip(hashes, split))]
+    entries = [(h, ORDER[s], "data", i) for i, (h, s) in enumerate(zip(hashes, split, strict=False))]
     if test is not None:
         entries += [(h, ORDER["test"], "test", i) for i, h in enumerate(pixel_hashes(test))]
     first_split: dict[str, int] = {}

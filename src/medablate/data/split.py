@@ -52,7 +52,7 @@ def make_split(data: ImageSet, config: SplitConfig) -> np.ndarray:
     # Test first, then validation from the rest; both fractions are of all images, both patient-grouped.
     test = _hold_out(data, groups, config.test_fraction, config.seed) == VAL
     split = np.full(len(data), TEST, dtype=object)
-    rest_groups = [g for g, t in zip(groups, test) if not t] if groups is not None else None
+    rest_groups = [g for g, t in zip(groups, test, strict=False) if not t] if groups is not None else None
     split[~test] = _hold_out(data.subset(~test), rest_groups, config.val_fraction / (1 - config.test_fraction),
                              config.seed)
     return split
@@ -152,4 +152,4 @@ def split_rows(data: ImageSet, split: np.ndarray, patient: list[str] | None = No
     patient = patient or [""] * len(data)
     hashes = hashes or [""] * len(data)
     return [{"file": i, "label": int(y), "class": data.class_names[int(y)], "patient": p, "split": s, "pixels_sha1": h}
-            for i, y, p, s, h in zip(data.ids, data.labels, patient, split, hashes)]
+            for i, y, p, s, h in zip(data.ids, data.labels, patient, split, hashes, strict=False)]

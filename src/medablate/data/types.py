@@ -46,7 +46,7 @@ class ImageSet:
         """(C, H, W), what a model takes."""
         return self.channels, *self.image_shape
 
-    def with_channels(self, channels: int) -> "ImageSet":
+    def with_channels(self, channels: int) -> ImageSet:
         """Grey repeated to 3 channels, or RGB to grey (ITU-R 601 luma, as Pillow's convert('L'))."""
         if channels == self.channels:
             return self
@@ -61,10 +61,10 @@ class ImageSet:
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
 
-    def subset(self, keep: np.ndarray) -> "ImageSet":
+    def subset(self, keep: np.ndarray) -> ImageSet:
         """The images where keep is True (same classes, source and notes)."""
         keep = np.asarray(keep, bool)
-        pick = lambda values: [v for v, k in zip(values, keep) if k] if values is not None else None  # noqa: E731
+        pick = lambda values: [v for v, k in zip(values, keep, strict=False) if k] if values is not None else None  # noqa: E731
         preset = self.preset[keep] if self.preset is not None else None
         return ImageSet(self.images[keep], self.labels[keep], pick(self.ids), self.class_names, self.source,
                         self.synthetic, list(self.notes), pick(self.patients), preset)

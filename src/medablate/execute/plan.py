@@ -123,12 +123,12 @@ def expand(study: Study) -> Plan:
         keys = list(comparison.vary)
         for values in itertools.product(*(comparison.vary[k] for k in keys)):
             raw = json.loads(json.dumps(base_raw))
-            for k, v in sorted(zip(keys, values), key=lambda kv: kv[0] not in ("model", "model.name")):
+            for k, v in sorted(zip(keys, values, strict=False), key=lambda kv: kv[0] not in ("model", "model.name")):
                 if k != "model":
                     _check_key_exists(base_raw, trial_key(k), comparison.name)
                 set_trial_value(raw, trial_key(k), v)
-            config = _validate_trial(raw, comparison.name, dict(zip(keys, values)))
-            differs = [short_value(v) for k, v in zip(keys, values) if _get(config, k) != _get(study.base, k)]
+            config = _validate_trial(raw, comparison.name, dict(zip(keys, values, strict=False)))
+            differs = [short_value(v) for k, v in zip(keys, values, strict=False) if _get(config, k) != _get(study.base, k)]
             add(config, "_".join(differs) or "base", comparison.name)
 
     plan_trials = list(trials.values())

@@ -88,7 +88,7 @@ class RunContext:
 
     study: Study
     out: Path
-    data: "StudyData"
+    data: StudyData
     splits: dict[str, Split]
     device: torch.device
 

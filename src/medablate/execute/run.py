@@ -16,10 +16,11 @@ from __future__ import annotations
 import errno
 import shutil
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ def run_config(run: Run, context: RunContext) -> tuple[Task, int, dict[str, Any]
 
 
 def execute_run(run: Run, context: RunContext, events: Events = no_events,
-                finisher: "Finisher | None" = None, on_written: Callable[[], None] | None = None) -> str:
+                finisher: Finisher | None = None, on_written: Callable[[], None] | None = None) -> str:
     """Train, evaluate and write one run (the caller holds its claim); its status. The finisher writes the final
     checkpoints and metrics.json (at once when None); on_written is called once every file of the run is written
     (then the claim may go). The run's figures are drawn later, by run_figures."""
@@ -143,7 +144,7 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     return str(job.metrics["status"])
 
 
-def write_metrics(job: "OutputsJob") -> None:
+def write_metrics(job: OutputsJob) -> None:
     """metrics.json, the run's done marker: after every other file of the run, its final checkpoints included."""
     faults.point("before-metrics")
     atomic.write_json(job.run_dir / rundir.METRICS_JSON, job.metrics)
@@ -168,7 +169,7 @@ def fit_metrics(run: Run, trainer: Trainer, fit: Any, task: Task, context: RunCo
     }
 
 
-def evaluate_best(job: "OutputsJob", trainer: Trainer, task: Task, context: RunContext) -> None:
+def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunContext) -> None:
     """The best epoch's predictions on validation and test, for the finisher to score and write."""
     epoch = trainer.load_best()
     batch = trainer.config.training.eval_batch_size
@@ -176,7 +177,7 @@ def evaluate_best(job: "OutputsJob", trainer: Trainer, task: Task, context: RunC
     # the epoch's own validation pass gave these predictions with these weights: the same numbers, not recomputed
     val = trainer.best_val or evaluate(trainer.model, task, splits["val"], batch, keep_predictions=True,
                                        speed=trainer.speed)
-    job.val = ([i for i, s in zip(data.images.ids, data.split) if s == VAL], *_arrays(splits["val"], val))
+    job.val = ([i for i, s in zip(data.images.ids, data.split, strict=False) if s == VAL], *_arrays(splits["val"], val))
     job.metrics["checkpoint_epoch"] = epoch
     if "test" in splits and data.test is not None:
         test = evaluate(trainer.model, task, splits["test"], batch, keep_predictions=True, speed=trainer.speed)
@@ -258,7 +259,7 @@ class Finisher:
         finally:
             self.pending.clear()
 
-    def __enter__(self) -> "Finisher":
+    def __enter__(self) -> Finisher:
         return self
 
     def __exit__(self, *exc: object) -> None:

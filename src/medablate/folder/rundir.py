@@ -17,8 +17,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -345,10 +346,10 @@ def write_predictions(path: Path, ids: list[str], labels: Any, probabilities: An
     if threshold is not None:
         columns.append("decision_at_threshold")
     rows = []
-    for image, label, probs, decision in zip(ids, labels, probabilities, decisions):
+    for image, label, probs, decision in zip(ids, labels, probabilities, decisions, strict=False):
         row: dict[str, Any] = {"image": image, "label": int(label), "decision": int(decision),
                                "correct": int(int(label) == int(decision))}
-        row.update({f"prob_{name}": float(p) for name, p in zip(class_names, probs)})
+        row.update({f"prob_{name}": float(p) for name, p in zip(class_names, probs, strict=False)})
         if threshold is not None:
             row["decision_at_threshold"] = int(float(probs[1]) >= threshold)
         rows.append(row)

@@ -132,8 +132,8 @@ def predict_images(run_dir: Path, inputs: list[Path], saliency_dir: Path | None 
     decisions = predictor.decide(probabilities)
     results = []
     targets = saliency_names([path for path, _, _ in loaded])
-    for (path, pixels, notes), probs, decision in zip(loaded, probabilities, decisions):
-        prediction = Prediction(str(path), {n: float(p) for n, p in zip(predictor.class_names, probs)},
+    for (path, pixels, notes), probs, decision in zip(loaded, probabilities, decisions, strict=False):
+        prediction = Prediction(str(path), {n: float(p) for n, p in zip(predictor.class_names, probs, strict=False)},
                                 predictor.class_names[int(decision)], predictor.rule(), notes)
         if saliency_dir is not None:
             target = Path(saliency_dir) / targets[path]
@@ -150,7 +150,7 @@ def saliency_names(paths: list[Path]) -> dict[Path, str]:
     stems = [p.stem for p in paths]
     names: dict[Path, str] = {}
     used: set[str] = set()
-    for path, stem in zip(paths, stems):
+    for path, stem in zip(paths, stems, strict=False):
         name = stem if stems.count(stem) == 1 else safe_name("_".join([*path.parent.parts[-2:], stem]))
         candidate, n = name, 2
         while candidate in used:

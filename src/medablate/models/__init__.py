@@ -9,8 +9,9 @@ test-time augmentation around the network (only when they are on, so plain netwo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -3,7 +3,8 @@ CPU in PyTorch), BatchNorm and ReLU, stride-2 downsampling, global average pooli
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field, StrictInt, model_validator
@@ -25,7 +26,7 @@ class CNNConfig(ModelBase):
     dropout: float = Field(0.2, ge=0, lt=1, description="before the linear head")
 
     @model_validator(mode="after")
-    def _stage_lists(self) -> "CNNConfig":
+    def _stage_lists(self) -> CNNConfig:
         if not self.widths or len(self.widths) != len(self.blocks):
             raise ValueError(f"widths ({len(self.widths)} stages) and blocks ({len(self.blocks)} stages) must name the "
                              "same, non-zero number of stages, e.g. widths: [24, 48, 96, 192], blocks: [1, 1, 1, 1]")
@@ -75,7 +76,7 @@ class CNN(nn.Module):
         block = ResidualBlock if residual else PlainBlock
         layers: list[nn.Module] = [nn.Sequential(*conv_bn(in_channels, widths[0], stem_stride), nn.ReLU(inplace=True))]
         width = widths[0]
-        for stage, (out, count) in enumerate(zip(widths, blocks)):
+        for stage, (out, count) in enumerate(zip(widths, blocks, strict=False)):
             members = [block(width if i == 0 else out, out, 2 if stage > 0 and i == 0 else 1) for i in range(count)]
             layers.append(nn.Sequential(*members))
             width = out

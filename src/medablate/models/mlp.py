@@ -25,7 +25,7 @@ class MLPConfig(ModelBase):
     _named = field_validator("activation", mode="before")(as_named)
 
     @model_validator(mode="after")
-    def _dropout_per_block(self) -> "MLPConfig":
+    def _dropout_per_block(self) -> MLPConfig:
         if len(self.dropout) != len(self.hidden):
             raise ValueError(
                 f"dropout has {len(self.dropout)} values but hidden has {len(self.hidden)} blocks: "
@@ -37,7 +37,7 @@ class MLPConfig(ModelBase):
         return self
 
     def describe(self, start: str) -> str:
-        blocks = ", ".join(f"{w} (dropout {p})" for w, p in zip(self.hidden, self.dropout))
+        blocks = ", ".join(f"{w} (dropout {p})" for w, p in zip(self.hidden, self.dropout, strict=False))
         return (f"a multilayer perceptron on the flattened image with hidden blocks of {blocks}, each Linear"
                 f"{'-BatchNorm' if self.batchnorm else ''}-{self.activation.name}-Dropout"
                 + (start if self.weights else ""))
@@ -53,7 +53,7 @@ def mlp(config: MLPConfig, shape: InputShape, num_outputs: int) -> nn.Sequential
     activation = names.activations()[config.activation.name]
     layers: list[nn.Module] = [nn.Flatten()]
     width = shape[0] * shape[1] * shape[2]
-    for hidden, dropout in zip(config.hidden, config.dropout):
+    for hidden, dropout in zip(config.hidden, config.dropout, strict=False):
         layers.append(InPlaceGradLinear(width, hidden))
         if config.batchnorm:
             layers.append(nn.BatchNorm1d(hidden))

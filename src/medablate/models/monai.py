@@ -8,7 +8,8 @@ arguments are config errors, before anything trains.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -39,7 +40,7 @@ class MonaiConfig(ModelBase):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments")
 
     @model_validator(mode="after")
-    def _known(self) -> "MonaiConfig":
+    def _known(self) -> MonaiConfig:
         check(self)
         return self
 
@@ -62,7 +63,7 @@ def networks() -> dict[str, Any]:
         params = _parameters(obj)
         if "spatial_dims" in params and any(p in params for p in IN_NAMES) and any(p in params for p in OUT_NAMES):
             found[name] = obj
-    for alias, (builder, _, _) in ALIASES.items():
+    for builder, _, _ in ALIASES.values():
         found.setdefault(builder, getattr(nets, builder))
     return found
 

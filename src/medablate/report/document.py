@@ -82,7 +82,8 @@ table.wide{font-size:12px}table.wide th,table.wide td{padding:.2rem .35rem}
 table.wide tr{border:1px solid #ddd;margin-bottom:.5rem}table.wide td{border:none;text-align:left}
 table.wide td::before{content:attr(data-label) ": ";font-weight:600}}
 th{background:#f4f4f4}table.sortable th{cursor:pointer}table.sortable th[data-order=asc]::after{content:" ▲"}
-table.sortable th[data-order=desc]::after{content:" ▼"}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.sortable th[data-order=desc]::after{content:" ▼"}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 figure{margin:1rem 0}figure svg,figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:13px;color:#555}.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.4rem .8rem}
 .note{background:#eef5ff;border-left:4px solid #4a8ad8;padding:.4rem .8rem}nav a{margin-right:1rem}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -91,7 +91,7 @@ def outcome_strips(path: Path, outcomes: dict[str, dict[str, list[float]]], titl
     rows = -(-count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False)
     rng = np.random.default_rng(0)
-    for axis, (label, levels) in zip(axes.flat, outcomes.items()):
+    for axis, (label, levels) in zip(axes.flat, outcomes.items(), strict=False):
         names = list(levels)
         axis.boxplot([levels[n] if levels[n] else [np.nan] for n in names], widths=0.5, showfliers=False,
                      medianprops={"color": "black"})

@@ -281,7 +281,7 @@ def references_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
                      values.get("sensitivity"), values.get("specificity"), reference.test_set])
         same.append(study.test_set_name is not None and reference.test_set == study.test_set_name)
     notes = [f"{r.name} was measured on {r.test_set}, not on this study's test set ({test_set}): the numbers are not "
-             "directly comparable." for r, s in zip(study.references, same) if not s]
+             "directly comparable." for r, s in zip(study.references, same, strict=False) if not s]
     cited = [f"{r.name}: {r.citation}" for r in study.references if r.citation]
     return ([Heading(2, "Published references", "references"),
              Paragraph("This study's trials on its test set (seed ensembles at their validated threshold, or the mean "

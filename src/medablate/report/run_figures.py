@@ -22,7 +22,7 @@ from medablate.report import plots
 if TYPE_CHECKING:
     from medablate.data.types import ImageSet
 
-_test: "ImageSet | None" = None  # the study's test images, in a drawing process
+_test: ImageSet | None = None  # the study's test images, in a drawing process
 
 
 def _drawn_from(run_dir: Path) -> str | None:
@@ -41,7 +41,7 @@ def current(run_dir: Path) -> bool:
         return False
 
 
-def draw(run_dir: Path, title: str, note: str, test: "ImageSet | None" = None) -> None:
+def draw(run_dir: Path, title: str, note: str, test: ImageSet | None = None) -> None:
     """Every figure of one run, then figures.json."""
 
     test = test if test is not None else _test
@@ -73,7 +73,7 @@ def trial_figures(run_dir: Path, metrics: dict[str, Any], title: str, note: str)
     plots.confusion(run_dir / "confusion.png", section[at]["confusion_matrix"], names, f"{shown}, {rule}", note)
 
 
-def _start(test: "ImageSet | None", parent: int) -> None:
+def _start(test: ImageSet | None, parent: int) -> None:
     global _test
     import torch
 
@@ -82,7 +82,7 @@ def _start(test: "ImageSet | None", parent: int) -> None:
     torch.set_num_threads(1)
 
 
-def draw_all(runs: list[tuple[Path, str]], note: str, test: "ImageSet | None", processes: int = 1) -> int:
+def draw_all(runs: list[tuple[Path, str]], note: str, test: ImageSet | None, processes: int = 1) -> int:
     """Draw every run of (folder, title) whose figures are not current; how many were drawn. processes > 1 draws
     them in spawned processes (the caller's script must guard its entry point, as for any spawned process)."""
     todo = [(d, t) for d, t in runs if not current(d)]

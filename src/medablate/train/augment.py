@@ -12,7 +12,7 @@ augmentations and a resumed run continues them exactly. Off by default.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ class Split:
     labels: torch.Tensor
 
     @classmethod
-    def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device: torch.device) -> "Split":
+    def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device: torch.device) -> Split:
         return cls(torch.from_numpy(np.ascontiguousarray(images)).to(device),
                    torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
 

@@ -9,7 +9,8 @@ notebook's bug, whose LR never decayed) cannot happen.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 

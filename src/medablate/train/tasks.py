@@ -22,7 +22,7 @@ class Task:
     num_classes: int
     class_weights: tuple[float, ...] | None = None  # per class; used by the training loss only
 
-    def with_balanced_weights(self, train_labels: "torch.Tensor") -> "Task":
+    def with_balanced_weights(self, train_labels: torch.Tensor) -> Task:
         """Weights by inverse class frequency of the training split (scikit-learn's 'balanced': n / (k n_c))."""
         counts = torch.bincount(train_labels.cpu(), minlength=self.num_classes).double()
         weights = counts.sum() / (self.num_classes * counts.clamp(min=1))

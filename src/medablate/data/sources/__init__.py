@@ -7,9 +7,10 @@ catalogue finds it (medablate.core.registry) and its `rank` places it in detecti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from medablate.core.registry import SOURCES
 
@@ -23,12 +24,12 @@ class DataSource:
     layout: str  # what data.path holds (README table)
     patients: str  # where patient ids come from, or "no"
     notes: str
-    load: Callable[["DataConfig"], "ImageSet"]
-    load_test: Callable[["DataConfig", "TestConfig", list[str]], "ImageSet"]
+    load: Callable[[DataConfig], ImageSet]
+    load_test: Callable[[DataConfig, TestConfig, list[str]], ImageSet]
     detect: Callable[[Path, list[str]], bool] | None = None  # may `auto` pick it for this data.path?
     real: bool = True  # False: generated images (not for `evaluate --source`)
     # what a load would find, without decoding: images per class per split ("all" when unsplit), for --dry-run
-    index: Callable[["DataConfig"], dict[str, dict[str, int]]] | None = None
+    index: Callable[[DataConfig], dict[str, dict[str, int]]] | None = None
     rank: int = 100  # detection and the table follow the ranks (npy-pair 10, image folders 20, ...)
 
 

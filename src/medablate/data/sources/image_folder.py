@@ -265,7 +265,7 @@ def _load_classes(folder: Path, image_size: int, classes: list[str] | None, use_
     return cache.cached(key, build)
 
 
-def index(config: "DataConfig") -> dict[str, dict[str, int]]:
+def index(config: DataConfig) -> dict[str, dict[str, int]]:
     """What a load would find, without decoding an image: per split folder (or "all"), images per class. The same
     checks as a load (classes, empty folders, the layout), so --dry-run catches a wrong data.path."""
     if config.path is None:
@@ -281,14 +281,14 @@ def index(config: "DataConfig") -> dict[str, dict[str, int]]:
     return counts
 
 
-def _load(config: "DataConfig") -> ImageSet:
+def _load(config: DataConfig) -> ImageSet:
     if config.path is None:
         raise UserError(f"data.source is {config.source} but data.path is not set: set data.path to the data folder.")
     return load(config.path, config.image_size, config.classes, skip_unreadable=config.on_error == "skip",
                 rgb=config.channels == 3)
 
 
-def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+def _load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> ImageSet:
     return load(test.path or _sibling_test_folder(data.path), data.image_size, class_names, rgb=data.channels == 3)
 
 

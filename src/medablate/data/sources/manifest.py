@@ -92,13 +92,13 @@ def load(path: Path, image_size: int, classes: list[str] | None = None) -> Image
     return data
 
 
-def _load(config: "DataConfig") -> ImageSet:
+def _load(config: DataConfig) -> ImageSet:
     if config.path is None:
         raise UserError("data.source is manifest but data.path is not set: set data.path to the CSV.")
     return load(config.path, config.image_size, config.classes)
 
 
-def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+def _load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> ImageSet:
     if test.path is None:
         raise UserError("the manifest source holds no test split of its own here: give its rows split=test, set "
                         "test.path, or drop the test set with --set test=null.")

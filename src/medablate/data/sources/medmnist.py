@@ -78,17 +78,17 @@ def load(path: Path, image_size: int, classes: list[str] | None = None, rgb: boo
     names = list(classes) if classes else [str(i) for i in range(count)]
     if len(names) < count:
         raise UserError(f"{path} has labels up to {count - 1} but data.classes names {len(names)} classes.")
-    ids = [f"{split}[{i}]" for split, part in zip(SPLITS, labels) for i in range(len(part))]
+    ids = [f"{split}[{i}]" for split, part in zip(SPLITS, labels, strict=False) for i in range(len(part))]
     return ImageSet(np.concatenate(images), all_labels, ids, names, "medmnist", preset=np.array(preset, dtype=object))
 
 
-def _load(config: "DataConfig") -> ImageSet:
+def _load(config: DataConfig) -> ImageSet:
     if config.path is None:
         raise UserError("data.source is medmnist but data.path is not set: set data.path to the .npz file.")
     return load(config.path, config.image_size, config.classes, rgb=config.channels == 3)
 
 
-def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+def _load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> ImageSet:
     if test.path is None:
         raise UserError("the medmnist source holds no test split of its own here: its test_ arrays are used as the "
                         "split's test set; set test.path for another file, or drop the test set with --set test=null.")

@@ -30,12 +30,12 @@ def load(folder: Path, files: list[str], image_size: int, class_names: list[str]
     arrays = [_read(folder / f) for f in files]
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
-        listing = ", ".join(f"{f}: {a.shape[1]}x{a.shape[2]}" for f, a in zip(files, arrays))
+        listing = ", ".join(f"{f}: {a.shape[1]}x{a.shape[2]}" for f, a in zip(files, arrays, strict=False))
         raise UserError(f"the arrays in {folder} have different image sizes ({listing}): resize them to one size "
                         "before saving, or set data.image_size and save each at that size.")
     images = np.concatenate([resize_uint8(a, image_size) for a in arrays])
     labels = np.concatenate([np.full(len(a), i, dtype=np.int64) for i, a in enumerate(arrays)])
-    ids = [f"{f}[{j}]" for f, a in zip(files, arrays) for j in range(len(a))]
+    ids = [f"{f}[{j}]" for f, a in zip(files, arrays, strict=False) for j in range(len(a))]
     notes = [] if shapes == {(image_size, image_size)} else [
         f"images resized from {next(iter(shapes))} to {image_size}x{image_size}"]
     return ImageSet(images, labels, ids, names, "npy-pair", notes=notes)
@@ -54,11 +54,11 @@ def _read(path: Path) -> np.ndarray:
     return check_uint8_images(array, str(path))
 
 
-def _load(config: "DataConfig") -> ImageSet:
+def _load(config: DataConfig) -> ImageSet:
     return load(_path(config.path), config.files or DEFAULT_FILES, config.image_size, config.classes)
 
 
-def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+def _load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> ImageSet:
     files = test.files or [f"test_{f}" for f in data.files or DEFAULT_FILES]
     return load(_path(test.path or data.path), files, data.image_size, class_names)
 

@@ -127,12 +127,12 @@ def check_fits(count_per_class: int, image_size: int, what: str) -> None:
                         f"{free / 2**30:.1f} GiB free. Lower it (the default is 1000) or data.image_size.")
 
 
-def _load(config: "DataConfig") -> ImageSet:
+def _load(config: DataConfig) -> ImageSet:
     check_fits(config.phantom.count_per_class, config.image_size, "data.phantom.count_per_class")
     return generate(config.phantom.count_per_class, config.image_size, config.phantom.seed)
 
 
-def _load_test(data: "DataConfig", test: "TestConfig", class_names: list[str]) -> ImageSet:
+def _load_test(data: DataConfig, test: TestConfig, class_names: list[str]) -> ImageSet:
     seed = test.phantom.seed if test.phantom.seed is not None else data.phantom.seed + 1
     if seed == data.phantom.seed:
         raise UserError("test.phantom.seed equals data.phantom.seed, so the test images would repeat the "

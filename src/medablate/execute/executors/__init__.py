@@ -8,9 +8,10 @@ other process holds, and follows the others' progress through `follow` (progress
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from rich.console import Console
 
