@@ -21,6 +21,9 @@ from scipy import stats as st
 Bounds = tuple[float, float]
 UNBOUNDED: Bounds = (-math.inf, math.inf)
 
+Values = Sequence[float] | np.ndarray  # numbers, as a list or an array
+Flags = Sequence[bool] | np.ndarray
+
 
 def mean_sd_ci(values: Sequence[float], confidence: float = 0.95,
                bounds: Bounds = UNBOUNDED) -> tuple[float, float, float, float]:
@@ -55,13 +58,13 @@ def paired_p_value(differences: Sequence[float], method: str = "t") -> float:
     return float(st.ttest_1samp(d, 0.0).pvalue)
 
 
-def no_spread(differences: Sequence[float]) -> bool:
+def no_spread(differences: Values) -> bool:
     """Every paired difference is the same non-zero value: a t-test cannot be computed there."""
     d = np.asarray(differences, dtype=float)
     return len(d) >= 2 and bool(np.all(d == d[0])) and d[0] != 0
 
 
-def sign_flip_p(differences: Sequence[float], exact_limit: int = 16, resamples: int = 100_000) -> float:
+def sign_flip_p(differences: Values, exact_limit: int = 16, resamples: int = 100_000) -> float:
     """Two-sided exact permutation test of a zero mean paired difference: every sign pattern of the differences
     (Monte Carlo over `resamples` patterns above `exact_limit` pairs). Valid with no spread at all: with n
     identical differences p = 2 / 2^n."""
@@ -77,7 +80,7 @@ def sign_flip_p(differences: Sequence[float], exact_limit: int = 16, resamples: 
     return float(np.mean(means >= abs(d.mean()) - 1e-12))
 
 
-def probability_of_improvement(level: Sequence[float], reference: Sequence[float], higher_is_better: bool) -> float:
+def probability_of_improvement(level: Values, reference: Values, higher_is_better: bool) -> float:
     """Share of seed pairs in which the level beats the reference (ties count half; Bouthillier et al. 2021)."""
     a, b = np.asarray(level, float), np.asarray(reference, float)
     if len(a) == 0:
@@ -86,7 +89,7 @@ def probability_of_improvement(level: Sequence[float], reference: Sequence[float
     return float((wins.sum() + 0.5 * (a == b).sum()) / len(a))
 
 
-def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[int, int, float]:
+def mcnemar_exact(correct_a: Flags, correct_b: Flags) -> tuple[int, int, float]:
     """Discordant counts (a right and b wrong, a wrong and b right) and the exact two-sided p-value."""
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())

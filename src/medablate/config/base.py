@@ -42,6 +42,7 @@ class ActivationConfig(Named):
 
 class ModelBase(Strict):
     weights: Path | None = Field(None, description="a state dict to start from (partial loading; see medablate.weights)")
+    name: str  # each model's class narrows it to its own name(s)
 
     def describe(self, start: str) -> str:
         """The network in the methods paragraph (each model's config says it), with how its weights started."""

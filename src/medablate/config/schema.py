@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -45,7 +45,7 @@ class Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             try:
                 first = seen.setdefault(key, key_node.start_mark)
             except TypeError:  # an unhashable key: PyYAML reports it itself
@@ -54,7 +54,7 @@ class Loader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     None, None, f"the key '{key}' appears twice in one mapping (first at line {first.line + 1}): YAML "
                                 "keys must be unique; merge the two into one", key_node.start_mark)
-        return super().construct_mapping(node, deep)  # type: ignore[no-untyped-call,no-any-return]
+        return super().construct_mapping(node, deep)
 
 
 FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -216,7 +216,7 @@ MODELS_BY_NAME: dict[str, Any] = MODELS.entries()
 MODEL_CONFIGS: dict[str, type[ModelBase]] = {alias: entry.config for entry in MODELS_BY_NAME.values()
                                              for alias in (entry.name, *entry.aliases)}
 _TAG = {alias: entry.name for entry in MODELS_BY_NAME.values() for alias in (entry.name, *entry.aliases)}
-DEFAULT_MODEL = MODEL_CONFIGS["mlp"]  # the course's model
+DEFAULT_MODEL: Any = MODEL_CONFIGS["mlp"]  # the course's model
 
 
 def _model_tag(value: Any) -> str | None:
@@ -225,9 +225,13 @@ def _model_tag(value: Any) -> str | None:
     return _TAG.get(name, name)
 
 
-ModelConfig = Annotated[tuple(Annotated[entry.config, Tag(entry.name)] for entry in MODELS_BY_NAME.values()),
-                        Discriminator(_model_tag, custom_error_type="unknown_model",
-                                      custom_error_message="unknown model name")]
+if TYPE_CHECKING:  # to a type checker, any model's config: what every reader may use of it
+    ModelConfig = ModelBase
+else:  # the registered models' config classes, told apart by name (Union of a tuple: no `|` spelling for it)
+    ModelConfig = Annotated[Union[tuple(Annotated[entry.config, Tag(entry.name)]  # noqa: UP007
+                                        for entry in MODELS_BY_NAME.values())],
+                            Discriminator(_model_tag, custom_error_type="unknown_model",
+                                          custom_error_message="unknown model name")]
 
 
 class OptimizerConfig(Named):

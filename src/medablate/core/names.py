@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -59,9 +59,14 @@ def activations() -> dict[str, type]:
     return {n: getattr(torch.nn, n) for n in module_names if hasattr(torch.nn, n)} | {"Identity": torch.nn.Identity}
 
 
+def init_parameters(cls: Any) -> Mapping[str, inspect.Parameter]:
+    """The parameters of a class's constructor (self included)."""
+    return inspect.signature(cls.__init__).parameters
+
+
 def check_kwargs(kind: str, cls: type, kwargs: dict[str, Any], reserved: Iterable[str] = ()) -> None:
     """Raise ValueError naming an unknown keyword argument of cls, with a suggestion."""
-    params = inspect.signature(cls.__init__).parameters
+    params = init_parameters(cls)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     valid = [p for p in params if p not in ("self", *reserved)]
@@ -104,8 +109,7 @@ HORIZON_ARGUMENT = {
 
 def missing_required(config_name: str, kwargs: dict[str, Any]) -> list[str]:
     """Required constructor arguments of a scheduler that neither the user nor the horizon rule supplies."""
-    cls = schedulers()[config_name]
-    params = inspect.signature(cls.__init__).parameters
+    params = init_parameters(schedulers()[config_name])
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty
                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in ("self", "optimizer")]
     return [n for n in required if n not in kwargs and n != HORIZON_ARGUMENT.get(config_name)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class ImageSet:
     def subset(self, keep: np.ndarray) -> ImageSet:
         """The images where keep is True (same classes, source and notes)."""
         keep = np.asarray(keep, bool)
-        pick = lambda values: [v for v, k in zip(values, keep, strict=False) if k] if values is not None else None  # noqa: E731
+        pick: Any = lambda values: [v for v, k in zip(values, keep, strict=False) if k] if values is not None else None  # noqa: E731
         preset = self.preset[keep] if self.preset is not None else None
         return ImageSet(self.images[keep], self.labels[keep], pick(self.ids), self.class_names, self.source,
                         self.synthetic, list(self.notes), pick(self.patients), preset)

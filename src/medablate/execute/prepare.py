@@ -147,11 +147,13 @@ def check_buildable(plan: Plan) -> None:
         except Exception as exc:
             raise UserError(f"trial '{trial.id}': training.optimizer {to_plain(training.optimizer)} cannot be "
                             f"built: {exc}. Fix its arguments in the study file.") from None
+        if training.scheduler is None:
+            continue
         try:
             scheduler = build_scheduler(training.scheduler, optimizer, training.epochs, 1)
             for _ in range(2 if scheduler is not None else 0):
                 optimizer.step()
-                scheduler.step()
+                scheduler.step()  # type: ignore[union-attr]  # not None: the range is empty then
         except Exception as exc:
             raise UserError(f"trial '{trial.id}': training.scheduler {to_plain(training.scheduler)} cannot be "
                             f"built: {exc}. Fix its arguments in the study file.") from None

@@ -147,9 +147,9 @@ def _parse_history(path: Path) -> list[dict[str, float]]:
             if None in row or any(v is None for v in row.values()):
                 raise ValueError(f"line {reader.line_num} has {'more' if None in row else 'fewer'} cells than the header")
             rows.append({k: float(v) if v != "" else math.nan for k, v in row.items()})
-    for i, row in enumerate(rows, 1):
-        if row.get("epoch") != i:
-            raise ValueError(f"row {i} is epoch {row.get('epoch')}")
+    for i, parsed in enumerate(rows, 1):
+        if parsed.get("epoch") != i:
+            raise ValueError(f"row {i} is epoch {parsed.get('epoch')}")
     return rows
 
 

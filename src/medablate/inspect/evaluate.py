@@ -160,6 +160,7 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     threshold = rundir.validated_threshold(run_dir, task.num_classes == 2)
     metrics = rundir.metrics_or_empty(run_dir)
     resamples = int((metrics.get("evaluation_config") or {}).get("bootstrap_resamples", 2000))
+    assert result.probabilities is not None and result.decisions is not None  # keep_predictions
     predictions = Predictions(images.labels, result.probabilities, result.decisions)
     scored = score(predictions, threshold, model_classes, resamples)
     shared = overlap(run_dir.resolve().parent.parent, images) if data_path is not None else None

@@ -174,7 +174,7 @@ def _save_overlay(path: Path, pixels: np.ndarray, saliency: np.ndarray, title: s
     grey = np.repeat(pixels.astype(np.float64).transpose(1, 2, 0), 3 // pixels.shape[0], axis=2)
     blended = Image.fromarray(np.clip(0.55 * grey + 0.45 * colours, 0, 255).astype(np.uint8))
     if blended.width < 256:  # small images are enlarged so the caption fits
-        blended = blended.resize((256, round(256 * blended.height / blended.width)), Image.NEAREST)
+        blended = blended.resize((256, round(256 * blended.height / blended.width)), Image.Resampling.NEAREST)
     canvas = Image.new("RGB", (blended.width, blended.height + 16), "white")
     canvas.paste(blended, (0, 16))
     ImageDraw.Draw(canvas).text((3, 2), title, fill="black")

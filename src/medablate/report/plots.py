@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +21,7 @@ History = Sequence[dict[str, float]]
 FORMATS = (".png", ".pdf", ".svg")
 
 
-def save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]
+def save(fig, path: Path) -> None:
     """Save and close a figure: at path, or as path.png, .pdf and .svg when path has no such suffix (for papers)."""
     path = Path(path)
     targets = [path] if path.suffix in FORMATS else [path.with_name(path.name + f) for f in FORMATS]
@@ -66,7 +66,7 @@ def band_limits(mean: np.ndarray, half: np.ndarray, metric: str) -> tuple[np.nda
     return np.clip(mean - half, 0, None), np.clip(mean + half, None, 1 if metric == "acc" else None)
 
 
-def overlay(path: Path, curves: dict[str, Sequence[History]], title: str, note: str = "") -> None:
+def overlay(path: Path, curves: Mapping[str, Sequence[History]], title: str, note: str = "") -> None:
     """Every trial of a comparison on one figure: validation (solid, with a 95% band over seeds) and train (dotted)."""
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(12, 4.5))
     for index, (label, histories) in enumerate(curves.items()):
@@ -108,7 +108,7 @@ def outcome_strips(path: Path, outcomes: dict[str, dict[str, list[float]]], titl
     save(fig, path)
 
 
-def _finish(fig, acc, loss, title: str, note: str) -> None:  # type: ignore[no-untyped-def]
+def _finish(fig, acc, loss, title: str, note: str) -> None:
     acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     for axis in (acc, loss):

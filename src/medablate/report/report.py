@@ -113,7 +113,7 @@ def summary_section(out: Path, info: dict[str, Any], plan: Plan, results: list[d
     blocks: list[Block] = [Heading(2, "Summary", "summary")]
     if found:
         blocks.append(Items(found, "warning"))
-    facts = [["study", info.get("name")], ["started", info.get("started")], ["finished", info.get("finished")],
+    facts: list[list[Any]] = [["study", info.get("name")], ["started", info.get("started")], ["finished", info.get("finished")],
              ["machine", f"{machine.get('platform', '?')}; {machine.get('device', '?')}; "
                          f"{machine.get('torch_threads', '?')} threads" + (f"; {machine['gpu']}" if machine.get("gpu") else "")],
              ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)],
@@ -246,7 +246,7 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
                               note=note)
             blocks.append(Figure(Path(f"{stem}-reliability"), "Reliability: observed frequency of the positive class "
                                                               "per bin of predicted probability (first seed)."))
-    examples = rundir.read_json(run_dirs[0] / "examples.json") if (run_dirs[0] / "examples.json").exists() else None
+    examples: Any = rundir.read_json(run_dirs[0] / "examples.json") if (run_dirs[0] / "examples.json").exists() else None
     if examples:
         shown = examples[0].get("saliency")  # examples.json from before issue 10 does not say
         blocks.append(Heading(3, f"Test images with saliency: {shown}" if shown else "Test images with saliency"))
@@ -283,10 +283,11 @@ def references_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
     notes = [f"{r.name} was measured on {r.test_set}, not on this study's test set ({test_set}): the numbers are not "
              "directly comparable." for r, s in zip(study.references, same, strict=False) if not s]
     cited = [f"{r.name}: {r.citation}" for r in study.references if r.citation]
-    return ([Heading(2, "Published references", "references"),
-             Paragraph("This study's trials on its test set (seed ensembles at their validated threshold, or the mean "
-                       "test accuracy over seeds) beside published results."),
-             Table(header, rows)] + ([Items(notes, "warning")] if notes else []) + ([Items(cited)] if cited else []))
+    blocks: list[Block] = [Heading(2, "Published references", "references"),
+                           Paragraph("This study's trials on its test set (seed ensembles at their validated threshold, "
+                                     "or the mean test accuracy over seeds) beside published results."),
+                           Table(header, rows)]
+    return blocks + ([Items(notes, "warning")] if notes else []) + ([Items(cited)] if cited else [])
 
 
 def test_set_words(info: dict[str, Any], study: Study) -> str:

@@ -20,7 +20,7 @@ BINARY_KEYS = ["accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivit
 CALIBRATION_BINS = 10
 
 
-def _nan_to_none(value: float) -> float | None:
+def _nan_to_none(value: float | np.floating) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 

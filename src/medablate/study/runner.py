@@ -62,7 +62,9 @@ class StudyRunner:
         # are drawn by spawned processes; a library caller's script must then guard its entry point
         # (if __name__ == "__main__"), as for any spawned process
         self.background = False
-        self.executor, self.ray_address, self.ray_resources = "local", None, {}  # --executor ray [--address]
+        self.executor: str = "local"  # or ray (--executor ray [--address])
+        self.ray_address: str | None = None
+        self.ray_resources: dict[str, float] = {}
         self.elsewhere: list[str] = []  # runs another process was training while this one ran
         self.plan = expand(study)
         check_weights_used(study, self.plan)

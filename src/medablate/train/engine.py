@@ -517,6 +517,7 @@ class Trainer:
             # Iterating a validation DataLoader draws one seed from the global RNG; draw it too, so that a
             # seed gives the same batches and dropout masks as the course's DataLoader loop.
             torch.empty((), dtype=torch.int64).random_()
+            assert val_eval.probabilities is not None and val_eval.decisions is not None  # keep_predictions
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                    "val_loss": val_eval.loss, "val_acc": val_eval.accuracy,
                    **epoch_metrics(val.labels.cpu().numpy(), val_eval.probabilities, val_eval.decisions),

@@ -8,7 +8,6 @@ notebook's bug, whose LR never decayed) cannot happen.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +23,7 @@ def build_optimizer(config: OptimizerConfig, params: Iterable[torch.nn.Parameter
     cls = names.optimizers()[config.name]
     kwargs = config.kwargs
     params = list(params)
-    accepts = inspect.signature(cls.__init__).parameters
+    accepts = names.init_parameters(cls)
     if "fused" in accepts and "fused" not in kwargs and "foreach" not in kwargs:
         try:
             return cls(params, **kwargs, fused=True)

@@ -36,7 +36,7 @@ class TensorBoardLog:
                 self.writer.add_scalar(key, value, int(row["epoch"]))
         self.writer.flush()
 
-    def close(self, final: dict[str, float]) -> None:
+    def close(self, final: dict[str, float | None]) -> None:
         metrics = {f"hparam/{k}": float(v) for k, v in final.items() if v is not None}
         self.writer.add_hparams(self.hyperparameters, metrics, run_name=".")
         self.writer.close()

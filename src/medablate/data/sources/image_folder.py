@@ -126,7 +126,8 @@ def _mode(image: Image.Image) -> str:
 def _decode_many(args: tuple[list[str], int, bool, bool]) -> tuple[np.ndarray, list[str | None], list[Seen]]:
     """Decode paths; with skip, an unreadable file gives a blank image and its error message instead of raising."""
     paths, size, skip, rgb = args
-    images, errors = np.zeros((len(paths), *((3,) if rgb else ()), size, size), np.uint8), []
+    images = np.zeros((len(paths), *((3,) if rgb else ()), size, size), np.uint8)
+    errors: list[str | None] = []
     seen: list[Seen] = []
     for i, path in enumerate(paths):
         try:

@@ -55,8 +55,8 @@ def load(path: Path, image_size: int, classes: list[str] | None = None) -> Image
     files = []
     for line, row in enumerate(rows, start=2):
         if not (row.get("path") or "").strip() or not (row.get("label") or "").strip():
-            empty = "path" if not (row.get("path") or "").strip() else "label"
-            raise UserError(f"manifest {path}, line {line}: the {empty} is empty: give every row a path and a label "
+            blank = "path" if not (row.get("path") or "").strip() else "label"
+            raise UserError(f"manifest {path}, line {line}: the {blank} is empty: give every row a path and a label "
                             "(or remove the row).")
         file = (path.parent / row["path"]).resolve()
         if not file.is_file():
@@ -81,13 +81,13 @@ def load(path: Path, image_size: int, classes: list[str] | None = None) -> Image
     data.labels, data.class_names = labels, names
     if any(r.get("patient_id") for r in rows):
         data.patients = [r.get("patient_id") or r["path"] for r in rows]
-    given = [line for line, r in enumerate(rows, start=2) if r.get("split")]
-    if given and len(given) < len(rows):
-        empty = [line for line, r in enumerate(rows, start=2) if not r.get("split")]
-        raise UserError(f"manifest {path}: the split column is filled in {len(given)} rows and empty in {len(empty)} "
+    filled = [number for number, r in enumerate(rows, start=2) if r.get("split")]
+    if filled and len(filled) < len(rows):
+        empty = [number for number, r in enumerate(rows, start=2) if not r.get("split")]
+        raise UserError(f"manifest {path}: the split column is filled in {len(filled)} rows and empty in {len(empty)} "
                         f"(lines {', '.join(map(str, empty[:5]))}{' ...' if len(empty) > 5 else ''}): fill it in every "
                         "row (train, val or test) or in none, so medablate makes the split.")
-    if given:
+    if filled:
         data.preset = np.array([r["split"] for r in rows], dtype=object)
     return data
 

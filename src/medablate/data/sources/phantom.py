@@ -49,7 +49,7 @@ def _smooth_inside(d: np.ndarray, softness: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(np.minimum((d - 1.0) / softness, 50.0)))
 
 
-def _ellipse(xx, yy, cx, cy, ax, ay):  # type: ignore[no-untyped-def]
+def _ellipse(xx, yy, cx, cy, ax, ay):
     return np.sqrt(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2)
 
 
@@ -81,7 +81,7 @@ def _draw(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray
     return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _opacities(labels, xx, yy, cx, cy, gap, lung_w, lung_h, rng):  # type: ignore[no-untyped-def]
+def _opacities(labels, xx, yy, cx, cy, gap, lung_w, lung_h, rng):
     """Soft Gaussian opacities inside one lung or both, for the positive images only."""
     n = len(labels)
     out = np.zeros((n, xx.shape[1], xx.shape[2]), dtype=np.float32)
