@@ -79,3 +79,19 @@ def test_the_flat_package_is_gone() -> None:
     """Only the CLI, the errors and the package's marker sit at the top; every stage is a folder."""
     top = sorted(p.name for p in SRC.glob("*.py"))
     assert top == ["__init__.py", "cli.py", "errors.py"], top
+
+
+def test_commands_check_their_arguments_before_loading_torch_matplotlib_or_scipy(tmp_path: Path) -> None:
+    """A wrong path is answered from the file system alone: nothing heavy is imported first."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom medablate.cli import app\n"
+             "try:\n    app(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+             "heavy = sorted(m for m in ('torch', 'matplotlib', 'scipy') if m in sys.modules)\n"
+             "print('exit', code, 'heavy', heavy)\n")
+    for args in (["compare", "/nonexistent"], ["report", "/nonexistent"], ["status", "/nonexistent"],
+                 ["run", str(tmp_path / "missing.yaml")], ["evaluate", "/nonexistent"],
+                 ["predict", "/nonexistent", "x.png"]):
+        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        assert result.stdout.strip().endswith("exit 2 heavy []"), (args, result.stdout, result.stderr[-500:])

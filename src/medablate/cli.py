@@ -32,7 +32,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from medablate import __version__
+from medablate.config.files import require_study_file
 from medablate.errors import Terminated, UserError, on_signal
+from medablate.folder.layout import require_run_folder, require_study_folder
+
+# Every command checks its arguments with the light modules above (the file system only), then imports what does
+# the work inside its action: torch, matplotlib and scipy take seconds to load, and `--help` or a wrong path should
+# answer at once. Each import below is placed for that reason.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Honest, fast ablation studies of deep-learning classifiers on medical images.\n\n"
@@ -127,6 +133,7 @@ def run(
     signal.signal(signal.SIGINT, on_signal)
 
     def action() -> int:
+        require_study_file(Path(study_file))
         from medablate.config.schema import load_study
         from medablate.study.runner import StudyRunner
 
@@ -228,10 +235,11 @@ def evaluate(
     """Rebuild a trial's model from its saved config, evaluate its checkpoint and write accuracy, loss and confusion."""
 
     def action() -> None:
-        from medablate.inspect.evaluate import evaluate_trial
-
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint is '{checkpoint}': use best or last.")
+        require_run_folder(trial_dir, f"{checkpoint}.pt")
+        from medablate.inspect.evaluate import evaluate_trial
+
         if device not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device is '{device}': use auto, cpu or cuda.")
         if source not in evaluate_sources():
@@ -297,6 +305,7 @@ def compare(out: Path = typer.Argument(..., help="A study's output folder (runs/
     """Recompute summaries, paired comparisons, conclusions, tables and figures from saved files, without training."""
 
     def action() -> None:
+        require_study_folder(out)
         from medablate.report.outputs import write_outputs as write_analysis
 
         analysis = write_analysis(out)
@@ -317,6 +326,7 @@ def report(out: Path = typer.Argument(..., help="A study's output folder (runs/<
     """Write DIR/report.html (self-contained, opens offline) and DIR/report.md from the study's saved files."""
 
     def action() -> None:
+        require_study_folder(out)
         from medablate.report.outputs import write_outputs as write_analysis
         from medablate.report.report import build_report
 
@@ -336,6 +346,7 @@ def predict(
     """Predict new images with a trial's best checkpoint, its preprocessing and its validated threshold."""
 
     def action() -> int:
+        require_run_folder(trial_dir)
         import json
 
         from medablate.inspect.predict import as_json as to_json
@@ -378,6 +389,7 @@ def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<
     """List a study's runs as done, running, interrupted, pending, diverged or failed."""
 
     def action() -> None:
+        require_study_folder(out)
         from medablate.execute.status import study_status
 
         rows = study_status(out)

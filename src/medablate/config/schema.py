@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from medablate.config.base import ModelBase, Named, Strict, as_named
+from medablate.config.files import require_study_file
 from medablate.core import names
 from medablate.core.registry import MODELS, SOURCES
 from medablate.errors import UserError
@@ -673,12 +674,7 @@ def validate_study(raw: dict[str, Any], source: str) -> Study:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not a study file: pass the study's YAML file (e.g. "
-                        "examples/course-hw2.yaml); to look at a finished study's folder use `medablate status`.")
-    if not path.is_file():
-        raise UserError(f"study file {path} does not exist: check the path (examples/course-hw2.yaml is a template)")
+    path = require_study_file(path)
     try:
         raw = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from medablate.config.schema import Study, flatten, to_plain
+from medablate.config.schema import SplitConfig, Study, flatten, to_plain
 from medablate.data import load_data, load_test
 from medablate.data.duplicates import find_duplicates, pixel_hashes
 from medablate.data.split import (
@@ -29,6 +29,7 @@ from medablate.data.split import (
     group_ids,
     looks_patient_named,
     make_split,
+    uses_source_split,
 )
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
@@ -80,6 +81,28 @@ class StudyData:
     def fingerprint(self) -> str:
         """sha256 over the pixels, labels, split and test set (computed once: it hashes hundreds of MiB)."""
         return self._fingerprint
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each split."""
+        counts = {s: {name: int(((self.split == s) & (self.images.labels == i)).sum())
+                      for i, name in enumerate(self.images.class_names)} for s in (TRAIN, VAL)}
+        if self.test is not None:
+            counts["test"] = self.test.counts()
+        return counts
+
+    def patient_counts(self) -> dict[str, int] | None:
+        """Patients in each split, where the data knows them."""
+        if self.patients is None:
+            return None
+        ids = np.asarray(self.patients, dtype=object)
+        counts = {s: len(set(ids[self.split == s])) for s in (TRAIN, VAL)}
+        return counts | ({TEST: self.test_patients} if self.test_patients is not None else {})
+
+    def split_used(self, config: SplitConfig) -> dict[str, Any]:
+        """The split actually made: the source's own, or the method with its settings."""
+        if self.images.preset is not None and uses_source_split(self.images, config):
+            return {"method": "source", "from": self.images.source}
+        return to_plain(config)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from medablate.data import resolve_source
 from medablate.data.sources.npy_pair import DEFAULT_FILES
 from medablate.data.split import VAL
 from medablate.errors import UserError
-from medablate.execute.plan import Run
+from medablate.execute.plan import Plan, Run
 from medablate.execute.prepare import RunContext, StudyData
 from medablate.folder import claims, rundir
 from medablate.models.weights import sha256
@@ -90,6 +90,12 @@ def weights_record(config: Any) -> dict[str, Any]:
         return {}
 
     return {"weights": str(config.model.weights), "weights_sha256": sha256(config.model.weights)}
+
+
+def weights_used(plan: Plan) -> dict[str, str]:
+    """Starting weights files of a study's models: path -> SHA-256."""
+    records = [weights_record(t.config) for t in plan.trials]
+    return {r["weights"]: r["weights_sha256"] for r in records if r}
 
 
 def run_config(run: Run, context: RunContext) -> tuple[Task, int, dict[str, Any]]:

@@ -30,17 +30,26 @@ from medablate.core import atomic
 from medablate.errors import UserError
 from medablate.folder import claims
 from medablate.folder.checkpoint import DamagedCheckpoint, read_checkpoint
+from medablate.folder.layout import BEST_PT as BEST_PT
+from medablate.folder.layout import COMPARISONS_CSV as COMPARISONS_CSV
+from medablate.folder.layout import CONFIG_YAML as CONFIG_YAML
+from medablate.folder.layout import EXAMPLES_JSON as EXAMPLES_JSON
+from medablate.folder.layout import FIGURES_JSON as FIGURES_JSON
+from medablate.folder.layout import HISTORY_CSV as HISTORY_CSV
+from medablate.folder.layout import LAST_PT as LAST_PT
+from medablate.folder.layout import METRICS_JSON as METRICS_JSON
+from medablate.folder.layout import RESULTS_CSV as RESULTS_CSV
+from medablate.folder.layout import SPLIT_CSV as SPLIT_CSV
+from medablate.folder.layout import STUDY_JSON as STUDY_JSON
+from medablate.folder.layout import SUMMARY_CSV as SUMMARY_CSV
+from medablate.folder.layout import TABLES_MD as TABLES_MD
+from medablate.folder.layout import TRIALS, require_study_folder
 
 DONE, DIVERGED, FAILED, RUNNING, INTERRUPTED, PENDING = "done", "diverged", "failed", "running", "interrupted", "pending"
 DAMAGED = "damaged"  # metrics.json exists but cannot be read: the run is redone from its last good checkpoint
 FINISHED = (DONE, DIVERGED)
 FORMAT = 2
 
-STUDY_JSON, SPLIT_CSV, RESULTS_CSV = "study.json", "split.csv", "results.csv"
-SUMMARY_CSV, COMPARISONS_CSV, TABLES_MD = "summary.csv", "comparisons.csv", "tables.md"
-CONFIG_YAML, HISTORY_CSV, METRICS_JSON = "config.yaml", "history.csv", "metrics.json"
-BEST_PT, LAST_PT, EXAMPLES_JSON = "best.pt", "last.pt", "examples.json"
-FIGURES_JSON = "figures.json"  # which metrics.json a run's figures and examples were drawn from (run_figures)
 
 
 def run_id(trial_id: str, seed: int) -> str:
@@ -128,7 +137,7 @@ def validated_threshold(run_dir: Path, binary: bool) -> float | None:
 
 
 def trial_dir(out: Path, run_id: str) -> Path:
-    return Path(out) / "trials" / run_id
+    return Path(out) / TRIALS / run_id
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -158,10 +167,7 @@ def read_study_info(out: Path, validate: bool = True) -> tuple[dict[str, Any], A
     damaged or no longer valid file is a UserError naming it."""
     from pydantic import ValidationError
 
-    path = Path(out) / "study.json"
-    if not path.is_file():
-        raise UserError(f"{out} is not a study folder (no study.json): pass the --out folder of a `medablate run`, "
-                        "by default runs/<study name>.")
+    path = require_study_folder(out) / STUDY_JSON
     try:
         info = StudyInfo.model_validate(json.loads(path.read_text())).model_dump()
         _check_format(info["format"], path)

@@ -23,6 +23,7 @@ from medablate.data.types import ImageSet
 from medablate.errors import UserError
 from medablate.execute.prepare import load_study_data
 from medablate.folder import checkpoint, claims, rundir
+from medablate.folder.layout import require_run_folder
 from medablate.inspect.predict import trial_config
 from medablate.models import count_outputs, input_shape
 from medablate.scoring.clinical import Predictions, score
@@ -33,16 +34,7 @@ STUDY_TEST = "the study's test set"
 
 
 def load_checkpoint(run_dir: Path, which: str = "best") -> dict[str, Any]:
-    path = Path(run_dir) / f"{which}.pt"
-    if not Path(run_dir).is_dir():
-        raise UserError(f"trial folder {run_dir} does not exist: pass a folder under DIR/trials/ "
-                        "(medablate status DIR lists them).")
-    if not path.exists():
-        if (Path(run_dir) / "study.json").exists():
-            raise UserError(f"{run_dir} is a study folder, not a run folder: pass one of its runs, "
-                            f"{run_dir}/trials/<trial>-seed<k> (medablate status {run_dir} lists them).")
-        raise UserError(f"{path} does not exist: the trial has no {which} checkpoint yet (it has not finished an "
-                        "epoch, or it diverged first). Run or resume the study, or pick another trial.")
+    path = require_run_folder(run_dir, f"{which}.pt")
     return checkpoint.user_checkpoint(path)
 
 

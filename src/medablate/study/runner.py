@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
@@ -24,11 +23,9 @@ from medablate.data.sources.image_folder import INTENSITY
 from medablate.data.sources.phantom import FIGURE_NOTE
 from medablate.data.split import (
     SPLIT_COLUMNS,
-    TEST,
     TRAIN,
     VAL,
     split_rows,
-    uses_source_split,
 )
 from medablate.errors import UserError
 from medablate.execute.executors import StudyJob, executor
@@ -45,7 +42,7 @@ from medablate.execute.prepare import (
     load_study_data,
     tensors,
 )
-from medablate.execute.run import run_config, weights_record
+from medablate.execute.run import run_config, weights_used
 from medablate.folder import claims, rundir
 from medablate.report import run_figures
 from medablate.report.outputs import write_outputs
@@ -123,45 +120,17 @@ class StudyRunner:
             "finished": None, "synthetic_data": data.synthetic, "notes": data.notes,
             "data_fingerprint": fingerprint,
             "data": {"source": data.images.source, "class_names": data.images.class_names,
-                     "image_shape": list(data.images.image_shape), "counts": self._counts(data),
-                     "intensity": INTENSITY, "test_from": data.test_from, "split_used": self._split_used(data),
-                     "patients": self._patients(data), "duplicates": data.duplicates,
+                     "image_shape": list(data.images.image_shape), "counts": data.counts(),
+                     "intensity": INTENSITY, "test_from": data.test_from, "split_used": data.split_used(self.study.data.split),
+                     "patients": data.patient_counts(), "duplicates": data.duplicates,
                      "channels": data.images.channels, "normalize": self.study.data.normalize},
-            "weights": self._weights(),
+            "weights": weights_used(self.plan),
             "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
             "run_list": [{"run": r.id, "trial": r.trial.id, "seed": r.seed, "epochs": r.trial.config.training.epochs}
                          for r in self.plan.runs],
             "versions": provenance.versions(), "study": to_plain(self.study),
         }
         return info
-
-    def _split_used(self, data: StudyData) -> dict[str, Any]:
-        """The split actually made: the source's own, or the method with its settings."""
-        config = self.study.data.split
-        if data.images.preset is not None and uses_source_split(data.images, config):
-            return {"method": "source", "from": data.images.source}
-        return to_plain(config)
-
-    def _weights(self) -> dict[str, str]:
-        """Starting weights files of the study's models: path -> SHA-256."""
-        records = [weights_record(t.config) for t in self.plan.trials]
-        return {r["weights"]: r["weights_sha256"] for r in records if r}
-
-    @staticmethod
-    def _patients(data: StudyData) -> dict[str, int] | None:
-        if data.patients is None:
-            return None
-        ids = np.asarray(data.patients, dtype=object)
-        counts = {s: len(set(ids[data.split == s])) for s in (TRAIN, VAL)}
-        return counts | ({TEST: data.test_patients} if data.test_patients is not None else {})
-
-    @staticmethod
-    def _counts(data: StudyData) -> dict[str, dict[str, int]]:
-        counts = {s: {name: int(((data.split == s) & (data.images.labels == i)).sum())
-                      for i, name in enumerate(data.images.class_names)} for s in (TRAIN, VAL)}
-        if data.test is not None:
-            counts["test"] = data.test.counts()
-        return counts
 
     # -------------------------------------------------------------- the study
 

@@ -1,0 +1,39 @@
+"""The names of a study folder's and a run folder's files, and the checks of a folder's shape that need nothing
+but the file system. It imports nothing heavy, so the command line checks its arguments with it before it loads
+torch, matplotlib or scipy (`medablate compare /nonexistent` answers at once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medablate.errors import UserError
+
+STUDY_JSON, SPLIT_CSV, RESULTS_CSV = "study.json", "split.csv", "results.csv"
+SUMMARY_CSV, COMPARISONS_CSV, TABLES_MD = "summary.csv", "comparisons.csv", "tables.md"
+CONFIG_YAML, HISTORY_CSV, METRICS_JSON = "config.yaml", "history.csv", "metrics.json"
+BEST_PT, LAST_PT, EXAMPLES_JSON = "best.pt", "last.pt", "examples.json"
+FIGURES_JSON = "figures.json"  # which metrics.json a run's figures and examples were drawn from (run_figures)
+TRIALS = "trials"  # DIR/trials/<run id>/
+
+
+def require_study_folder(out: Path) -> Path:
+    """A folder `medablate run` wrote (it has study.json), or the UserError that says what to pass instead."""
+    if not (Path(out) / STUDY_JSON).is_file():
+        raise UserError(f"{out} is not a study folder (no {STUDY_JSON}): pass the --out folder of a `medablate run`, "
+                        "by default runs/<study name>.")
+    return Path(out)
+
+
+def require_run_folder(run_dir: Path, checkpoint: str = BEST_PT) -> Path:
+    """A run folder with the checkpoint, or the UserError that says what to pass instead."""
+    path = Path(run_dir) / checkpoint
+    if not Path(run_dir).is_dir():
+        raise UserError(f"trial folder {run_dir} does not exist: pass a folder under DIR/{TRIALS}/ "
+                        "(medablate status DIR lists them).")
+    if not path.exists():
+        if (Path(run_dir) / STUDY_JSON).exists():
+            raise UserError(f"{run_dir} is a study folder, not a run folder: pass one of its runs, "
+                            f"{run_dir}/{TRIALS}/<trial>-seed<k> (medablate status {run_dir} lists them).")
+        raise UserError(f"{path} does not exist: the trial has no {Path(checkpoint).stem} checkpoint yet (it has not "
+                        "finished an epoch, or it diverged first). Run or resume the study, or pick another trial.")
+    return path
