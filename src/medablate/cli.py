@@ -34,6 +34,7 @@ from rich.table import Table
 from medablate import __version__
 from medablate.config.files import require_study_file
 from medablate.errors import Terminated, UserError, on_signal
+from medablate.folder import layout
 from medablate.folder.layout import require_run_folder, require_study_folder
 
 # Every command checks its arguments with the light modules above (the file system only), then imports what does
@@ -79,7 +80,7 @@ def _guarded(action: Callable[[], Any]) -> Any:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         console.print(f"[bold red]Error:[/] the disk is full ({escape(str(exc))}). Free some space (finished runs keep "
-                      "best.pt only by default, about 130 MiB for the 256 px course MLP; `medablate status` shows "
+                      f"{layout.BEST_PT} only by default, about 130 MiB for the 256 px course MLP; `medablate status` shows "
                       "each run's disk) or choose another --out folder, then run the same command again: it resumes "
                       "where it stopped.",
                       highlight=False, soft_wrap=True)
@@ -315,8 +316,8 @@ def compare(out: Path = typer.Argument(..., help="A study's output folder (runs/
             out_console.print(f"[bold]{escape(comparison)}[/]")
             for text in texts:
                 out_console.print(f"  {escape(text)}", highlight=False)
-        out_console.print(f"Wrote {out / 'summary.csv'}, {out / 'comparisons.csv'}, {out / 'tables.md'} and "
-                          f"{out / 'figures'}/")
+        out_console.print(f"Wrote {out / layout.SUMMARY_CSV}, {out / layout.COMPARISONS_CSV}, "
+                          f"{out / layout.TABLES_MD} and {out / layout.FIGURES}/")
 
     _guarded(action)
 
@@ -394,7 +395,8 @@ def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<
 
         rows = study_status(out)
         table = Table(title=str(out))
-        for column in ("run", "status", "epochs", "val acc (best.pt; latest epoch if unfinished)", "test acc", "disk"):
+        for column in ("run", "status", "epochs", f"val acc ({layout.BEST_PT}; latest epoch if unfinished)", "test acc",
+                       "disk"):
             table.add_column(column)
         for row in rows:
             table.add_row(*(str(row[k]) for k in ("run", "status", "epochs", "val_acc", "test_acc", "disk")))

@@ -32,8 +32,8 @@ from medablate.analysis.outcomes import (
 from medablate.config.schema import Study, to_plain
 from medablate.core import atomic, faults
 from medablate.execute import results
-from medablate.execute.plan import Plan, Trial, expand, level_label, reference_trial
-from medablate.folder import claims, rundir
+from medablate.execute.plan import Plan, Trial, level_label, load_study_folder, reference_trial
+from medablate.folder import claims, layout, rundir
 
 MIN_SEEDS = 3
 DESCRIPTIVE = "descriptive only"
@@ -51,11 +51,6 @@ class Analysis:
     missing: list[str] = field(default_factory=list)
     outcomes: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # per (trial id, seed)
     results: list[dict[str, Any]] = field(default_factory=list)  # results.csv's rows, once written
-
-
-def load_study_folder(out: Path) -> tuple[Study, Plan, dict[str, Any]]:
-    info, study = rundir.read_study_info(out)
-    return study, expand(study), info
 
 
 def collect(out: Path, study: Study, plan: Plan) -> tuple[dict[tuple[str, int], dict[str, float]], list[str]]:
@@ -301,8 +296,8 @@ def write_analysis(out: Path) -> Analysis:
     methods text are drawn from the Analysis by medablate.report.outputs)."""
     out = Path(out)
     study, plan, info = load_study_folder(out)
-    claims.real_folder(out / "figures", parent=False)
-    data_note = "synthetic phantom" if info.get("synthetic_data") else str(info.get("data", {}).get("source", ""))
+    claims.real_folder(out / layout.FIGURES, parent=False)
+    data_note = "synthetic phantom" if info.synthetic_data else str(info.data.source or "")
     ensembles = write_ensembles(out, study, plan)
     result_rows = results.write_results(out, plan, data_note, ensembles)
     faults.point("analysis")
@@ -311,11 +306,11 @@ def write_analysis(out: Path) -> Analysis:
         row.update(summary_columns(ensembles.get(row["trial"])))
     columns = ["trial", "comparisons", "seeds"] + [f"{o.key}_{s}" for o in OUTCOMES
                                                   for s in ("mean", "sd", "ci_low", "ci_high")] + ENSEMBLE_COLUMNS
-    atomic.write_csv(out / "summary.csv", analysis.summary, columns)
-    atomic.write_csv(out / "comparisons.csv", analysis.rows, COMPARISON_COLUMNS)
+    atomic.write_csv(out / layout.SUMMARY_CSV, analysis.summary, columns)
+    atomic.write_csv(out / layout.COMPARISONS_CSV, analysis.rows, COMPARISON_COLUMNS)
     comparisons = {c.name: list(c.vary) for c in study.comparisons}
     base_flat = results.flatten({"model": to_plain(study.model), "training": to_plain(study.training)})
-    results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.get("notes", []),
+    results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.notes,
                          conclusions_section(analysis, len(plan.seeds)))
     analysis.results = result_rows
     return analysis
@@ -343,6 +338,6 @@ def conclusions_section(analysis: Analysis, seeds: int) -> list[str]:
     for comparison, texts in analysis.sentences.items():
         lines += [f"### {comparison}", ""] + [f"- {t}" for t in texts] + [""]
     lines += ["Differences are level minus reference, paired by seed. " + family_sentence(analysis.rows) +
-              " Details: comparisons.csv (one row per level, outcome and test) and summary.csv "
+              f" Details: {layout.COMPARISONS_CSV} (one row per level, outcome and test) and {layout.SUMMARY_CSV} "
               "(mean, SD and 95% CI per trial).", ""]
     return lines

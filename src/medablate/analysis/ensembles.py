@@ -13,16 +13,11 @@ from typing import Any
 import numpy as np
 
 from medablate.config.schema import Study
-from medablate.core import atomic
 from medablate.execute.plan import Plan, Trial
 from medablate.folder import claims, rundir
+from medablate.folder.layout import ensemble_dir, predictions_file
+from medablate.folder.records import EnsembleRecord, EvaluationReport
 from medablate.scoring.clinical import Predictions, evaluate_trial
-
-ENSEMBLES = "ensembles"
-
-
-def ensemble_dir(out: Path, trial_id: str) -> Path:
-    return Path(out) / ENSEMBLES / trial_id
 
 
 def mean_predictions(run_dirs: list[Path], split: str, names: list[str]) -> tuple[list[str], Predictions] | None:
@@ -37,7 +32,7 @@ def mean_predictions(run_dirs: list[Path], split: str, names: list[str]) -> tupl
     return ids, Predictions(labels, probabilities, decisions)
 
 
-def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> dict[str, Any] | None:
+def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> EnsembleRecord | None:
     """Evaluate the mean of the finished seeds of one trial (2 or more), write its files, return its record."""
     seeds = [s for s in plan.seeds
              if rundir.finished_metrics(rundir.trial_dir(out, rundir.run_id(trial.id, s)))]
@@ -54,16 +49,17 @@ def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> dict[st
     for split, found in (("val", val), ("test", test)):
         if found is not None:
             ids, p = found
-            rundir.write_predictions(folder / f"predictions_{split}_ensemble.csv", ids, p.labels, p.probabilities,
+            rundir.write_predictions(predictions_file(folder, split, "_ensemble"), ids, p.labels, p.probabilities,
                                      p.decisions, names, threshold)
-    record = {"format": rundir.FORMAT, "trial": trial.id, "seeds": seeds, "threshold": threshold,
-              "evaluation": report, "class_names": names,
-              "method": "mean of the seeds' class probabilities; threshold chosen on the ensemble's validation set"}
-    atomic.write_json(folder / rundir.METRICS_JSON, record)
+    record = EnsembleRecord(format=rundir.FORMAT, trial=trial.id, seeds=seeds, threshold=threshold,
+                            evaluation=EvaluationReport.model_validate(report), class_names=names,
+                            method="mean of the seeds' class probabilities; threshold chosen on the ensemble's "
+                                   "validation set")
+    rundir.write_metrics(folder, record)
     return record
 
 
-def write_ensembles(out: Path, study: Study, plan: Plan) -> dict[str, dict[str, Any]]:
+def write_ensembles(out: Path, study: Study, plan: Plan) -> dict[str, EnsembleRecord]:
     """Every trial's seed ensemble (trials with fewer than two finished seeds have none)."""
     found = {}
     for trial in plan.trials:
@@ -73,24 +69,17 @@ def write_ensembles(out: Path, study: Study, plan: Plan) -> dict[str, dict[str, 
     return found
 
 
-def summary_columns(record: dict[str, Any] | None) -> dict[str, Any]:
+def summary_columns(record: EnsembleRecord | None) -> dict[str, Any]:
     """The ensemble's headline numbers for summary.csv and results.csv (test when there is one, else validation)."""
     if record is None:
         return {}
-    evaluation = record["evaluation"]
-    values: dict[str, Any] = {"ensemble_seeds": len(record["seeds"]), "ensemble_threshold": record["threshold"]}
-    for split in ("val", "test"):
-        section = (evaluation.get(split) or {}).get("at_0.5") or {}
+    values: dict[str, Any] = {"ensemble_seeds": len(record.seeds), "ensemble_threshold": record.threshold}
+    for split, scores in (("val", record.evaluation.val), ("test", record.evaluation.test)):
         for key in ("accuracy", "roc_auc", "sensitivity", "specificity"):
-            values[f"ensemble_{split}_{key}"] = section.get(key)
+            values[f"ensemble_{split}_{key}"] = getattr(scores.at_rule, key) if scores else None
     return values
 
 
 ENSEMBLE_COLUMNS = ["ensemble_seeds", "ensemble_threshold"] + [f"ensemble_{s}_{k}" for s in ("val", "test")
                                                                for k in ("accuracy", "roc_auc", "sensitivity",
                                                                          "specificity")]
-
-
-def read_ensemble(out: Path, trial_id: str) -> dict[str, Any]:
-    """A trial's ensemble record ({} when it has none)."""
-    return rundir.read_json(ensemble_dir(out, trial_id) / rundir.METRICS_JSON) or {}

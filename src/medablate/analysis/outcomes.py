@@ -53,15 +53,15 @@ def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | 
         return None
     history = rundir.read_history(run_dir)
     val_acc = [row["val_acc"] for row in history]
-    test = metrics.get("test") or {}
+    test = metrics.test
     values: dict[str, Any] = {
-        "test_acc": test.get("accuracy"), "test_loss": test.get("loss"),
+        "test_acc": test.accuracy if test else None, "test_loss": test.loss if test else None,
         "val_acc": rundir.checkpoint_val_acc(metrics, history), "highest_val_acc": rundir.highest_val_acc(metrics),
-        "val_loss_at_best": metrics.get("best_val_loss"),
-        "best_epoch": metrics.get("best_epoch"),
+        "val_loss_at_best": metrics.best_val_loss,
+        "best_epoch": metrics.best_epoch,
         "convergence_epoch": stats.convergence_epoch(val_acc, analysis.convergence_fraction),
         "stability": stats.stability(val_acc, analysis.stability_epochs),
-        "seconds": metrics.get("seconds"),
+        "seconds": metrics.seconds,
     }
     return {k: float(v) if v is not None else math.nan for k, v in values.items()}
 

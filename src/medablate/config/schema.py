@@ -27,7 +27,9 @@ from medablate.config.base import ModelBase, Named, Strict, as_named
 from medablate.config.files import require_study_file
 from medablate.core import names
 from medablate.core.registry import MODELS, SOURCES
+from medablate.core.yamlfile import load_yaml
 from medablate.errors import UserError
+from medablate.folder import layout
 
 LOSSES = ("BCEWithLogitsLoss", "CrossEntropyLoss")
 Normalize = Literal["none", "image", "dataset"]
@@ -36,41 +38,6 @@ TTA = Literal["none", "flip", "crops"]
 
 # Whole numbers are strict: `epochs: true` is no 1, `epochs: 2.5` no 2. A seed is what numpy and torch both take.
 Seed = Annotated[StrictInt, Field(ge=0, le=2**32 - 1)]
-
-
-class Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's float rule, so `1e-4` and `5E-3` are numbers, not strings, and YAML's
-    rule that a mapping's keys are unique (PyYAML lets the later one win silently: a pasted second `training:`
-    would replace the first without a word)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                first = seen.setdefault(key, key_node.start_mark)
-            except TypeError:  # an unhashable key: PyYAML reports it itself
-                continue
-            if first is not key_node.start_mark:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key '{key}' appears twice in one mapping (first at line {first.line + 1}): YAML "
-                                "keys must be unique; merge the two into one", key_node.start_mark)
-        return super().construct_mapping(node, deep)
-
-
-FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X)
-Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
-                                  for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-Loader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT, list("-+0123456789."))
-
-
-def load_yaml(text: str) -> Any:
-    """YAML as users write it: numbers in exponent notation (`lr: 1e-4`) are floats."""
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class PhantomConfig(Strict):
@@ -100,7 +67,6 @@ class GroupBy(Strict):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        import re
 
         if value is None:
             return value
@@ -364,13 +330,15 @@ class TrainingConfig(Strict):
     compile: bool = Field(False, description="torch.compile the model (checkpoints keep the raw module's keys)")
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for convolutional networks")
     checkpoint_every: Literal["auto", "epoch"] | StrictInt = Field(
-        "auto", description="last.pt after an epoch: auto (when 60 s have passed since the last one), epoch, or every "
-                            "N epochs; always at the end. A resume replays the epochs since, with identical numbers")
+        "auto", description=f"{layout.LAST_PT} after an epoch: auto (when 60 s have passed since the last one), epoch, "
+                            "or every N epochs; always at the end. A resume replays the epochs since, with identical "
+                            "numbers")
 
     keep_checkpoints: Literal["best", "last", "all"] = Field(
-        "best", description="what a finished run keeps: best (best.pt; last.pt keeps only the history), last (also "
-                            "the final epoch's weights in last.pt) or all (also the optimizer state). While a run "
-                            "trains, last.pt always holds everything a resume needs")
+        "best", description=f"what a finished run keeps: best ({layout.BEST_PT}; {layout.LAST_PT} keeps only the "
+                            f"history), last (also the final epoch's weights in {layout.LAST_PT}) or all (also the "
+                            f"optimizer state). While a run trains, {layout.LAST_PT} always holds everything a resume "
+                            "needs")
 
     @field_validator("checkpoint_every")
     @classmethod

@@ -19,11 +19,11 @@ HELPER_OF = "MEDABLATE_HELPER_OF"  # set in a helper process: the pid of the med
 POINTS = {
     "after-checkpoint": "after an epoch's checkpoint, before its history row",
     "before-run-figures": "after the runs are trained, before a run's own figures and examples are drawn",
-    "before-metrics": "after a run's predictions and final checkpoints, before metrics.json (its done marker)",
-    "finish": "in the engine's finish, before the final weights-only last.pt",
+    "before-metrics": "after a run's predictions and final checkpoints, before its record (the run's done marker)",
+    "finish": "in the engine's finish, before the final weights-only last checkpoint",
     "batch": "after each training batch (with MEDABLATE_KILL_SIGNAL=TERM: SIGTERM there, to test stopping mid-epoch)",
-    "analysis": "in the analysis, after results.csv and before summaries, comparisons and figures",
-    "report": "in the report, before report.html and report.md are written",
+    "analysis": "in the analysis, after the per-run results table and before summaries, comparisons and figures",
+    "report": "in the report, before its HTML and Markdown pages are written",
 }
 _reached: dict[str, int] = {}
 

@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,6 +22,8 @@ from medablate.config.schema import (
     to_plain,
 )
 from medablate.errors import UserError
+from medablate.folder import layout, rundir
+from medablate.folder.records import StudyInfo
 from medablate.folder.rundir import run_id
 
 
@@ -182,7 +185,7 @@ def scaling_notes(plan: Plan) -> list[str]:
             changes = ", ".join(f"{k} {v} -> {scheduler.kwargs.get(k)}" for k, v in scheduler.scaled_from.items()
                                 if k != "epochs")
             notes.append(f"{trial.id}: {scheduler.name} {changes} (written for {written} epochs, this run has "
-                         f"{training.epochs}; recorded in config.yaml)")
+                         f"{training.epochs}; recorded in {layout.CONFIG_YAML})")
     return notes
 
 
@@ -210,3 +213,18 @@ def reference_trial(study: Study, plan: Plan, comparison: Comparison) -> Trial:
     levels = ", ".join(level_label(t, keys) for t in trials)
     raise UserError(f"comparison '{comparison.name}': reference {comparison.reference!r} is not one of its levels "
                     f"({levels}); set reference to one of them or leave it out to use the base configuration.")
+
+
+def read_study(out: Path) -> tuple[StudyInfo, Study]:
+    """study.json and the Study it records, validated; a study this version cannot read is a UserError naming it."""
+    info = rundir.read_study_info(out)
+    try:
+        return info, Study.model_validate(info.study)
+    except ValidationError as exc:
+        raise rundir.damaged_study(out, Path(out) / rundir.STUDY_JSON, rundir.unreadable(exc)) from None
+
+
+def load_study_folder(out: Path) -> tuple[Study, Plan, StudyInfo]:
+    """A finished (or partly finished) study folder: its study, plan and record."""
+    info, study = read_study(out)
+    return study, expand(study), info

@@ -21,6 +21,7 @@ from rich.progress import (
 from medablate.execute.plan import Run
 from medablate.execute.run import Event
 from medablate.folder import rundir
+from medablate.folder.records import RunRecord
 
 
 def progress_bars(console: Console, show: bool = True) -> Progress:
@@ -29,20 +30,19 @@ def progress_bars(console: Console, show: bool = True) -> Progress:
                     console=console, transient=False, disable=not show)
 
 
-def report_run(console: Console, out: Path, metrics: dict[str, Any]) -> None:
+def report_run(console: Console, out: Path, metrics: RunRecord) -> None:
     """The line a finished run gets."""
-    if metrics["status"] == rundir.DONE:
-        test = metrics.get("test")
-        tail = f", test acc {test['accuracy']:.3f}" if test else ""
-        console.print(f"[green]done[/] {metrics['run']}: val acc {metrics['val_acc']:.3f} of best.pt (epoch "
-                      f"{metrics['best_epoch']}, by {metrics['monitor']}); highest val acc at any epoch "
-                      f"{metrics['highest_val_acc']:.3f} (epoch {metrics['highest_val_acc_epoch']}){tail}, "
-                      f"{metrics['seconds']:.0f} s")
-    elif metrics["status"] == rundir.FAILED:
-        console.print(f"[red]run {metrics['run']} failed:[/] {escape(metrics['error'])} (details in "
-                      f"{rundir.trial_dir(out, metrics['run'])}/metrics.json)", highlight=False)
-    elif metrics["status"] == rundir.DIVERGED:
-        console.print(f"[yellow]diverged[/] {metrics['run']}: non-finite loss at epoch {metrics['diverged_epoch']}")
+    if metrics.status == rundir.DONE:
+        tail = f", test acc {metrics.test.accuracy:.3f}" if metrics.test else ""
+        console.print(f"[green]done[/] {metrics.run}: val acc {metrics.val_acc or 0:.3f} of {rundir.BEST_PT} (epoch "
+                      f"{metrics.best_epoch}, by {metrics.monitor}); highest val acc at any epoch "
+                      f"{metrics.highest_val_acc or 0:.3f} (epoch {metrics.highest_val_acc_epoch}){tail}, "
+                      f"{metrics.seconds or 0:.0f} s")
+    elif metrics.status == rundir.FAILED:
+        console.print(f"[red]run {metrics.run} failed:[/] {escape(metrics.error or '')} (details in "
+                      f"{rundir.trial_dir(out, metrics.run) / rundir.METRICS_JSON})", highlight=False)
+    elif metrics.status == rundir.DIVERGED:
+        console.print(f"[yellow]diverged[/] {metrics.run}: non-finite loss at epoch {metrics.diverged_epoch}")
 
 
 def epochs_done(out: Path, runs: list[Run]) -> int:
@@ -63,8 +63,8 @@ def follow(console: Console, out: Path, runs: list[Run], label: str, show: bool,
         bar = progress.add_task(label, total=sum(r.trial.config.training.epochs for r in runs))
         while not done():
             for run_id in wait_some(0.5):
-                metrics = rundir.metrics_or_empty(rundir.trial_dir(out, run_id))
-                if metrics.get("status"):
+                metrics = rundir.metrics_or_none(rundir.trial_dir(out, run_id))
+                if metrics:
                     report_run(console, out, metrics)
             progress.update(bar, completed=epochs_done(out, runs))
         progress.update(bar, completed=epochs_done(out, runs))

@@ -8,7 +8,8 @@ from typing import Any
 from medablate.config.schema import flatten
 from medablate.core import atomic
 from medablate.execute.plan import Plan, Run, short_value
-from medablate.folder import rundir
+from medablate.folder import layout, rundir
+from medablate.folder.records import EnsembleRecord
 
 METRIC_COLUMNS = ["seed", "status", "best_epoch", "best_val_loss", "val_acc", "highest_val_acc", "highest_val_acc_epoch",
                   "final_val_acc", "test_acc", "test_loss", "epochs_done", "seconds"]
@@ -16,38 +17,41 @@ METRIC_COLUMNS = ["seed", "status", "best_epoch", "best_val_loss", "val_acc", "h
 
 def result_row(out: Path, run: Run) -> dict[str, Any]:
     run_dir = rundir.trial_dir(out, run.id)
-    metrics = rundir.metrics_or_empty(run_dir)
+    metrics = rundir.metrics_or_none(run_dir)
     status = rundir.run_status(run_dir)
     row: dict[str, Any] = {"trial": run.trial.id, "run": run.id, "comparisons": ";".join(run.trial.comparisons)}
     row.update({key: short_value(value) for key, value in run.trial.varied.items()})
-    row.update({k: metrics.get(k) for k in METRIC_COLUMNS})
+    row.update({k: getattr(metrics, k, None) for k in METRIC_COLUMNS})
+    if metrics is None:
+        return row | {"seed": run.seed, "status": status}
     row.update(seed=run.seed, status=status, val_acc=rundir.checkpoint_val_acc(metrics, rundir.read_history(run_dir)),
                highest_val_acc=rundir.highest_val_acc(metrics),
-               highest_val_acc_epoch=metrics.get("highest_val_acc_epoch", metrics.get("best_val_acc_epoch")))
-    test = metrics.get("test") or {}
-    row.update(test_acc=test.get("accuracy"), test_loss=test.get("loss"))
+               highest_val_acc_epoch=metrics.highest_val_acc_epoch if "highest_val_acc_epoch" in metrics.model_fields_set
+               else metrics.best_val_acc_epoch)
+    row.update(test_acc=metrics.test.accuracy if metrics.test else None,
+               test_loss=metrics.test.loss if metrics.test else None)
     return row
 
 
-def ensemble_row(trial: Any, record: dict[str, Any]) -> dict[str, Any]:
+def ensemble_row(trial: Any, record: EnsembleRecord) -> dict[str, Any]:
     """A derived row: the trial's seed ensemble (status 'ensemble', seed 'ensemble'), at the loss's rule."""
     row: dict[str, Any] = {"trial": trial.id, "run": f"{trial.id}-ensemble", "comparisons": ";".join(trial.comparisons),
                            "seed": "ensemble", "status": "ensemble"}
     row.update({key: short_value(value) for key, value in trial.varied.items()})
-    evaluation = record["evaluation"]
-    row["val_acc"] = ((evaluation.get("val") or {}).get("at_0.5") or {}).get("accuracy")
-    row["test_acc"] = ((evaluation.get("test") or {}).get("at_0.5") or {}).get("accuracy")
+    evaluation = record.evaluation
+    row["val_acc"] = evaluation.val.at_rule.accuracy if evaluation.val else None
+    row["test_acc"] = evaluation.test.at_rule.accuracy if evaluation.test else None
     return row
 
 
 def write_results(out: Path, plan: Plan, data_note: str,
-                  ensembles: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                  ensembles: dict[str, EnsembleRecord] | None = None) -> list[dict[str, Any]]:
     rows = [result_row(out, run) for run in plan.runs]
     rows += [ensemble_row(t, ensembles[t.id]) for t in plan.trials if ensembles and t.id in ensembles]
     for row in rows:
         row["data"] = data_note
     columns = ["trial", "run", "comparisons", *plan.varied_keys, *METRIC_COLUMNS, "data"]
-    atomic.write_csv(Path(out) / "results.csv", rows, columns)
+    atomic.write_csv(Path(out) / layout.RESULTS_CSV, rows, columns)
     return rows
 
 
@@ -95,4 +99,4 @@ def write_tables(out: Path, plan: Plan, study_name: str, comparisons: dict[str, 
     for name, varied in comparisons.items():
         lines += comparison_tables(plan, name, base_flat, rows, varied)
     lines += list(extra)
-    atomic.write_text(Path(out) / "tables.md", "\n".join(lines))
+    atomic.write_text(Path(out) / layout.TABLES_MD, "\n".join(lines))

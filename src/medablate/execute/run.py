@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from medablate.config.schema import EvaluationConfig, Study, to_plain
-from medablate.core import atomic, faults
+from medablate.core import faults
 from medablate.data import resolve_source
 from medablate.data.sources.npy_pair import DEFAULT_FILES
 from medablate.data.split import VAL
@@ -34,6 +34,7 @@ from medablate.errors import UserError
 from medablate.execute.plan import Plan, Run
 from medablate.execute.prepare import RunContext, StudyData
 from medablate.folder import claims, rundir
+from medablate.folder.records import EvaluationReport, RunRecord, TestScore
 from medablate.models.weights import sha256
 from medablate.scoring.clinical import Predictions, evaluate_trial
 from medablate.train.augment import make_augment
@@ -117,7 +118,7 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     rundir.remove_stale_temp_files(run_dir)
     rundir.write_config(run_dir, config)
     events(Event("start", run.id, {"total": run.trial.config.training.epochs * steps}))
-    job = OutputsJob(run_dir, {}, to_plain(context.study.evaluation), context.data.images.class_names)
+    job = OutputsJob(run_dir, to_plain(context.study.evaluation), context.data.images.class_names)
     written = None
     try:
         trainer = Trainer(run.trial.config, task, run.seed, context.data.images.input_shape,
@@ -133,46 +134,50 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
         for note in trainer.notes:
             events(Event("note", run.id, {"text": note}))
         written = trainer.pending
-        job.metrics = fit_metrics(run, trainer, fit, task, context)
         if fit.status == rundir.DONE and trainer.has_best():
             evaluate_best(job, trainer, task, context)
             score(job)  # here, not in the writer thread: its many numpy calls would contend for the GIL
+        job.record = run_record(run, trainer, fit, task, context, job)
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # a bug or out-of-memory in one run must not lose the others
         if disk_full(exc, run_dir):  # not the run's fault: stop, resumable
             raise OSError(errno.ENOSPC, f"no space left on the device while writing {run_dir}") from exc
-        job.metrics = {"format": rundir.FORMAT, "run": run.id, "trial": run.trial.id, "seed": run.seed,
-                       "status": rundir.FAILED, "error": f"{type(exc).__name__}: {exc}",
-                       "traceback": traceback.format_exc()}
-    events(Event("done", run.id, {"metrics": job.metrics}))
-    finisher.after(written, lambda: write_metrics(job), on_written)
-    return str(job.metrics["status"])
+        job.record = RunRecord(format=rundir.FORMAT, run=run.id, trial=run.trial.id, seed=run.seed,
+                               status=rundir.FAILED, error=f"{type(exc).__name__}: {exc}",
+                               traceback=traceback.format_exc())
+    record = job.record
+    assert record is not None  # set by both branches above
+    events(Event("done", run.id, {"metrics": record}))
+    finisher.after(written, lambda: write_metrics(job.run_dir, record), on_written)
+    return record.status
 
 
-def write_metrics(job: OutputsJob) -> None:
+def write_metrics(run_dir: Path, record: RunRecord) -> None:
     """metrics.json, the run's done marker: after every other file of the run, its final checkpoints included."""
     faults.point("before-metrics")
-    atomic.write_json(job.run_dir / rundir.METRICS_JSON, job.metrics)
+    rundir.write_metrics(run_dir, record)
 
 
-def fit_metrics(run: Run, trainer: Trainer, fit: Any, task: Task, context: RunContext) -> dict[str, Any]:
+def run_record(run: Run, trainer: Trainer, fit: Any, task: Task, context: RunContext, job: OutputsJob) -> RunRecord:
+    """metrics.json of a run that trained (done or diverged), built once, from the fit and the best epoch's scores."""
     history, data = fit.history, context.data
-    return {
-        "format": rundir.FORMAT, "run": run.id, "trial": run.trial.id, "seed": run.seed, "status": fit.status,
-        "epochs_done": len(history), "diverged_epoch": fit.diverged_epoch,
-        "best_epoch": fit.best.get("epoch"), "best_val_loss": fit.best.get("val_loss"),
-        "val_acc": fit.best.get("val_acc"), "highest_val_acc": fit.best.get("best_val_acc"),
-        "highest_val_acc_epoch": fit.best.get("best_val_acc_epoch"),
-        "monitor": trainer.config.training.monitor,
-        "final_val_acc": history[-1]["val_acc"] if history else None,
-        "seconds": round(sum(r["seconds"] for r in history), 3),
-        "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint(),
-        "loss": task.loss_name, "num_outputs": task.num_outputs, "threads": torch.get_num_threads(),
-        "evaluation_config": to_plain(context.study.evaluation) | {"tta": trainer.config.tta},
-        "tta": trainer.config.tta, "normalize": trainer.config.normalize,
-        "precision": trainer.config.training.precision, "channels_last": trainer.speed.channels_last,
-    }
+    return RunRecord(
+        format=rundir.FORMAT, run=run.id, trial=run.trial.id, seed=run.seed, status=fit.status,
+        epochs_done=len(history), diverged_epoch=fit.diverged_epoch,
+        best_epoch=fit.best.get("epoch"), best_val_loss=fit.best.get("val_loss"),
+        val_acc=fit.best.get("val_acc"), highest_val_acc=fit.best.get("best_val_acc"),
+        highest_val_acc_epoch=fit.best.get("best_val_acc_epoch"),
+        monitor=trainer.config.training.monitor,
+        final_val_acc=history[-1]["val_acc"] if history else None,
+        seconds=round(sum(r["seconds"] for r in history), 3),
+        synthetic_data=data.synthetic, data_fingerprint=data.fingerprint(),
+        loss=task.loss_name, num_outputs=task.num_outputs, threads=torch.get_num_threads(),
+        evaluation_config=to_plain(context.study.evaluation) | {"tta": trainer.config.tta},
+        tta=trainer.config.tta, normalize=trainer.config.normalize,
+        precision=trainer.config.training.precision, channels_last=trainer.speed.channels_last,
+        **job.scores(),
+    )
 
 
 def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunContext) -> None:
@@ -184,13 +189,13 @@ def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunCon
     val = trainer.best_val or evaluate(trainer.model, task, splits["val"], batch, keep_predictions=True,
                                        speed=trainer.speed)
     job.val = ([i for i, s in zip(data.images.ids, data.split, strict=False) if s == VAL], *_arrays(splits["val"], val))
-    job.metrics["checkpoint_epoch"] = epoch
+    job.checkpoint_epoch = epoch
     if "test" in splits and data.test is not None:
         test = evaluate(trainer.model, task, splits["test"], batch, keep_predictions=True, speed=trainer.speed)
         job.test = (list(data.test.ids), *_arrays(splits["test"], test))
-        job.metrics["test"] = {"checkpoint": "best.pt", "checkpoint_epoch": epoch, "accuracy": test.accuracy,
-                               "loss": test.loss, "confusion_matrix": test.confusion, "count": test.count,
-                               "class_names": list(data.images.class_names)}
+        job.test_score = TestScore(checkpoint=rundir.BEST_PT, checkpoint_epoch=epoch, accuracy=test.accuracy,
+                                   loss=test.loss, confusion_matrix=test.confusion, count=test.count,
+                                   class_names=list(data.images.class_names))
 
 
 # ------------------------------------------------------------------ what is not training
@@ -204,20 +209,33 @@ class OutputsJob:
     """A run's numbers once training ends: the metrics so far and the best epoch's predictions."""
 
     run_dir: Path
-    metrics: dict[str, Any]
-    evaluation: dict[str, Any]
+    evaluation_settings: dict[str, Any]
     class_names: list[str]
     val: Arrays | None = None
     test: Arrays | None = None
+    checkpoint_epoch: int | None = None
+    test_score: TestScore | None = None
+    threshold: float | None = None
+    evaluation: EvaluationReport | None = None
+    record: RunRecord | None = None
+
+    def scores(self) -> dict[str, Any]:
+        """The best epoch's part of the run's record (nothing when it was not evaluated)."""
+        if self.evaluation is None:
+            return {}
+        found: dict[str, Any] = {"checkpoint_epoch": self.checkpoint_epoch}
+        if self.test_score is not None:
+            found["test"] = self.test_score
+        return found | {"threshold": self.threshold, "evaluation": self.evaluation}
 
 
 def score(job: OutputsJob) -> None:
     """The threshold and clinical metrics from the predictions, and the prediction files."""
     assert job.val is not None
-    config = EvaluationConfig.model_validate(job.evaluation)
+    config = EvaluationConfig.model_validate(job.evaluation_settings)
     test = Predictions(*job.test[1:]) if job.test is not None else None
     report, threshold = evaluate_trial(Predictions(*job.val[1:]), test, config, job.class_names)
-    job.metrics.update(threshold=threshold, evaluation=report)
+    job.threshold, job.evaluation = threshold, EvaluationReport.model_validate(report)
     for split, arrays in (("val", job.val), ("test", job.test)):
         if arrays is not None:
             rundir.write_predictions(rundir.predictions_file(job.run_dir, split), *arrays, job.class_names, threshold)

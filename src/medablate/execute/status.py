@@ -5,29 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medablate.execute.plan import expand
+from medablate.execute.plan import expand, read_study
 from medablate.folder import rundir
 
 
 def planned_runs(out: Path) -> list[tuple[str, int]]:
     """(run id, epochs) of every run: from study.json's run list (no torch needed), else by expanding the study."""
-    info, _ = rundir.read_study_info(out, validate=False)
-    if info.get("run_list"):
-        return [(r["run"], int(r["epochs"])) for r in info["run_list"]]
-
-    return [(run.id, run.trial.config.training.epochs) for run in expand(rundir.read_study_info(out)[1]).runs]
+    info = rundir.read_study_info(out)
+    if info.run_list:
+        return [(r.run, r.epochs) for r in info.run_list]
+    return [(run.id, run.trial.config.training.epochs) for run in expand(read_study(out)[1]).runs]
 
 
 def study_status(out: Path) -> list[dict[str, Any]]:
     rows = []
     for run_id, epochs in planned_runs(out):
         run_dir = rundir.trial_dir(out, run_id)
-        metrics = rundir.metrics_or_empty(run_dir)
+        metrics = rundir.metrics_or_none(run_dir)
         history = rundir.read_history(run_dir)
         best = rundir.checkpoint_val_acc(metrics, history) if metrics else None
         if best is None and history:  # unfinished: the checkpoint so far is unknown here; show the latest epoch
             best = history[-1]["val_acc"]
-        test = (metrics.get("test") or {}).get("accuracy")
+        test = metrics.test.accuracy if metrics and metrics.test else None
         status = rundir.run_status(run_dir)
         rows.append({"run": run_id, "status": status,
                      "epochs": f"{len(history)}/{epochs}",

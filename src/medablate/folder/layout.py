@@ -13,7 +13,28 @@ SUMMARY_CSV, COMPARISONS_CSV, TABLES_MD = "summary.csv", "comparisons.csv", "tab
 CONFIG_YAML, HISTORY_CSV, METRICS_JSON = "config.yaml", "history.csv", "metrics.json"
 BEST_PT, LAST_PT, EXAMPLES_JSON = "best.pt", "last.pt", "examples.json"
 FIGURES_JSON = "figures.json"  # which metrics.json a run's figures and examples were drawn from (run_figures)
-TRIALS = "trials"  # DIR/trials/<run id>/
+METHODS_MD, TABLES_TEX, REPORT_HTML, REPORT_MD = "methods.md", "tables.tex", "report.html", "report.md"
+TRIALS, FIGURES, ENSEMBLES = "trials", "figures", "ensembles"  # DIR/trials/<run id>/, DIR/figures/, DIR/ensembles/
+EXAMPLES, EVALUATIONS = "examples", "evaluations"  # in a run folder: examples/<kind>-<n>.png, evaluations/<name>.json
+CURVES_PNG, ROC_PNG, PR_PNG = "curves.png", "roc.png", "pr.png"  # a run's figures
+RELIABILITY_PNG, CONFUSION_PNG = "reliability.png", "confusion.png"
+CLAIM_LOCK = "claim.lock"  # medablate.folder.claims
+
+
+def ensemble_dir(out: Path, trial_id: str) -> Path:
+    """DIR/ensembles/<trial>/: a trial's seed ensemble (its metrics.json and predictions)."""
+    return Path(out) / ENSEMBLES / trial_id
+
+
+def predictions_file(run_dir: Path, split: str, suffix: str = "") -> Path:
+    """predictions_<split>.csv (an ensemble's: predictions_<split>_ensemble.csv)."""
+    return Path(run_dir) / f"predictions_{split}{suffix}.csv"
+
+
+def evaluation_files(run_dir: Path, name: str) -> tuple[Path, Path]:
+    """`medablate evaluate --name NAME`'s record and per-image predictions."""
+    folder = Path(run_dir) / EVALUATIONS
+    return folder / f"{name}.json", folder / f"{name}_predictions.csv"
 
 
 def require_study_folder(out: Path) -> Path:

@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError
 
-from medablate.config.schema import Study, load_yaml
 from medablate.core import atomic
+from medablate.core.yamlfile import load_yaml
 from medablate.errors import UserError
 from medablate.folder import claims
 from medablate.folder.checkpoint import DamagedCheckpoint, read_checkpoint
@@ -43,46 +43,21 @@ from medablate.folder.layout import SPLIT_CSV as SPLIT_CSV
 from medablate.folder.layout import STUDY_JSON as STUDY_JSON
 from medablate.folder.layout import SUMMARY_CSV as SUMMARY_CSV
 from medablate.folder.layout import TABLES_MD as TABLES_MD
-from medablate.folder.layout import TRIALS, require_study_folder
+from medablate.folder.layout import TRIALS, ensemble_dir, predictions_file, require_study_folder
+from medablate.folder.records import FORMAT, EnsembleRecord, Example, FiguresRecord, HistoryRow, RunRecord, StudyInfo
 
-DONE, DIVERGED, FAILED, RUNNING, INTERRUPTED, PENDING = "done", "diverged", "failed", "running", "interrupted", "pending"
+DONE: Literal["done"] = "done"  # the statuses a run's record can hold
+DIVERGED: Literal["diverged"] = "diverged"
+FAILED: Literal["failed"] = "failed"
+RUNNING, INTERRUPTED, PENDING = "running", "interrupted", "pending"  # what its folder shows without a record
 DAMAGED = "damaged"  # metrics.json exists but cannot be read: the run is redone from its last good checkpoint
 FINISHED = (DONE, DIVERGED)
-FORMAT = 2
 
 
 
 def run_id(trial_id: str, seed: int) -> str:
     """The one spelling of a run's id and folder name."""
     return f"{trial_id}-seed{seed}"
-
-
-def predictions_file(run_dir: Path, split: str) -> Path:
-    return Path(run_dir) / f"predictions_{split}.csv"
-
-
-class RunMetrics(BaseModel):
-    """metrics.json: the typed core of a run's record (other keys are kept as they are)."""
-
-    model_config = ConfigDict(extra="allow")
-    format: int = 1
-    run: str
-    trial: str
-    seed: int
-    status: Literal["done", "diverged", "failed"]
-    best_epoch: int | None = None
-    val_acc: float | None = None
-    threshold: float | None = None
-
-
-class StudyInfo(BaseModel):
-    """study.json: the typed core of a study's record (other keys are kept as they are)."""
-
-    model_config = ConfigDict(extra="allow")
-    format: int = 1
-    name: str
-    data_fingerprint: str | None = None
-    study: dict[str, Any]
 
 
 def _check_format(found: int, path: Path) -> None:
@@ -95,25 +70,30 @@ class DamagedFile(Exception):
     """A run-folder file that exists but cannot be read as its format says."""
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """metrics.json as a validated record (None when it does not exist); DamagedFile when it cannot be read."""
+def read_metrics(run_dir: Path) -> RunRecord | None:
+    """metrics.json as its record (None when it does not exist); DamagedFile when it cannot be read."""
     path = Path(run_dir) / METRICS_JSON
     if not path.exists():
         return None
     try:
-        record = RunMetrics.model_validate(json.loads(path.read_text()))
+        record = RunRecord.model_validate(json.loads(path.read_text()))
     except (OSError, ValueError) as exc:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
         raise DamagedFile(f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
     _check_format(record.format, path)
-    return record.model_dump()
+    return record
 
 
-def metrics_or_empty(run_dir: Path) -> dict[str, Any]:
+def metrics_or_none(run_dir: Path) -> RunRecord | None:
     """For readers that show what there is: a missing or damaged metrics.json reads as no record."""
     try:
-        return read_metrics(run_dir) or {}
+        return read_metrics(run_dir)
     except DamagedFile:
-        return {}
+        return None
+
+
+def write_metrics(run_dir: Path, record: RunRecord | EnsembleRecord) -> None:
+    """metrics.json (a run's done marker, or an ensemble's record)."""
+    atomic.write_json(Path(run_dir) / METRICS_JSON, record.plain())
 
 
 def validated_threshold(run_dir: Path, binary: bool) -> float | None:
@@ -125,10 +105,10 @@ def validated_threshold(run_dir: Path, binary: bool) -> float | None:
     except DamagedFile as exc:
         problem = str(exc)
     else:
-        if metrics and metrics["status"] == DONE:
-            return metrics.get("threshold")
+        if metrics and metrics.status == DONE:
+            return metrics.threshold
         problem = f"{Path(run_dir) / METRICS_JSON} " + ("is missing" if metrics is None else
-                                                         f"records a run that {metrics['status']}")
+                                                         f"records a run that {metrics.status}")
     if not binary:
         return None
     raise UserError(f"{problem}, so the decision threshold validated for this run is unknown, and deciding at 0.5 "
@@ -140,14 +120,14 @@ def trial_dir(out: Path, run_id: str) -> Path:
     return Path(out) / TRIALS / run_id
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
 
-def _parse_history(path: Path) -> list[dict[str, float]]:
+def _parse_history(path: Path) -> list[HistoryRow]:
     """Every row with every column a number (empty = NaN); ValueError for a cut or edited file."""
     with path.open() as handle:
         reader = csv.DictReader(handle)
@@ -162,35 +142,79 @@ def _parse_history(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def read_study_info(out: Path, validate: bool = True) -> tuple[dict[str, Any], Any]:
-    """study.json and the Study it records (None with validate=False, which spares importing torch); a missing,
-    damaged or no longer valid file is a UserError naming it."""
-    from pydantic import ValidationError
-
+def read_study_info(out: Path) -> StudyInfo:
+    """study.json as its record; a missing, damaged or unreadable file is a UserError naming it (the Study it
+    records is validated by medablate.execute.plan.read_study)."""
     path = require_study_folder(out) / STUDY_JSON
     try:
-        info = StudyInfo.model_validate(json.loads(path.read_text())).model_dump()
-        _check_format(info["format"], path)
-        if not validate:
-            return info, None
-
-        return info, Study.model_validate(info["study"])
+        info = StudyInfo.model_validate(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         problem = f"is damaged ({type(exc).__name__}: {str(exc)[:80]})"
     except ValidationError as exc:
-        problem = f"records a study this version of medablate cannot read ({exc.error_count()} problem(s), first: " \
-                  f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']})"
-    raise UserError(f"{path} {problem}: run the study again with its study file and --out {out} (it rewrites "
-                    "study.json and keeps every finished run), then retry.")
+        problem = unreadable(exc)
+    else:
+        _check_format(info.format, path)
+        return info
+    raise damaged_study(out, path, problem)
 
 
-def read_history(run_dir: Path) -> list[dict[str, float]]:
+def unreadable(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return (f"records a study this version of medablate cannot read ({exc.error_count()} problem(s), first: "
+            f"{'.'.join(map(str, first['loc']))}: {first['msg']})")
+
+
+def damaged_study(out: Path, path: Path, problem: str) -> UserError:
+    return UserError(f"{path} {problem}: run the study again with its study file and --out {out} (it rewrites "
+                     "study.json and keeps every finished run), then retry.")
+
+
+def read_ensemble(out: Path, trial_id: str) -> EnsembleRecord | None:
+    """A trial's seed-ensemble record (None when it has none, or it cannot be read: it is rebuilt by the analysis)."""
+    path = ensemble_dir(out, trial_id) / METRICS_JSON
+    try:
+        return EnsembleRecord.model_validate(json.loads(path.read_text())) if path.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def read_examples(run_dir: Path) -> list[Example]:
+    """examples.json: the test images a run's report shows (none when absent or unreadable: it is redrawn)."""
+    found = read_json(Path(run_dir) / EXAMPLES_JSON)
+    try:
+        return [Example.model_validate(entry) for entry in found] if isinstance(found, list) else []
+    except ValueError:
+        return []
+
+
+def write_examples(run_dir: Path, examples: list[Example]) -> None:
+    atomic.write_json(Path(run_dir) / EXAMPLES_JSON, [e.plain() for e in examples])
+
+
+def read_figures(run_dir: Path) -> FiguresRecord | None:
+    """figures.json (None when absent or unreadable: the figures are then drawn again)."""
+    found = read_json(Path(run_dir) / FIGURES_JSON)
+    try:
+        return FiguresRecord.model_validate(found) if isinstance(found, dict) else None
+    except ValueError:
+        return None
+
+
+def write_figures(run_dir: Path, record: FiguresRecord) -> None:
+    atomic.write_json(Path(run_dir) / FIGURES_JSON, record.plain())
+
+
+def write_study_info(out: Path, info: StudyInfo) -> None:
+    atomic.write_json(Path(out) / STUDY_JSON, info.plain())
+
+
+def read_history(run_dir: Path) -> list[HistoryRow]:
     """history.csv; a damaged one (cut mid-row, a non-numeric cell) is rebuilt from last.pt, which holds the
     same rows, or reported naming the file."""
-    path = Path(run_dir) / "history.csv"
+    path = Path(run_dir) / HISTORY_CSV
     if not path.exists():
-        found = metrics_or_empty(run_dir) if (Path(run_dir) / METRICS_JSON).exists() else {}
-        rows = _history_from_checkpoint(Path(run_dir)) if found.get("status") in FINISHED else None
+        found = metrics_or_none(run_dir)
+        rows = _history_from_checkpoint(Path(run_dir)) if found and found.status in FINISHED else None
         if rows:  # a finished run's history.csv was deleted: its last.pt holds the same rows
             _write_history(path, rows)
         return rows or []
@@ -200,41 +224,41 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
         problem = str(exc)
     rows = _history_from_checkpoint(Path(run_dir))
     if rows is None:
-        raise UserError(f"{path} is damaged ({problem}) and {Path(run_dir) / 'last.pt'} cannot restore it: run the "
+        raise UserError(f"{path} is damaged ({problem}) and {Path(run_dir) / LAST_PT} cannot restore it: run the "
                         "study again with the same command (it redoes the run), or delete the run folder.")
     _write_history(path, rows)
     return rows
 
 
-def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
+def _write_history(path: Path, rows: list[HistoryRow]) -> None:
     """history.csv as the trainer writes it (the epoch a whole number)."""
     columns = list(rows[0]) if rows else ["epoch"]
     atomic.write_csv(path, [dict(row, epoch=int(row["epoch"])) for row in rows], columns)
 
 
-def _history_from_checkpoint(run_dir: Path) -> list[dict[str, float]] | None:
-    if not whole_checkpoint(run_dir / "last.pt"):
+def _history_from_checkpoint(run_dir: Path) -> list[HistoryRow] | None:
+    if not whole_checkpoint(run_dir / LAST_PT):
         return None
     try:
-        state = read_checkpoint(run_dir / "last.pt", need_model=False)
+        state = read_checkpoint(run_dir / LAST_PT, need_model=False)
     except (DamagedCheckpoint, FileNotFoundError):
         return None
     history = state.get("history")
     return [{k: float(v) for k, v in row.items()} for row in history] if isinstance(history, list) else None
 
 
-def checkpoint_val_acc(metrics: dict[str, Any], history: list[dict[str, float]]) -> float | None:
+def checkpoint_val_acc(metrics: RunRecord, history: list[HistoryRow]) -> float | None:
     """Validation accuracy of the checkpoint that is used (best.pt, chosen by training.monitor); folders written
     before it was stored give it from the history row of the best epoch."""
-    if metrics.get("val_acc") is not None:
-        return float(metrics["val_acc"])
-    epoch = metrics.get("best_epoch")
+    if metrics.val_acc is not None:
+        return float(metrics.val_acc)
+    epoch = metrics.best_epoch
     return float(history[int(epoch) - 1]["val_acc"]) if epoch and len(history) >= int(epoch) else None
 
 
-def highest_val_acc(metrics: dict[str, Any]) -> float | None:
-    """The highest validation accuracy at any epoch (not necessarily the checkpoint's)."""
-    value = metrics.get("highest_val_acc", metrics.get("best_val_acc"))
+def highest_val_acc(metrics: RunRecord) -> float | None:
+    """The highest validation accuracy at any epoch (not necessarily the checkpoint's; format 1: best_val_acc)."""
+    value = metrics.highest_val_acc if "highest_val_acc" in metrics.model_fields_set else metrics.best_val_acc
     return float(value) if value is not None else None
 
 
@@ -292,7 +316,7 @@ def whole_predictions(path: Path) -> bool:
         return False
 
 
-def damage(run_dir: Path, metrics: dict[str, Any]) -> str | None:
+def damage(run_dir: Path, metrics: RunRecord) -> str | None:
     """What a finished run lacks that its record says it has (None when it is whole): a file deleted, cut or
     overwritten after the run finished. Such a run is redone from its last good state by `medablate run`."""
     run_dir = Path(run_dir)
@@ -301,11 +325,11 @@ def damage(run_dir: Path, metrics: dict[str, Any]) -> str | None:
     except DamagedFile as exc:
         return str(exc)
     needed: list[tuple[str, Callable[[Path], bool] | None]] = [(HISTORY_CSV, None)]
-    if metrics.get("evaluation"):
+    if metrics.evaluation:
         needed.append((predictions_file(run_dir, "val").name, whole_predictions))
-    if metrics.get("test") and metrics.get("evaluation"):
+    if metrics.test and metrics.evaluation:
         needed.append((predictions_file(run_dir, "test").name, whole_predictions))
-    if metrics.get("best_epoch"):
+    if metrics.best_epoch:
         needed.append((BEST_PT, whole_checkpoint))
     if (run_dir / LAST_PT).exists() or (run_dir / LAST_PT).is_symlink():
         needed.append((LAST_PT, whole_checkpoint))
@@ -334,10 +358,10 @@ def damage_of(run_dir: Path) -> str:
     return (damage(run_dir, metrics) if metrics else None) or "its files do not match its record"
 
 
-def finished_metrics(run_dir: Path) -> dict[str, Any]:
-    """metrics.json of a run that finished and is whole (status done), else {}: what analysis may read."""
-    metrics = metrics_or_empty(run_dir)
-    return metrics if metrics.get("status") == DONE and damage(run_dir, metrics) is None else {}
+def finished_metrics(run_dir: Path) -> RunRecord | None:
+    """metrics.json of a run that finished and is whole (status done), else None: what analysis may read."""
+    metrics = metrics_or_none(run_dir)
+    return metrics if metrics and metrics.status == DONE and damage(run_dir, metrics) is None else None
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -384,7 +408,7 @@ def positive_curves(run_dir: Path, positive_class: str | None, splits: tuple[str
     """Per split with saved predictions: (labels, probability of the positive class), for ROC-type figures."""
     curves = {}
     for split in splits:
-        rows = read_predictions(Path(run_dir) / f"predictions_{split}.csv")
+        rows = read_predictions(predictions_file(run_dir, split))
         if rows and positive_class is not None:
             curves[split] = (np.array([int(r["label"]) for r in rows]),
                              np.array([float(r[f"prob_{positive_class}"]) for r in rows]))
@@ -409,9 +433,9 @@ def run_status(run_dir: Path) -> str:
     except DamagedFile:
         return RUNNING if claims.holder(run_dir) is not None else DAMAGED
     if metrics:
-        if metrics["status"] == DONE and damage(run_dir, metrics) is not None:
+        if metrics.status == DONE and damage(run_dir, metrics) is not None:
             return RUNNING if claims.holder(run_dir) is not None else DAMAGED
-        return str(metrics["status"])
+        return str(metrics.status)
     if claims.holder(run_dir) is not None:
         return RUNNING
     if (Path(run_dir) / LAST_PT).exists() or (Path(run_dir) / HISTORY_CSV).exists():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
 from medablate.config.schema import DataConfig
 from medablate.core import atomic, names
@@ -21,8 +22,9 @@ from medablate.data.sources.image_folder import SPLIT_FOLDERS
 from medablate.data.sources.npy_pair import DEFAULT_FILES
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
+from medablate.execute.plan import read_study
 from medablate.execute.prepare import load_study_data
-from medablate.folder import checkpoint, claims, rundir
+from medablate.folder import checkpoint, claims, layout, rundir
 from medablate.folder.layout import require_run_folder
 from medablate.inspect.predict import trial_config
 from medablate.models import count_outputs, input_shape
@@ -67,14 +69,11 @@ def class_folders(path: Path, model_classes: list[str]) -> list[str] | None:
 
 def study_test_set(run_dir: Path) -> ImageSet:
     """The test set the run's study used (same source, split and duplicate removal), or a UserError."""
-    from rich.console import Console
-
-
     folder = Path(run_dir).resolve().parent.parent
-    if not (folder / "study.json").exists():
-        raise UserError(f"{run_dir} is not inside a study folder (no {folder}/study.json), so its study's test set "
-                        "is unknown: pass --data with the images to evaluate on.")
-    _, study = rundir.read_study_info(folder)
+    if not (folder / layout.STUDY_JSON).exists():
+        raise UserError(f"{run_dir} is not inside a study folder (no {folder / layout.STUDY_JSON}), so its study's "
+                        "test set is unknown: pass --data with the images to evaluate on.")
+    _, study = read_study(folder)
     data = load_study_data(study, Console(quiet=True))
     if data.test is None:
         raise UserError(f"the study in {folder} has no test set, and evaluating on its validation images would "
@@ -126,8 +125,8 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     """Rebuild the trial's exact model from its config.yaml, load its checkpoint, score it, write the result."""
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir, which)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir}/config.yaml is missing, so the model cannot be rebuilt exactly.")
+    if not (run_dir / layout.CONFIG_YAML).exists():
+        raise UserError(f"{run_dir / layout.CONFIG_YAML} is missing, so the model cannot be rebuilt exactly.")
     saved = rundir.user_config(run_dir)
     config = trial_config(saved)
     meta = state["meta"]
@@ -150,8 +149,9 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     result = evaluate(model, task, Split.from_numpy(images.images, images.labels, device),
                       config.training.eval_batch_size, keep_predictions=True)
     threshold = rundir.validated_threshold(run_dir, task.num_classes == 2)
-    metrics = rundir.metrics_or_empty(run_dir)
-    resamples = int((metrics.get("evaluation_config") or {}).get("bootstrap_resamples", 2000))
+    metrics = rundir.metrics_or_none(run_dir)
+    settings = (metrics.evaluation_config if metrics else None) or {}
+    resamples = int(settings.get("bootstrap_resamples", 2000))  # type: ignore[arg-type]  # a number when recorded
     assert result.probabilities is not None and result.decisions is not None  # keep_predictions
     predictions = Predictions(images.labels, result.probabilities, result.decisions)
     scored = score(predictions, threshold, model_classes, resamples)
@@ -166,11 +166,12 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
               "undefined": undefined_metrics(scored),
               "overlap": shared, "warning": overlap_warning(shared)}
     label = names.safe_name(name or (Path(data_path).name if data_path else "study-test"))
-    folder = claims.real_folder(run_dir / "evaluations")
-    output["predictions_file"] = str(folder / f"{label}_predictions.csv")
-    rundir.write_predictions(folder / f"{label}_predictions.csv", list(images.ids), images.labels,
+    record, predictions_path = layout.evaluation_files(run_dir, label)
+    claims.real_folder(record.parent)
+    output["predictions_file"] = str(predictions_path)
+    rundir.write_predictions(predictions_path, list(images.ids), images.labels,
                              result.probabilities, result.decisions, model_classes, threshold)
-    atomic.write_json(folder / f"{label}.json", output)
+    atomic.write_json(record, output)
     return output
 
 

@@ -19,7 +19,8 @@ from medablate.core import atomic
 from medablate.core.names import safe_name
 from medablate.data.sources.image_folder import decode, image_extensions
 from medablate.errors import UserError
-from medablate.folder import checkpoint, claims, rundir
+from medablate.folder import checkpoint, claims, layout, rundir
+from medablate.folder.records import Example
 from medablate.inspect.saliency import method, saliency_map, target_layer
 from medablate.models import input_shape
 from medablate.train.engine import build_trial_model, normalise
@@ -51,23 +52,24 @@ def list_images(inputs: list[Path]) -> list[Path]:
 class Predictor:
     def __init__(self, run_dir: Path, threshold: float | None = None) -> None:
         run_dir = Path(run_dir)
-        if (run_dir / "study.json").exists():
+        if (run_dir / layout.STUDY_JSON).exists():
             raise UserError(f"{run_dir} is a study folder, not a run folder: pass one of its runs, "
-                            f"{run_dir}/trials/<trial>-seed<k> (medablate status {run_dir} lists them).")
-        if not (run_dir / "best.pt").exists():
-            raise UserError(f"{run_dir} has no best.pt: it is not a finished trial folder (DIR/trials/<trial>-seed<k>). "
-                            "Run or resume the study, or pick a trial that `medablate status DIR` lists as done.")
-        if not (run_dir / "config.yaml").exists():
-            raise UserError(f"{run_dir}/config.yaml is missing, so the model and its preprocessing cannot be rebuilt "
-                            "exactly: restore it (e.g. from a backup), or rerun the study to recreate the run.")
+                            f"{run_dir / layout.TRIALS}/<trial>-seed<k> (medablate status {run_dir} lists them).")
+        if not (run_dir / layout.BEST_PT).exists():
+            raise UserError(f"{run_dir} has no {layout.BEST_PT}: it is not a finished trial folder "
+                            f"(DIR/{layout.TRIALS}/<trial>-seed<k>). Run or resume the study, or pick a trial that "
+                            "`medablate status DIR` lists as done.")
+        if not (run_dir / layout.CONFIG_YAML).exists():
+            raise UserError(f"{run_dir / layout.CONFIG_YAML} is missing, so the model and its preprocessing cannot be "
+                            "rebuilt exactly: restore it (e.g. from a backup), or rerun the study to recreate the run.")
         saved = rundir.user_config(run_dir)
-        state = checkpoint.user_checkpoint(run_dir / "best.pt")
+        state = checkpoint.user_checkpoint(run_dir / layout.BEST_PT)
         meta = state["meta"]
         self.class_names: list[str] = list(meta["class_names"])
         self.channels, self.size, _ = input_shape(tuple(meta["image_shape"]))
         config = trial_config(saved)
         self.task = make_task(meta["loss"], int(meta["num_classes"]))
-        self.task.check_outputs(int(meta["num_outputs"]), f"checkpoint {run_dir / 'best.pt'}")
+        self.task.check_outputs(int(meta["num_outputs"]), f"checkpoint {run_dir / layout.BEST_PT}")
         self.model = build_trial_model(config, input_shape(tuple(meta["image_shape"])), self.task.num_outputs)
         self.model.load_state_dict(state["model"])
         self.model.eval()
@@ -203,7 +205,7 @@ def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: l
                    threshold: float | None = None, count: int = 3) -> None:
     """A few correctly and wrongly classified images with saliency, for the report (examples/ + examples.json)."""
     predictor = Predictor(run_dir, threshold)
-    saved = rundir.read_prediction_arrays(Path(run_dir) / "predictions_test.csv", predictor.class_names)
+    saved = rundir.read_prediction_arrays(layout.predictions_file(run_dir, "test"), predictor.class_names)
     # the run's own test predictions when they are of these images: a conv net need not score the whole set again
     probabilities = saved[2] if saved is not None and saved[0] == list(ids) else predictor.probabilities(images)
     decisions = predictor.decide(probabilities)
@@ -217,15 +219,15 @@ def write_examples(run_dir: Path, images: np.ndarray, labels: np.ndarray, ids: l
                     picked.append(int(members.pop(0)))
         chosen += [(kind, i) for i in picked]
     listing = []
-    claims.real_folder(Path(run_dir) / "examples")
+    claims.real_folder(Path(run_dir) / layout.EXAMPLES)
     shown = method(predictor.saliency_layer(normalise(torch.from_numpy(images[:1])))) if chosen else ""
     for n, (kind, i) in enumerate(chosen):
         name = f"{kind}-{n}.png"
         decided = int(decisions[i])
-        _save_overlay(Path(run_dir) / "examples" / name, images[i], predictor.saliency(images[i], decided),
+        _save_overlay(Path(run_dir) / layout.EXAMPLES / name, images[i], predictor.saliency(images[i], decided),
                       f"true {predictor.class_names[int(labels[i])]}, predicted {predictor.class_names[decided]}, "
                       f"P({predictor.class_names[decided]}) {probabilities[i, decided]:.3f}")
-        listing.append({"file": f"examples/{name}", "image": ids[i], "kind": kind,
-                        "label": predictor.class_names[int(labels[i])], "decision": predictor.class_names[decided],
-                        "probability": float(probabilities[i, decided]), "saliency": shown})
-    atomic.write_json(Path(run_dir) / "examples.json", listing)
+        listing.append(Example(file=f"{layout.EXAMPLES}/{name}", image=ids[i], kind=kind,
+                               label=predictor.class_names[int(labels[i])], decision=predictor.class_names[decided],
+                               probability=float(probabilities[i, decided]), saliency=shown))
+    rundir.write_examples(run_dir, listing)

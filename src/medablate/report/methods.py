@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from medablate.analysis.outcomes import BY_KEY, scaled
 from medablate.config.schema import Study
 from medablate.core import atomic
-from medablate.execute.plan import Plan, expand, short_value
-from medablate.folder import rundir
+from medablate.execute.plan import Plan, expand, read_study, short_value
+from medablate.folder import layout
+from medablate.folder.records import StudyInfo
 from medablate.scoring import thresholds
 
 if TYPE_CHECKING:
@@ -45,29 +46,30 @@ def _named(config: Any) -> str:
     return f"{config.name}" + (f" ({arguments})" if arguments else "")
 
 
-def data_paragraph(info: dict[str, Any], study: Study) -> str:
-    data = info.get("data") or {}
-    split = data.get("split_used") or {}
+def data_paragraph(info: StudyInfo, study: Study) -> str:
+    data = info.data
+    split = data.split_used or {}
     method = split.get("method", study.data.split.method)
     grouped = "grouped by patient" if (split.get("group_by") or study.data.split.group_by) else "not grouped by patient"
-    patients = data.get("patients")
-    duplicates = data.get("duplicates") or {}
-    removed = sum((duplicates.get("removed") or {}).values())
-    shape = data.get("image_shape") or []
-    text = (f"Data. {'Synthetic phantom images (not patients)' if info.get('synthetic_data') else 'Images'} from the "
-            f"{data.get('source')} source, classes {', '.join(data.get('class_names', []))}: "
-            f"{_counts(data.get('counts') or {})}. The split ({method}, {grouped}) was fixed for the whole study")
+    patients = data.patients
+    duplicates = data.duplicates
+    removed = sum(duplicates.removed.values()) if duplicates else 0
+    shape = data.image_shape
+    intensity = data.intensity if "intensity" in data.model_fields_set else "by bit depth"
+    text = (f"Data. {'Synthetic phantom images (not patients)' if info.synthetic_data else 'Images'} from the "
+            f"{data.source} source, classes {', '.join(data.class_names)}: "
+            f"{_counts(data.counts)}. The split ({method}, {grouped}) was fixed for the whole study")
     if patients:
         text += " (patients: " + ", ".join(f"{n} {SPLIT_WORDS.get(s, s)}" for s, n in patients.items()) + ")"
-    text += f"; the test set is {data.get('test_from') or 'absent'}. "
+    text += f"; the test set is {data.test_from or 'absent'}. "
     if duplicates:
         text += (f"Exact duplicates (identical decoded pixels) were removed from later splits: {removed} images "
-                 f"({duplicates.get('duplicate_groups', 0)} images occurred more than once). ")
+                 f"({duplicates.duplicate_groups} images occurred more than once). ")
     augment = study.data.augment
     colour = "kept as three RGB channels" if study.data.channels == 3 else "converted to one grey channel"
     standardised = {"none": "", "image": ", each standardised to mean 0 and SD 1",
                     "dataset": ", standardised with the training split's mean and SD"}[study.data.normalize]
-    text += (f"Images were {colour} (intensity {data.get('intensity', 'by bit depth')}), "
+    text += (f"Images were {colour} (intensity {intensity}), "
              f"resized to {shape[0] if shape else '?'}x{shape[1] if len(shape) > 1 else '?'} pixels and scaled to "
              f"[0, 1]{standardised}; training-time augmentation: "
              + (", ".join(f"{k} {v}" for k, v in augment.model_dump().items() if v and k != "crop_ratio")
@@ -77,9 +79,10 @@ def data_paragraph(info: dict[str, Any], study: Study) -> str:
     return text
 
 
-def training_paragraph(info: dict[str, Any], study: Study, plan: Plan, results: list[dict[str, Any]]) -> str:
+def training_paragraph(info: StudyInfo, study: Study, plan: Plan, results: list[dict[str, Any]]) -> str:
     training = study.training
-    machine = info.get("machine") or {}
+    machine = info.machine
+    threads = machine.torch_threads if machine.torch_threads is not None else "?"
     seconds = sum(float(r["seconds"]) for r in results if r.get("seconds") not in (None, ""))
     varied = "; ".join(f"{c.name}: {', '.join(k for k in c.vary)} in "
                        f"{{{', '.join(short_value(v) for values in c.vary.values() for v in values)}}}"
@@ -91,8 +94,8 @@ def training_paragraph(info: dict[str, Any], study: Study, plan: Plan, results: 
             f"Comparisons ({varied or 'none'}) gave {len(plan.trials)} distinct trials, each trained with "
             f"{len(plan.seeds)} seed(s) ({', '.join(map(str, plan.seeds))}): {len(plan.runs)} runs, "
             f"{f'{seconds / 60:.1f} minutes' if seconds >= 60 else f'{seconds:.1f} s'} of training on "
-            f"{machine.get('device', '?')} "
-            f"({machine.get('platform', '?')}, {machine.get('torch_threads', '?')} threads).")
+            f"{machine.device or '?'} "
+            f"({machine.platform or '?'}, {threads} threads).")
 
 
 def statistics_paragraph(study: Study, analysis: Analysis) -> str:
@@ -120,8 +123,8 @@ def statistics_paragraph(study: Study, analysis: Analysis) -> str:
             f"the seed ensembles. {threshold} Seed ensembles average the seeds' class probabilities.")
 
 
-def software_paragraph(info: dict[str, Any]) -> str:
-    versions = info.get("versions") or {}
+def software_paragraph(info: StudyInfo) -> str:
+    versions = info.versions
     return "Software. " + ", ".join(f"{k} {v}" for k, v in versions.items() if v and k != "git_commit") + (
         f"; medablate commit {versions['git_commit']}" if versions.get("git_commit") else "") + "."
 
@@ -131,7 +134,7 @@ def results_paragraph(study: Study, analysis: Analysis) -> str:
     return "Results. " + (" ".join(sentences) if sentences else "No comparison has finished runs yet.")
 
 
-def methods_text(info: dict[str, Any], study: Study, plan: Plan, analysis: Analysis,
+def methods_text(info: StudyInfo, study: Study, plan: Plan, analysis: Analysis,
                  results: list[dict[str, Any]]) -> str:
     paragraphs = [data_paragraph(info, study), training_paragraph(info, study, plan, results),
                   statistics_paragraph(study, analysis), software_paragraph(info), results_paragraph(study, analysis)]
@@ -179,7 +182,8 @@ def tables_tex(study: Study, analysis: Analysis) -> str:
                                                                        for s in ("mean", "ci_low", "ci_high"))),
                      _interval("val_acc", *(row[f"val_acc_{s}"] for s in ("mean", "ci_low", "ci_high"))),
                      f"{auc:.3f}" if isinstance(auc, float) and not math.isnan(auc) else "--"])
-    lines = ["% Generated by medablate; \\usepackage{booktabs} in the preamble, then \\input{tables.tex}.", ""]
+    lines = [f"% Generated by medablate; \\usepackage{{booktabs}} in the preamble, then \\input{{{layout.TABLES_TEX}}}.",
+             ""]
     lines += _tabular(f"{study.name}: results per trial (mean over seeds, 95% CI; accuracy in points)",
                       "tab:results", header, rows)
     comparison_rows = [[r["comparison"], f"{r['level']} vs {r['reference']}", BY_KEY[r["outcome"]].label,
@@ -206,9 +210,9 @@ def _p(value: float) -> str:
 
 
 def write_methods(out: Path, analysis: Analysis, results: list[dict[str, Any]]) -> tuple[Path, Path]:
-    info, study = rundir.read_study_info(out)
+    info, study = read_study(out)
     plan = expand(study)
-    methods, tables = Path(out) / "methods.md", Path(out) / "tables.tex"
+    methods, tables = Path(out) / layout.METHODS_MD, Path(out) / layout.TABLES_TEX
     atomic.write_text(methods, methods_text(info, study, plan, analysis, results))
     atomic.write_text(tables, tables_tex(study, analysis))
     return methods, tables

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
-from medablate.analysis.compare import Analysis, load_study_folder, write_analysis
+from medablate.analysis.compare import Analysis, write_analysis
 from medablate.analysis.outcomes import OUTCOMES, scaled
 from medablate.config.schema import Study
 from medablate.core import names
 from medablate.data.sources.phantom import FIGURE_NOTE
-from medablate.execute.plan import Plan, Trial, level_label
-from medablate.folder import rundir
+from medablate.execute.plan import Plan, Trial, level_label, load_study_folder
+from medablate.folder import layout, rundir
+from medablate.folder.records import StudyInfo
 from medablate.report import plots
 from medablate.report.methods import write_methods
 
@@ -27,8 +27,8 @@ def write_outputs(out: Path) -> Analysis:
     return analysis
 
 
-def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis: Analysis) -> None:
-    note = FIGURE_NOTE if info.get("synthetic_data") else ""
+def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, analysis: Analysis) -> None:
+    note = FIGURE_NOTE if info.synthetic_data else ""
     found = analysis.outcomes
     for comparison in study.comparisons:
         keys = list(comparison.vary)
@@ -37,7 +37,7 @@ def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis
                                          for s in plan.seeds] for t in trials}
         seeds = f" (mean and 95% band over {len(plan.seeds)} seeds)" if len(plan.seeds) > 1 else ""
         name = names.safe_name(comparison.name)
-        plots.overlay(out / "figures" / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
+        plots.overlay(out / layout.FIGURES / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
         per_outcome = {}
         for outcome in OUTCOMES:
             values = {level_label(t, keys): [scaled(outcome, found[(t.id, s)][outcome.key]) for s in plan.seeds
@@ -48,10 +48,10 @@ def _figures(out: Path, study: Study, plan: Plan, info: dict[str, Any], analysis
         roc = _roc_curves(out, trials, keys, plan.seeds)
         if roc:
             split = "test" if all(k.endswith("(test)") for k in roc) else "validation"
-            plots.roc_overlay(out / "figures" / f"{name}-roc", {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
+            plots.roc_overlay(out / layout.FIGURES / f"{name}-roc", {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
                               f"{study.name}: {comparison.name}, {split} ROC (first finished seed)", note)
         if per_outcome:
-            plots.outcome_strips(out / "figures" / f"{name}-outcomes", per_outcome,
+            plots.outcome_strips(out / layout.FIGURES / f"{name}-outcomes", per_outcome,
                                  f"{study.name}: {comparison.name}, each dot one seed", note)
 
 
@@ -62,7 +62,7 @@ def _roc_curves(out: Path, trials: list[Trial], keys: list[str], seeds: list[int
         for seed in seeds:
             run_dir = rundir.trial_dir(out, rundir.run_id(trial.id, seed))
             metrics = rundir.finished_metrics(run_dir)
-            positive = (metrics.get("evaluation") or {}).get("positive_class")
+            positive = metrics.evaluation.positive_class if metrics and metrics.evaluation else None
             split = "test" if rundir.predictions_file(run_dir, "test").exists() else "val"
             found = rundir.positive_curves(run_dir, positive, (split,))
             if found:

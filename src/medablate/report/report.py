@@ -8,15 +8,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medablate.analysis.compare import Analysis, analyse, load_study_folder
-from medablate.analysis.ensembles import read_ensemble
+from medablate.analysis.compare import Analysis, analyse
 from medablate.analysis.outcomes import BY_KEY, scaled
 from medablate.analysis.transfer import gap_rows, gap_warnings
 from medablate.config.schema import Study, flatten, to_plain
 from medablate.core import atomic, faults, names
 from medablate.data.sources.phantom import FIGURE_NOTE
-from medablate.execute.plan import Plan, Trial, level_label, reference_trial
-from medablate.folder import rundir
+from medablate.execute.plan import Plan, Trial, level_label, load_study_folder, reference_trial
+from medablate.folder import layout, rundir
+from medablate.folder.records import Duplicates, EnsembleRecord, EvaluationReport, RunRecord, StudyInfo
 from medablate.report import plots
 from medablate.report.document import (
     Block,
@@ -63,9 +63,10 @@ def best_trial(plan: Plan, analysis: Analysis) -> Trial | None:
 # ---------------------------------------------------------------- warnings
 
 
-def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str, str]], best: dict | None) -> list[str]:
+def warnings(out: Path, info: StudyInfo, study: Study, plan: Plan, results: list[dict[str, str]],
+             best: EvaluationReport | None) -> list[str]:
     found = []
-    if info.get("synthetic_data"):
+    if info.synthetic_data:
         found.append("The data is SYNTHETIC (procedurally generated phantom images, not patients): these numbers say "
                      "nothing about real chest X-rays.")
     if len(plan.seeds) < 3:
@@ -74,29 +75,31 @@ def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str
     bad = [r["run"] for r in results if r["status"] in ("diverged", "failed")]
     if bad:
         found.append(f"Diverged or failed runs: {', '.join(bad)}.")
-    damaged = [f"{r['run']} ({rundir.damage_of(out / 'trials' / r['run'])})" for r in results if r["status"] == "damaged"]
+    damaged = [f"{r['run']} ({rundir.damage_of(rundir.trial_dir(out, r['run']))})" for r in results
+               if r["status"] == "damaged"]
     if damaged:
         found.append(f"Damaged runs, left out below (a file deleted, cut or overwritten after they finished; "
                      f"`medablate run` with the study redoes them): {'; '.join(damaged)}.")
     unfinished = [r["run"] for r in results if r["status"] not in ("done", "diverged", "failed", "ensemble", "damaged")]
     if unfinished:
         found.append(f"Not finished: {', '.join(unfinished)}; their numbers are missing below.")
-    split = _read_csv(out / "split.csv")
-    grouped = ((info.get("study") or {}).get("data") or {}).get("split", {}).get("group_by")
-    if not grouped and any(PATIENT_ID.search(r["file"]) for r in split[:2000]):
+    split = _read_csv(out / rundir.SPLIT_CSV)
+    if study.data.split.group_by is None and any(PATIENT_ID.search(r["file"]) for r in split[:2000]):
         found.append("File names look like they carry patient ids, and the split is not grouped by patient: images of "
                      "one patient can sit on both sides and inflate validation results.")
-    if "test" not in (info.get("data", {}).get("counts") or {}):
+    if "test" not in info.data.counts:
         found.append("This study has no test set: every figure comes from the validation split, which also chose the "
                      "checkpoints (and thresholds), so it overstates performance on new images. Hold one out with "
                      "data.split.test_fraction (patient-grouped with group_by) or add a test: section.")
-    train = (info.get("data", {}).get("counts") or {}).get("train") or {}
+    train = info.data.counts.get("train") or {}
     if train and max(train.values()) > 1.5 * max(1, min(train.values())):
         found.append(f"Class imbalance in training: {', '.join(f'{k} {v}' for k, v in train.items())}; accuracy "
                      "alone can mislead (see balanced accuracy, sensitivity and specificity).")
     if best:
-        val, test = best.get("val", {}).get("at_threshold") or {}, best.get("test", {}).get("at_threshold") or {}
-        if (val.get("roc_auc") or 0) >= 0.99 or (test and abs((val.get("accuracy") or 0) - (test.get("accuracy") or 0)) >= 0.05):
+        val = best.val.at_threshold if best.val else None
+        test = best.test.at_threshold if best.test else None
+        roc_auc, accuracy = (val.roc_auc or 0, val.accuracy or 0) if val else (0, 0)
+        if roc_auc >= 0.99 or (test and abs(accuracy - (test.accuracy or 0)) >= 0.05):
             found.append("Validation is near-perfect or far from test for the best trial: checkpoints and thresholds "
                          "chosen on validation may not transfer to new data.")
     return found
@@ -105,48 +108,48 @@ def warnings(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str
 # ---------------------------------------------------------------- sections
 
 
-def summary_section(out: Path, info: dict[str, Any], plan: Plan, results: list[dict[str, str]], found: list[str]) -> list[Block]:
-    versions = info.get("versions", {})
-    machine = info.get("machine", {})
+def summary_section(out: Path, info: StudyInfo, plan: Plan, results: list[dict[str, str]],
+                    found: list[str]) -> list[Block]:
+    machine, data = info.machine, info.data
     seconds = sum(float(r["seconds"]) for r in results if r.get("seconds"))
-    data = info.get("data", {})
     blocks: list[Block] = [Heading(2, "Summary", "summary")]
     if found:
         blocks.append(Items(found, "warning"))
-    facts: list[list[Any]] = [["study", info.get("name")], ["started", info.get("started")], ["finished", info.get("finished")],
-             ["machine", f"{machine.get('platform', '?')}; {machine.get('device', '?')}; "
-                         f"{machine.get('torch_threads', '?')} threads" + (f"; {machine['gpu']}" if machine.get("gpu") else "")],
-             ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)],
-             ["training time (all runs)", f"{seconds / 60:.1f} min"],
-             ["trials x seeds", f"{len(plan.trials)} x {len(plan.seeds)} = {len(plan.runs)} runs"],
-             ["data", f"{data.get('source')} ({'synthetic' if info.get('synthetic_data') else 'real'}), classes "
-                      f"{', '.join(data.get('class_names', []))}, images {data.get('image_shape')}"],
-             ["patients per split", ", ".join(f"{k} {v}" for k, v in data["patients"].items()) if data.get("patients")
-              else "not known (the split is not grouped by patient)"],
-             ["duplicates removed", _duplicates(data.get("duplicates"))],
-             ["test set", data.get("test_from") or ("none" if "test" not in (data.get("counts") or {}) else "–")],
-             ["intensity", data.get("intensity") or "8-bit (Pillow's convert)"],
-             ["data fingerprint", info.get("data_fingerprint")], ["command", info.get("command") or "–"]]
+    threads = machine.torch_threads if machine.torch_threads is not None else "?"
+    facts: list[list[Any]] = [
+        ["study", info.name], ["started", info.started], ["finished", info.finished],
+        ["machine", f"{machine.platform or '?'}; {machine.device or '?'}; {threads} threads"
+                    + (f"; {machine.gpu}" if machine.gpu else "")],
+        ["versions", ", ".join(f"{k} {v}" for k, v in info.versions.items() if v)],
+        ["training time (all runs)", f"{seconds / 60:.1f} min"],
+        ["trials x seeds", f"{len(plan.trials)} x {len(plan.seeds)} = {len(plan.runs)} runs"],
+        ["data", f"{data.source} ({'synthetic' if info.synthetic_data else 'real'}), classes "
+                 f"{', '.join(data.class_names)}, images {data.image_shape or None}"],
+        ["patients per split", ", ".join(f"{k} {v}" for k, v in data.patients.items()) if data.patients
+         else "not known (the split is not grouped by patient)"],
+        ["duplicates removed", _duplicates(data.duplicates)],
+        ["test set", data.test_from or ("none" if "test" not in data.counts else "–")],
+        ["intensity", data.intensity or "8-bit (Pillow's convert)"],
+        ["data fingerprint", info.data_fingerprint], ["command", info.command or "–"]]
     blocks.append(Table(["", "value"], facts))
-    counts = data.get("counts") or {}
-    names = data.get("class_names", [])
+    names = data.class_names
     blocks.append(Table(["split", *names, "total"], [[split, *(c.get(n) for n in names), sum(c.values())]
-                                                     for split, c in counts.items()]))
+                                                     for split, c in data.counts.items()]))
     return blocks
 
 
-def _duplicates(found: dict[str, Any] | None) -> str:
+def _duplicates(found: Duplicates | None) -> str:
     if not found:
         return "not checked (data.duplicates: keep)"
-    removed = ", ".join(f"{k} {v}" for k, v in found["removed"].items())
-    return f"{sum(found['removed'].values())} removed ({removed}); {found['duplicate_groups']} images occur more than once"
+    removed = ", ".join(f"{k} {v}" for k, v in found.removed.items())
+    return f"{sum(found.removed.values())} removed ({removed}); {found.duplicate_groups} images occur more than once"
 
 
 def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, comparison: Any) -> list[Block]:
     keys = list(comparison.vary)
     trials = plan.trials_of(comparison.name)
     reference = reference_trial(study, plan, comparison)
-    stem = Path("figures") / names.safe_name(comparison.name)
+    stem = Path(layout.FIGURES) / names.safe_name(comparison.name)
     blocks: list[Block] = [Heading(2, f"Comparison: {comparison.name}", f"comparison-{slug(comparison.name)}"),
                            Paragraph(f"Varied: {', '.join(keys)}; reference level: {level_label(reference, keys)}.")]
     blocks.append(Figure(stem, "Accuracy and loss per epoch: validation solid (mean with 95% band over seeds), "
@@ -183,7 +186,7 @@ def _mean_ci(outcome: Any, mean: float, low: float, high: float) -> str:
 
 
 def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
-                 test_set: str, synthetic: bool = False) -> tuple[list[Block], dict | None]:
+                 test_set: str, synthetic: bool = False) -> tuple[list[Block], EvaluationReport | None]:
     """The best trial over all its finished seeds: curves with a band, ROC with a band and the published
     references, the seed ensemble's metrics and confusion matrix (one seed's when it has only one)."""
     blocks: list[Block] = [Heading(2, "Best trial", "best-trial")]
@@ -191,16 +194,16 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
                 if trial and rundir.run_status(rundir.trial_dir(out, rundir.run_id(trial.id, s))) == "done"]
     if trial is None or not run_dirs:
         return blocks + [Paragraph("Not computed: no finished trial yet.", "note")], None
-    ensemble = read_ensemble(out, trial.id) if len(run_dirs) > 1 else {}
-    metrics = ensemble or rundir.metrics_or_empty(run_dirs[0])
-    evaluation = metrics.get("evaluation") or {}
+    ensemble = rundir.read_ensemble(out, trial.id) if len(run_dirs) > 1 else None
+    metrics: EnsembleRecord | RunRecord | None = ensemble or rundir.metrics_or_none(run_dirs[0])
+    evaluation = metrics.evaluation if metrics else None
     shown_as = (f"the ensemble of its {len(run_dirs)} seeds (mean of their probabilities)" if ensemble
                 else f"its one finished seed, {run_dirs[0].name}")
     blocks.append(Paragraph(f"{trial.id}, chosen by the mean validation accuracy of its checkpoints over seeds (never "
                             f"by test); curves and ROC over all {len(run_dirs)} finished seed(s); metrics of "
                             f"{shown_as}."))
     blocks.append(Table(["key", "value"], [[k, v] for k, v in flatten(to_plain(trial.config)).items()]))
-    stem = Path("figures") / "best-trial"
+    stem = Path(layout.FIGURES) / "best-trial"
     note = FIGURE_NOTE if synthetic else ""
     histories = [rundir.read_history(d) for d in run_dirs]
     if any(histories):
@@ -209,7 +212,7 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
         blocks.append(Figure(Path(f"{stem}-curves"), "Accuracy and loss per epoch: validation solid (mean with 95% "
                                                      "band over seeds), train dotted."))
     blocks += _metric_tables(evaluation)
-    positive = evaluation.get("positive_class")
+    positive = evaluation.positive_class if evaluation else None
     per_split = {split: [c[split] for d in run_dirs if split in (c := rundir.positive_curves(d, positive, (split,)))]
                  for split in ("val", "test")}
     marked = [r for r in study.references if "sensitivity" in r.metrics and "specificity" in r.metrics]
@@ -227,15 +230,16 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
         else:
             caption = ""
         blocks.append(Figure(Path(f"{stem}-roc"), f"ROC per split: mean over seeds with a 95% band{caption}."))
-    shown = "test" if "test" in evaluation else "val"
-    if evaluation.get(shown):
-        at = "at_threshold" if "at_threshold" in evaluation[shown] else "at_0.5"
-        names = metrics.get("class_names") or (metrics.get("test") or {}).get("class_names") or ["0", "1"]
-        plots.confusion(out / f"{stem}-confusion", evaluation[shown][at]["confusion_matrix"], names,
+    shown = "test" if evaluation and evaluation.test else "val"
+    section = (evaluation.test if shown == "test" else evaluation.val) if evaluation else None
+    if section:
+        scores = section.at_threshold or section.at_rule
+        names = _class_names(metrics) or ["0", "1"]
+        plots.confusion(out / f"{stem}-confusion", scores.confusion_matrix, names,
                         f"{shown} confusion matrix ({'ensemble' if ensemble else run_dirs[0].name})", note)
         blocks.append(Figure(Path(f"{stem}-confusion"), f"Confusion matrix on {shown} (rows: true class), "
                                                         f"{'seed ensemble' if ensemble else 'one seed'}."))
-    if "test" in evaluation:
+    if evaluation and evaluation.test:
         blocks += [Heading(3, "Validation vs test"),
                    Paragraph("Would the validation split have predicted the test result? Each metric at 0.5 and at the "
                              "threshold chosen on validation, and the class prevalence of each split."),
@@ -246,13 +250,13 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
                               note=note)
             blocks.append(Figure(Path(f"{stem}-reliability"), "Reliability: observed frequency of the positive class "
                                                               "per bin of predicted probability (first seed)."))
-    examples: Any = rundir.read_json(run_dirs[0] / "examples.json") if (run_dirs[0] / "examples.json").exists() else None
+    examples = rundir.read_examples(run_dirs[0])
     if examples:
-        shown = examples[0].get("saliency")  # examples.json from before issue 10 does not say
-        blocks.append(Heading(3, f"Test images with saliency: {shown}" if shown else "Test images with saliency"))
+        method = examples[0].saliency  # examples.json from before issue 10 does not say
+        blocks.append(Heading(3, f"Test images with saliency: {method}" if method else "Test images with saliency"))
         relative = run_dirs[0].relative_to(out)
-        blocks += [Image(relative / e["file"], f"{e['kind']}: {e['image']} (true {e['label']}, predicted "
-                                               f"{e['decision']}, P({e['decision']}) {e['probability']:.3f})")
+        blocks += [Image(relative / e.file, f"{e.kind}: {e.image} (true {e.label}, predicted "
+                                            f"{e.decision}, P({e.decision}) {e.probability:.3f})")
                    for e in examples]
     else:
         blocks.append(Paragraph("Example images: not computed (they need a test set).", "note"))
@@ -266,11 +270,11 @@ def references_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
     header = ["", "accuracy", "AUC", "sensitivity", "specificity", "test set"]
     rows: list[list[Any]] = []
     for trial in plan.trials:
-        record = read_ensemble(out, trial.id)
-        section = ((record.get("evaluation") or {}).get("test") or {}).get("at_threshold") or {}
+        record = rundir.read_ensemble(out, trial.id)
+        section = record.evaluation.test.at_threshold if record and record.evaluation.test else None
         if section:
-            rows.append([f"{trial.id} (seed ensemble)", section.get("accuracy"), section.get("roc_auc"),
-                         section.get("sensitivity"), section.get("specificity"), test_set])
+            rows.append([f"{trial.id} (seed ensemble)", section.accuracy, section.roc_auc,
+                         section.sensitivity, section.specificity, test_set])
         else:
             row = next(r for r in analysis.summary if r["trial"] == trial.id)
             rows.append([f"{trial.id} (mean over seeds)", row.get("test_acc_mean"), None, None, None, test_set])
@@ -290,30 +294,36 @@ def references_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
     return blocks + ([Items(notes, "warning")] if notes else []) + ([Items(cited)] if cited else [])
 
 
-def test_set_words(info: dict[str, Any], study: Study) -> str:
-    data = info.get("data") or {}
+def test_set_words(info: StudyInfo, study: Study) -> str:
     if study.test_set_name:
         return study.test_set_name
-    count = sum((data.get("counts") or {}).get("test", {}).values()) if (data.get("counts") or {}).get("test") else 0
-    return f"{count} images, {data.get('test_from') or 'none'}" if count else "none"
+    count = sum(info.data.counts.get("test", {}).values())
+    return f"{count} images, {info.data.test_from or 'none'}" if count else "none"
 
 
-def _metric_tables(evaluation: dict[str, Any]) -> list[Block]:
+def _class_names(record: EnsembleRecord | RunRecord | None) -> list[str]:
+    if isinstance(record, EnsembleRecord):
+        return record.class_names
+    return record.test.class_names if record and record.test else []
+
+
+def _metric_tables(evaluation: EvaluationReport | None) -> list[Block]:
     if not evaluation:
         return [Paragraph("Clinical metrics: not computed for this run.", "note")]
-    threshold = evaluation.get("threshold") or {}
+    threshold = evaluation.threshold
     blocks: list[Block] = [Heading(3, "Validation and test metrics")]
     if threshold:
-        chosen = "chosen on validation and applied unchanged to test" if not isinstance(threshold.get("rule"), float) \
+        chosen = "chosen on validation and applied unchanged to test" if not isinstance(threshold.rule, float) \
             else "the same rule on validation and test (not chosen on data)"
-        blocks.append(Paragraph(f"Threshold {threshold.get('value'):.4g}: {threshold.get('description')}; {chosen}."))
+        blocks.append(Paragraph(f"Threshold {threshold.value:.4g}: {threshold.description}; {chosen}."))
     at = "at_threshold" if threshold else "at_0.5"
-    val, test = evaluation.get("val", {}).get(at, {}), evaluation.get("test", {}).get(at)
+    val = evaluation.val.at(at) if evaluation.val else None
+    test = evaluation.test.at(at) if evaluation.test else None
     header = ["metric", "validation", "test", "test 95% CI"]
     rows = []
     for key in METRIC_ROWS:
-        ci = (test or {}).get("ci95", {}).get(key) or [None, None]
-        rows.append([key, val.get(key), (test or {}).get(key) if test else "not computed (no test set)",
+        ci = (test.interval(key) if test else None) or [None, None]
+        rows.append([key, val.metric(key) if val else None, test.metric(key) if test else "not computed (no test set)",
                      f"{ci[0]:.3f} to {ci[1]:.3f}" if ci[0] is not None else "–"])
     return blocks + [Table(header, rows)]
 
@@ -323,11 +333,11 @@ def trials_section(out: Path, plan: Plan, results: list[dict[str, str]]) -> list
                "test_loss", "seconds"]
     rows = [[_number(r.get(c)) if c not in ("run", "trial", "status", *plan.varied_keys) else r.get(c) for c in columns]
             for r in results]
-    links = [f"trials/{r['run']}/metrics.json" if (out / "trials" / r["run"] / "metrics.json").exists() else ""
-             for r in results]
+    files = [Path(layout.TRIALS) / r["run"] / layout.METRICS_JSON for r in results]
+    links = [str(file) if (out / file).exists() else "" for file in files]
     return [Heading(2, "All trials", "all-trials"),
-            Paragraph("Click a column header to sort. Each run links to its metrics.json; its folder holds its "
-                      "config, history, checkpoints, predictions and figures."),
+            Paragraph(f"Click a column header to sort. Each run links to its {layout.METRICS_JSON}; its folder holds "
+                      "its config, history, checkpoints, predictions and figures."),
             Table(columns, rows, sortable=True, links={0: links}, element_id="trials")]
 
 
@@ -335,21 +345,21 @@ def transfer_warnings(out: Path, plan: Plan) -> list[str]:
     """Validation-test gaps and poor calibration, per trial (its seed ensemble, else its first finished seed)."""
     found = []
     for trial in plan.trials:
-        record = read_ensemble(out, trial.id)
+        record: EnsembleRecord | RunRecord | None = rundir.read_ensemble(out, trial.id)
         if not record:
             record = next((m for s in plan.seeds if (m := rundir.finished_metrics(
-                rundir.trial_dir(out, rundir.run_id(trial.id, s)))).get("status") == "done"), {})
-        found += gap_warnings(trial.id, record.get("evaluation") or {})
+                rundir.trial_dir(out, rundir.run_id(trial.id, s))))), None)
+        found += gap_warnings(trial.id, record.evaluation if record else None)
     return found
 
 
 def methods_links(out: Path) -> list[Block]:
-    if not (out / "methods.md").exists():
+    if not (out / layout.METHODS_MD).exists():
         return []
     return [Heading(2, "For the paper", "paper"),
-            Paragraph("methods.md: a methods paragraph with every number from this folder; tables.tex: the results "
-                      "and comparison tables as LaTeX (booktabs)."),
-            Items(["methods.md", "tables.tex"])]
+            Paragraph(f"{layout.METHODS_MD}: a methods paragraph with every number from this folder; {layout.TABLES_TEX}: "
+                      "the results and comparison tables as LaTeX (booktabs)."),
+            Items([layout.METHODS_MD, layout.TABLES_TEX])]
 
 
 def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Path]:
@@ -357,18 +367,18 @@ def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Pat
     out = Path(out)
     study, plan, info = load_study_folder(out)
     analysis = analysis or analyse(out)
-    results = _read_csv(out / "results.csv")
+    results = _read_csv(out / rundir.RESULTS_CSV)
     trial = best_trial(plan, analysis)
     test_set = test_set_words(info, study)
-    best_blocks, best_eval = best_section(out, study, trial, plan, test_set, bool(info.get("synthetic_data")))
-    found = warnings(out, info, plan, results, best_eval) + transfer_warnings(out, plan)
+    best_blocks, best_eval = best_section(out, study, trial, plan, test_set, info.synthetic_data)
+    found = warnings(out, info, study, plan, results, best_eval) + transfer_warnings(out, plan)
     blocks: list[Block] = [Heading(1, f"medablate study: {study.name}")]
     blocks += summary_section(out, info, plan, results, found)
     for comparison in study.comparisons:
         blocks += comparison_section(out, study, plan, analysis, comparison)
     blocks += best_blocks + references_section(out, study, plan, analysis, test_set)
     blocks += trials_section(out, plan, results) + methods_links(out)
-    html_path, md_path = out / "report.html", out / "report.md"
+    html_path, md_path = out / layout.REPORT_HTML, out / layout.REPORT_MD
     faults.point("report")
     atomic.write_text(html_path, render_html(f"medablate: {study.name}", blocks, out))
     atomic.write_text(md_path, render_markdown(blocks))

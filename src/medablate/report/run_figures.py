@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from medablate.core import atomic, faults
+from medablate.core import faults
 from medablate.core.children import process_pool
-from medablate.folder import rundir
+from medablate.folder import layout, rundir
+from medablate.folder.records import EvaluationReport, FiguresRecord, RunRecord
 from medablate.inspect.predict import write_examples
 from medablate.report import plots
 
@@ -35,10 +36,8 @@ def current(run_dir: Path) -> bool:
     wanted = _drawn_from(run_dir)
     if wanted is None:
         return True
-    try:
-        return (rundir.read_json(run_dir / rundir.FIGURES_JSON) or {}).get("metrics_sha1") == wanted
-    except Exception:
-        return False
+    drawn = rundir.read_figures(run_dir)
+    return drawn is not None and drawn.metrics_sha1 == wanted
 
 
 def draw(run_dir: Path, title: str, note: str, test: ImageSet | None = None) -> None:
@@ -50,27 +49,29 @@ def draw(run_dir: Path, title: str, note: str, test: ImageSet | None = None) -> 
     faults.point("before-run-figures")
     history = rundir.read_history(run_dir)
     if history:
-        plots.run_curves(run_dir / "curves.png", history, title, note)
-    if metrics.get("evaluation"):
-        trial_figures(run_dir, metrics, title, note)
+        plots.run_curves(run_dir / layout.CURVES_PNG, history, title, note)
+    if metrics and metrics.evaluation:
+        trial_figures(run_dir, metrics, metrics.evaluation, title, note)
         if test is not None:
-            write_examples(run_dir, test.images, test.labels, test.ids, metrics.get("threshold"))
-    atomic.write_json(run_dir / rundir.FIGURES_JSON, {"metrics_sha1": wanted})
+            write_examples(run_dir, test.images, test.labels, test.ids, metrics.threshold)
+    rundir.write_figures(run_dir, FiguresRecord(metrics_sha1=wanted))
 
 
-def trial_figures(run_dir: Path, metrics: dict[str, Any], title: str, note: str) -> None:
+def trial_figures(run_dir: Path, metrics: RunRecord, evaluation: EvaluationReport, title: str, note: str) -> None:
     """ROC, PR, confusion matrix and reliability diagram of one trial, from its prediction files."""
-    curves = rundir.positive_curves(run_dir, metrics["evaluation"].get("positive_class"))
-    threshold = metrics.get("threshold")
+    curves = rundir.positive_curves(run_dir, evaluation.positive_class)
+    threshold = metrics.threshold
     if curves:
-        plots.roc_pr(run_dir / "roc.png", run_dir / "pr.png", curves, threshold, title, note)
-        plots.reliability(run_dir / "reliability.png", curves, f"{title}: calibration", note=note)
-    shown = "test" if "test" in metrics["evaluation"] else "val"
-    section = metrics["evaluation"][shown]
-    at = "at_threshold" if "at_threshold" in section else "at_0.5"
-    rule = f"threshold {threshold:.3g}" if at == "at_threshold" else "the loss's rule"
-    names = (metrics.get("test") or {}).get("class_names") or [str(i) for i in range(len(section[at]["confusion_matrix"]))]
-    plots.confusion(run_dir / "confusion.png", section[at]["confusion_matrix"], names, f"{shown}, {rule}", note)
+        plots.roc_pr(run_dir / layout.ROC_PNG, run_dir / layout.PR_PNG, curves, threshold, title, note)
+        plots.reliability(run_dir / layout.RELIABILITY_PNG, curves, f"{title}: calibration", note=note)
+    shown = "test" if evaluation.test else "val"
+    section = evaluation.test or evaluation.val
+    if section is None:
+        return
+    scores = section.at_threshold or section.at_rule
+    rule = f"threshold {threshold:.3g}" if section.at_threshold and threshold is not None else "the loss's rule"
+    names = (metrics.test.class_names if metrics.test else []) or [str(i) for i in range(len(scores.confusion_matrix))]
+    plots.confusion(run_dir / layout.CONFUSION_PNG, scores.confusion_matrix, names, f"{shown}, {rule}", note)
 
 
 def _start(test: ImageSet | None, parent: int) -> None:

@@ -11,7 +11,6 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -43,7 +42,8 @@ from medablate.execute.prepare import (
     tensors,
 )
 from medablate.execute.run import run_config, weights_used
-from medablate.folder import claims, rundir
+from medablate.folder import claims, layout, rundir
+from medablate.folder.records import DataFacts, Duplicates, Machine, RunListing, StudyInfo
 from medablate.report import run_figures
 from medablate.report.outputs import write_outputs
 from medablate.report.report import build_report
@@ -92,47 +92,43 @@ class StudyRunner:
                 raise
             raise UserError(f"cannot write to --out {out} ({exc.strerror or exc}): make it writable (or mount it "
                             "read-write), or choose another folder.") from None
-        for folder in ("trials", "figures", "ensembles"):
+        for folder in (layout.TRIALS, layout.FIGURES, layout.ENSEMBLES):
             claims.real_folder(out / folder, parent=False)
 
-    def _prepare_folder(self, data: StudyData) -> dict[str, Any]:
+    def _prepare_folder(self, data: StudyData) -> StudyInfo:
         self.out.mkdir(parents=True, exist_ok=True)
         previous = None
         if (self.out / rundir.STUDY_JSON).exists():
             try:
-                previous = rundir.read_study_info(self.out)[0]
+                previous = rundir.read_study_info(self.out)
             except UserError as exc:  # every run's config is checked on its own, so study.json can be rewritten
                 self.console.print(f"[yellow]Note:[/] {escape(str(exc).split(': run the study again')[0])}; "
                                    "writing it anew.", highlight=False)
         fingerprint = data.fingerprint()
-        if previous and previous.get("data_fingerprint") != fingerprint:
+        if previous and previous.data_fingerprint != fingerprint:
             raise UserError(f"{self.out} holds a study run on different data or a different split "
-                            f"(fingerprint {str(previous.get('data_fingerprint'))[:12]}, now {fingerprint[:12]}): "
+                            f"(fingerprint {str(previous.data_fingerprint)[:12]}, now {fingerprint[:12]}): "
                             "use another --out folder, or delete this one to start over.")
-        if previous and previous.get("name") != self.study.name:
-            raise UserError(f"{self.out} holds study '{previous.get('name')}', not '{self.study.name}': "
+        if previous and previous.name != self.study.name:
+            raise UserError(f"{self.out} holds study '{previous.name}', not '{self.study.name}': "
                             "use another --out folder.")
         atomic.write_csv(self.out / rundir.SPLIT_CSV, split_rows(data.images, data.split, data.patients, data.hashes),
                          SPLIT_COLUMNS)
-        info = {
-            "format": rundir.FORMAT, "name": self.study.name, "command": self.command, "status": "running",
-            "started": (previous or {}).get("started") or _now(), "resumed": _now() if previous else None,
-            "finished": None, "synthetic_data": data.synthetic, "notes": data.notes,
-            "data_fingerprint": fingerprint,
-            "data": {"source": data.images.source, "class_names": data.images.class_names,
-                     "image_shape": list(data.images.image_shape), "counts": data.counts(),
-                     "intensity": INTENSITY, "test_from": data.test_from, "split_used": data.split_used(self.study.data.split),
-                     "patients": data.patient_counts(), "duplicates": data.duplicates,
-                     "channels": data.images.channels, "normalize": self.study.data.normalize},
-            "weights": weights_used(self.plan),
-            "trials": len(self.plan.trials), "seeds": self.plan.seeds, "runs": len(self.plan.runs),
-            "run_list": [{"run": r.id, "trial": r.trial.id, "seed": r.seed, "epochs": r.trial.config.training.epochs}
-                         for r in self.plan.runs],
-            "versions": provenance.versions(), "study": to_plain(self.study),
-        }
-        return info
-
-    # -------------------------------------------------------------- the study
+        facts = DataFacts(source=data.images.source, class_names=data.images.class_names,
+                          image_shape=list(data.images.image_shape), counts=data.counts(), intensity=INTENSITY,
+                          test_from=data.test_from, split_used=data.split_used(self.study.data.split),
+                          patients=data.patient_counts(),
+                          duplicates=Duplicates.model_validate(data.duplicates) if data.duplicates else None,
+                          channels=data.images.channels, normalize=self.study.data.normalize)
+        return StudyInfo(
+            format=rundir.FORMAT, name=self.study.name, command=self.command, status="running",
+            started=(previous.started if previous else None) or _now(), resumed=_now() if previous else None,
+            finished=None, synthetic_data=data.synthetic, notes=data.notes, data_fingerprint=fingerprint,
+            data=facts, weights=weights_used(self.plan),
+            trials=len(self.plan.trials), seeds=self.plan.seeds, runs=len(self.plan.runs),
+            run_list=[RunListing(run=r.id, trial=r.trial.id, seed=r.seed, epochs=r.trial.config.training.epochs)
+                      for r in self.plan.runs],
+            versions=provenance.versions(), study=to_plain(self.study))
 
     def run(self) -> int:
         started = time.perf_counter()
@@ -148,10 +144,11 @@ class StudyRunner:
             self.console.print(f"removed {removed} half-written temp file(s) left by a killed process", highlight=False)
         threads, threads_from = configure_threads(self.threads)
         device = resolve_device(self.study.training.device)
-        info["machine"] = provenance.machine(device) | {"torch_threads": threads, "threads_from": threads_from}
+        info.machine = Machine.model_validate(provenance.machine(device) | {"torch_threads": threads,
+                                                                            "threads_from": threads_from})
         context = RunContext(self.study, self.out, data, tensors(data, device), device)
         self._check_configs(context)
-        atomic.write_json(self.out / rundir.STUDY_JSON, info)
+        rundir.write_study_info(self.out, info)
         self.console.print(f"Study [bold]{self.study.name}[/]: {len(self.plan.trials)} trials x "
                            f"{len(self.plan.seeds)} seed(s) = {len(self.plan.runs)} runs on {device}; "
                            f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
@@ -167,14 +164,14 @@ class StudyRunner:
         self.write_outputs()
         timing["analysis"] = time.perf_counter() - started - sum(timing.values())
         now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
-        info.update(status="finished" if all(s in rundir.FINISHED for s in now) else "incomplete",
-                    finished=_now(), seconds_this_invocation=round(time.perf_counter() - started, 1),
-                    workers=self.workers, executor=self.executor)
-        atomic.write_json(self.out / rundir.STUDY_JSON, info)
+        info.status = "finished" if all(s in rundir.FINISHED for s in now) else "incomplete"
+        info.finished, info.seconds_this_invocation = _now(), round(time.perf_counter() - started, 1)
+        info.workers, info.executor = self.workers, self.executor
+        rundir.write_study_info(self.out, info)
         build_report(self.out, self.analysis)
         timing["report"] = time.perf_counter() - started - sum(timing.values())
-        info["timing_seconds"] = {k: round(v, 3) for k, v in timing.items()}  # setup, runs, analysis, report
-        atomic.write_json(self.out / rundir.STUDY_JSON, info)
+        info.timing_seconds = {k: round(v, 3) for k, v in timing.items()}  # setup, runs, analysis, report
+        rundir.write_study_info(self.out, info)
         return self._summarise(statuses)
 
     def _check_configs(self, context: RunContext) -> None:
@@ -189,7 +186,7 @@ class StudyRunner:
             if saved:
                 differences = config_differences(saved, run_config(run, context)[2])
                 if differences:
-                    changed[f"trials/{run.id}"] = differences
+                    changed[f"{layout.TRIALS}/{run.id}"] = differences
         if changed:
             raise UserError(changed_config_message(self.out, changed))
 
@@ -221,10 +218,11 @@ class StudyRunner:
                                f"folder ({', '.join(self.elsewhere)}): that process writes the analysis with them when "
                                "it finishes (or run `medablate compare` / `report` on the folder later).",
                                highlight=False)
-        self.console.print(f"Results: {self.out / 'results.csv'} (per run), {self.out / 'summary.csv'} (per trial), "
-                           f"{self.out / 'comparisons.csv'}\nReport:  {self.out / 'report.html'} and report.md\n"
-                           f"Tables:  {self.out / 'tables.md'}\n"
-                           f"Figures: {self.out / 'figures'}/ and {self.out / 'trials'}/*/curves.png")
+        out = self.out
+        self.console.print(f"Results: {out / layout.RESULTS_CSV} (per run), {out / layout.SUMMARY_CSV} (per trial), "
+                           f"{out / layout.COMPARISONS_CSV}\nReport:  {out / layout.REPORT_HTML} and {layout.REPORT_MD}\n"
+                           f"Tables:  {out / layout.TABLES_MD}\n"
+                           f"Figures: {out / layout.FIGURES}/ and {out / layout.TRIALS}/*/{layout.CURVES_PNG}")
         return 0 if rundir.FAILED not in statuses else 1
 
 

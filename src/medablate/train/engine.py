@@ -24,16 +24,8 @@ import numpy as np
 import torch
 
 from medablate.config.schema import TrialConfig, flatten, to_plain
-from medablate.core import atomic, faults
+from medablate.core import faults
 from medablate.errors import UserError, stop_between_batches, stop_requested, take_stop
-from medablate.folder.checkpoint import (
-    DamagedCheckpoint,
-    drop_stale_slot,
-    load_checkpoint,
-    older_slot,
-    read_checkpoint,
-    save_checkpoint,
-)
 from medablate.models import (
     build_model,
     input_shape,
@@ -43,12 +35,11 @@ from medablate.models import (
 )
 from medablate.models.weights import load_weights
 from medablate.scoring.clinical import epoch_metrics
+from medablate.train.checkpointing import CheckpointPolicy
 from medablate.train.optim import build_optimizer, build_scheduler
 from medablate.train.tasks import Task
 from medablate.train.tracking import TensorBoardLog
 
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_balanced_acc",
-                   "val_sensitivity", "val_specificity", "seconds"]
 CHECKPOINT_FORMAT = 1
 
 
@@ -285,12 +276,6 @@ def steps_per_epoch(count: int, batch_size: int) -> int:
     return batches - 1 if count % batch_size == 1 and batches > 1 else batches
 
 
-def _is_better(value: float, best: float | None, monitor: str) -> bool:
-    if best is None:
-        return True
-    return value < best if monitor == "val_loss" else value > best
-
-
 def flatten_config(config: TrialConfig) -> dict[str, Any]:
     return flatten(to_plain(config))
 
@@ -322,7 +307,7 @@ def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 class Trainer:
-    """Owns the model, optimizer and scheduler of one trial and seed, and its files in run_dir."""
+    """Owns the model, optimizer and scheduler of one trial and seed; its checkpoints' policy owns their files."""
 
     def __init__(self, config: TrialConfig, task: Task, seed: int, image_shape: tuple[int, ...],
                  class_names: list[str], run_dir: Path, device: torch.device, steps_per_epoch: int) -> None:
@@ -347,17 +332,20 @@ class Trainer:
         self.per_batch = config.training.scheduler is not None and config.training.scheduler.interval == "step"
         self.meta = checkpoint_meta(config, task, shape, class_names)
         self.history: list[dict[str, float]] = []
-        self.best: dict[str, Any] = {}
+        training = config.training
+        self.checkpoints = CheckpointPolicy(self.run_dir, training.monitor, training.checkpoint_every,
+                                            training.keep_checkpoints, device)
         self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the runner from data.augment
-        self.saved_at = time.monotonic()  # when last.pt was last written (training.checkpoint_every: auto)
-        self.best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's weights, kept in memory
-        self.best_saved = True  # whether best.pt holds best_weights (it is written with last.pt and at the end)
         self.best_val: Evaluation | None = None  # the best epoch's validation predictions (None after a resume)
         self.cut: dict[str, Any] | None = None  # where SIGTERM/SIGINT stopped the epoch in last.pt, to go on from
         self.writer: Callable[[Callable[[], None]], Any] = run_now  # runs the final writes (the runner: a thread)
         self.pending: Any = None  # what writer returned for them (a Future, or None when already written)
 
     # -------------------------------------------------------------- checkpoints
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return self.checkpoints.best
 
     def _rng_state(self) -> dict[str, Any]:
         state = {"torch": torch.get_rng_state()}
@@ -370,62 +358,22 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                "rng": self._rng_state(), "history": list(self.history), "best": dict(self.best)}
-
-    def _best_state(self) -> dict[str, Any]:
-        return {"meta": self.meta, "epoch": int(self.best["epoch"]), "val_loss": self.best["val_loss"],
-                "val_acc": self.best["val_acc"], "model": self.best_weights}
-
-    def _save_best(self) -> None:
-        """best.pt, when the weights in memory are newer; always before last.pt, so that a last.pt on disk never
-        records a best epoch whose weights are missing (a resume from it replays every later improvement)."""
-        if self.best_weights is not None and not self.best_saved:
-            save_checkpoint(self.run_dir / "best.pt", self._best_state())
-            self.best_saved = True
-
-    def _load_saved_best(self) -> bool:
-        """best.pt into memory after a resume, when it is the best epoch that last.pt records; a best.pt from a
-        later epoch (a kill after best.pt, before last.pt) is simply found again by the replayed epochs. False when
-        the best epoch's weights are lost (best.pt missing or damaged): the run must start over."""
-        path = self.run_dir / "best.pt"
-        if "epoch" not in self.best:
-            return True
-        try:
-            state = read_checkpoint(path, self.device)
-        except (DamagedCheckpoint, FileNotFoundError):
-            return False
-        if int(state["epoch"]) == int(self.best["epoch"]):
-            self.best_weights = state["model"]
-            return True
-        return int(state["epoch"]) > int(self.best["epoch"])
-
-    def _last_good_state(self) -> dict[str, Any] | None:
-        """last.pt, else the older slot when last.pt is damaged, else None (the run starts over), with a note."""
-        path = self.run_dir / "last.pt"
-        if not path.exists():
-            return None
-        try:
-            return read_checkpoint(path, self.device, need_model=False)
-        except DamagedCheckpoint as exc:
-            older = older_slot(path)
-            try:
-                state = read_checkpoint(older, self.device, need_model=False) if older is not None else None
-            except DamagedCheckpoint:
-                state = None
-            where = f"the previous checkpoint (epoch {state['epoch']})" if state else "the first epoch"
-            self.notes.append(f"{exc}; resuming from {where}")
-            return state
+                "rng": self._rng_state(), "history": list(self.history), "best": self.checkpoints.state_dict()}
 
     def resume(self) -> int:
         """Load the last good checkpoint if there is one; return the number of epochs already done."""
-        state = self._last_good_state()
+        try:
+            return self._resume()
+        finally:
+            self.notes += self.checkpoints.notes
+            self.checkpoints.notes = []
+
+    def _resume(self) -> int:
+        state = self.checkpoints.last_good_state()
         if state is None:
             return 0
-        self.best = dict(state["best"])
-        if not self._load_saved_best():
-            self.notes.append(f"{self.run_dir / 'best.pt'} is missing or damaged, so the weights of the best epoch "
-                              f"({self.best['epoch']}) are lost: the run is trained again from the start (same numbers)")
-            self.best = {}
+        self.checkpoints.load_state_dict(state["best"])
+        if not self.checkpoints.restore_best():
             return 0
         self.history = list(state["history"])
         if "model" in state:
@@ -445,40 +393,6 @@ class Trainer:
         self.cut = state.get("cut")  # stopped mid-epoch by SIGTERM/SIGINT: the epoch goes on from that batch
         return int(state["epoch"])
 
-    def _update_best(self, row: dict[str, float], val: Evaluation) -> bool:
-        """Record the epoch; True when it is the new best by the monitored value (its weights and validation
-        predictions are kept in memory then)."""
-        monitor = self.config.training.monitor
-        improved = _is_better(row[monitor], self.best.get(monitor), monitor)
-        if improved:
-            self.best.update(epoch=int(row["epoch"]), val_loss=row["val_loss"], val_acc=row["val_acc"])
-            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.best_saved, self.best_val = False, val
-        if row["val_acc"] > self.best.get("best_val_acc", -1.0):
-            self.best.update(best_val_acc=row["val_acc"], best_val_acc_epoch=int(row["epoch"]))
-        return improved
-
-    AUTO_SECONDS = 60.0
-
-    def _due(self, epoch: int) -> bool:
-        """Whether this epoch ends with a full last.pt (training.checkpoint_every)."""
-        every = self.config.training.checkpoint_every
-        if every == "epoch":
-            return True
-        if every == "auto":
-            return time.monotonic() - self.saved_at >= self.AUTO_SECONDS
-        return epoch % int(every) == 0
-
-    def _checkpoint(self, row: dict[str, float]) -> bool:
-        """When due: best.pt (if the best weights in memory changed), then last.pt (resume needs it, so it is
-        written last). A resume from an older last.pt replays the same epochs and finds the same best."""
-        if not self._due(int(row["epoch"])):
-            return False
-        self._save_best()
-        save_checkpoint(self.run_dir / "last.pt", self._last_state())
-        self.saved_at = time.monotonic()
-        return True
-
     # -------------------------------------------------------------- the loop
 
     def fit(self, train: Split, val: Split, on_batch: Callable[[int, int], None] | None = None,
@@ -489,7 +403,7 @@ class Trainer:
         if self.config.normalize == "dataset":
             set_dataset_statistics(self.model, *channel_statistics(train.images))
         start = self.resume()
-        self.saved_at = time.monotonic()
+        self.checkpoints.saved_at = time.monotonic()
         with stop_between_batches():
             return self._epochs(start, train, val, on_batch, on_epoch)
 
@@ -524,12 +438,13 @@ class Trainer:
                    "seconds": round(time.perf_counter() - started, 3)}
             if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
                 self.history.append(row)
-                self._save_best()
+                self.checkpoints.save_best(self.meta)
                 self.write_history()
                 return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
             self.history.append(row)
-            self._update_best(row, val_eval)
-            if self._checkpoint(row):
+            if self.checkpoints.update(row, self.model.state_dict):
+                self.best_val = val_eval
+            if self.checkpoints.checkpoint(epoch, self.meta, self._last_state):
                 faults.point("after-checkpoint")
             self.write_history()
             if log is not None:
@@ -543,12 +458,8 @@ class Trainer:
 
     def _save_cut(self, position: EpochPosition, lr: float, seconds: float) -> None:
         """last.pt of the step where SIGTERM/SIGINT stopped training (after best.pt, as always)."""
-        self._save_best()
         cut = position.as_state() | {"lr": lr, "seconds": seconds}
-        save_checkpoint(self.run_dir / "last.pt", self._last_state() | {"cut": cut})
-
-    FINAL_DROPS = {"best": ("model", "optimizer", "scheduler", "rng"), "last": ("optimizer", "scheduler", "rng"),
-                   "all": ()}
+        self.checkpoints.save_last(self.meta, self._last_state() | {"cut": cut})
 
     def finish(self) -> None:
         """A finished run needs no optimizer state nor, by default, its final weights: last.pt keeps the history and
@@ -557,28 +468,17 @@ class Trainer:
         instead of about 1 GiB. The files are written by self.writer (a background thread, so the next run starts
         at once) from copies of the weights."""
         faults.point("finish")
-        drops = self.FINAL_DROPS[self.config.training.keep_checkpoints]
-        state = {k: v for k, v in self._last_state().items() if k not in drops}
-        if "model" in state:  # evaluation loads best next: write a copy
-            state["model"] = {k: v.detach().clone() for k, v in state["model"].items()}
-        self.pending = self.writer(lambda: self._write_final(state))
-
-    def _write_final(self, state: dict[str, Any]) -> None:
-        self._save_best()  # before the final last.pt: a finished last.pt means best.pt is final too
-        save_checkpoint(self.run_dir / "last.pt", state | {"finished": True})  # the last epoch may have had none
-        for name in ("last.pt", "best.pt"):
-            drop_stale_slot(self.run_dir / name)
+        state = self.checkpoints.final_state(self._last_state())
+        self.pending = self.writer(lambda: self.checkpoints.write_final(self.meta, state))
 
     def write_history(self) -> None:
-        atomic.write_csv(self.run_dir / "history.csv", self.history, HISTORY_COLUMNS)
+        self.checkpoints.write_history(self.history)
 
     def load_best(self) -> int:
         """The best epoch's weights into the model (from memory; best.pt only when memory has none)."""
-        if self.best_weights is None:
-            state = load_checkpoint(self.run_dir / "best.pt", self.device)
-            self.best_weights, self.best["epoch"] = state["model"], int(state["epoch"])
-        self.model.load_state_dict(self.best_weights)
-        return int(self.best["epoch"])
+        weights, epoch = self.checkpoints.best_model()
+        self.model.load_state_dict(weights)
+        return epoch
 
     def has_best(self) -> bool:
-        return self.best_weights is not None or (self.run_dir / "best.pt").exists()
+        return self.checkpoints.has_best()

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from medablate.errors import UserError
+from medablate.folder import layout
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Task:
             raise UserError(
                 f"{where} has a {num_outputs}-logit head, but {self.loss_name} with {self.num_classes} classes "
                 f"needs {self.num_outputs}: it was trained with another loss. Evaluate it with the loss in its "
-                "own config.yaml; scoring it with another loss's rule would give meaningless numbers.")
+                f"own {layout.CONFIG_YAML}; scoring it with another loss's rule would give meaningless numbers.")
 
 
 def make_task(loss_name: str, num_classes: int) -> Task:

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from medablate.config.schema import EvaluationConfig, Study, to_plain
-from medablate.core import atomic
 from medablate.execute import results
 from medablate.execute.executors import StudyJob, register_executor
 from medablate.execute.plan import Run, expand
@@ -21,6 +20,7 @@ from medablate.execute.prepare import RunContext, data_note, prepare_context
 from medablate.execute.progress import ProgressEvents, progress_bars
 from medablate.execute.run import Finisher, execute_run
 from medablate.folder import claims, rundir
+from medablate.folder.records import RunRecord
 from medablate.scoring.clinical import Predictions, evaluate_trial
 
 
@@ -96,9 +96,10 @@ def reevaluate(run_dir: Path, config: EvaluationConfig) -> bool:
     """Apply the study's evaluation settings to a finished run from its saved predictions (no retraining): the
     threshold, every metric and the prediction files (the figure step then redraws its figures and examples).
     False when nothing changed."""
-    metrics = rundir.metrics_or_empty(run_dir)
+    metrics = rundir.metrics_or_none(run_dir)
     wanted = to_plain(config)
-    if metrics.get("status") != rundir.DONE or "evaluation" not in metrics or metrics.get("evaluation_config") == wanted:
+    if metrics is None or metrics.status != rundir.DONE or metrics.evaluation is None \
+            or metrics.evaluation_config == wanted:
         return False
     names = list(rundir.read_config(run_dir)["resolved"]["class_names"])
     val, test_saved = (saved_predictions(rundir.predictions_file(run_dir, s), names) for s in ("val", "test"))
@@ -110,6 +111,7 @@ def reevaluate(run_dir: Path, config: EvaluationConfig) -> bool:
             ids, p = saved
             rundir.write_predictions(rundir.predictions_file(run_dir, split), ids, p.labels, p.probabilities, p.decisions,
                                      names, threshold)
-    metrics.update(threshold=threshold, evaluation=report, evaluation_config=wanted)
-    atomic.write_json(run_dir / rundir.METRICS_JSON, metrics)  # its figures are now stale: the figure step redraws them
+    updated = RunRecord.model_validate(metrics.plain() | {"threshold": threshold, "evaluation": report,
+                                                           "evaluation_config": wanted})
+    rundir.write_metrics(run_dir, updated)  # its figures are now stale: the figure step redraws them
     return True
