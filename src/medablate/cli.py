@@ -255,48 +255,50 @@ def evaluate(
 SHOWN_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "ppv", "npv", "f1")
 
 
-def _print_evaluation(result: dict[str, Any]) -> None:
-    note = " [yellow](synthetic phantom data)[/]" if result["synthetic_data"] else ""
-    out_console.print(f"{escape(result['trial_dir'])} {result['checkpoint']} (epoch {result['checkpoint_epoch']}) on "
-                      f"{escape(result['data'])}{note}: {result['count']} images", highlight=False)
-    out_console.print(f"accuracy {result['accuracy']:.4f}   loss ({result['loss']}) {result['loss_value']:.4f}")
+def _print_evaluation(result: Any) -> None:
+    """What evaluate found (an EvaluationFile record)."""
+    note = " [yellow](synthetic phantom data)[/]" if result.synthetic_data else ""
+    out_console.print(f"{escape(result.trial_dir)} {result.checkpoint} (epoch {result.checkpoint_epoch}) on "
+                      f"{escape(result.data)}{note}: {result.count} images", highlight=False)
+    out_console.print(f"accuracy {result.accuracy:.4f}   loss ({result.loss}) {result.loss_value:.4f}")
     rules = {"at_0.5": "at the loss's rule (0.5)"}
-    if result.get("threshold") is not None:
-        rules["at_threshold"] = f"at the validated threshold {result['threshold']:.4g}"
+    if result.threshold is not None:
+        rules["at_threshold"] = f"at the validated threshold {result.threshold:.4g}"
     table = Table(title="metrics with 95% bootstrap CIs")
     table.add_column("metric")
     for title in rules.values():
         table.add_column(title, justify="right")
     for metric in SHOWN_METRICS:
-        cells = [_with_ci(result["metrics"].get(at, {}), metric) for at in rules]
+        cells = [_with_ci(result.metrics.at(at), metric) for at in rules]
         if any(cells):
             table.add_row(metric, *cells)
     out_console.print(table)
-    if result.get("warning"):
-        console.print(f"[bold yellow]Warning:[/] {escape(result['warning'])}", highlight=False, soft_wrap=True)
-    matrices = {"at the loss's rule (0.5)": result["confusion_matrix"]}
-    if result.get("confusion_matrix_at_threshold"):
-        matrices[f"at the validated threshold {result['threshold']:.4g}"] = result["confusion_matrix_at_threshold"]
+    if result.warning:
+        console.print(f"[bold yellow]Warning:[/] {escape(result.warning)}", highlight=False, soft_wrap=True)
+    matrices = {"at the loss's rule (0.5)": result.confusion_matrix}
+    if result.confusion_matrix_at_threshold:
+        matrices[f"at the validated threshold {result.threshold:.4g}"] = result.confusion_matrix_at_threshold
     for rule, matrix in matrices.items():
         table = Table(title=f"confusion matrix {rule} (rows: true, columns: predicted)")
         table.add_column("")
-        for name in result["class_names"]:
+        for name in result.class_names:
             table.add_column(name, justify="right")
-        for name, row in zip(result["class_names"], matrix, strict=False):
+        for name, row in zip(result.class_names, matrix, strict=False):
             table.add_row(name, *(str(v) for v in row))
         out_console.print(table)
-    if result.get("undefined"):
-        out_console.print(f"only {', '.join(result['classes_present'])} in these images: "
-                          f"{', '.join(result['undefined'])} cannot be computed without the other class.",
+    if result.undefined:
+        out_console.print(f"only {', '.join(result.classes_present)} in these images: "
+                          f"{', '.join(result.undefined)} cannot be computed without the other class.",
                           highlight=False)
-    out_console.print(f"per-image predictions: {escape(result['predictions_file'])}", highlight=False)
+    out_console.print(f"per-image predictions: {escape(result.predictions_file)}", highlight=False)
 
 
-def _with_ci(section: dict[str, Any], metric: str) -> str:
-    value = section.get(metric)
-    if value is None or isinstance(value, (list, dict)):
+def _with_ci(section: Any, metric: str) -> str:
+    """A metric of a Scores record with its interval ("" when it has none)."""
+    value = section.metric(metric) if section is not None else None
+    if value is None:
         return ""
-    ci = (section.get("ci95") or {}).get(metric)
+    ci = section.interval(metric)
     interval = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci and ci[0] is not None else ""
     return f"{value:.4f}{interval}"
 

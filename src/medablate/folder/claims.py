@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medablate.errors import UserError
+from medablate.folder.layout import CLAIM_LOCK, TRIALS
+from medablate.folder.records import ClaimRecord
 
-CLAIM = "claim.lock"
+CLAIM = CLAIM_LOCK
 LEGACY_MARKER = "running.json"  # written by medablate before claims; ignored and removed
 
 
@@ -74,10 +76,10 @@ def try_claim(run_dir: Path) -> Claim | None:
         if same:
             break
         os.close(fd)
-    owner = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(),
-             "claimed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    owner = ClaimRecord(host=socket.gethostname(), pid=os.getpid(), process_start=_process_start(),
+                        claimed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(owner).encode(), 0)
+    os.pwrite(fd, json.dumps(owner.plain()).encode(), 0)
     (run_dir / LEGACY_MARKER).unlink(missing_ok=True)
     return Claim(path, fd)
 
@@ -102,14 +104,15 @@ def real_folder(folder: Path, parent: bool = True) -> Path:
                             "only into real folders inside a study folder, so that nobody can redirect its writes. "
                             "Remove the link (its target is left as it is) and run the same command again.")
         if place.exists() and not place.is_dir():
-            raise UserError(f"{place} is a file, not a folder: a study folder keeps its runs in trials/<run>/. Move "
+            raise UserError(f"{place} is a file, not a folder: a study folder keeps its runs in {TRIALS}/<run>/. Move "
                             "the file away (or use another --out) and run the same command again.")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def holder(run_dir: Path) -> dict[str, object] | None:
-    """Who holds the run's claim right now (None when nobody does; a file left by a dead process is no claim)."""
+def holder(run_dir: Path) -> ClaimRecord | None:
+    """Who holds the run's claim right now (None when nobody does; a file left by a dead process is no claim; an
+    unreadable one is held by somebody unknown)."""
     path = Path(run_dir) / CLAIM
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -119,9 +122,9 @@ def holder(run_dir: Path) -> dict[str, object] | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         try:
-            return json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return ClaimRecord.model_validate(json.loads(os.pread(fd, 4096, 0) or b"{}"))
         except ValueError:
-            return {}
+            return ClaimRecord()
     finally:
         os.close(fd)
     return None

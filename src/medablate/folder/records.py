@@ -162,6 +162,39 @@ class EnsembleRecord(Record):
     method: str = ""
 
 
+class Overlap(Record):
+    """How many evaluated images the study trained or validated on."""
+
+    shared_images: int
+    of: int
+    matched_by: str  # pixels or file names
+
+
+class EvaluationFile(Record):
+    """evaluations/<name>.json: `medablate evaluate` of one checkpoint on some images."""
+
+    trial_dir: str
+    checkpoint: str
+    checkpoint_epoch: int
+    data: str
+    source: str
+    synthetic_data: bool
+    loss: str
+    count: int
+    accuracy: float
+    loss_value: float
+    class_names: list[str]
+    confusion_matrix: list[list[int]]
+    threshold: float | None = None
+    metrics: SplitScores
+    confusion_matrix_at_threshold: list[list[int]] | None = None
+    classes_present: list[str] = Field(default_factory=list)
+    undefined: list[str] = Field(default_factory=list)  # metrics one class cannot define
+    overlap: Overlap | None = None
+    warning: str | None = None
+    predictions_file: str = ""
+
+
 # ------------------------------------------------------------------ study.json
 
 
@@ -255,10 +288,10 @@ class Example(Record):
 class ClaimRecord(Record):
     """claim.lock's text: who holds the run (for people to read; the flock is the claim)."""
 
-    host: str
-    pid: int
+    host: str | None = None
+    pid: int | None = None
     process_start: float | None = None
-    claimed: str
+    claimed: str | None = None
 
 
 HistoryRow = dict[str, float]  # one row of history.csv: every column a number (the columns: HISTORY_COLUMNS)

@@ -26,6 +26,7 @@ from medablate.execute.plan import read_study
 from medablate.execute.prepare import load_study_data
 from medablate.folder import checkpoint, claims, layout, rundir
 from medablate.folder.layout import require_run_folder
+from medablate.folder.records import EvaluationFile, Overlap, SplitScores
 from medablate.inspect.predict import trial_config
 from medablate.models import count_outputs, input_shape
 from medablate.scoring.clinical import Predictions, score
@@ -94,7 +95,7 @@ def load_images(data_path: Path, source: str, files: list[str] | None, image_siz
     return align_classes(images, model_classes, f"{data_path} ({resolved})")
 
 
-def overlap(study_folder: Path, images: ImageSet) -> dict[str, Any] | None:
+def overlap(study_folder: Path, images: ImageSet) -> Overlap | None:
     """How many images also belong to the study's train/val split: by pixels (split.csv's hashes), else by name."""
     path = study_folder / rundir.SPLIT_CSV
     if not path.exists():
@@ -108,20 +109,20 @@ def overlap(study_folder: Path, images: ImageSet) -> dict[str, Any] | None:
     else:
         seen = {r["file"] for r in rows}
         shared = sum(atomic.csv_text(i) in seen for i in images.ids)  # split.csv keeps a formula-like name as text
-    return {"shared_images": int(shared), "of": len(images), "matched_by": "pixels" if by_pixels else "file names"}
+    return Overlap(shared_images=int(shared), of=len(images), matched_by="pixels" if by_pixels else "file names")
 
 
-def overlap_warning(found: dict[str, Any] | None) -> str | None:
-    if not found or not found["shared_images"]:
+def overlap_warning(found: Overlap | None) -> str | None:
+    if not found or not found.shared_images:
         return None
-    return (f"{found['shared_images']} of {found['of']} images are also in the study's train/validation split "
-            f"(matched by {found['matched_by']}): the model trained or chose its checkpoint on them, so this figure "
+    return (f"{found.shared_images} of {found.of} images are also in the study's train/validation split "
+            f"(matched by {found.matched_by}): the model trained or chose its checkpoint on them, so this figure "
             "is not a test result.")
 
 
 def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", files: list[str] | None = None,
                    loss: str | None = None, which: str = "best", name: str | None = None,
-                   device_name: str = "auto") -> dict[str, Any]:
+                   device_name: str = "auto") -> EvaluationFile:
     """Rebuild the trial's exact model from its config.yaml, load its checkpoint, score it, write the result."""
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir, which)
@@ -156,22 +157,22 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     predictions = Predictions(images.labels, result.probabilities, result.decisions)
     scored = score(predictions, threshold, model_classes, resamples)
     shared = overlap(run_dir.resolve().parent.parent, images) if data_path is not None else None
-    output = {"trial_dir": str(run_dir), "checkpoint": f"{which}.pt", "checkpoint_epoch": int(state["epoch"]),
-              "data": str(data_path) if data_path else STUDY_TEST, "source": images.source,
-              "synthetic_data": images.synthetic, "loss": task.loss_name, "count": result.count,
-              "accuracy": result.accuracy, "loss_value": result.loss, "class_names": model_classes,
-              "confusion_matrix": result.confusion, "threshold": threshold, "metrics": scored,
-              "confusion_matrix_at_threshold": (scored.get("at_threshold") or {}).get("confusion_matrix"),
-              "classes_present": [model_classes[i] for i in sorted(set(images.labels.tolist()))],
-              "undefined": undefined_metrics(scored),
-              "overlap": shared, "warning": overlap_warning(shared)}
     label = names.safe_name(name or (Path(data_path).name if data_path else "study-test"))
-    record, predictions_path = layout.evaluation_files(run_dir, label)
-    claims.real_folder(record.parent)
-    output["predictions_file"] = str(predictions_path)
+    path, predictions_path = layout.evaluation_files(run_dir, label)
+    output = EvaluationFile(
+        trial_dir=str(run_dir), checkpoint=f"{which}.pt", checkpoint_epoch=int(state["epoch"]),
+        data=str(data_path) if data_path else STUDY_TEST, source=images.source, synthetic_data=images.synthetic,
+        loss=task.loss_name, count=result.count, accuracy=result.accuracy, loss_value=result.loss,
+        class_names=model_classes, confusion_matrix=result.confusion, threshold=threshold,
+        metrics=SplitScores.model_validate(scored),
+        confusion_matrix_at_threshold=(scored.get("at_threshold") or {}).get("confusion_matrix"),
+        classes_present=[model_classes[i] for i in sorted(set(images.labels.tolist()))],
+        undefined=undefined_metrics(scored), overlap=shared, warning=overlap_warning(shared),
+        predictions_file=str(predictions_path))
+    claims.real_folder(path.parent)
     rundir.write_predictions(predictions_path, list(images.ids), images.labels,
                              result.probabilities, result.decisions, model_classes, threshold)
-    atomic.write_json(record, output)
+    atomic.write_json(path, output.plain())
     return output
 
 
