@@ -95,3 +95,13 @@ def test_commands_check_their_arguments_before_loading_torch_matplotlib_or_scipy
                  ["predict", "/nonexistent", "x.png"]):
         result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
         assert result.stdout.strip().endswith("exit 2 heavy []"), (args, result.stdout, result.stderr[-500:])
+
+
+def test_the_readme_layout_names_every_stage_folder() -> None:
+    """README's layout section lists exactly the package's top-level folders and modules."""
+    readme = (SRC.parent.parent / "README.md").read_text()
+    block = readme.split("    src/medablate/\n", 1)[1].split("\n\n", 1)[0]
+    listed = {line.split()[0] for line in block.splitlines() if line.startswith("      ") and line[6] != " "}
+    present = {p.name + ("/" if p.is_dir() else "") for p in SRC.iterdir()
+               if p.name not in ("__init__.py", "__pycache__", "py.typed")}
+    assert listed == present

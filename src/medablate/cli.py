@@ -117,7 +117,8 @@ def run(
                                      "cooperate the same way."),
     executor: str = typer.Option("local", "--executor",
                                  help="local (this machine: --workers) or ray: each run a Ray task, on a local Ray "
-                                      "or the cluster at --address (needs pip install 'medablate\\[ray]')."),
+                                      "or the cluster at --address (needs pip install 'medablate\\[ray]'); any other "
+                                      "executor in medablate/execute/executors/ by its name."),
     address: str | None = typer.Option(None, "--address",
                                           help="Ray: the cluster's address (e.g. 10.0.0.1:6379, or auto for the "
                                                "one `ray start` made on this machine). Default: a local Ray."),
@@ -145,14 +146,16 @@ def run(
         study, _ = load_study(study_file, set_)
         folder = Path(out) if out is not None else Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        from medablate.core.registry import EXECUTORS  # the executors register themselves (execute/executors/)
         from medablate.execute.executors.workers import parse_workers
 
-        if executor not in ("local", "ray"):
-            raise UserError(f"--executor {executor!r} is not known: use local (the default) or ray.")
+        known = [name for name in EXECUTORS.names() if name != "workers"]  # workers: chosen by --workers
+        if executor not in known:
+            raise UserError(f"--executor {executor!r} is not known: use {' or '.join(known)} (local is the default).")
         if executor != "ray" and (address or ray_resources):
             raise UserError("--address and --ray-resources apply to --executor ray: add --executor ray, or leave them out.")
         runner = StudyRunner(study, folder, console, command, threads, parse_workers(workers, study.training.device))
-        runner.background = True
+        runner.background, runner.executor = True, executor
         if executor == "ray":
             from medablate.execute.executors.ray import parse_resources, require_ray
 

@@ -1,15 +1,19 @@
-"""The run folder is the contract between steps: every file name, the run-id spelling, the typed and
-versioned records of study.json and metrics.json, and how each file is read back. Every reader goes
-through this module, so a folder written by another format is read correctly or refused, never misread.
+"""The run folder is the contract between steps: how each file is read back and written, through the typed
+records of records.py and the names of layout.py. Every reader goes through this package, so a folder written by
+another format is read correctly or refused, never misread.
 
     DIR/study.json  results.csv  summary.csv  comparisons.csv  split.csv  tables.md  figures/<comparison>.png
     DIR/trials/<trial>-seed<k>/config.yaml  history.csv  metrics.json  best.pt  last.pt  curves.png
                                predictions_val.csv  predictions_test.csv  examples.json  examples/  claim.lock
                                roc.png  pr.png  reliability.png  confusion.png  figures.json (drawn after the runs)
+                               evaluations/<name>.json, <name>_predictions.csv (medablate evaluate)
+    DIR/ensembles/<trial>/metrics.json  predictions_val_ensemble.csv  predictions_test_ensemble.csv
 
 Format history: 1 (medablate 0.1.0: no `format` key, `best_val_acc` = highest at any epoch); 2 (`format`,
 `val_acc` of the checkpoint used, `highest_val_acc`, `evaluation_config`, `threads`; study.json records the
-split used and the intensity rule). Format 1 folders are read (missing values are derived from the history).
+split used and the intensity rule); 3 (every file written from its typed record: RunRecord, StudyInfo,
+EnsembleRecord, Example, FiguresRecord, ClaimRecord, EvaluationFile; the same keys as format 2). Folders of formats
+1 and 2 are read (missing values are derived from the history); tests/data keeps one of each.
 """
 
 from __future__ import annotations
