@@ -8,8 +8,9 @@ readers get these objects, never the raw JSON.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT = 3  # 3: study.json and metrics.json are RunRecord/StudyInfo exactly; 2: `format`, val_acc of best.pt; 1: none
@@ -297,3 +298,13 @@ class ClaimRecord(Record):
 HistoryRow = dict[str, float]  # one row of history.csv: every column a number (the columns: HISTORY_COLUMNS)
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_balanced_acc",
                    "val_sensitivity", "val_specificity", "seconds")
+
+
+class PredictionRows(NamedTuple):
+    """predictions_<split>.csv as arrays: one row per image (columns image, label, prob_<class>..., decision,
+    correct, and decision_at_threshold for two classes)."""
+
+    ids: list[str]
+    labels: np.ndarray  # (N,) class index
+    probabilities: np.ndarray  # (N, classes)
+    decisions: np.ndarray  # (N,) the loss's rule

@@ -48,7 +48,16 @@ from medablate.folder.layout import STUDY_JSON as STUDY_JSON
 from medablate.folder.layout import SUMMARY_CSV as SUMMARY_CSV
 from medablate.folder.layout import TABLES_MD as TABLES_MD
 from medablate.folder.layout import TRIALS, ensemble_dir, predictions_file, require_study_folder
-from medablate.folder.records import FORMAT, EnsembleRecord, Example, FiguresRecord, HistoryRow, RunRecord, StudyInfo
+from medablate.folder.records import (
+    FORMAT,
+    EnsembleRecord,
+    Example,
+    FiguresRecord,
+    HistoryRow,
+    PredictionRows,
+    RunRecord,
+    StudyInfo,
+)
 
 DONE: Literal["done"] = "done"  # the statuses a run's record can hold
 DIVERGED: Literal["diverged"] = "diverged"
@@ -397,15 +406,14 @@ def read_predictions(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def read_prediction_arrays(path: Path, class_names: list[str]) -> tuple[list[str], np.ndarray, np.ndarray,
-                                                                         np.ndarray] | None:
+def read_prediction_arrays(path: Path, class_names: list[str]) -> PredictionRows | None:
     """Image ids, labels, class probabilities (N, classes) and decisions from a predictions file (None if absent)."""
     rows = read_predictions(path)
     if not rows:
         return None
     probabilities = np.array([[float(r[f"prob_{n}"]) for n in class_names] for r in rows])
-    return ([r["image"] for r in rows], np.array([int(r["label"]) for r in rows]), probabilities,
-            np.array([int(r["decision"]) for r in rows]))
+    return PredictionRows([r["image"] for r in rows], np.array([int(r["label"]) for r in rows]), probabilities,
+                          np.array([int(r["decision"]) for r in rows]))
 
 
 def positive_curves(run_dir: Path, positive_class: str | None, splits: tuple[str, ...] = ("val", "test")) -> dict[str, tuple]:
