@@ -78,6 +78,7 @@ def orphans_of(children: list[int]) -> int:
 def environment(kill_at: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != faults.VARIABLE}
     env["MPLCONFIGDIR"] = env.get("MPLCONFIGDIR") or tempfile.mkdtemp(prefix="mpl-")
+    env["MEDABLATE_FIGURE_PROCESSES"] = "2"  # figures in helper processes, so kills land in them too
     if kill_at:
         env[faults.VARIABLE] = kill_at
     return env

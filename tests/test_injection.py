@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, medablate, write_study
 from medablate.core import faults
+from medablate.report.run_figures import PROCESSES_VARIABLE
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -29,7 +30,8 @@ DEFAULT_POINTS = {"batch", "after-checkpoint@3", "before-metrics", "write:curves
 
 def run(study: Path, out: Path, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != faults.VARIABLE}
-    if kill_at:
+    env[PROCESSES_VARIABLE] = "2"  # the runs' figures in helper processes, as on a machine with many runs: the
+    if kill_at:                     # kill points there stand for the whole machine dying
         env[faults.VARIABLE] = kill_at
     return subprocess.run([sys.executable, "-m", "medablate.cli", "run", str(study), "--out", str(out)],
                           capture_output=True, text=True, env=env)

@@ -83,10 +83,27 @@ def _start(test: ImageSet | None, parent: int) -> None:
     torch.set_num_threads(1)
 
 
+# Measured on the 2-core CI machine: a spawned drawing process needs about 8 s to start (it imports torch and
+# matplotlib), one run's figures and examples about 2 s to draw. A pool pays only when it saves more than it costs.
+SPAWN_SECONDS, SECONDS_PER_RUN = 8.0, 2.0
+PROCESSES_VARIABLE = "MEDABLATE_FIGURE_PROCESSES"  # a number of drawing processes, to override that choice
+
+
+def pool_size(runs: int, cores: int) -> int:
+    """How many processes should draw `runs` runs' figures on `cores` cores: 1 (here) unless a pool is quicker."""
+    forced = os.environ.get(PROCESSES_VARIABLE, "").strip()
+    if forced.isdigit() and int(forced) > 0:
+        return int(forced)
+    saved = runs * SECONDS_PER_RUN * (1 - 1 / max(1, cores))
+    return cores if saved > SPAWN_SECONDS else 1
+
+
 def draw_all(runs: list[tuple[Path, str]], note: str, test: ImageSet | None, processes: int = 1) -> int:
-    """Draw every run of (folder, title) whose figures are not current; how many were drawn. processes > 1 draws
-    them in spawned processes (the caller's script must guard its entry point, as for any spawned process)."""
+    """Draw every run of (folder, title) whose figures are not current; how many were drawn. With processes > 1 they
+    are drawn in up to that many spawned processes when that is quicker (pool_size; the caller's script must guard
+    its entry point, as for any spawned process)."""
     todo = [(d, t) for d, t in runs if not current(d)]
+    processes = pool_size(len(todo), processes) if processes > 1 else 1
     if processes <= 1 or len(todo) <= 1:
         for run_dir, title in todo:
             draw(run_dir, title, note, test)
