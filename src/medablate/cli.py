@@ -35,7 +35,7 @@ from medablate import __version__
 from medablate.config.files import require_study_file
 from medablate.errors import Terminated, UserError, on_signal
 from medablate.folder import layout
-from medablate.folder.layout import require_run_folder, require_study_folder
+from medablate.folder.layout import require_finished_run, require_run_folder, require_study_folder
 
 # Every command checks its arguments with the light modules above (the file system only), then imports what does
 # the work inside its action: torch, matplotlib and scipy take seconds to load, and `--help` or a wrong path should
@@ -352,7 +352,7 @@ def predict(
     """Predict new images with a trial's best checkpoint, its preprocessing and its validated threshold."""
 
     def action() -> int:
-        require_run_folder(trial_dir)
+        require_finished_run(trial_dir)
         import json
 
         from medablate.inspect.predict import as_json as to_json

@@ -21,6 +21,22 @@ RELIABILITY_PNG, CONFUSION_PNG = "reliability.png", "confusion.png"
 CLAIM_LOCK = "claim.lock"  # medablate.folder.claims
 
 
+def require_finished_run(run_dir: Path) -> Path:
+    """A run folder that finished training (best.pt and config.yaml there), for predict; else the UserError."""
+    run_dir = Path(run_dir)
+    if (run_dir / STUDY_JSON).exists():
+        raise UserError(f"{run_dir} is a study folder, not a run folder: pass one of its runs, "
+                        f"{run_dir / TRIALS}/<trial>-seed<k> (medablate status {run_dir} lists them).")
+    if not (run_dir / BEST_PT).exists():
+        raise UserError(f"{run_dir} has no {BEST_PT}: it is not a finished trial folder "
+                        f"(DIR/{TRIALS}/<trial>-seed<k>). Run or resume the study, or pick a trial that "
+                        "`medablate status DIR` lists as done.")
+    if not (run_dir / CONFIG_YAML).exists():
+        raise UserError(f"{run_dir / CONFIG_YAML} is missing, so the model and its preprocessing cannot be "
+                        "rebuilt exactly: restore it (e.g. from a backup), or rerun the study to recreate the run.")
+    return run_dir
+
+
 def ensemble_dir(out: Path, trial_id: str) -> Path:
     """DIR/ensembles/<trial>/: a trial's seed ensemble (its metrics.json and predictions)."""
     return Path(out) / ENSEMBLES / trial_id

@@ -52,16 +52,7 @@ def list_images(inputs: list[Path]) -> list[Path]:
 class Predictor:
     def __init__(self, run_dir: Path, threshold: float | None = None) -> None:
         run_dir = Path(run_dir)
-        if (run_dir / layout.STUDY_JSON).exists():
-            raise UserError(f"{run_dir} is a study folder, not a run folder: pass one of its runs, "
-                            f"{run_dir / layout.TRIALS}/<trial>-seed<k> (medablate status {run_dir} lists them).")
-        if not (run_dir / layout.BEST_PT).exists():
-            raise UserError(f"{run_dir} has no {layout.BEST_PT}: it is not a finished trial folder "
-                            f"(DIR/{layout.TRIALS}/<trial>-seed<k>). Run or resume the study, or pick a trial that "
-                            "`medablate status DIR` lists as done.")
-        if not (run_dir / layout.CONFIG_YAML).exists():
-            raise UserError(f"{run_dir / layout.CONFIG_YAML} is missing, so the model and its preprocessing cannot be "
-                            "rebuilt exactly: restore it (e.g. from a backup), or rerun the study to recreate the run.")
+        layout.require_finished_run(run_dir)
         saved = rundir.user_config(run_dir)
         state = checkpoint.user_checkpoint(run_dir / layout.BEST_PT)
         meta = state["meta"]
