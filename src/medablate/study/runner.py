@@ -28,7 +28,7 @@ from medablate.data.split import (
 )
 from medablate.errors import UserError
 from medablate.execute.executors import StudyJob, executor
-from medablate.execute.plan import expand, reference_trial, scaling_notes
+from medablate.execute.plan import expand, read_study, reference_trial, scaling_notes
 from medablate.execute.prepare import (
     RunContext,
     StudyData,
@@ -100,7 +100,7 @@ class StudyRunner:
         previous = None
         if (self.out / rundir.STUDY_JSON).exists():
             try:
-                previous = rundir.read_study_info(self.out)
+                previous = read_study(self.out)[0]  # the record and the study it names must both read
             except UserError as exc:  # every run's config is checked on its own, so study.json can be rewritten
                 self.console.print(f"[yellow]Note:[/] {escape(str(exc).split(': run the study again')[0])}; "
                                    "writing it anew.", highlight=False)
