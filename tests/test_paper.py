@@ -16,6 +16,7 @@ from conftest import REPO, write_study
 from medablate.config.schema import load_study
 from medablate.study.runner import StudyRunner
 from medablate.analysis.transfer import gap_rows, gap_warnings
+from medablate.folder.records import EvaluationReport
 
 REFERENCES = [{"name": "Kermany 2018", "metrics": {"accuracy": 0.928, "sensitivity": 0.932, "specificity": 0.901,
                                                    "auc": 0.968}, "test_set": "the official 624-image test split",
@@ -61,13 +62,13 @@ def test_the_gap_warning_names_the_metric_that_did_not_transfer() -> None:
     evaluation = {"val": {"at_0.5": section(0.98, [0.9, 1.0]), "at_threshold": section(0.98, [0.9, 1.0])},
                   "test": {"at_0.5": section(0.81, [0.76, 0.86], ece=0.17),
                            "at_threshold": section(0.81, [0.76, 0.86], ece=0.17)}}
-    found = gap_warnings("base", evaluation)
+    found = gap_warnings("base", EvaluationReport.model_validate(evaluation))
     assert len(found) == 2
     assert "specificity 0.98 on validation, 0.81 on test (test 95% CI 0.76 to 0.86)" in found[0]
     assert "sensitivity" not in found[0] and "ECE 0.170" in found[1]
     same = {"val": evaluation["val"], "test": {k: section(0.97, [0.9, 1.0]) for k in ("at_0.5", "at_threshold")}}
-    assert gap_warnings("base", same) == []
-    rows = gap_rows(evaluation)
+    assert gap_warnings("base", EvaluationReport.model_validate(same)) == []
+    rows = gap_rows(EvaluationReport.model_validate(evaluation))
     assert ["specificity", "validated threshold", 0.98, 0.81, "0.760 to 0.860"] in rows
     assert rows[-1][0] == "prevalence of the positive class"
 
