@@ -17,6 +17,7 @@ from test_cli import assert_user_error, medablate
 from test_faults import copy_of, finished  # noqa: F401  (the shared finished study)
 
 
+@pytest.mark.slow  # the same check as the format-1 folder kept in tests/data, on a folder made now
 def test_a_format_1_folder_is_read_with_its_values_derived(finished: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
     out = copy_of(finished, tmp_path)
     for run_dir in (out / "trials").iterdir():

@@ -103,6 +103,7 @@ def test_medmnist_missing_file_and_key(tmp_path: Path) -> None:
         medmnist.load(tmp_path / "bad.npz", 28)
 
 
+@pytest.mark.slow  # two whole studies; both sources' loading is checked by the tests above
 def test_course_study_runs_from_a_manifest_and_from_medmnist(tmp_path: Path) -> None:
     from conftest import REPO
 

@@ -208,6 +208,7 @@ def test_a_damaged_study_json_is_named(finished: dict[str, Path], tmp_path: Path
     assert medablate("status", str(out)).returncode == 0
 
 
+@pytest.mark.slow  # a rare setup; the resume itself is checked by the default kill tests (README: Development)
 def test_resuming_a_hard_linked_backup_leaves_the_backup_alone(tmp_path: Path) -> None:
     study = write_study(tmp_path, **SLOW_ENOUGH)
     out, backup = tmp_path / "out", tmp_path / "backup"
@@ -373,7 +374,8 @@ def test_failed_runs_give_no_stray_matplotlib_warning(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ checkpoint cadence (issue 11, in part)
 
 
-@pytest.mark.parametrize(("every", "kill_after", "checkpoint_epoch"), [(3, 5, 3), ("auto", 3, None)])
+@pytest.mark.parametrize(("every", "kill_after", "checkpoint_epoch"),
+                         [pytest.param(3, 5, 3, marks=pytest.mark.slow), ("auto", 3, None)])  # one cadence by default
 def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path, uninterrupted: Any, every: object,
                                                                   kill_after: int,
                                                                   checkpoint_epoch: int | None) -> None:
@@ -395,7 +397,7 @@ def test_a_kill_between_two_checkpoints_then_a_rerun_is_identical(tmp_path: Path
     assert_same_numbers(killed, clean)
 
 
-@pytest.mark.parametrize(("signal_name", "code"), [("TERM", 143), ("INT", 130)])
+@pytest.mark.parametrize(("signal_name", "code"), [("TERM", 143), pytest.param("INT", 130, marks=pytest.mark.slow)])
 def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical(tmp_path: Path, uninterrupted: Any,
                                                                                 signal_name: str,
                                                                                 code: int) -> None:

@@ -239,6 +239,7 @@ def test_13_accuracy_bands_stay_inside_zero_and_one() -> None:
     assert low[0] == 0 and high[0] == 5
 
 
+@pytest.mark.slow  # two processes of their own; torch's threads are set by configure_threads, tested in-process
 def test_14_threads_follow_omp_num_threads_and_the_flag(tmp_path: Path) -> None:
     study = write_study(tmp_path, training={"epochs": 1})
     for args, env, expected in (([], {"OMP_NUM_THREADS": "1"}, (1, "OMP_NUM_THREADS")),

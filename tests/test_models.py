@@ -336,6 +336,7 @@ def test_a_crop_zooms_in() -> None:
 # ------------------------------------------------------------------ a CNN trial resumes exactly after SIGKILL
 
 
+@pytest.mark.slow  # the CNN's resume; benchmarks/kill_campaign.py --cnn kills CNN studies at random
 def test_a_cnn_trial_killed_mid_epoch_resumes_identically(tmp_path: Path) -> None:
     sections = {"data": {"image_size": 32, "normalize": "dataset",
                          "augment": {"crop_scale": [0.7, 1.0], "rotate": 5, "gamma": 0.2, "noise": 0.02, "blur": 1.0}},

@@ -42,6 +42,7 @@ def run_on_ray(study_file: Path, out: Path) -> int:
     return runner.run()
 
 
+@pytest.mark.slow  # Ray's retry of a killed task; the default suite runs a Ray study in the next test
 def test_ray_runs_equal_a_sequential_run_though_a_worker_is_killed_mid_run(
         tmp_path: Path, local_ray: object, monkeypatch: pytest.MonkeyPatch) -> None:
     study = write_study(tmp_path, seeds=[0, 1], training={"epochs": 4})

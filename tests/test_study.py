@@ -136,6 +136,7 @@ def _kill_mid_trial(command: list[str], out: Path, run: str, after_epochs: int) 
     assert process.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow  # the default suite kills mid-trial in test_faults and test_injection (batch)
 def test_sigkill_mid_trial_then_rerun_gives_the_same_results(tmp_path: Path) -> None:
     path = write_study(tmp_path, data={"image_size": 48, "phantom": {"count_per_class": 120},
                                        "split": {"method": "course", "train_per_class": 100}},
