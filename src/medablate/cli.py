@@ -48,7 +48,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 console = Console(stderr=True)
 def evaluate_sources() -> list[str]:
     """`evaluate --source` choices: auto and every registered source of real images (imported only when used)."""
-    from medablate.data.sources import all_sources
+    from medablate.data.sources import all_sources  # imports every data source (and numpy, PIL)
 
     return ["auto", *(name for name, source in all_sources().items() if source.real)]
 
@@ -136,8 +136,8 @@ def run(
 
     def action() -> int:
         require_study_file(Path(study_file))
-        from medablate.config.schema import load_study
-        from medablate.study.runner import StudyRunner
+        from medablate.config.schema import load_study  # the schema imports torch (models, optimizers)
+        from medablate.study.runner import StudyRunner  # the whole pipeline: torch, matplotlib, scipy
 
         check_threads(threads)
         if out is not None and not out.strip():
@@ -147,7 +147,7 @@ def run(
         folder = Path(out) if out is not None else Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         from medablate.core.registry import EXECUTORS  # the executors register themselves (execute/executors/)
-        from medablate.execute.executors.workers import parse_workers
+        from medablate.execute.executors.workers import parse_workers  # torch (GPUs, cores)
 
         known = [name for name in EXECUTORS.names() if name != "workers"]  # workers: chosen by --workers
         if executor not in known:
@@ -157,7 +157,7 @@ def run(
         runner = StudyRunner(study, folder, console, command, threads, parse_workers(workers, study.training.device))
         runner.background, runner.executor = True, executor
         if executor == "ray":
-            from medablate.execute.executors.ray import parse_resources, require_ray
+            from medablate.execute.executors.ray import parse_resources, require_ray  # only for --executor ray
 
             if runner.workers > 1:
                 raise UserError("--workers is for the local executor; with --executor ray, Ray runs as many runs at "
@@ -165,7 +165,7 @@ def run(
             require_ray()
             runner.executor, runner.ray_address, runner.ray_resources = "ray", address, parse_resources(ray_resources)
         if dry_run:
-            from medablate.data import data_index
+            from medablate.data import data_index  # only for --dry-run
 
             index = data_index(study.data)  # a wrong data.path or a single class fails here, before the table
             _print_plan(runner)
@@ -179,7 +179,7 @@ def run(
 
 def check_threads(threads: int | None) -> None:
     """--threads within what the machine can run: torch starts that many threads per process."""
-    from medablate.train.engine import usable_cores
+    from medablate.train.engine import usable_cores  # torch
 
     cores = usable_cores()
     if threads is not None and threads > 4 * cores:
@@ -207,12 +207,12 @@ def _print_plan(runner: Any) -> None:
     table.add_column("comparisons")
     for key in runner.plan.varied_keys:
         table.add_column(key)
-    from medablate.execute.plan import short_value
+    from medablate.execute.plan import short_value  # the schema, torch
 
     for trial in runner.plan.trials:
         table.add_row(trial.id, ", ".join(trial.comparisons), *(short_value(v) for v in trial.varied.values()))
     out_console.print(table)
-    from medablate.execute.plan import scaling_notes
+    from medablate.execute.plan import scaling_notes  # the schema, torch
 
     for note in scaling_notes(runner.plan):
         out_console.print(f"schedule scaled: {escape(note)}", highlight=False)
@@ -242,7 +242,7 @@ def evaluate(
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint is '{checkpoint}': use best or last.")
         require_run_folder(trial_dir, f"{checkpoint}.pt")
-        from medablate.inspect.evaluate import evaluate_trial
+        from medablate.inspect.evaluate import evaluate_trial  # torch, the models, scikit-learn
 
         if device not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device is '{device}': use auto, cpu or cuda.")
@@ -312,7 +312,7 @@ def compare(out: Path = typer.Argument(..., help="A study's output folder (runs/
 
     def action() -> None:
         require_study_folder(out)
-        from medablate.report.outputs import write_outputs as write_analysis
+        from medablate.report.outputs import write_outputs as write_analysis  # matplotlib, scipy, torch
 
         analysis = write_analysis(out)
         if analysis.missing:
@@ -333,8 +333,8 @@ def report(out: Path = typer.Argument(..., help="A study's output folder (runs/<
 
     def action() -> None:
         require_study_folder(out)
-        from medablate.report.outputs import write_outputs as write_analysis
-        from medablate.report.report import build_report
+        from medablate.report.outputs import write_outputs as write_analysis  # matplotlib, scipy, torch
+        from medablate.report.report import build_report  # matplotlib
 
         html_path, md_path = build_report(out, write_analysis(out))
         out_console.print(f"Wrote {html_path} and {md_path}")
@@ -353,10 +353,10 @@ def predict(
 
     def action() -> int:
         require_finished_run(trial_dir)
-        import json
+        import json  # the standard library's; here beside its only use
 
-        from medablate.inspect.predict import as_json as to_json
-        from medablate.inspect.predict import predict_images
+        from medablate.inspect.predict import as_json as to_json  # torch, the models
+        from medablate.inspect.predict import predict_images  # torch, the models
 
         if saliency is not None:
             check_saliency_folder(saliency)
@@ -396,7 +396,7 @@ def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<
 
     def action() -> None:
         require_study_folder(out)
-        from medablate.execute.status import study_status
+        from medablate.execute.status import study_status  # the schema, torch
 
         rows = study_status(out)
         table = Table(title=str(out))
