@@ -1,4 +1,4 @@
-"""Data sources behind one function each for training and test data, chosen from the catalogue (sources.py).
+"""Data sources behind one function each for training and test data, chosen from the catalogue (sources/).
 
 Every source returns an ImageSet (uint8 images (N, C, H, W), labels, ids); splitting lives in split.py.
 """

@@ -1,1 +1,2 @@
-"""inspect."""
+"""A trained trial on new images: evaluate, predict, saliency.
+"""

@@ -1,1 +1,2 @@
-"""scoring."""
+"""Scoring predictions: clinical metrics, thresholds chosen on validation; used by training and analysis alike.
+"""
