@@ -24,7 +24,7 @@ from medablate.models.weights import load_weights
 
 from conftest import write_study
 from test_cli import medablate
-from test_faults import assert_same_numbers, command
+from test_resume import assert_same_numbers, command
 
 SMALL = {
     "mlp": MLPConfig(hidden=[16], dropout=[0.1]),

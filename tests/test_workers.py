@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import write_study
-from test_cli import medablate_process as medablate  # spawned workers: a process of its own
+from test_cli import medablate, medablate_process  # spawned workers: a process of its own
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -18,13 +18,13 @@ def rows(path: Path) -> list[dict[str, str]]:
 def test_two_workers_train_each_run_once_with_the_numbers_of_one_thread(tmp_path: Path) -> None:
     study = write_study(tmp_path, seeds=[0, 1], training={"epochs": 2})
     parallel, sequential = tmp_path / "parallel", tmp_path / "sequential"
-    result = medablate("run", str(study), "--out", str(parallel), "--workers", "2")
+    result = medablate_process("run", str(study), "--out", str(parallel), "--workers", "2")
     assert result.returncode == 0, result.stderr
     done = sorted(line.split()[1].rstrip(":") for line in result.stderr.splitlines() if line.startswith("done "))
     assert done == sorted(["base-seed0", "base-seed1", "CrossEntropyLoss-seed0", "CrossEntropyLoss-seed1"])
     assert "2 workers x 1 torch thread(s)" in result.stderr
     # each worker has one of the machine's two threads, so the runs equal a sequential study on one thread
-    assert medablate("run", str(study), "--out", str(sequential), "--threads", "1").returncode == 0
+    assert medablate("run", str(study), "--out", str(sequential), "--threads", "1").returncode == 0  # in process
     assert rows(parallel / "results.csv") == rows(sequential / "results.csv")
     for run_dir in (sequential / "trials").iterdir():
         assert rows(parallel / "trials" / run_dir.name / "history.csv") == rows(run_dir / "history.csv")
