@@ -39,26 +39,6 @@ def test_a_format_1_folder_is_read_with_its_values_derived(finished: dict[str, P
         assert float(row["highest_val_acc"]) == pytest.approx(metrics["best_val_acc"])
 
 
-def test_a_newer_format_is_refused_naming_the_version(finished: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
-    out = copy_of(finished, tmp_path)
-    info = json.loads((out / "study.json").read_text())
-    (out / "study.json").write_text(json.dumps(info | {"format": 99}))
-    assert_user_error(medablate("status", str(out)), "format 99", "upgrade medablate")
-
-
-def test_a_damaged_metrics_json_is_named_and_the_run_redone(finished: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
-    out = copy_of(finished, tmp_path)
-    good = json.loads((out / "trials" / "base-seed0" / "metrics.json").read_text())
-    (out / "trials" / "base-seed0" / "metrics.json").write_text('{"run": "base-seed0", "status": "do')
-    status = medablate("status", str(out))
-    assert status.returncode == 0 and "damaged" in status.stdout
-    result = medablate("run", str(finished["study"]), "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    assert "metrics.json is damaged" in " ".join(result.stderr.split())
-    redone = json.loads((out / "trials" / "base-seed0" / "metrics.json").read_text())
-    assert redone["status"] == "done" and redone["test"] == good["test"]
-
-
 # ------------------------------------------------------------------ the typed, versioned contract (issue 19)
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -71,6 +51,26 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = medablate("run", str(DATA / "format-study.yaml"), "--out", str(out), "--threads", "1")
     assert result.returncode == 0, result.stderr
     return out
+
+
+def test_a_newer_format_is_refused_naming_the_version(fresh: Path, tmp_path: Path) -> None:
+    out = copy_of({"out": fresh}, tmp_path)
+    info = json.loads((out / "study.json").read_text())
+    (out / "study.json").write_text(json.dumps(info | {"format": 99}))
+    assert_user_error(medablate("status", str(out)), "format 99", "upgrade medablate")
+
+
+def test_a_damaged_metrics_json_is_named_and_the_run_redone(fresh: Path, tmp_path: Path) -> None:
+    out = copy_of({"out": fresh}, tmp_path)
+    good = json.loads((out / "trials" / "base-seed0" / "metrics.json").read_text())
+    (out / "trials" / "base-seed0" / "metrics.json").write_text('{"run": "base-seed0", "status": "do')
+    status = medablate("status", str(out))
+    assert status.returncode == 0 and "damaged" in status.stdout
+    result = medablate("run", str(DATA / "format-study.yaml"), "--out", str(out), "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "metrics.json is damaged" in " ".join(result.stderr.split())
+    redone = json.loads((out / "trials" / "base-seed0" / "metrics.json").read_text())
+    assert redone["status"] == "done" and redone["test"] == good["test"]
 
 
 def test_every_file_a_fresh_study_writes_has_only_typed_keys_and_round_trips(fresh: Path) -> None:

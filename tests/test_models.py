@@ -13,16 +13,15 @@ import pytest
 import torch
 import yaml
 
+from conftest import write_study
 from medablate.config.schema import AugmentConfig, TrialConfig, validate_study
+from medablate.core.registry import MODELS
+from medablate.errors import UserError
+from medablate.models import build_model, count_outputs, entry
 from medablate.models.cnn import CNNConfig
 from medablate.models.mlp import MLPConfig
 from medablate.models.monai import MonaiConfig
-from medablate.errors import UserError
-from medablate.core.registry import MODELS
-from medablate.models import build_model, count_outputs, entry
 from medablate.models.weights import load_weights
-
-from conftest import write_study
 from test_cli import medablate
 from test_resume import assert_same_numbers, command
 
@@ -169,8 +168,8 @@ def test_dataset_standardisation_uses_the_training_split_and_travels_in_the_chec
     out = tmp_path / "out"
     assert medablate("run", str(study), "--out", str(out)).returncode == 0
     state = load_checkpoint(out / "trials" / "base-seed0" / "best.pt")
-    from medablate.data import load_data
     from medablate.config.schema import load_study
+    from medablate.data import load_data
 
     loaded, _ = load_study(study)
     images = load_data(loaded.data).images[:60]  # course split: the first 30 of each class train

@@ -34,9 +34,22 @@ def without_seconds(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
-def test_tiny_study_writes_every_output(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    assert run_study(write_study(tmp_path), out) == 0
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The default tiny study, finished once for the tests that read it or rerun a copy of it."""
+    root = tmp_path_factory.mktemp("tiny")
+    study = write_study(root)
+    assert run_study(study, root / "out") == 0
+    return {"study": study, "out": root / "out"}
+
+
+def copy_of(tiny: dict[str, Path], tmp_path: Path) -> Path:
+    subprocess.run(["cp", "-a", str(tiny["out"]), str(tmp_path / "out")], check=True)
+    return tmp_path / "out"
+
+
+def test_tiny_study_writes_every_output(tiny: dict[str, Path]) -> None:
+    out = tiny["out"]
     for name in ("study.json", "results.csv", "split.csv", "tables.md", "figures/loss.png"):
         assert (out / name).exists(), name
     rows = read_csv(out / "results.csv")
@@ -68,9 +81,8 @@ def test_tiny_study_writes_every_output(tmp_path: Path) -> None:
     assert "## Comparison: loss" in tables and "synthetic" in tables
 
 
-def test_heads_visible_in_config_and_checkpoint(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    run_study(write_study(tmp_path), out)
+def test_heads_visible_in_config_and_checkpoint(tiny: dict[str, Path]) -> None:
+    out = tiny["out"]
     for run, loss, width in (("base-seed0", "BCEWithLogitsLoss", 1), ("CrossEntropyLoss-seed0", "CrossEntropyLoss", 2)):
         config = yaml.safe_load((out / "trials" / run / "config.yaml").read_text())
         assert config["training"]["loss"] == loss and config["resolved"]["num_outputs"] == width
@@ -83,28 +95,24 @@ def test_cosine_lr_column_follows_the_closed_form(tmp_path: Path) -> None:
     import math
 
     out = tmp_path / "out"
-    run_study(write_study(tmp_path), out, ("training.epochs=4",))
+    run_study(write_study(tmp_path, comparisons=[]), out, ("training.epochs=4",))  # base-seed0 alone
     lrs = [float(r["lr"]) for r in read_csv(out / "trials" / "base-seed0" / "history.csv")]
     assert lrs == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
 
 
-def test_rerun_skips_finished_runs(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    path = write_study(tmp_path)
-    run_study(path, out)
+def test_rerun_skips_finished_runs(tiny: dict[str, Path], tmp_path: Path) -> None:
+    out = copy_of(tiny, tmp_path)
     before = (out / "trials" / "base-seed0" / "best.pt").stat().st_mtime_ns
-    run_study(path, out)
+    run_study(tiny["study"], out)
     assert (out / "trials" / "base-seed0" / "best.pt").stat().st_mtime_ns == before
 
 
-def test_other_data_in_the_same_folder_is_refused(tmp_path: Path) -> None:
+def test_other_data_in_the_same_folder_is_refused(tiny: dict[str, Path], tmp_path: Path) -> None:
     from medablate.errors import UserError
 
-    out = tmp_path / "out"
-    path = write_study(tmp_path)
-    run_study(path, out)
+    out = copy_of(tiny, tmp_path)
     with pytest.raises(UserError, match="different data"):
-        run_study(path, out, ("data.phantom.seed=5",))
+        run_study(tiny["study"], out, ("data.phantom.seed=5",))
 
 
 def test_a_diverged_run_does_not_stop_the_study(tmp_path: Path) -> None:
@@ -182,22 +190,21 @@ def test_a_three_class_study_reports_macro_and_per_class_metrics(tmp_path: Path)
     assert np.array(section["confusion_matrix"]).shape == (3, 3)
 
 
-def test_run_figures_are_drawn_after_training_and_redrawn_when_stale(tmp_path: Path) -> None:
+def test_run_figures_are_drawn_after_training_and_redrawn_when_stale(tiny: dict[str, Path], tmp_path: Path) -> None:
     """Each run's figures come after the runs (never between them) and record the metrics.json they show: a
     re-evaluated run (another threshold) is redrawn, a current one is left alone."""
     import json
 
     from medablate.report import run_figures
 
-    out = tmp_path / "out"
-    assert run_study(write_study(tmp_path), out) == 0
+    out = copy_of(tiny, tmp_path)
     info = json.loads((out / "study.json").read_text())
     assert list(info["timing_seconds"]) == ["setup", "runs", "figures", "analysis", "report"]
     runs = [(out / "trials" / r, r) for r in ("base-seed0", "CrossEntropyLoss-seed0")]
     assert all(run_figures.current(d) for d, _ in runs) and (out / "trials" / "base-seed0" / "examples.json").exists()
     assert run_figures.draw_all(runs, "", None) == 0
     before = (out / "trials" / "base-seed0" / "roc.png").stat().st_mtime_ns
-    assert run_study(write_study(tmp_path), out, ("evaluation.threshold=youden",)) == 0
+    assert run_study(tiny["study"], out, ("evaluation.threshold=youden",)) == 0
     assert run_figures.current(out / "trials" / "base-seed0")
     assert (out / "trials" / "base-seed0" / "roc.png").stat().st_mtime_ns != before  # its threshold is marked anew
 
