@@ -75,6 +75,29 @@ def test_comparison_rows_are_paired_differences_with_holm(three_seed_study: Path
     assert any(r["outcome"] == "test_acc_per_image" and "McNemar" in r["test"] for r in rows)
 
 
+def test_delong_compares_the_seed_ensembles_test_aucs(three_seed_study: Path) -> None:
+    """Issue 22: the DeLong row equals stats.delong on the two seed ensembles' mean probabilities, computed here
+    from the runs' predictions files; its AUCs are the ensembles' own (summary.csv), and each seed pair's own
+    DeLong is in the detail. Its unit is the image, so it is never the primary test."""
+    from medablate.analysis.ensembles import mean_predictions
+
+    rows = read_csv(three_seed_study / "comparisons.csv")
+    row = next(r for r in rows if r["outcome"] == "test_auc_per_image")
+    assert "DeLong" in row["test"] and row["role"] != "primary"
+    trials = {name: [three_seed_study / "trials" / f"{name}-seed{s}" for s in range(3)]
+              for name in ("base", "CrossEntropyLoss")}
+    names = ["normal", "pneumonia"]
+    level, reference = (mean_predictions(trials[t], "test", names)[1] for t in ("CrossEntropyLoss", "base"))
+    expected = stats.delong(level.labels == 1, level.probabilities[:, 1], reference.probabilities[:, 1])
+    assert float(row["difference"]) == pytest.approx(expected.difference)
+    assert float(row["p"]) == pytest.approx(expected.p) and float(row["ci_low"]) == pytest.approx(expected.ci_low)
+    summary = {r["trial"]: r for r in read_csv(three_seed_study / "summary.csv")}
+    assert float(row["level_mean"]) == pytest.approx(float(summary["CrossEntropyLoss"]["ensemble_test_roc_auc"]))
+    assert row["detail"].count(" vs ") == 3 and "seeds: 3" in row["detail"]
+    seed_level = next(r for r in rows if r["outcome"] == "test_auc")  # the AUC as an outcome over seeds
+    assert seed_level["test"] == "paired t" and seed_level["n"] == "3"
+
+
 def test_family_all_corrects_over_every_test_as_before(three_seed_study: Path, tmp_path: Path) -> None:
     out = tmp_path / "all"
     shutil.copytree(three_seed_study, out, symlinks=True)
@@ -82,10 +105,14 @@ def test_family_all_corrects_over_every_test_as_before(three_seed_study: Path, t
     info["study"]["analysis"]["family"] = "all"
     (out / "study.json").write_text(json.dumps(info))
     rows = analyse(out).rows
-    tested = [r for r in rows if r["role"] != "descriptive"]
+    tested = [r for r in rows if r["role"] not in ("descriptive", "models on these images")]
     assert [r["p_holm"] for r in tested] == pytest.approx(stats.holm([r["p"] for r in tested]), nan_ok=True)
     assert all(r["family_size"] == sum(not math.isnan(t["p"]) for t in tested) for r in tested)
     assert all(r["verdict"] in ("significant", "not significant") for r in tested if not math.isnan(r["p_holm"]))
+    # issue 22: a test whose unit is the image (McNemar, DeLong) never joins the family nor gives a verdict
+    images = [r for r in rows if r["outcome"] in ("test_acc_per_image", "test_auc_per_image")]
+    assert len(images) == 2 and all(r["role"] == r["verdict"] == "models on these images" for r in images)
+    assert all(math.isnan(r["p_holm"]) and not r["family"] for r in images)
 
 
 def test_a_declared_primary_outcome_is_the_family_and_the_rest_is_exploratory(three_seed_study: Path,
@@ -133,7 +160,8 @@ def test_one_seed_gives_no_verdict(tmp_path: Path) -> None:
     StudyRunner(study, tmp_path / "out", Console(quiet=True)).run()
     analysis = write_analysis(tmp_path / "out")
     assert all(r["verdict"] == "cannot tell" for r in analysis.rows if r["role"] == "primary")
-    assert all(r["verdict"] in ("exploratory", "descriptive") for r in analysis.rows if r["role"] != "primary")
+    assert all(r["verdict"] in ("exploratory", "descriptive", "models on these images") for r in analysis.rows
+               if r["role"] != "primary")
     assert {r["outcome"] for r in analysis.rows if r["verdict"] == "descriptive"} == {"seconds", "highest_val_acc"}
     assert "cannot tell with 1 seed(s)" in analysis.sentences["loss"][0]
     assert "cannot tell real differences from seed noise" in (tmp_path / "out" / "tables.md").read_text()
@@ -171,3 +199,23 @@ def test_the_seed_ensemble_is_the_mean_of_the_seeds_probabilities(three_seed_stu
         saved = read_csv(three_seed_study / "ensembles" / trial / "predictions_test_ensemble.csv")
         assert [float(r["prob_pneumonia"]) for r in saved] == pytest.approx(list(mean))
         assert "ci95" in record["evaluation"]["test"]["at_threshold"]
+
+
+def test_evaluate_against_another_run_compares_them_image_by_image(three_seed_study: Path, tmp_path: Path) -> None:
+    """Issue 22: `evaluate RUN --against OTHER` scores both checkpoints on the same images and compares them: DeLong
+    for the ROC AUCs (checked here against stats.delong on the two written prediction files) and McNemar."""
+    out = tmp_path / "study"
+    shutil.copytree(three_seed_study, out, symlinks=True)
+    here, there = out / "trials" / "base-seed0", out / "trials" / "CrossEntropyLoss-seed0"
+    result = medablate("evaluate", str(here), "--against", str(there))
+    assert result.returncode == 0, result.stderr
+    assert "DeLong" in result.stdout and "not their configurations" in " ".join(result.stdout.split())
+    record = json.loads((here / "evaluations" / "study-test.json").read_text())["comparison"]
+    rows = [read_csv(run / "evaluations" / "study-test_predictions.csv") for run in (here, there)]
+    labels = np.array([int(r["label"]) for r in rows[0]])
+    expected = stats.delong(labels == 1, *(np.array([float(r["prob_pneumonia"]) for r in rs]) for rs in rows))
+    assert record["delong_p"] == pytest.approx(expected.p) and record["roc_auc"] == pytest.approx(expected.auc_a)
+    right = [np.array([int(r["decision"]) for r in rs]) == labels for rs in rows]
+    assert (record["right_only_here"], record["right_only_there"]) == (int((right[0] & ~right[1]).sum()),
+                                                                       int((~right[0] & right[1]).sum()))
+    assert medablate("evaluate", str(here), "--against", str(out / "trials" / "nowhere")).returncode == 2

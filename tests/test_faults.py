@@ -114,7 +114,7 @@ def test_damaged_checkpoints_and_configs_in_evaluate_and_predict(finished: dict[
     assert_user_error(medablate("evaluate", str(out)), "is a study folder, not a run folder")
 
 
-@pytest.mark.parametrize("damage", ["cut mid-row", "non-numeric cell"])
+@pytest.mark.parametrize("damage", ["cut mid-row", pytest.param("non-numeric cell", marks=pytest.mark.slow)])
 def test_a_damaged_history_is_rebuilt_from_last_pt(finished: dict[str, Path], tmp_path: Path, damage: str) -> None:
     out = copy_of(finished, tmp_path)
     history = out / "trials" / "base-seed0" / "history.csv"

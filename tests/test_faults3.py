@@ -128,10 +128,11 @@ def test_a_deleted_history_is_restored_and_counted(finished: dict[str, Path], tm
     assert rows and all(r["n"] == "2" for r in rows)
 
 
-@pytest.mark.parametrize("damage", [  # one file of each kind by default (a checkpoint, a config), the rest with -m slow
+@pytest.mark.parametrize("damage", [  # one damaged file by default (a checkpoint), the rest with -m slow
     pytest.param("predictions_val.csv deleted", marks=pytest.mark.slow), pytest.param("predictions_test.csv cut",
     marks=pytest.mark.slow), "best.pt cut", pytest.param("last.pt overwritten", marks=pytest.mark.slow),
-    "config.yaml deleted", pytest.param("config.yaml a list", marks=pytest.mark.slow)])
+    pytest.param("config.yaml deleted", marks=pytest.mark.slow), pytest.param("config.yaml a list",
+                                                                          marks=pytest.mark.slow)])
 def test_a_damaged_finished_run_is_named_and_redone_to_the_same_numbers(finished: dict[str, Path], tmp_path: Path,
                                                                         damage: str) -> None:
     out = copy_of(finished, tmp_path)

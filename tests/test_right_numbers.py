@@ -123,7 +123,8 @@ def test_the_per_image_row_counts_and_difference_agree(tmp_path: Path) -> None:
         lev = np.where((rng.random(400) < 0.5) & (np.arange(400) % 3 == 0), 1 - sure, sure)
         write_run(out, rundir.run_id(reference.id, seed), labels, ref)
         write_run(out, rundir.run_id(level.id, seed), labels, lev)
-    row = compare.image_row(out, study, level, reference, [0, 1])
+    row = compare.image_row(study, *([rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in (0, 1)]
+                                     for trial in (level, reference)))
     assert row is not None
     detail = row["detail"]
     only_level = int(detail.split("level's seed ensemble: ")[1].split(",")[0])
@@ -147,7 +148,7 @@ def test_summary_intervals_respect_each_outcomes_range(tmp_path: Path) -> None:
     path = write_study(tmp_path, seeds=[0, 1])
     study, _ = load_study(path)
     plan = expand(study)
-    values = {"test_acc": (0.55, 0.99), "test_loss": (0.01, 0.9), "val_acc": (0.2, 1.0),
+    values = {"test_acc": (0.55, 0.99), "test_loss": (0.01, 0.9), "test_auc": (0.7, 1.0), "val_acc": (0.2, 1.0),
               "highest_val_acc": (0.6, 1.0), "val_loss_at_best": (0.02, 1.5), "best_epoch": (1, 3),
               "convergence_epoch": (1, 3), "stability": (0.0, 0.3), "seconds": (1.0, 300.0)}
     found = {(t.id, seed): {k: v[i] for k, v in values.items()} for t in plan.trials for i, seed in enumerate([0, 1])}

@@ -109,3 +109,34 @@ def test_false_positive_rate_on_null_data_is_near_alpha() -> None:
 def test_a_real_difference_is_detected() -> None:
     assert _simulate_seed_level(0.03, 300) > 0.8
     assert _simulate_image_level(0.1, 200) > 0.8
+
+
+# R pROC's aSAH data (Turck et al. 2010, Intensive Care Med 36:107-115; 113 patients after a subarachnoid
+# hemorrhage, outcome Good/Poor), as shipped in pROC's data/aSAH.RData, in tests/data/asah.csv. Expected values are
+# pROC's own, from its tests/testthat/test-roc.test.R (roc.test(roc1, roc2), DeLong, paired, two-sided), where
+# roc(aSAH$outcome, x) takes Poor as the positive class.
+ASAH_DELONG = [("wfns", "s100b", 2.20898359144091, 0.0271757822291882, 0.0104061769564846, 0.174214419249478),
+               ("wfns", "ndka", 2.79777591868904, 0.00514557970691098, 0.0634011709339876, 0.3600405634833566),
+               ("ndka", "s100b", -1.39077002573558, 0.164295175223054, -0.2876917446341914, 0.0488706064228094)]
+
+
+@pytest.mark.parametrize(("a", "b", "z", "p", "low", "high"), ASAH_DELONG)
+def test_delong_matches_r_proc_on_the_asah_data(a: str, b: str, z: float, p: float, low: float, high: float) -> None:
+    import csv
+    from pathlib import Path
+
+    rows = list(csv.DictReader((Path(__file__).parent / "data" / "asah.csv").open()))
+    poor = np.array([r["outcome"] == "Poor" for r in rows])
+    result = stats.delong(poor, [float(r[a]) for r in rows], [float(r[b]) for r in rows])
+    assert result.z == pytest.approx(z, abs=1e-6) and result.p == pytest.approx(p, abs=1e-6)
+    assert (result.ci_low, result.ci_high) == pytest.approx((low, high), abs=1e-6)
+    assert stats.delong(poor, [float(r[b]) for r in rows], [float(r[a]) for r in rows]).z == pytest.approx(-z, abs=1e-6)
+
+
+def test_delong_degenerate_cases() -> None:
+    y = np.array([0, 0, 1, 1, 0, 1], bool)
+    same = stats.delong(y, [0.1, 0.4, 0.35, 0.8, 0.2, 0.9], [0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    assert (same.z, same.p, same.difference) == (0.0, 1.0, 0.0)  # pROC: identical curves give Z = 0, p = 1
+    assert math.isnan(stats.delong(np.ones(6, bool), np.arange(6), np.arange(6)).p)  # one class: no AUC
+    perfect = stats.delong(y, y.astype(float), y.astype(float) * 2)
+    assert (perfect.auc_a, perfect.auc_b, perfect.p) == (1.0, 1.0, 1.0)

@@ -235,6 +235,9 @@ def evaluate(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
     name: str | None = typer.Option(None, "--name", help="Name of the written evaluations/<name>.json."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    against: Path | None = typer.Option(None, "--against",
+                                        help="Another run folder: evaluate its checkpoint on the same images and "
+                                             "compare the two image by image (McNemar; DeLong for the ROC AUCs)."),
 ) -> None:
     """Rebuild a trial's model from its saved config, evaluate its checkpoint and write accuracy, loss and confusion."""
 
@@ -242,6 +245,8 @@ def evaluate(
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint is '{checkpoint}': use best or last.")
         require_run_folder(trial_dir, f"{checkpoint}.pt")
+        if against is not None:
+            require_run_folder(against, f"{checkpoint}.pt")
         from medablate.inspect.evaluate import evaluate_trial  # torch, the models, scikit-learn
 
         if device not in ("auto", "cpu", "cuda"):
@@ -251,6 +256,11 @@ def evaluate(
         file_list = [f.strip() for f in files.split(",")] if files else None
         result = evaluate_trial(trial_dir, data, source, file_list, loss, checkpoint, name, device)
         _print_evaluation(result)
+        if against is not None:
+            from medablate.inspect.evaluate import compare_evaluations  # beside evaluate_trial (torch, the models)
+
+            other = evaluate_trial(against, data, source, file_list, loss, checkpoint, name, device)
+            _print_comparison(compare_evaluations(result, other))
 
     _guarded(action)
 
@@ -294,6 +304,21 @@ def _print_evaluation(result: Any) -> None:
                           f"{', '.join(result.undefined)} cannot be computed without the other class.",
                           highlight=False)
     out_console.print(f"per-image predictions: {escape(result.predictions_file)}", highlight=False)
+
+
+def _print_comparison(result: Any) -> None:
+    """evaluate --against: the two checkpoints on the same images (an EvaluationFile record with its comparison)."""
+    found = result.comparison
+    out_console.print(f"against {escape(found.against)} on the same {found.count} images: accuracy "
+                      f"{found.accuracy:.4f} vs {found.accuracy_against:.4f}; right only here {found.right_only_here}, "
+                      f"only there {found.right_only_there} (McNemar exact p = {found.mcnemar_p:.3g})", highlight=False)
+    if found.delong_p is not None:
+        low, high = found.auc_ci95
+        out_console.print(f"ROC AUC {found.roc_auc:.4f} vs {found.roc_auc_against:.4f}: difference "
+                          f"{found.auc_difference:+.4f} (95% CI {low:+.4f} to {high:+.4f}), DeLong z = "
+                          f"{found.delong_z:.3f}, p = {found.delong_p:.3g}", highlight=False)
+    out_console.print("These compare the two trained models on these images, not their configurations (for that, "
+                      "compare trials over seeds: `medablate compare`).", highlight=False)
 
 
 def _with_ci(section: Any, metric: str) -> str:

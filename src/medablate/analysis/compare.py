@@ -34,10 +34,16 @@ from medablate.core import atomic, faults
 from medablate.execute import results
 from medablate.execute.plan import Plan, Trial, level_label, load_study_folder, reference_trial
 from medablate.folder import claims, layout, rundir
+from medablate.scoring.clinical import Predictions
 
 MIN_SEEDS = 3
 DESCRIPTIVE = "descriptive only"
 PER_IMAGE = "test_acc_per_image"
+PER_IMAGE_AUC = "test_auc_per_image"
+IMAGE_ROWS = (PER_IMAGE, PER_IMAGE_AUC)  # rows whose unit is the test image, not the seed
+# Their tests ask whether two sets of trained models differ on these test images, which two trainings of one
+# configuration nearly always do (benchmarks/null_calibration.py): they never enter a family or give a verdict.
+PER_IMAGE_ROLE = "models on these images"
 COMPARISON_COLUMNS = ["comparison", "level", "reference", "outcome", "n", "level_mean", "reference_mean",
                       "difference", "ci_low", "ci_high", "test", "role", "p", "p_holm", "prob_improvement", "verdict",
                       "seeds_needed", "family", "family_size", "detail"]
@@ -105,37 +111,64 @@ def seed_row(study: Study, outcome: Outcome, a: np.ndarray, b: np.ndarray) -> di
             "detail": detail}
 
 
-def image_row(out: Path, study: Study, level: Trial, reference: Trial, seeds: list[int]) -> dict[str, Any] | None:
-    """The two trials' seed ensembles (mean of the seeds' probabilities, decided at the loss's rule) compared image
-    by image on the test set. One definition of "right" for every number of the row: the counts of images right
-    only for one side, the accuracy difference (their difference over the images), its paired bootstrap CI over
-    images and McNemar's exact test on those counts. With one seed the ensemble is that seed's model."""
-    level_right = ensemble_correct(out, level, seeds)
-    ref_right = ensemble_correct(out, reference, seeds)
-    if level_right is None or ref_right is None or level_right[0] != ref_right[0]:
+def image_row(study: Study, level: list[Path], reference: list[Path]) -> dict[str, Any] | None:
+    """Two trials' seed ensembles (mean of the seeds' probabilities, decided at the loss's rule; the run folders of
+    each trial's seeds) compared image by image on the test set. One definition of "right" for every number of the
+    row: the counts of images right only for one side, the accuracy difference (their difference over the images),
+    its paired bootstrap CI over images and McNemar's exact test on those counts. With one seed the ensemble is
+    that seed's model."""
+    found = _ensembles(level, reference)
+    if found is None:
         return None
-    a, b = level_right[1], ref_right[1]
+    a, b = (p.decisions == p.labels for p in found)
     only_level, only_ref, p = stats.mcnemar_exact(a, b)
     low, high = stats.paired_bootstrap_ci(a[None], b[None], study.analysis.bootstrap_resamples)
     return {"outcome": PER_IMAGE, "n": len(a), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
             "difference": (only_level - only_ref) / len(a), "ci_low": low, "ci_high": high,
             "test": "McNemar exact on the seed ensembles' decisions; paired bootstrap CI over images",
-            "p": p if len(seeds) >= MIN_SEEDS else math.nan, "prob_improvement": math.nan, "seeds_needed": None,
+            "p": p if len(level) >= MIN_SEEDS else math.nan, "prob_improvement": math.nan, "seeds_needed": None,
             "detail": f"test images right only for the level's seed ensemble: {only_level}, only for the "
-                      f"reference's: {only_ref}; seeds: {len(seeds)}"}
+                      f"reference's: {only_ref}; seeds: {len(level)}"}
 
 
-def ensemble_correct(out: Path, trial: Trial, seeds: list[int]) -> tuple[list[str], np.ndarray] | None:
-    """Test image ids and, per image, whether the trial's seed ensemble decides it right (None when a seed has no
-    test predictions, or the seeds were scored on different images)."""
-    run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, seed)) for seed in seeds]
-    rows = rundir.read_predictions(rundir.predictions_file(run_dirs[0], "test"))
-    names = [key.removeprefix("prob_") for key in (rows[0] if rows else {}) if key.startswith("prob_")]
-    found = mean_predictions(run_dirs, "test", names) if names else None
+def auc_row(study: Study, level: list[Path], reference: list[Path]) -> dict[str, Any] | None:
+    """Two trials' seed ensembles' ROC AUCs on the same test images, compared with DeLong's paired test (two classes
+    only); the detail gives each seed pair's own AUC difference and DeLong p. Like McNemar's row, its unit is the
+    image: it holds the trained models fixed."""
+    found = _ensembles(level, reference)
+    if found is None or found[0].probabilities.shape[1] != 2 or len(np.unique(found[0].labels)) < 2:
+        return None
+    positive = found[0].labels == 1
+    pooled = stats.delong(positive, found[0].probabilities[:, 1], found[1].probabilities[:, 1])
+    per_seed = ", ".join(f"{a.name} vs {b.name} {r.difference:+.3f} (p {r.p:.2g})"
+                         for a, b in zip(level, reference, strict=True) if (r := _pair_delong(a, b)) is not None)
+    return {"outcome": PER_IMAGE_AUC, "n": len(positive), "level_mean": pooled.auc_a, "reference_mean": pooled.auc_b,
+            "difference": pooled.difference, "ci_low": pooled.ci_low, "ci_high": pooled.ci_high,
+            "test": "DeLong (paired ROC AUCs of the seed ensembles' probabilities on the same test images)",
+            "p": pooled.p if len(level) >= MIN_SEEDS else math.nan, "prob_improvement": math.nan,
+            "seeds_needed": None, "detail": f"per seed pair: {per_seed}; seeds: {len(level)}"}
+
+
+def _pair_delong(level: Path, reference: Path) -> stats.DeLong | None:
+    """DeLong on one seed pair's own test probabilities."""
+    found = _ensembles([level], [reference])
     if found is None:
         return None
-    ids, predictions = found
-    return ids, predictions.decisions == predictions.labels
+    return stats.delong(found[0].labels == 1, found[0].probabilities[:, 1], found[1].probabilities[:, 1])
+
+
+def _ensembles(level: list[Path], reference: list[Path]) -> tuple[Predictions, Predictions] | None:
+    """Both trials' seed ensembles' test predictions, when every seed has them and all are of the same images."""
+    names = _class_names(level[0])
+    found = [mean_predictions(dirs, "test", names) if names else None for dirs in (level, reference)]
+    if found[0] is None or found[1] is None or found[0][0] != found[1][0]:
+        return None
+    return found[0][1], found[1][1]
+
+
+def _class_names(run_dir: Path) -> list[str]:
+    rows = rundir.read_predictions(rundir.predictions_file(run_dir, "test"))
+    return [key.removeprefix("prob_") for key in (rows[0] if rows else {}) if key.startswith("prob_")]
 
 
 def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[str, Any]]:
@@ -153,9 +186,11 @@ def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[
                 if len(seeds):
                     rows.append(head | seed_row(study, outcome, a, b))
             seeds, _, _ = _paired(found, level, reference, plan.seeds, "test_acc")
-            per_image = image_row(out, study, level, reference, seeds) if seeds else None
-            if per_image:
-                rows.append(head | per_image)
+            dirs = [[rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in seeds] for trial in (level, reference)]
+            for image_test in (image_row, auc_row):
+                per_image = image_test(study, *dirs) if seeds else None
+                if per_image:
+                    rows.append(head | per_image)
     return correct_family(rows, study)
 
 
@@ -174,8 +209,9 @@ def correct_family(rows: list[dict[str, Any]], study: Study) -> list[dict[str, A
     everything = study.analysis.family == "all"
     for row in rows:
         tested = row["test"] != DESCRIPTIVE
-        row["role"] = "descriptive" if not tested else "primary" if row["outcome"] == row.pop("primary") else \
-            "secondary" if everything else "exploratory"
+        row["role"] = "descriptive" if not tested else PER_IMAGE_ROLE if row["outcome"] in IMAGE_ROWS else \
+            "primary" if row["outcome"] == row.pop("primary") else "secondary" if everything else "exploratory"
+        row.pop("primary", None)
     members = [r for r in rows if r["role"] == "primary" or (everything and r["role"] == "secondary")]
     member_ids = {id(r) for r in members}
     adjusted = stats.holm([r["p"] for r in members])
@@ -194,6 +230,8 @@ def correct_family(rows: list[dict[str, Any]], study: Study) -> list[dict[str, A
 def verdict(row: dict[str, Any], alpha: float) -> str:
     if row["test"] == DESCRIPTIVE:
         return "descriptive"
+    if row.get("role") == PER_IMAGE_ROLE:  # a test of the trained models on these images: no verdict on the factor
+        return PER_IMAGE_ROLE
     if row.get("role") == "exploratory":
         return "exploratory"
     if math.isnan(row["p_holm"]):
@@ -230,8 +268,6 @@ def _judgement(row: dict[str, Any]) -> str:
         return f"exploratory ({raw}; outside the primary family, so no verdict)"
     if row["verdict"] == "cannot tell":
         needed = row.get("seeds_needed")
-        if row["outcome"] == PER_IMAGE:
-            return f"no verdict with {row['detail'].rsplit(' ', 1)[-1]} seed(s) (at least {MIN_SEEDS} needed)"
         if needed:
             return (f"cannot tell with {row['n']} seed(s); a difference this size would need about {needed} seeds "
                     f"at 80% power")
@@ -254,13 +290,14 @@ def sentence(rows: list[dict[str, Any]]) -> str:
         outcome = BY_KEY[primary["outcome"]]
         parts.append(f"{outcome.label} {_amount(outcome, primary['difference'])} ({_ci(outcome, primary)}), "
                      f"{_judgement(primary)} [primary]")
-    image = by_outcome.get(PER_IMAGE)
-    if image and image["verdict"] not in ("cannot tell", "exploratory"):
-        parts.append(f"the seed ensembles differ on these test images: McNemar {image['verdict']} "
-                     f"({_p_values(image)}; this holds the trained models fixed, the seed test above "
-                     "does not)")
-    elif image and image["verdict"] == "exploratory" and not math.isnan(image["p"]):
-        parts.append(f"McNemar on the test images (seed ensembles): {_judgement(image)}")
+    image, auc = by_outcome.get(PER_IMAGE), by_outcome.get(PER_IMAGE_AUC)
+    tests = [f"McNemar p = {image['p']:.2g}" if image and not math.isnan(image["p"]) else "",
+             f"DeLong on their test ROC AUCs ({auc['level_mean']:.3f} vs {auc['reference_mean']:.3f}) p = {auc['p']:.2g}"
+             if auc and not math.isnan(auc["p"]) else ""]
+    if any(tests):
+        parts.append(f"the seed ensembles on these test images: {'; '.join(t for t in tests if t)} (these hold the "
+                     "trained models fixed: they say whether these models differ on these images, not whether the "
+                     "configurations do)")
     converge = by_outcome.get("convergence_epoch")
     if converge and converge is not primary:
         difference = converge["difference"]

@@ -10,6 +10,7 @@ from typing import Any
 from medablate.analysis import stats
 from medablate.config.schema import AnalysisConfig
 from medablate.folder import rundir
+from medablate.folder.records import RunRecord
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Outcome:
 OUTCOMES = [
     Outcome("test_acc", "test accuracy", True, "points", bounds=(0.0, 1.0)),
     Outcome("test_loss", "test loss", False, ""),
+    Outcome("test_auc", "test ROC AUC", True, "", bounds=(0.0, 1.0)),
     Outcome("val_acc", "validation accuracy (of the checkpoint used)", True, "points", bounds=(0.0, 1.0)),
     Outcome("highest_val_acc", "highest validation accuracy at any epoch", True, "points",
             untested_because="the epoch is picked by looking at validation, so it is optimistic", bounds=(0.0, 1.0)),
@@ -56,6 +58,7 @@ def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | 
     test = metrics.test
     values: dict[str, Any] = {
         "test_acc": test.accuracy if test else None, "test_loss": test.loss if test else None,
+        "test_auc": _test_auc(metrics),
         "val_acc": rundir.checkpoint_val_acc(metrics, history), "highest_val_acc": rundir.highest_val_acc(metrics),
         "val_loss_at_best": metrics.best_val_loss,
         "best_epoch": metrics.best_epoch,
@@ -64,6 +67,12 @@ def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | 
         "seconds": metrics.seconds,
     }
     return {k: float(v) if v is not None else math.nan for k, v in values.items()}
+
+
+def _test_auc(metrics: RunRecord) -> float | None:
+    """The ROC AUC on the test set (threshold-free; macro one-vs-rest with more than two classes)."""
+    test = metrics.evaluation.test if metrics.evaluation else None
+    return test.at_rule.roc_auc if test else None
 
 
 def scaled(outcome: Outcome, value: float) -> float:

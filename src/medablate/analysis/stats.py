@@ -7,6 +7,9 @@ Choices (see README, "Which differences are real"):
 - On the test set, McNemar's exact test (a binomial test on the discordant images) compares two
   trials image by image; over several seeds each image counts once, as decided by the trial's seed
   ensemble (compare.image_row), so images stay independent.
+- Two ROC AUCs on the same test images: DeLong's test (DeLong, DeLong & Clarke-Pearson 1988), computed with
+  the midrank algorithm of Sun & Xu (2014). Its unit is the image: it asks whether two models differ on this
+  population of images, not whether two configurations differ.
 - Holm's step-down correction over every p-value of a study.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as st
@@ -113,6 +117,43 @@ def paired_bootstrap_ci(correct_a: np.ndarray, correct_b: np.ndarray, resamples:
     result = st.bootstrap((per_image,), np.mean, n_resamples=resamples, confidence_level=confidence,
                           method="percentile", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+@dataclass(frozen=True)
+class DeLong:
+    """Two correlated ROC AUCs on the same images: each AUC, their difference with its 95% CI, z and p."""
+    auc_a: float
+    auc_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    z: float
+    p: float
+
+
+def delong(labels: Flags, scores_a: Values, scores_b: Values, confidence: float = 0.95) -> DeLong:
+    """DeLong's paired test that two scores of the same images have the same ROC AUC (two-sided), in Sun & Xu's
+    O(n log n) form: midranks give each positive's and each negative's placement (its structural component), the
+    covariance of the placements gives the variance of the AUC difference. Equals R pROC's
+    `roc.test(method = "delong", paired = TRUE)` (tests/test_stats.py). NaN where one class is missing."""
+    y = np.asarray(labels, bool)
+    scores = np.vstack([np.asarray(scores_a, float), np.asarray(scores_b, float)])
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:
+        return DeLong(*(math.nan,) * 7)
+    positives, negatives = scores[:, y], scores[:, ~y]
+    combined = st.rankdata(np.hstack([positives, negatives]), axis=1)
+    auc = (combined[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
+    v10 = (combined[:, :m] - st.rankdata(positives, axis=1)) / n  # per positive: share of negatives below it
+    v01 = 1 - (combined[:, m:] - st.rankdata(negatives, axis=1)) / m  # per negative: share of positives above it
+    s = np.cov(v10) / m + np.cov(v01) / n
+    difference, variance = float(auc[0] - auc[1]), float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
+    if variance <= 0:  # the same scores twice, or both perfect: no difference can be seen
+        return DeLong(float(auc[0]), float(auc[1]), difference, difference, difference, 0.0, 1.0)
+    z = difference / math.sqrt(variance)
+    half = float(st.norm.ppf(0.5 + confidence / 2)) * math.sqrt(variance)
+    return DeLong(float(auc[0]), float(auc[1]), difference, difference - half, difference + half, z,
+                  float(2 * st.norm.sf(abs(z))))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -393,7 +393,7 @@ class AnalysisConfig(Strict):
     _known_primary = field_validator("primary")(lambda value: _known_outcome(value))
 
 
-PRIMARY_OUTCOMES = ("test_acc", "test_loss", "val_acc", "val_loss_at_best", "best_epoch", "convergence_epoch",
+PRIMARY_OUTCOMES = ("test_acc", "test_loss", "test_auc", "val_acc", "val_loss_at_best", "best_epoch", "convergence_epoch",
                     "stability")
 
 

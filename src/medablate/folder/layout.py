@@ -53,6 +53,12 @@ def evaluation_files(run_dir: Path, name: str) -> tuple[Path, Path]:
     return folder / f"{name}.json", folder / f"{name}_predictions.csv"
 
 
+def evaluation_record_of(predictions: Path) -> Path:
+    """The record written beside an evaluation's per-image predictions (evaluation_files' pair)."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.name.removesuffix("_predictions.csv") + ".json")
+
+
 def require_study_folder(out: Path) -> Path:
     """A folder `medablate run` wrote (it has study.json), or the UserError that says what to pass instead."""
     if not (Path(out) / STUDY_JSON).is_file():

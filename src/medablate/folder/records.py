@@ -171,6 +171,25 @@ class Overlap(Record):
     matched_by: str  # pixels or file names
 
 
+class EvaluationComparison(Record):
+    """`medablate evaluate RUN --against OTHER`: the two checkpoints on the same images. Both tests hold the trained
+    models fixed: they say whether these two models differ on these images, not whether their configurations do."""
+
+    against: str  # the other run folder
+    count: int
+    accuracy: float
+    accuracy_against: float
+    right_only_here: int  # images this run decides right and the other wrong (at each loss's rule)
+    right_only_there: int
+    mcnemar_p: float
+    roc_auc: float | None = None  # two classes: DeLong's paired test of the ROC AUCs
+    roc_auc_against: float | None = None
+    auc_difference: float | None = None
+    auc_ci95: list[float] | None = None
+    delong_z: float | None = None
+    delong_p: float | None = None
+
+
 class EvaluationFile(Record):
     """evaluations/<name>.json: `medablate evaluate` of one checkpoint on some images."""
 
@@ -194,6 +213,7 @@ class EvaluationFile(Record):
     overlap: Overlap | None = None
     warning: str | None = None
     predictions_file: str = ""
+    comparison: EvaluationComparison | None = None  # with --against
 
 
 # ------------------------------------------------------------------ study.json

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from medablate.analysis import stats
 from medablate.config.schema import DataConfig
 from medablate.core import atomic, names
 from medablate.data import load_data, resolve_source
@@ -26,7 +27,7 @@ from medablate.execute.plan import read_study
 from medablate.execute.prepare import load_study_data
 from medablate.folder import checkpoint, claims, layout, rundir
 from medablate.folder.layout import require_run_folder
-from medablate.folder.records import EvaluationFile, Overlap, SplitScores
+from medablate.folder.records import EvaluationComparison, EvaluationFile, Overlap, SplitScores
 from medablate.inspect.predict import trial_config
 from medablate.models import count_outputs, input_shape
 from medablate.scoring.clinical import Predictions, score
@@ -173,6 +174,31 @@ def evaluate_trial(run_dir: Path, data_path: Path | None, source: str = "auto", 
     rundir.write_predictions(predictions_path, list(images.ids), images.labels,
                              result.probabilities, result.decisions, model_classes, threshold)
     atomic.write_json(path, output.plain())
+    return output
+
+
+def compare_evaluations(result: EvaluationFile, other: EvaluationFile) -> EvaluationFile:
+    """Two checkpoints evaluated on the same images, compared image by image (McNemar on their decisions, DeLong on
+    their ROC AUCs with two classes); written into the first evaluation's file."""
+    here, there = (rundir.read_predictions(Path(r.predictions_file)) for r in (result, other))
+    if [r["image"] for r in here] != [r["image"] for r in there] or result.class_names != other.class_names:
+        raise UserError(f"{result.trial_dir} and {other.trial_dir} were not evaluated on the same images with the "
+                        "same classes, so they cannot be compared image by image.")
+    labels = np.array([int(r["label"]) for r in here])
+    right = [np.array([int(r["decision"]) for r in rows]) == labels for rows in (here, there)]
+    only_here, only_there, p = stats.mcnemar_exact(*right)
+    found = EvaluationComparison(against=other.trial_dir, count=len(labels), accuracy=float(right[0].mean()),
+                                 accuracy_against=float(right[1].mean()), right_only_here=only_here,
+                                 right_only_there=only_there, mcnemar_p=p)
+    if len(result.class_names) == 2 and len(set(labels.tolist())) == 2:
+        positive = f"prob_{result.class_names[1]}"
+        scores = [np.array([float(r[positive]) for r in rows]) for rows in (here, there)]
+        delong = stats.delong(labels == 1, scores[0], scores[1])
+        found = found.model_copy(update={"roc_auc": delong.auc_a, "roc_auc_against": delong.auc_b,
+                                         "auc_difference": delong.difference, "auc_ci95": [delong.ci_low, delong.ci_high],
+                                         "delong_z": delong.z, "delong_p": delong.p})
+    output = result.model_copy(update={"comparison": found})
+    atomic.write_json(layout.evaluation_record_of(Path(result.predictions_file)), output.plain())
     return output
 
 

@@ -119,8 +119,10 @@ def statistics_paragraph(study: Study, analysis: Analysis) -> str:
             f"{analysis_config.alpha}, corrected with {family}. Intervals over seeds are 95% t intervals, intersected "
             f"with the range each metric can take; test-set "
             f"metrics carry 95% bootstrap intervals ({study.evaluation.bootstrap_resamples} resamples, images "
-            f"resampled within each class); test images were compared with McNemar's exact test on the decisions of "
-            f"the seed ensembles. {threshold} Seed ensembles average the seeds' class probabilities.")
+            f"resampled within each class); on the test images, the seed ensembles' decisions were compared with "
+            f"McNemar's exact test and their ROC AUCs with DeLong's paired test (DeLong et al. 1988). These two "
+            f"hold the trained models fixed: they describe these models on these images and give no verdict on the "
+            f"configurations. {threshold} Seed ensembles average the seeds' class probabilities.")
 
 
 def software_paragraph(info: StudyInfo) -> str:
