@@ -42,6 +42,8 @@ def test_html_is_self_contained_and_escaped(report: Path) -> None:
     assert INJECTED not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert not re.search(r"""(src|href)=["']https?://""", page)
     assert "<svg" in page and "data:image/png;base64," in page
+    # issue 22: each comparison says what its verdicts are over (the seed) and what McNemar and DeLong are over
+    assert "its unit is the seed" in page and "(unit: the image)" in page
 
 
 def test_markdown_has_the_same_tables(report: Path) -> None:

@@ -173,8 +173,20 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
         blocks.append(Figure(Path(f"{stem}-roc"), "ROC curve of each level (first finished seed)."))
     sentences = analysis.sentences.get(comparison.name)
     blocks += [Heading(3, "Conclusions"),
-               Items(sentences) if sentences else Paragraph("Not computed: no level has finished runs to compare.", "note")]
+               Items(sentences) if sentences else Paragraph("Not computed: no level has finished runs to compare.", "note"),
+               Paragraph(units_paragraph(study, analysis), "note")]
     return blocks
+
+
+def units_paragraph(study: Study, analysis: Analysis) -> str:
+    """What each verdict's p-value is over: its unit of replication, its family, and where its calibration is shown."""
+    sizes = {r["family"]: r["family_size"] for r in analysis.rows if r.get("family")}
+    family = "all tests" if study.analysis.family == "all" else "primary tests"
+    test = "paired t-test" if study.analysis.test == "t" else "Wilcoxon signed-rank test"
+    return (f"Units: a verdict compares configurations; its unit is the seed (a {test} over seed pairs, Holm over "
+            f"the study's {sizes.get(family, 0)} {family}; with no difference its false-positive rate was measured "
+            "on A/A studies, benchmarks/null_calibration.py). McNemar and DeLong compare these trained models on "
+            "these test images (unit: the image): they give no verdict on the configurations.")
 
 
 def _mean_ci(outcome: Any, mean: float, low: float, high: float) -> str:
