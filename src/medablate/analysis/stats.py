@@ -179,13 +179,11 @@ def seeds_needed(differences: Sequence[float], alpha: float = 0.05, power: float
     if len(d) < 2 or d.std(ddof=1) == 0 or d.mean() == 0:
         return None
     effect = abs(d.mean()) / d.std(ddof=1)
-    for n in range(2, limit + 1):
-        critical = st.t.ppf(1 - alpha / 2, n - 1)
-        noncentrality = effect * math.sqrt(n)
-        achieved = 1 - st.nct.cdf(critical, n - 1, noncentrality) + st.nct.cdf(-critical, n - 1, noncentrality)
-        if achieved >= power:
-            return n
-    return limit
+    n = np.arange(2, limit + 1)  # every candidate at once (one scipy call, not up to a thousand)
+    critical, noncentrality = st.t.ppf(1 - alpha / 2, n - 1), effect * np.sqrt(n)
+    achieved = 1 - st.nct.cdf(critical, n - 1, noncentrality) + st.nct.cdf(-critical, n - 1, noncentrality)
+    enough = np.flatnonzero(achieved >= power)
+    return int(n[enough[0]]) if len(enough) else limit
 
 
 def convergence_epoch(val_acc: Sequence[float], fraction: float = 0.95) -> int | None:
