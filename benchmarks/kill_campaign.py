@@ -59,6 +59,13 @@ def command(study: Path, out: Path, workers: int = 1) -> list[str]:
 ORPHAN_WAIT = 3.0
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160]
+    except OSError:
+        return "(gone)"
+
+
 def orphans_of(children: list[int]) -> int:
     """How many of a killed process's children (and theirs) are still alive ORPHAN_WAIT seconds after the kill."""
     deadline = time.monotonic() + ORPHAN_WAIT
@@ -66,7 +73,8 @@ def orphans_of(children: list[int]) -> int:
     while alive and time.monotonic() < deadline:
         time.sleep(0.2)
         alive = still_running(alive)
-    for pid in alive:  # leave nothing behind for the next study
+    for pid in alive:  # say what it was, and leave nothing behind for the next study
+        print(f"  orphan {pid}: {cmdline(pid)}", flush=True)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -96,10 +96,11 @@ def medablate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """uninterrupted(study file) -> the output folder of that study run once without a stop, in a process of its own
-    as the stopped runs it is compared with; trained once per session for each configuration (the kill tests of one
-    configuration share it). Studies that differ only in training.checkpoint_every share one: the cadence must not
-    change a number, so every kill test checks that too."""
+    """uninterrupted(study file) -> the output folder of that study run once without a stop (in this process: the
+    stopped run it is compared with is a process of its own, so every kill test also checks that the two give the
+    same numbers); trained once per session for each configuration (the kill tests of one configuration share it).
+    Studies that differ only in training.checkpoint_every share one: the cadence must not change a number, so
+    every kill test checks that too."""
     finished: dict[str, Path] = {}
 
     def run(study: Path) -> Path:
@@ -108,7 +109,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Any:
         text = yaml.safe_dump(config, sort_keys=True)
         if text not in finished:
             out = tmp_path_factory.mktemp("uninterrupted") / "out"
-            result = medablate_process("run", str(study), "--out", str(out))
+            result = medablate("run", str(study), "--out", str(out))
             assert result.returncode == 0, result.stderr
             finished[text] = out
         return finished[text]

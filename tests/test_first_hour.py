@@ -148,10 +148,22 @@ def test_6_validation_accuracy_is_the_checkpoints(course: dict[str, Path]) -> No
     assert f"{metrics['val_acc']:.3f}" in status.stdout and "best.pt" in status.stdout
 
 
-def test_7_a_changed_threshold_is_applied_to_finished_runs(tmp_path: Path) -> None:
-    study = write_study(tmp_path, training={"epochs": 2})
-    out, fresh = tmp_path / "out", tmp_path / "fresh"
-    assert medablate("run", str(study), "--out", str(out)).returncode == 0
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny study at 2 epochs, finished once: tests 7 and 8 change copies of it."""
+    root = tmp_path_factory.mktemp("two-epochs")
+    study = write_study(root, training={"epochs": 2})
+    assert medablate("run", str(study), "--out", str(root / "out")).returncode == 0
+    return {"study": study, "out": root / "out"}
+
+
+def copy_of(finished: dict[str, Path], tmp_path: Path) -> Path:
+    subprocess.run(["cp", "-a", str(finished["out"]), str(tmp_path / "out")], check=True)
+    return tmp_path / "out"
+
+
+def test_7_a_changed_threshold_is_applied_to_finished_runs(two_epochs: dict[str, Path], tmp_path: Path) -> None:
+    study, out, fresh = two_epochs["study"], copy_of(two_epochs, tmp_path), tmp_path / "fresh"
     again = medablate("run", str(study), "--out", str(out), "--set", "evaluation.threshold=youden")
     assert again.returncode == 0, again.stderr
     assert "re-evaluated" in again.stderr
@@ -167,10 +179,8 @@ def test_7_a_changed_threshold_is_applied_to_finished_runs(tmp_path: Path) -> No
             (fresh / "trials" / run / "predictions_test.csv").read_text()
 
 
-def test_8_a_changed_setting_names_the_keys_and_how_to_extend(tmp_path: Path) -> None:
-    study = write_study(tmp_path, training={"epochs": 2})
-    out = tmp_path / "out"
-    assert medablate("run", str(study), "--out", str(out)).returncode == 0
+def test_8_a_changed_setting_names_the_keys_and_how_to_extend(two_epochs: dict[str, Path], tmp_path: Path) -> None:
+    study, out = two_epochs["study"], copy_of(two_epochs, tmp_path)
     before = (out / "trials" / "base-seed0" / "metrics.json").read_text()
     result = medablate("run", str(study), "--out", str(out), "--set", "training.epochs=3")
     assert_user_error(result, "training.epochs: 2 -> 3", "training.scheduler.T_max: 2 -> 3", "different trial",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -45,8 +46,11 @@ def _watch(parent: int) -> None:
     os._exit(1)
 
 
-def _start(parent: int, initializer: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
+def _start(parent: int, payload: bytes) -> None:
+    """The first thing a pool's process runs. Its initializer and their arguments come pickled, so that importing
+    their modules (matplotlib, torch: seconds) happens only after this process is bound to its parent's life."""
     die_with_parent(parent)
+    initializer, args = pickle.loads(payload)
     if initializer is not None:
         initializer(*args)
 
@@ -59,7 +63,7 @@ def process_pool(workers: int, initializer: Callable[..., None] | None = None, i
     checkpoints after its batch and exits), and SIGKILLs those still there after `grace` seconds."""
     context = multiprocessing.get_context("spawn" if spawn else None)
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
-                               initargs=(os.getpid(), initializer, initargs))
+                               initargs=(os.getpid(), pickle.dumps((initializer, initargs))))
     try:
         yield pool
     except BaseException:
