@@ -208,10 +208,9 @@ def correct_family(rows: list[dict[str, Any]], study: Study) -> list[dict[str, A
     every test of the study. Outside the primary family a p-value is exploratory: raw, and never a verdict."""
     everything = study.analysis.family == "all"
     for row in rows:
-        tested = row["test"] != DESCRIPTIVE
-        row["role"] = "descriptive" if not tested else PER_IMAGE_ROLE if row["outcome"] in IMAGE_ROWS else \
-            "primary" if row["outcome"] == row.pop("primary") else "secondary" if everything else "exploratory"
-        row.pop("primary", None)
+        primary = row.pop("primary", None)
+        row["role"] = "descriptive" if row["test"] == DESCRIPTIVE else PER_IMAGE_ROLE if row["outcome"] in IMAGE_ROWS \
+            else "primary" if row["outcome"] == primary else "secondary" if everything else "exploratory"
     members = [r for r in rows if r["role"] == "primary" or (everything and r["role"] == "secondary")]
     member_ids = {id(r) for r in members}
     adjusted = stats.holm([r["p"] for r in members])
