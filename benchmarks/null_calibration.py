@@ -3,6 +3,7 @@ cases at alpha 0.05, no more; A/B studies (a real difference) show how often it 
 
     python benchmarks/null_calibration.py                 # 40 seeds per pool, 1000 draws per cell (~15 min here)
     python benchmarks/null_calibration.py --seeds 20 --draws 300 --epochs 3     # a quick look
+    python benchmarks/null_calibration.py --kfold                 # the corrected resampled t over folds (~10 min)
 
 One study is trained once: a small phantom MLP with `--seeds` seeds at lr 1e-3 (the pool "A") and the same seeds
 at lr 1e-4 (the pool "B": a learning rate 10x off, a real and known effect). Then, for 3, 5 and 10 seeds:
@@ -16,6 +17,12 @@ at lr 1e-4 (the pool "B": a learning rate 10x off, a real and known effect). The
   of studies with any significant verdict (the family-wise error rate).
 - A/B: k seeds of pool A against the same k seeds of pool B (paired by seed, as a study pairs them): the share
   found significant by the paired t-test on test accuracy, beside the seeds `seeds_needed` predicts from all pairs.
+
+With --kfold the pool is a cross-validated study instead: 5 folds x 2 repeats (each a run per seed, `--seeds`
+10 by default) at lr 1e-3 and at lr 1e-4. An A/A study with J folds takes, on each fold, two different seeds of
+pool A as its "level" and "reference" run; the corrected resampled t-test (compare.fold_row, the verdict of a
+k-fold comparison) and, for contrast, a plain paired t over the same fold differences are applied, with J = 5
+(the first repeat) and J = 10 (both). A/B takes one seed of pool A and of pool B per fold.
 
 The draws reuse one pool of trained runs, so they are not independent studies: the CIs are a guide. The unit of
 McNemar, the bootstrap and DeLong is the image: they ask whether two sets of trained models differ on these test
@@ -43,25 +50,29 @@ SEED_COUNTS = (3, 5, 10)
 ALPHA = 0.05
 
 
-def study_text(seeds: int, epochs: int) -> dict:
+KFOLD = {"method": "kfold", "folds": 5, "repeats": 2}
+
+
+def study_text(seeds: int, epochs: int, kfold: bool = False) -> dict:
     return {"name": "null-calibration", "seeds": list(range(seeds)),
             "data": {"image_size": 24, "phantom": {"count_per_class": 150},
-                     "split": {"method": "course", "train_per_class": 100}},
+                     "split": KFOLD if kfold else {"method": "course", "train_per_class": 100}},
             "test": {"phantom": {"count_per_class": 150}},
             "model": {"hidden": [64, 32], "dropout": [0.3, 0.2]},
             "training": {"epochs": epochs, "batch_size": 32, "checkpoint_every": "auto"},
             "comparisons": [{"name": "lr", "vary": {"training.optimizer.lr": [0.001, 0.0001]}}]}
 
 
-def train(out: Path, seeds: int, epochs: int) -> None:
+def train(out: Path, seeds: int, epochs: int, kfold: bool = False) -> None:
     path = out.parent / "study.yaml"
-    path.write_text(yaml.safe_dump(study_text(seeds, epochs), sort_keys=False))
+    path.write_text(yaml.safe_dump(study_text(seeds, epochs, kfold), sort_keys=False))
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "medablate.cli", "run", str(path), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
-    print(f"trained {2 * seeds} runs in {time.perf_counter() - started:.0f} s ({out})", flush=True)
+    runs = 2 * seeds * (KFOLD["folds"] * KFOLD["repeats"] if kfold else 1)
+    print(f"trained {runs} runs in {time.perf_counter() - started:.0f} s ({out})", flush=True)
 
 
 def binomial_ci(hits: int, n: int) -> tuple[float, float]:
@@ -81,7 +92,10 @@ def main() -> int:
     parser.add_argument("--draws", type=int, default=1000, help="A/A and A/B studies drawn per number of seeds")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, help="a trained pool to reuse (the folder `medablate run` wrote)")
+    parser.add_argument("--kfold", action="store_true", help="calibrate the corrected resampled t-test over folds")
     args = parser.parse_args()
+    if args.kfold:
+        return kfold_main(args)
     from medablate.analysis import compare, stats
     from medablate.analysis.outcomes import OUTCOMES, is_tested, run_outcomes
     from medablate.execute.plan import load_study_folder
@@ -173,6 +187,65 @@ def main() -> int:
         low, high = binomial_ci(found, args.draws)
         print(f"| {k} | {found / args.draws:.3f} ({low:.3f}-{high:.3f}) |")
     print(f"\ntrained runs kept in {out} (rerun the analysis alone with --out {out})")
+    return 0
+
+
+def kfold_main(args: argparse.Namespace) -> int:
+    """A/A and A/B over folds: the corrected resampled t-test against a plain paired t over the same folds."""
+    from medablate.analysis import compare, stats
+    from medablate.analysis.outcomes import BY_KEY, TEST_OVER_TRAIN, run_outcomes
+    from medablate.execute.plan import load_study_folder
+    from medablate.folder import rundir
+
+    seeds = args.seeds if args.seeds != 40 else 10
+    out = args.out or Path(tempfile.mkdtemp(prefix="null-calibration-kfold-")) / "out"
+    if args.out is None:
+        train(out, seeds, args.epochs, kfold=True)
+    study, plan, _ = load_study_folder(out)
+    # pools[trial][fold index] = the outcomes of each seed's run on that fold
+    pools = {t.id: [[run_outcomes(rundir.trial_dir(out, rundir.run_id(t.id, s, f)), study.analysis)
+                     for s in plan.seeds] for f in plan.folds] for t in plan.trials}
+    base, slow = (pools[t.id] for t in plan.trials)
+    ratio = float(np.mean([v[TEST_OVER_TRAIN] for fold in base for v in fold]))
+    primary = BY_KEY["test_acc"]
+    rng = np.random.default_rng(0)
+    print(f"pool A: {len(plan.seeds)} seeds x {len(plan.folds)} folds (5 x 2 repeats), mean test accuracy "
+          f"{np.mean([v['test_acc'] for fold in base for v in fold]):.3f}; pool B (lr 10x lower): "
+          f"{np.mean([v['test_acc'] for fold in slow for v in fold]):.3f}; n_test/n_train {ratio:.3f}; "
+          f"{args.draws} draws per cell", flush=True)
+    print("\n## A/A over folds: share called significant at 0.05 (binomial 95% CI)\n")
+    print("| test | J = 5 folds | J = 10 (5 folds x 2 repeats) |")
+    print("|---|---|---|")
+    hits = {"corrected resampled t (the verdict)": {}, "plain paired t over folds (not used)": {}}
+    for folds in (5, 10):
+        corrected = plain = 0
+        for _ in range(args.draws):
+            pairs = [rng.choice(len(plan.seeds), 2, replace=False) for _ in range(folds)]
+            a = np.array([base[j][i]["test_acc"] for j, (i, _) in enumerate(pairs)])
+            b = np.array([base[j][k]["test_acc"] for j, (_, k) in enumerate(pairs)])
+            corrected += int(compare.fold_row(primary, a, b, ratio)["p"] < ALPHA)
+            plain += int(stats.paired_p_value(a - b) < ALPHA)
+        hits["corrected resampled t (the verdict)"][folds] = corrected
+        hits["plain paired t over folds (not used)"][folds] = plain
+    for test, by_j in hits.items():
+        print(f"| {test} | {rate(by_j[5], args.draws)} | {rate(by_j[10], args.draws)} |")
+    print("\n## A/B over folds: lr 1e-3 against lr 1e-4, one seed per fold and trial\n")
+    print("| test | J = 5 folds | J = 10 (5 folds x 2 repeats) |")
+    print("|---|---|---|")
+    found: dict[str, dict[int, int]] = {"corrected resampled t (the verdict)": {}, "plain paired t over folds": {}}
+    for folds in (5, 10):
+        corrected = plain = 0
+        for _ in range(args.draws):
+            chosen = rng.integers(len(plan.seeds), size=(folds, 2))
+            a = np.array([base[j][i]["test_acc"] for j, (i, _) in enumerate(chosen)])
+            b = np.array([slow[j][k]["test_acc"] for j, (_, k) in enumerate(chosen)])
+            corrected += int(compare.fold_row(primary, a, b, ratio)["p"] < ALPHA and a.mean() > b.mean())
+            plain += int(stats.paired_p_value(a - b) < ALPHA and a.mean() > b.mean())
+        found["corrected resampled t (the verdict)"][folds] = corrected
+        found["plain paired t over folds"][folds] = plain
+    for test, by_j in found.items():
+        print(f"| {test} | {by_j[5] / args.draws:.3f} | {by_j[10] / args.draws:.3f} |")
+    print(f"\ntrained runs kept in {out} (rerun the analysis alone with --kfold --out {out})")
     return 0
 
 

@@ -91,3 +91,62 @@ def test_duplicates_stay_in_their_earliest_split_only() -> None:
     assert found.keep.tolist() == [True, True, True, True, True, False, True, True]
     assert found.test_keep.tolist() == [False, True]
     assert found.dropped == {"train": 0, "val": 1, "test": 1} and found.groups == 1
+
+
+def test_kfold_validates_every_image_once_per_repeat_stratified_and_reshuffled() -> None:
+    from medablate.data.split import CV, assign_folds
+
+    data = phantom.generate(30, 8, 0)
+    config = SplitConfig(method="kfold", folds=5, repeats=2, seed=3)
+    assert (make_split(data, config) == CV).all()
+    folds = assign_folds(data, None, config)
+    assert folds.shape == (2, 60) and set(folds.ravel()) == {1, 2, 3, 4, 5}
+    for row in folds:
+        for fold in range(1, 6):
+            assert np.bincount(data.labels[row == fold]).tolist() == [6, 6]  # 30 per class over 5 folds
+    assert not np.array_equal(folds[0], folds[1])  # the second repeat is reshuffled
+    assert np.array_equal(folds, assign_folds(data, None, config))  # and seeded
+
+
+def test_kfold_keeps_every_patient_in_one_fold_and_holds_out_a_grouped_test_part() -> None:
+    from medablate.config.schema import GroupBy
+    from medablate.data.split import CV, TEST, assign_folds, patients
+
+    data = phantom.generate(60, 8, 0)
+    data = named(data, [f"person{i // 3}_{'virus' if y else 'normal'}_{i}.jpeg" for i, y in enumerate(data.labels)])
+    config = SplitConfig(method="kfold", folds=4, repeats=2, test_fraction=0.2, group_by=GroupBy(regex=r"(person\d+)_"))
+    split = make_split(data, config)
+    owners = np.array(patients(data, r"(person\d+)_"))
+    assert set(split) == {CV, TEST} and not set(owners[split == TEST]) & set(owners[split == CV])
+    pool = data.subset(split == CV)
+    folds = assign_folds(pool, list(owners[split == CV]), config)
+    for row in folds:
+        fold_of = {}
+        for patient, fold in zip(owners[split == CV], row):
+            fold_of.setdefault(patient, set()).add(int(fold))
+        assert all(len(f) == 1 for f in fold_of.values())
+        assert all(((row == f) & (pool.labels == c)).any() for f in range(1, 5) for c in (0, 1))
+
+
+def test_kfold_refuses_fewer_patients_than_folds() -> None:
+    from medablate.config.schema import GroupBy
+    from medablate.data.split import assign_folds
+
+    data = phantom.generate(6, 8, 0)
+    data = named(data, [f"person{i % 3}_{i}.jpeg" for i in range(12)])
+    config = SplitConfig(method="kfold", folds=5, group_by=GroupBy(regex=r"(person\d+)_"))
+    with pytest.raises(UserError, match="only 3 patients for data.split.folds 5"):
+        assign_folds(data, [f"person{i % 3}" for i in range(12)], config)
+
+
+def test_kfold_removes_a_repeat_within_its_pool() -> None:
+    from medablate.data.duplicates import find_duplicates
+    from medablate.data.split import CV
+
+    data = phantom.generate(3, 8, 0)
+    images = data.images.copy()
+    images[4] = images[0]  # in the pool twice: the two copies could validate in different folds
+    data = type(data)(images, data.labels, data.ids, data.class_names, "test")
+    found = find_duplicates(data, np.array([CV] * 6, dtype=object), None)
+    assert found.keep.tolist() == [True, True, True, True, False, True]
+    assert found.dropped["cv"] == 1

@@ -140,3 +140,28 @@ def test_delong_degenerate_cases() -> None:
     assert math.isnan(stats.delong(np.ones(6, bool), np.arange(6), np.arange(6)).p)  # one class: no AUC
     perfect = stats.delong(y, y.astype(float), y.astype(float) * 2)
     assert (perfect.auc_a, perfect.auc_b, perfect.p) == (1.0, 1.0, 1.0)
+
+
+def test_corrected_resampled_t_matches_a_hand_computation() -> None:
+    # Five fold differences from models trained on 400 images and validated on 100 (Nadeau & Bengio 2003, eq. for
+    # the corrected resampled t; Bouckaert & Frank 2004 for repeated k-fold): by hand,
+    # mean = 0.2 / 5 = 0.04; var = sum((d - 0.04)^2) / 4 = (0 + 0.0004 + 0.0004 + 0.0001 + 0.0001) / 4 = 0.00025;
+    # se = sqrt((1/5 + 100/400) * 0.00025) = sqrt(0.45 * 0.00025) = sqrt(0.0001125) = 0.0106066;
+    # t = 0.04 / 0.0106066 = 3.77124; two-sided p from t with 4 degrees of freedom.
+    d = [0.04, 0.06, 0.02, 0.05, 0.03]
+    result = stats.corrected_resampled_t(d, 100 / 400)
+    assert result.mean == pytest.approx(0.04)
+    assert result.t == pytest.approx(0.04 / math.sqrt(0.45 * 0.00025), rel=1e-12) == pytest.approx(3.77124, rel=1e-5)
+    from scipy import stats as st
+
+    assert result.p == pytest.approx(2 * st.t.sf(3.771236166, 4), rel=1e-6) == pytest.approx(0.01959, abs=5e-5)
+    half = st.t.ppf(0.975, 4) * math.sqrt(0.45 * 0.00025)  # 2.776445 * 0.0106066 = 0.029449
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.04 - half, 0.04 + half), rel=1e-9)
+    plain = st.ttest_1samp(d, 0.0)  # the uncorrected test is far more confident: se = sqrt(0.00025 / 5)
+    assert plain.pvalue < result.p / 4 and plain.statistic == pytest.approx(5.656854, rel=1e-6)
+
+
+def test_corrected_resampled_t_degenerate_cases() -> None:
+    assert math.isnan(stats.corrected_resampled_t([0.1], 0.25).p)
+    assert stats.corrected_resampled_t([0.0, 0.0, 0.0], 0.25).p == 1.0
+    assert math.isnan(stats.corrected_resampled_t([0.1, 0.1, 0.1], 0.25).p)  # no spread: no test

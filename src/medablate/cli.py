@@ -202,7 +202,7 @@ def _print_data(study: Any, name: str, counts: dict[str, dict[str, int]] | None)
 
 
 def _print_plan(runner: Any) -> None:
-    table = Table(title=f"{runner.study.name}: {len(runner.plan.trials)} trials x {len(runner.plan.seeds)} seeds")
+    table = Table(title=f"{runner.study.name}: {runner.shape()}")
     table.add_column("trial")
     table.add_column("comparisons")
     for key in runner.plan.varied_keys:

@@ -24,6 +24,7 @@ from medablate.analysis.ensembles import (
 from medablate.analysis.outcomes import (
     BY_KEY,
     OUTCOMES,
+    TEST_OVER_TRAIN,
     Outcome,
     is_tested,
     run_outcomes,
@@ -32,7 +33,7 @@ from medablate.analysis.outcomes import (
 from medablate.config.schema import Study, to_plain
 from medablate.core import atomic, faults
 from medablate.execute import results
-from medablate.execute.plan import Plan, Trial, level_label, load_study_folder, reference_trial
+from medablate.execute.plan import Plan, Replicate, Trial, level_label, load_study_folder, reference_trial
 from medablate.folder import claims, layout, rundir
 from medablate.scoring.clinical import Predictions
 
@@ -44,9 +45,13 @@ IMAGE_ROWS = (PER_IMAGE, PER_IMAGE_AUC)  # rows whose unit is the test image, no
 # Their tests ask whether two sets of trained models differ on these test images, which two trainings of one
 # configuration nearly always do (benchmarks/null_calibration.py): they never enter a family or give a verdict.
 PER_IMAGE_ROLE = "models on these images"
-COMPARISON_COLUMNS = ["comparison", "level", "reference", "outcome", "n", "level_mean", "reference_mean",
+CORRECTED = "corrected resampled t (Nadeau & Bengio)"
+COMPARISON_COLUMNS = ["comparison", "level", "reference", "outcome", "unit", "n", "level_mean", "reference_mean",
                       "difference", "ci_low", "ci_high", "test", "role", "p", "p_holm", "prob_improvement", "verdict",
                       "seeds_needed", "family", "family_size", "detail"]
+
+
+Found = dict[tuple[str, Replicate], dict[str, float]]  # a finished run's outcomes, by (trial id, (seed, fold))
 
 
 @dataclass
@@ -55,38 +60,76 @@ class Analysis:
     rows: list[dict[str, Any]]
     sentences: dict[str, list[str]]
     missing: list[str] = field(default_factory=list)
-    outcomes: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # per (trial id, seed)
+    outcomes: Found = field(default_factory=dict)  # per (trial id, replicate)
     results: list[dict[str, Any]] = field(default_factory=list)  # results.csv's rows, once written
 
 
-def collect(out: Path, study: Study, plan: Plan) -> tuple[dict[tuple[str, int], dict[str, float]], list[str]]:
-    """Outcomes per (trial id, seed) for finished runs, and the ids of runs that are not (yet) usable."""
+def collect(out: Path, study: Study, plan: Plan) -> tuple[Found, list[str]]:
+    """Outcomes per (trial id, replicate) for finished runs, and the ids of runs that are not (yet) usable."""
     found, missing = {}, []
     for run in plan.runs:
         values = run_outcomes(rundir.trial_dir(out, run.id), study.analysis)
         if values is None:
             missing.append(f"{run.id} ({rundir.run_status(rundir.trial_dir(out, run.id))})")
         else:
-            found[(run.trial.id, run.seed)] = values
+            found[(run.trial.id, run.replicate)] = values
     return found, missing
 
 
-def summarise(plan: Plan, found: dict[tuple[str, int], dict[str, float]]) -> list[dict[str, Any]]:
+def summarise(plan: Plan, found: Found) -> list[dict[str, Any]]:
+    """Per trial, each outcome's mean, SD and 95% CI over its seeds; kfold: over its folds (each fold's mean over
+    seeds), with the corrected resampled interval."""
     rows = []
     for trial in plan.trials:
-        per_seed = [found[(trial.id, s)] for s in plan.seeds if (trial.id, s) in found]
-        row: dict[str, Any] = {"trial": trial.id, "comparisons": ";".join(trial.comparisons), "seeds": len(per_seed)}
+        finished = [r for r in plan.replicates if (trial.id, r) in found]
+        row: dict[str, Any] = {"trial": trial.id, "comparisons": ";".join(trial.comparisons),
+                               "seeds": len({seed for seed, _ in finished})}
+        if plan.folds:
+            row["folds"] = len({fold for _, fold in finished})
         for outcome in OUTCOMES:
-            mean, sd, low, high = stats.mean_sd_ci([v[outcome.key] for v in per_seed], bounds=outcome.bounds)
+            values = [found[(trial.id, r)][outcome.key] for r in finished]
+            if plan.folds:
+                mean, sd, low, high = _fold_mean_ci(trial, finished, found, outcome)
+            else:
+                mean, sd, low, high = stats.mean_sd_ci(values, bounds=outcome.bounds)
             row.update({f"{outcome.key}_mean": mean, f"{outcome.key}_sd": sd,
                         f"{outcome.key}_ci_low": low, f"{outcome.key}_ci_high": high})
         rows.append(row)
     return rows
 
 
-def _paired(found: dict, level: Trial, reference: Trial, seeds: list[int], key: str) -> tuple[list[int], np.ndarray, np.ndarray]:
-    pairs = [(s, found[(level.id, s)][key], found[(reference.id, s)][key]) for s in seeds
-             if (level.id, s) in found and (reference.id, s) in found]
+def _fold_mean_ci(trial: Trial, finished: list[Replicate], found: Found,
+                  outcome: Outcome) -> tuple[float, float, float, float]:
+    """kfold: the mean over folds of each fold's mean over seeds, the SD of those, and the corrected interval."""
+    pairs = [(r, found[(trial.id, r)][outcome.key]) for r in finished]
+    pairs = [(r, v) for r, v in pairs if math.isfinite(v)]
+    if not pairs:
+        return (math.nan,) * 4
+    reps, values = [r for r, _ in pairs], np.array([v for _, v in pairs])
+    means = _by_fold(reps, values)
+    ratio = _test_over_train(found, [(trial.id, r) for r in reps])
+    result = stats.corrected_resampled_t(means, ratio, bounds=outcome.bounds)
+    sd = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
+    return result.mean, sd, result.ci_low, result.ci_high
+
+
+def _by_fold(replicates: list[Replicate], values: np.ndarray) -> np.ndarray:
+    """kfold: each fold's mean over its seeds, in the order of first appearance."""
+    folds = list(dict.fromkeys(fold for _, fold in replicates))
+    return np.array([values[[f == fold for _, f in replicates]].mean() for fold in folds])
+
+
+def _test_over_train(found: Found, keys: list[tuple[str, Replicate]]) -> float:
+    """kfold: the mean over these runs of validation images / training images (the correction's ratio)."""
+    ratios = [found[k].get(TEST_OVER_TRAIN, math.nan) for k in keys]
+    finite = [r for r in ratios if math.isfinite(r)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _paired(found: Found, level: Trial, reference: Trial, replicates: list[Replicate],
+            key: str) -> tuple[list[Replicate], np.ndarray, np.ndarray]:
+    pairs = [(r, found[(level.id, r)][key], found[(reference.id, r)][key]) for r in replicates
+             if (level.id, r) in found and (reference.id, r) in found]
     pairs = [p for p in pairs if math.isfinite(p[1]) and math.isfinite(p[2])]
     return [p[0] for p in pairs], np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])
 
@@ -103,12 +146,27 @@ def seed_row(study: Study, outcome: Outcome, a: np.ndarray, b: np.ndarray) -> di
     elif stats.no_spread(d) and study.analysis.test == "t":
         test, low, high = "exact sign-flip permutation (no spread: a t-test cannot be computed)", math.nan, math.nan
         detail = f"every seed pair differs by exactly {d[0]:.6g}"
-    return {"outcome": outcome.key, "n": len(d), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
-            "difference": mean, "ci_low": low, "ci_high": high, "test": test,
+    return {"outcome": outcome.key, "unit": "seeds", "n": len(d), "level_mean": float(a.mean()),
+            "reference_mean": float(b.mean()), "difference": mean, "ci_low": low, "ci_high": high, "test": test,
             "p": stats.paired_p_value(d, study.analysis.test) if enough else math.nan,
             "prob_improvement": stats.probability_of_improvement(a, b, outcome.higher_is_better),
             "seeds_needed": stats.seeds_needed(d, study.analysis.alpha) if is_tested(outcome) else None,
             "detail": detail}
+
+
+def fold_row(outcome: Outcome, a: np.ndarray, b: np.ndarray, test_over_train: float) -> dict[str, Any]:
+    """kfold: paired comparison over folds (each fold's values averaged over its seeds first) with the corrected
+    resampled t-test, whose ratio is the folds' validation / training images."""
+    result = stats.corrected_resampled_t(a - b, test_over_train, bounds=outcome.difference_bounds)
+    tested = is_tested(outcome) and len(a) >= MIN_SEEDS
+    return {"outcome": outcome.key, "unit": "folds", "n": len(a), "level_mean": float(a.mean()),
+            "reference_mean": float(b.mean()), "difference": result.mean,
+            "ci_low": result.ci_low if is_tested(outcome) else math.nan,
+            "ci_high": result.ci_high if is_tested(outcome) else math.nan,
+            "test": CORRECTED if is_tested(outcome) else DESCRIPTIVE, "p": result.p if tested else math.nan,
+            "prob_improvement": stats.probability_of_improvement(a, b, outcome.higher_is_better), "seeds_needed": None,
+            "detail": f"{len(a)} folds; n_test/n_train {test_over_train:.4f}" if is_tested(outcome) else
+            f"reported, never tested: {outcome.untested_because}"}
 
 
 def image_row(study: Study, level: list[Path], reference: list[Path]) -> dict[str, Any] | None:
@@ -123,7 +181,7 @@ def image_row(study: Study, level: list[Path], reference: list[Path]) -> dict[st
     a, b = (p.decisions == p.labels for p in found)
     only_level, only_ref, p = stats.mcnemar_exact(a, b)
     low, high = stats.paired_bootstrap_ci(a[None], b[None], study.analysis.bootstrap_resamples)
-    return {"outcome": PER_IMAGE, "n": len(a), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
+    return {"outcome": PER_IMAGE, "unit": "images", "n": len(a), "level_mean": float(a.mean()), "reference_mean": float(b.mean()),
             "difference": (only_level - only_ref) / len(a), "ci_low": low, "ci_high": high,
             "test": "McNemar exact on the seed ensembles' decisions; paired bootstrap CI over images",
             "p": p if len(level) >= MIN_SEEDS else math.nan, "prob_improvement": math.nan, "seeds_needed": None,
@@ -142,7 +200,8 @@ def auc_row(study: Study, level: list[Path], reference: list[Path]) -> dict[str,
     pooled = stats.delong(positive, found[0].probabilities[:, 1], found[1].probabilities[:, 1])
     per_seed = ", ".join(f"{a.name} vs {b.name} {r.difference:+.3f} (p {r.p:.2g})"
                          for a, b in zip(level, reference, strict=True) if (r := _pair_delong(a, b)) is not None)
-    return {"outcome": PER_IMAGE_AUC, "n": len(positive), "level_mean": pooled.auc_a, "reference_mean": pooled.auc_b,
+    return {"outcome": PER_IMAGE_AUC, "unit": "images", "n": len(positive), "level_mean": pooled.auc_a,
+            "reference_mean": pooled.auc_b,
             "difference": pooled.difference, "ci_low": pooled.ci_low, "ci_high": pooled.ci_high,
             "test": "DeLong (paired ROC AUCs of the seed ensembles' probabilities on the same test images)",
             "p": pooled.p if len(level) >= MIN_SEEDS else math.nan, "prob_improvement": math.nan,
@@ -182,13 +241,19 @@ def compare_rows(out: Path, study: Study, plan: Plan, found: dict) -> list[dict[
             head = {"comparison": comparison.name, "level": level_label(level, keys),
                     "reference": level_label(reference, keys), "primary": primary_outcome(study, comparison, found)}
             for outcome in OUTCOMES:
-                seeds, a, b = _paired(found, level, reference, plan.seeds, outcome.key)
-                if len(seeds):
+                replicates, a, b = _paired(found, level, reference, plan.replicates, outcome.key)
+                if not replicates:
+                    continue
+                if plan.folds:
+                    ratio = _test_over_train(found, [(level.id, r) for r in replicates])
+                    rows.append(head | fold_row(outcome, _by_fold(replicates, a), _by_fold(replicates, b), ratio))
+                else:
                     rows.append(head | seed_row(study, outcome, a, b))
-            seeds, _, _ = _paired(found, level, reference, plan.seeds, "test_acc")
-            dirs = [[rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in seeds] for trial in (level, reference)]
+            replicates, _, _ = _paired(found, level, reference, plan.replicates, "test_acc")
+            dirs = [[rundir.trial_dir(out, rundir.run_id(trial.id, *r)) for r in replicates]
+                    for trial in (level, reference)]
             for image_test in (image_row, auc_row):
-                per_image = image_test(study, *dirs) if seeds else None
+                per_image = image_test(study, *dirs) if replicates else None
                 if per_image:
                     rows.append(head | per_image)
     return correct_family(rows, study)
@@ -254,9 +319,10 @@ def _amount(outcome: Outcome, value: float) -> str:
 
 def _ci(outcome: Outcome, row: dict[str, Any]) -> str:
     if math.isnan(row["ci_low"]):
+        unit = _unit(row)
         if row["n"] >= 2 and row["difference"] != 0:
-            return f"no spread: every seed pair differs by exactly {_amount(outcome, row['difference'])}"
-        return "no CI with one seed"
+            return f"no spread: every {unit} pair differs by exactly {_amount(outcome, row['difference'])}"
+        return f"no CI with one {unit}"
     digits = 4 if outcome.unit == "" else 1
     return f"95% CI {scaled(outcome, row['ci_low']):+.{digits}f} to {scaled(outcome, row['ci_high']):+.{digits}f}"
 
@@ -266,12 +332,17 @@ def _judgement(row: dict[str, Any]) -> str:
         raw = f"raw p = {row['p']:.2g}" if not math.isnan(row["p"]) else "no p-value"
         return f"exploratory ({raw}; outside the primary family, so no verdict)"
     if row["verdict"] == "cannot tell":
-        needed = row.get("seeds_needed")
+        needed, unit = row.get("seeds_needed"), _unit(row)
         if needed:
             return (f"cannot tell with {row['n']} seed(s); a difference this size would need about {needed} seeds "
                     f"at 80% power")
-        return f"cannot tell with {row['n']} seed(s); at least {MIN_SEEDS} are needed to estimate the spread"
+        return f"cannot tell with {row['n']} {unit}(s); at least {MIN_SEEDS} are needed to estimate the spread"
     return f"{row['verdict']} ({_p_values(row)})"
+
+
+def _unit(row: dict[str, Any]) -> str:
+    """What a row's pairs are: seeds, or (kfold) folds."""
+    return "fold" if row.get("unit") == "folds" else "seed"
 
 
 def _p_values(row: dict[str, Any]) -> str:
@@ -294,7 +365,8 @@ def sentence(rows: list[dict[str, Any]]) -> str:
              f"DeLong on their test ROC AUCs ({auc['level_mean']:.3f} vs {auc['reference_mean']:.3f}) p = {auc['p']:.2g}"
              if auc and not math.isnan(auc["p"]) else ""]
     if any(tests):
-        parts.append(f"the seed ensembles on these test images: {'; '.join(t for t in tests if t)} (these hold the "
+        ensembles = "fold ensembles" if any(r.get("unit") == "folds" for r in rows) else "seed ensembles"
+        parts.append(f"the {ensembles} on these test images: {'; '.join(t for t in tests if t)} (these hold the "
                      "trained models fixed: they say whether these models differ on these images, not whether the "
                      "configurations do)")
     converge = by_outcome.get("convergence_epoch")
@@ -340,14 +412,14 @@ def write_analysis(out: Path) -> Analysis:
     analysis = analyse(out)
     for row in analysis.summary:
         row.update(summary_columns(ensembles.get(row["trial"])))
-    columns = ["trial", "comparisons", "seeds"] + [f"{o.key}_{s}" for o in OUTCOMES
+    columns = ["trial", "comparisons", "seeds", *(["folds"] if plan.folds else [])] + [f"{o.key}_{s}" for o in OUTCOMES
                                                   for s in ("mean", "sd", "ci_low", "ci_high")] + ENSEMBLE_COLUMNS
     atomic.write_csv(out / layout.SUMMARY_CSV, analysis.summary, columns)
     atomic.write_csv(out / layout.COMPARISONS_CSV, analysis.rows, COMPARISON_COLUMNS)
     comparisons = {c.name: list(c.vary) for c in study.comparisons}
     base_flat = results.flatten({"model": to_plain(study.model), "training": to_plain(study.training)})
     results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.notes,
-                         conclusions_section(analysis, len(plan.seeds)))
+                         conclusions_section(analysis, len(plan.replicates), bool(plan.folds)))
     analysis.results = result_rows
     return analysis
 
@@ -364,7 +436,7 @@ def family_sentence(rows: list[dict[str, Any]]) -> str:
             "training time and the highest validation accuracy at any epoch are descriptive only.")
 
 
-def conclusions_section(analysis: Analysis, seeds: int) -> list[str]:
+def conclusions_section(analysis: Analysis, seeds: int, folds: bool = False) -> list[str]:
     lines = ["## Conclusions", ""]
     if seeds < MIN_SEEDS:
         lines += [f"> With {seeds} seed(s) this study cannot tell real differences from seed noise; "
@@ -373,7 +445,9 @@ def conclusions_section(analysis: Analysis, seeds: int) -> list[str]:
         lines += [f"> Not finished, left out: {', '.join(analysis.missing)}.", ""]
     for comparison, texts in analysis.sentences.items():
         lines += [f"### {comparison}", ""] + [f"- {t}" for t in texts] + [""]
-    lines += ["Differences are level minus reference, paired by seed. " + family_sentence(analysis.rows) +
+    paired = ("paired by fold (each fold's runs averaged over seeds), tested with the corrected resampled t-test "
+              "(Nadeau & Bengio 2003), since the folds share training images" if folds else "paired by seed")
+    lines += [f"Differences are level minus reference, {paired}. " + family_sentence(analysis.rows) +
               f" Details: {layout.COMPARISONS_CSV} (one row per level, outcome and test) and {layout.SUMMARY_CSV} "
               "(mean, SD and 95% CI per trial).", ""]
     return lines

@@ -1,7 +1,10 @@
 """Seed ensembles: the mean of a trial's seeds' probabilities, evaluated like a run (what a practitioner deploys).
 
 Costs no training: it reads the seeds' saved predictions. The threshold is chosen on the ensemble's validation
-probabilities with the study's rule, as for a run, and applied unchanged to test. Written to
+probabilities with the study's rule, as for a run, and applied unchanged to test. With k-fold cross-validation
+the ensemble is every fold's model of every seed (the fold ensemble); each image of the pool validated in one fold
+per repeat, so its validation set is the out-of-fold predictions (each image's mean over the runs that validated
+on it). Written to
 DIR/ensembles/<trial>/ (metrics.json, predictions_val_ensemble.csv, predictions_test_ensemble.csv).
 """
 
@@ -32,15 +35,35 @@ def mean_predictions(run_dirs: list[Path], split: str, names: list[str]) -> tupl
     return ids, Predictions(labels, probabilities, decisions)
 
 
-def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> EnsembleRecord | None:
-    """Evaluate the mean of the finished seeds of one trial (2 or more), write its files, return its record."""
-    seeds = [s for s in plan.seeds
-             if rundir.finished_metrics(rundir.trial_dir(out, rundir.run_id(trial.id, s)))]
-    if len(seeds) < 2:
+def out_of_fold(run_dirs: list[Path], names: list[str]) -> tuple[list[str], Predictions] | None:
+    """kfold: each pool image's mean probabilities over the runs that validated on it."""
+    found = [rundir.read_prediction_arrays(rundir.predictions_file(d, "val"), names) for d in run_dirs]
+    if any(f is None for f in found):
         return None
-    run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in seeds]
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    labels: dict[str, int] = {}
+    for ids, image_labels, probabilities, _ in found:  # type: ignore[misc]
+        for image, label, row in zip(ids, image_labels, probabilities, strict=True):
+            sums[image] = sums.get(image, 0) + row
+            counts[image] = counts.get(image, 0) + 1
+            labels[image] = int(label)
+    ids = list(sums)
+    probabilities = np.array([sums[i] / counts[i] for i in ids])
+    decisions = (probabilities[:, 1] >= 0.5).astype(int) if probabilities.shape[1] == 2 else probabilities.argmax(1)
+    return ids, Predictions(np.array([labels[i] for i in ids]), probabilities, decisions)
+
+
+def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> EnsembleRecord | None:
+    """Evaluate the mean of the finished runs of one trial (2 or more), write its files, return its record."""
+    runs = zip(plan.replicates, plan.run_dirs(out, trial), strict=True)
+    finished = [(replicate, d) for replicate, d in runs if rundir.finished_metrics(d)]
+    if len(finished) < 2 or (plan.folds and len(finished) < len(plan.replicates)):  # kfold: every fold, or none
+        return None
+    run_dirs = [d for _, d in finished]
+    seeds = sorted({seed for (seed, _), _ in finished})
     names = list(rundir.read_config(run_dirs[0])["resolved"]["class_names"])
-    val = mean_predictions(run_dirs, "val", names)
+    val = out_of_fold(run_dirs, names) if plan.folds else mean_predictions(run_dirs, "val", names)
     test = mean_predictions(run_dirs, "test", names)
     if val is None:
         return None
@@ -51,10 +74,12 @@ def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> Ensembl
             ids, p = found
             rundir.write_predictions(predictions_file(folder, split, "_ensemble"), ids, p.labels, p.probabilities,
                                      p.decisions, names, threshold)
-    record = EnsembleRecord(format=rundir.FORMAT, trial=trial.id, seeds=seeds, threshold=threshold,
-                            evaluation=EvaluationReport.model_validate(report), class_names=names,
-                            method="mean of the seeds' class probabilities; threshold chosen on the ensemble's "
-                                   "validation set")
+    method = ("mean of every fold's and seed's class probabilities (the fold ensemble); threshold chosen on the "
+              "out-of-fold validation predictions" if plan.folds else
+              "mean of the seeds' class probabilities; threshold chosen on the ensemble's validation set")
+    record = EnsembleRecord(format=rundir.FORMAT, trial=trial.id, seeds=seeds, runs=[d.name for d in run_dirs],
+                            threshold=threshold, evaluation=EvaluationReport.model_validate(report),
+                            class_names=names, method=method)
     rundir.write_metrics(folder, record)
     return record
 

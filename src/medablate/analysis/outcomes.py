@@ -42,6 +42,7 @@ OUTCOMES = [
     Outcome("seconds", "training time", False, "s", untested_because="it depends on machine load, not on the factor"),
 ]
 BY_KEY = {o.key: o for o in OUTCOMES}
+TEST_OVER_TRAIN = "test_over_train"  # kfold: the run's validation / training images (not an outcome)
 
 
 def is_tested(outcome: Outcome) -> bool:
@@ -65,6 +66,8 @@ def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | 
         "convergence_epoch": stats.convergence_epoch(val_acc, analysis.convergence_fraction),
         "stability": stats.stability(val_acc, analysis.stability_epochs),
         "seconds": metrics.seconds,
+        TEST_OVER_TRAIN: metrics.val_images / metrics.train_images if metrics.val_images and metrics.train_images
+        else None,
     }
     return {k: float(v) if v is not None else math.nan for k, v in values.items()}
 

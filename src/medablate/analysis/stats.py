@@ -10,6 +10,9 @@ Choices (see README, "Which differences are real"):
 - Two ROC AUCs on the same test images: DeLong's test (DeLong, DeLong & Clarke-Pearson 1988), computed with
   the midrank algorithm of Sun & Xu (2014). Its unit is the image: it asks whether two models differ on this
   population of images, not whether two configurations differ.
+- k-fold cross-validation: the folds' models share most of their training images, so fold-level differences are
+  correlated and a plain t-test over them is far too liberal. The corrected resampled t-test (Nadeau & Bengio 2003;
+  for repeated k-fold, Bouckaert & Frank 2004) inflates the variance of the mean by (1/J + n_test/n_train).
 - Holm's step-down correction over every p-value of a study.
 """
 
@@ -198,3 +201,35 @@ def stability(val_acc: Sequence[float], window: int = 10) -> float:
     """Sample SD of validation accuracy over the last `window` epochs (NaN with fewer than 2)."""
     tail = np.asarray(val_acc[-window:], float)
     return float(tail.std(ddof=1)) if len(tail) >= 2 else math.nan
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """The corrected resampled t-test of J fold-level differences."""
+
+    mean: float
+    t: float
+    p: float
+    ci_low: float
+    ci_high: float
+    folds: int
+    test_over_train: float
+
+
+def corrected_resampled_t(differences: Values, test_over_train: float, confidence: float = 0.95,
+                          bounds: Bounds = UNBOUNDED) -> Resampled:
+    """Nadeau & Bengio's corrected resampled t-test over J = folds x repeats paired differences, each from models
+    trained on n_train images and scored on n_test: t = mean / sqrt((1/J + n_test/n_train) * var), with J - 1
+    degrees of freedom; the interval is mean +- t_crit times that standard error (intersected with `bounds`)."""
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    mean = float(d.mean()) if n else math.nan
+    if n < 2:
+        return Resampled(mean, math.nan, math.nan, math.nan, math.nan, n, test_over_train)
+    if np.all(d == d[0]):  # no spread: a t statistic cannot be computed (nor a sign-flip test: the folds overlap)
+        return Resampled(mean, math.nan, 1.0 if mean == 0 else math.nan, mean, mean, n, test_over_train)
+    se = math.sqrt((1 / n + test_over_train) * float(d.var(ddof=1)))
+    t = mean / se
+    half = float(st.t.ppf(0.5 + confidence / 2, n - 1)) * se
+    return Resampled(mean, t, float(2 * st.t.sf(abs(t), n - 1)), max(mean - half, bounds[0]),
+                     min(mean + half, bounds[1]), n, test_over_train)

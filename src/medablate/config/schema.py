@@ -80,24 +80,31 @@ class GroupBy(Strict):
 
 
 class SplitConfig(Strict):
-    method: Literal["course", "stratified", "source"] = Field(
-        "course", description="course, stratified, or source (the data's own split: folders, manifest, MedMNIST); "
-                              "a source that comes split is used as split unless method is set")
+    method: Literal["course", "stratified", "kfold", "source"] = Field(
+        "course", description="course, stratified, kfold (cross-validation: every run trains on all folds but one), "
+                              "or source (the data's own split: folders, manifest, MedMNIST); a source that comes "
+                              "split is used as split unless method is set")
     train_per_class: StrictInt = Field(800, ge=1, description="course: the first N images of each class train")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="stratified: fraction held out for validation")
-    test_fraction: float = Field(0.0, ge=0, lt=1, description="stratified: fraction held out as the test set "
-                                                              "(patient-grouped like validation); 0: none")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="stratified or kfold: fraction held out as the test "
+                                                              "set (patient-grouped like validation); 0: none")
+    folds: StrictInt = Field(5, ge=2, le=50, description="kfold: folds per repeat; each fold validates once")
+    repeats: StrictInt = Field(1, ge=1, le=20, description="kfold: repetitions of the k-fold split, each reshuffled")
     seed: StrictInt = 0
-    group_by: GroupBy | None = Field(None, description="stratified: keep each patient's images on one side")
+    group_by: GroupBy | None = Field(None, description="stratified or kfold: keep each patient's images on one side")
 
     @model_validator(mode="after")
     def _grouping_needs_stratified(self) -> SplitConfig:
-        if self.group_by is not None and self.method != "stratified":
-            raise ValueError("group_by needs method: stratified (the course split takes the first images of each "
-                             "class and cannot keep patients together)")
-        if self.test_fraction > 0 and self.method != "stratified":
-            raise ValueError("test_fraction needs method: stratified (it holds out a random, stratified share)")
-        if self.test_fraction + self.val_fraction >= 0.9:
+        if self.group_by is not None and self.method not in ("stratified", "kfold"):
+            raise ValueError("group_by needs method: stratified or kfold (the course split takes the first images of "
+                             "each class and cannot keep patients together)")
+        if self.test_fraction > 0 and self.method not in ("stratified", "kfold"):
+            raise ValueError("test_fraction needs method: stratified or kfold (it holds out a random, stratified "
+                             "share)")
+        if self.method == "kfold" and self.test_fraction >= 0.5:
+            raise ValueError(f"test_fraction {self.test_fraction} leaves less than half of the images to the folds: "
+                             "keep it below 0.5")
+        if self.method != "kfold" and self.test_fraction + self.val_fraction >= 0.9:
             raise ValueError(f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction} leave too little "
                              "to train on: keep their sum below 0.9")
         return self

@@ -1,4 +1,5 @@
-"""Exact duplicates (same decoded pixels) across splits: keep each in its earliest split only."""
+"""Exact duplicates (same decoded pixels) across splits: keep each in its earliest split only. In a k-fold
+pool (split 'cv') every image validates in some fold, so a repeat within the pool is removed as well."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medablate.data.split import TRAIN, VAL
+from medablate.data.split import CV, TRAIN, VAL
 from medablate.data.types import ImageSet
 
-ORDER = {TRAIN: 0, VAL: 1, "test": 2}
+ORDER = {TRAIN: 0, CV: 0, VAL: 1, "test": 2}
 
 
 def pixel_hashes(data: ImageSet) -> list[str]:
@@ -42,10 +43,14 @@ def find_duplicates(data: ImageSet, split: np.ndarray, test: ImageSet | None,
         counts[digest] = counts.get(digest, 0) + 1
     keep = np.ones(len(data), bool)
     test_keep = np.ones(len(test), bool) if test is not None else None
-    dropped = {TRAIN: 0, VAL: 0, "test": 0}
-    names = {v: k for k, v in ORDER.items()}
+    dropped = {TRAIN: 0, VAL: 0, "test": 0} | ({CV: 0} if (np.asarray(split) == CV).any() else {})
+    names = {v: k for k, v in ORDER.items() if k != CV}
+    in_pool: set[str] = set()
     for digest, order, where, index in entries:
-        if order > first_split[digest]:
+        pool = where == "data" and split[index] == CV
+        if order > first_split[digest] or (pool and digest in in_pool):
             (keep if where == "data" else test_keep)[index] = False  # type: ignore[index]
-            dropped[names[order]] += 1
+            dropped[CV if pool else names[order]] += 1
+        elif pool:
+            in_pool.add(digest)
     return Duplicates(keep, test_keep, dropped, sum(1 for c in counts.values() if c > 1))

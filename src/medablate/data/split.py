@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -18,6 +19,7 @@ KERMANY_PATIENTS = r"(person\d+)_|((?:NORMAL2-)?IM-\d+)-"
 
 
 TEST = "test"
+CV = "cv"  # kfold: the images the folds are made of (each validates in one fold per repeat)
 
 
 def uses_source_split(data: ImageSet, config: SplitConfig) -> bool:
@@ -47,6 +49,11 @@ def make_split(data: ImageSet, config: SplitConfig) -> np.ndarray:
     if config.method == "course":
         return _course(data, config.train_per_class)
     groups = group_ids(data, config) if config.group_by is not None else None
+    if config.method == "kfold":  # the folds are drawn later, from the images left after duplicates are removed
+        split = np.full(len(data), CV, dtype=object)
+        if config.test_fraction > 0:
+            split[_hold_out(data, groups, config.test_fraction, config.seed) == VAL] = TEST
+        return split
     if config.test_fraction == 0:
         return _hold_out(data, groups, config.val_fraction, config.seed)
     # Test first, then validation from the rest; both fractions are of all images, both patient-grouped.
@@ -114,6 +121,34 @@ def _stratified_groups(data: ImageSet, groups: list[str], val_fraction: float, s
     return split
 
 
+def assign_folds(data: ImageSet, groups: list[str] | None, config: SplitConfig) -> np.ndarray:
+    """kfold: the fold (1..folds) in which each image validates, one row per repeat; stratified by class, patient-
+    grouped when groups are given (scikit-learn's StratifiedGroupKFold), reshuffled with seed + repeat."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    folds = np.zeros((config.repeats, len(data)), dtype=np.int64)
+    if groups is not None and len(set(groups)) < config.folds:
+        raise UserError(f"only {len(set(groups))} patients for data.split.folds {config.folds}: every fold needs "
+                        "patients of its own; lower folds, add data or drop data.split.group_by.")
+    smallest = min(np.bincount(data.labels, minlength=len(data.class_names)))
+    if smallest < config.folds:
+        raise UserError(f"a class has {smallest} images, fewer than data.split.folds {config.folds}: every fold needs "
+                        "each class; lower folds or add images.")
+    for repeat in range(config.repeats):
+        seed = config.seed + repeat
+        splitter = StratifiedGroupKFold(config.folds, shuffle=True, random_state=seed) if groups is not None \
+            else StratifiedKFold(config.folds, shuffle=True, random_state=seed)
+        for fold, (_, val_index) in enumerate(splitter.split(np.zeros(len(data)), data.labels, groups), start=1):
+            folds[repeat, val_index] = fold
+    for repeat, fold in itertools.product(range(config.repeats), range(1, config.folds + 1)):
+        for index, name in enumerate(data.class_names):
+            member = data.labels == index
+            if not (member & (folds[repeat] == fold)).any() or not (member & (folds[repeat] != fold)).any():
+                raise UserError(f"repeat {repeat + 1}, fold {fold} of the k-fold split leaves class '{name}' empty on "
+                                "one side (patients are kept together): lower data.split.folds or add images.")
+    return folds
+
+
 def _course(data: ImageSet, train_per_class: int) -> np.ndarray:
     """The first train_per_class images of each class train, the rest validate (as the course did)."""
     split = np.full(len(data), VAL, dtype=object)
@@ -146,10 +181,17 @@ def _stratified(data: ImageSet, val_fraction: float, seed: int) -> np.ndarray:
 SPLIT_COLUMNS = ["file", "label", "class", "patient", "split", "pixels_sha1"]
 
 
-def split_rows(data: ImageSet, split: np.ndarray, patient: list[str] | None = None,
-               hashes: list[str] | None = None) -> list[dict[str, object]]:
-    """split.csv's rows; the pixel hash lets `evaluate` tell when its images are the study's own."""
+def split_rows(data: ImageSet, split: np.ndarray, patient: list[str] | None = None, hashes: list[str] | None = None,
+               folds: np.ndarray | None = None) -> tuple[list[dict[str, object]], list[str]]:
+    """split.csv's rows and columns; the pixel hash lets `evaluate` tell when its images are the study's own. kfold
+    adds a column per repeat: the fold in which the image validates (empty outside the pool)."""
     patient = patient or [""] * len(data)
     hashes = hashes or [""] * len(data)
-    return [{"file": i, "label": int(y), "class": data.class_names[int(y)], "patient": p, "split": s, "pixels_sha1": h}
-            for i, y, p, s, h in zip(data.ids, data.labels, patient, split, hashes, strict=False)]
+    rows: list[dict[str, object]] = [
+        {"file": i, "label": int(y), "class": data.class_names[int(y)], "patient": p, "split": s, "pixels_sha1": h}
+        for i, y, p, s, h in zip(data.ids, data.labels, patient, split, hashes, strict=False)]
+    fold_columns = [f"fold_rep{r}" for r in range(1, len(folds) + 1)] if folds is not None else []
+    for column, row in zip(fold_columns, folds if folds is not None else [], strict=True):
+        for entry, fold in zip(rows, row, strict=True):
+            entry[column] = int(fold) or ""
+    return rows, SPLIT_COLUMNS + fold_columns

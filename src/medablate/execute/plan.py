@@ -24,7 +24,7 @@ from medablate.config.schema import (
 from medablate.errors import UserError
 from medablate.folder import layout, rundir
 from medablate.folder.records import StudyInfo
-from medablate.folder.rundir import run_id
+from medablate.folder.rundir import Fold, run_id
 
 
 @dataclass
@@ -41,14 +41,22 @@ class Trial:
         return config_hash(self.config)
 
 
+Replicate = tuple[int, Fold | None]  # what a trial is trained once per: a seed (kfold: a seed on one fold)
+
+
 @dataclass(frozen=True)
 class Run:
     trial: Trial
     seed: int
+    fold: Fold | None = None
 
     @property
     def id(self) -> str:
-        return run_id(self.trial.id, self.seed)
+        return run_id(self.trial.id, self.seed, self.fold)
+
+    @property
+    def replicate(self) -> Replicate:
+        return self.seed, self.fold
 
 
 @dataclass
@@ -56,13 +64,24 @@ class Plan:
     trials: list[Trial]
     seeds: list[int]
     varied_keys: list[str]
+    folds: list[Fold] = field(default_factory=list)  # kfold: every repeat's folds; empty otherwise
+
+    @property
+    def replicates(self) -> list[Replicate]:
+        """Each trial's runs: one per seed, or (kfold) one per fold of each seed, the folds of one repeat in turn."""
+        folds: list[Fold | None] = list(self.folds) or [None]
+        return [(s, f) for f in folds for s in self.seeds]
 
     @property
     def runs(self) -> list[Run]:
-        return [Run(t, s) for s in self.seeds for t in self.trials]
+        return [Run(t, s, f) for s, f in self.replicates for t in self.trials]
 
     def trials_of(self, comparison: str) -> list[Trial]:
         return [t for t in self.trials if comparison in t.comparisons]
+
+    def run_dirs(self, out: Path, trial: Trial) -> list[Path]:
+        """The folders of a trial's runs, in the order of replicates."""
+        return [rundir.trial_dir(out, run_id(trial.id, s, f)) for s, f in self.replicates]
 
 
 def config_hash(config: TrialConfig) -> str:
@@ -139,7 +158,10 @@ def expand(study: Study) -> Plan:
         raise UserError("the study expands to zero trials: add a comparison with at least one value under vary")
     for trial in plan_trials:
         trial.varied = {k: _get(trial.config, k) for k in varied_keys}
-    return Plan(plan_trials, list(study.seeds), varied_keys)
+    split = study.data.split
+    folds = [Fold(r, f) for r in range(1, split.repeats + 1) for f in range(1, split.folds + 1)] \
+        if split.method == "kfold" else []
+    return Plan(plan_trials, list(study.seeds), varied_keys, folds)
 
 
 def _get(config: TrialConfig, key: str) -> Any:

@@ -7,6 +7,7 @@ build every model, optimizer and scheduler on a dummy input, so a bad config fai
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -22,10 +23,12 @@ from medablate.config.schema import SplitConfig, Study, flatten, to_plain
 from medablate.data import load_data, load_test
 from medablate.data.duplicates import find_duplicates, pixel_hashes
 from medablate.data.split import (
+    CV,
     KERMANY_PATIENTS,
     TEST,
     TRAIN,
     VAL,
+    assign_folds,
     group_ids,
     looks_patient_named,
     make_split,
@@ -34,6 +37,7 @@ from medablate.data.split import (
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
 from medablate.execute.plan import Plan
+from medablate.folder.rundir import Fold
 from medablate.models import network
 from medablate.models.weights import load_weights
 from medablate.train.engine import (
@@ -60,6 +64,8 @@ class StudyData:
     hashes: list[str] | None = None  # sha1 of each image's pixels, for split.csv
     test_from: str | None = None  # where the test set came from, in words
     test_patients: int | None = None  # patients in a test part held out from data.path
+    folds: np.ndarray | None = None  # kfold: (repeats, images), the fold each image validates in (0: not in the pool)
+    fold: Fold | None = None  # kfold: the fold this view of the data is split for
 
     @property
     def notes(self) -> list[str]:
@@ -76,16 +82,23 @@ class StudyData:
     def _fingerprint(self) -> str:
         parts = [self.images.fingerprint(), "|".join(self.split.tolist())]
         parts.append(self.test.fingerprint() if self.test is not None else "no-test")
+        if self.folds is not None:
+            parts.append(hashlib.sha256(np.ascontiguousarray(self.folds).data).hexdigest())
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def fingerprint(self) -> str:
-        """sha256 over the pixels, labels, split and test set (computed once: it hashes hundreds of MiB)."""
+        """sha256 over the pixels, labels, split (and folds) and test set (computed once: it hashes hundreds of
+        MiB). A fold's data has its study's fingerprint."""
         return self._fingerprint
 
+    @property
+    def sides(self) -> tuple[str, ...]:
+        return (CV,) if self.folds is not None else (TRAIN, VAL)
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per class in each split."""
+        """Images per class in each split (kfold: in the pool the folds are made of)."""
         counts = {s: {name: int(((self.split == s) & (self.images.labels == i)).sum())
-                      for i, name in enumerate(self.images.class_names)} for s in (TRAIN, VAL)}
+                      for i, name in enumerate(self.images.class_names)} for s in self.sides}
         if self.test is not None:
             counts["test"] = self.test.counts()
         return counts
@@ -95,8 +108,23 @@ class StudyData:
         if self.patients is None:
             return None
         ids = np.asarray(self.patients, dtype=object)
-        counts = {s: len(set(ids[self.split == s])) for s in (TRAIN, VAL)}
+        counts = {s: len(set(ids[self.split == s])) for s in self.sides}
         return counts | ({TEST: self.test_patients} if self.test_patients is not None else {})
+
+    def for_fold(self, fold: Fold | None) -> StudyData:
+        """kfold: this data as one fold sees it (that fold validates, the others train); itself otherwise."""
+        if fold is None or fold == self.fold:
+            return self
+        assert self.folds is not None, "a fold's view of the data has no other folds"
+        seen = dataclasses.replace(self, split=fold_split(self.split, self.folds, fold), folds=None, fold=fold)
+        seen.__dict__["_fingerprint"] = self.fingerprint()
+        return seen
+
+    def fold_sizes(self, fold: Fold) -> tuple[int, int]:
+        """kfold: the training and validation images of one fold."""
+        assert self.folds is not None
+        row = self.folds[fold.repeat - 1]
+        return int(((row > 0) & (row != fold.fold)).sum()), int((row == fold.fold).sum())
 
     def split_used(self, config: SplitConfig) -> dict[str, Any]:
         """The split actually made: the source's own, or the method with its settings."""
@@ -114,6 +142,19 @@ class RunContext:
     data: StudyData
     splits: dict[str, Split]
     device: torch.device
+    fold: Fold | None = None
+    _fold_view: RunContext | None = None  # kfold: the last fold's view, shared by the runs of that fold
+
+    def for_fold(self, fold: Fold | None) -> RunContext:
+        """The context a run of this fold trains in (kfold: its own train and validation images on the device)."""
+        if fold is None or fold == self.fold:
+            return self
+        if self._fold_view is None or self._fold_view.fold != fold:
+            self._fold_view = None  # the previous fold's tensors go before the next are made
+            data = self.data.for_fold(fold)
+            self._fold_view = RunContext(self.study, self.out, data, self.splits | train_and_val(data, self.device),
+                                         self.device, fold)
+        return self._fold_view
 
 
 def check_models(plan: Plan, shape: tuple[int, int, int], num_classes: int) -> None:
@@ -224,20 +265,38 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         if test is not None and found.test_keep is not None:
             test = test.subset(found.test_keep)
         duplicates = found.as_dict()
-    check_split_sizes(split, test, duplicates)
+    folds = _folds(images, split, patient_ids if group_by is not None else None, study.data.split)
+    check_split_sizes(fold_split(split, folds, Fold(1, 1)) if folds is not None else split, test, duplicates)
     rule = study.evaluation.rule
     if not isinstance(rule, float):
         if len(images.class_names) != 2:
             raise UserError(f"evaluation.threshold is {rule!r}, but a chosen threshold applies to two-class tasks and "
                             f"the data has {len(images.class_names)} classes: use evaluation.threshold: 0.5.")
-        if len(np.unique(images.labels[split == VAL])) < 2:
+        if folds is None and len(np.unique(images.labels[split == VAL])) < 2:  # every fold has both classes
             raise UserError(f"evaluation.threshold is {rule!r}, which is chosen on validation, but the validation split "
                             "has only one class: change data.split or use evaluation.threshold: 0.5.")
     if test is not None and test.image_shape != images.image_shape:
         raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
                         "set data.image_size so both are resized alike.")
     return StudyData(images, split, test, patient_ids, duplicates, found_warnings, hashes,
-                     test_from if test is not None else None, test_patients)
+                     test_from if test is not None else None, test_patients, folds)
+
+
+def fold_split(split: np.ndarray, folds: np.ndarray, fold: Fold) -> np.ndarray:
+    """kfold: train / val (and test, dropped) per image as one fold sees the pool."""
+    seen = np.where(folds[fold.repeat - 1] == fold.fold, VAL, np.where(split == CV, TRAIN, split))
+    return seen.astype(object)
+
+
+def _folds(images: ImageSet, split: np.ndarray, groups: list[str] | None, config: SplitConfig) -> np.ndarray | None:
+    """kfold: the folds of the pool's images (duplicates removed), as a (repeats, images) array; None otherwise."""
+    pool = split == CV
+    if not pool.any():
+        return None
+    folds = np.zeros((config.repeats, len(images)), dtype=np.int64)
+    kept = [g for g, p in zip(groups, pool, strict=True) if p] if groups is not None else None
+    folds[:, pool] = assign_folds(images.subset(pool), kept, config)
+    return folds
 
 
 def check_split_sizes(split: np.ndarray, test: ImageSet | None, duplicates: dict[str, Any] | None) -> None:
@@ -296,13 +355,18 @@ def data_note(data: StudyData) -> str:
 
 
 def tensors(data: StudyData, device: torch.device) -> dict[str, Split]:
-    """The train, validation (and test) images on the training device."""
-    train, val = data.split == TRAIN, data.split == VAL
-    splits = {"train": Split.from_numpy(data.images.images[train], data.images.labels[train], device),
-              "val": Split.from_numpy(data.images.images[val], data.images.labels[val], device)}
+    """The train, validation (and test) images on the training device (kfold: the test images; each fold's train
+    and validation images are put there by RunContext.for_fold)."""
+    splits = train_and_val(data, device) if data.folds is None else {}
     if data.test is not None:
         splits["test"] = Split.from_numpy(data.test.images, data.test.labels, device)
     return splits
+
+
+def train_and_val(data: StudyData, device: torch.device) -> dict[str, Split]:
+    train, val = data.split == TRAIN, data.split == VAL
+    return {"train": Split.from_numpy(data.images.images[train], data.images.labels[train], device),
+            "val": Split.from_numpy(data.images.images[val], data.images.labels[val], device)}
 
 
 def prepare_context(study: Study, out: Path, threads: int | None) -> RunContext:

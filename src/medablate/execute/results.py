@@ -22,6 +22,8 @@ def result_row(out: Path, run: Run) -> dict[str, Any]:
     row: dict[str, Any] = {"trial": run.trial.id, "run": run.id, "comparisons": ";".join(run.trial.comparisons)}
     row.update({key: short_value(value) for key, value in run.trial.varied.items()})
     row.update({k: getattr(metrics, k, None) for k in METRIC_COLUMNS})
+    if run.fold is not None:
+        row["fold"] = run.fold.label
     if metrics is None:
         return row | {"seed": run.seed, "status": status}
     row.update(seed=run.seed, status=status, val_acc=rundir.checkpoint_val_acc(metrics, rundir.read_history(run_dir)),
@@ -50,7 +52,8 @@ def write_results(out: Path, plan: Plan, data_note: str,
     rows += [ensemble_row(t, ensembles[t.id]) for t in plan.trials if ensembles and t.id in ensembles]
     for row in rows:
         row["data"] = data_note
-    columns = ["trial", "run", "comparisons", *plan.varied_keys, *METRIC_COLUMNS, "data"]
+    metric_columns = METRIC_COLUMNS[:1] + ["fold"] + METRIC_COLUMNS[1:] if plan.folds else METRIC_COLUMNS
+    columns = ["trial", "run", "comparisons", *plan.varied_keys, *metric_columns, "data"]
     atomic.write_csv(Path(out) / layout.RESULTS_CSV, rows, columns)
     return rows
 
@@ -83,7 +86,8 @@ def comparison_tables(plan: Plan, comparison: str, base_flat: dict[str, Any], ro
     lines += _table(["key", "value"], [[k, v] for k, v in shared.items()])
     lines += ["", "### Results", ""]
     ids = {t.id for t in trials}
-    keep = ["trial", "seed", "status", "best_epoch", "best_val_loss", "val_acc", "highest_val_acc", "highest_val_acc_epoch",
+    keep = ["trial", "seed", *(["fold"] if plan.folds else []), "status", "best_epoch", "best_val_loss", "val_acc",
+            "highest_val_acc", "highest_val_acc_epoch",
             "final_val_acc", "test_acc", "test_loss", "seconds"]
     lines += _table(keep, [[r.get(k) for k in keep] for r in rows if r["trial"] in ids])
     return lines + [""]

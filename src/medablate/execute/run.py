@@ -29,7 +29,7 @@ from medablate.config.schema import EvaluationConfig, Study, to_plain
 from medablate.core import faults
 from medablate.data import resolve_source
 from medablate.data.sources.npy_pair import DEFAULT_FILES
-from medablate.data.split import VAL
+from medablate.data.split import TRAIN, VAL
 from medablate.errors import UserError
 from medablate.execute.plan import Plan, Run
 from medablate.execute.prepare import RunContext, StudyData
@@ -81,8 +81,14 @@ def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, dev
                      **({"channels": data.images.channels} if data.images.channels != 1 else {}),
                      **weights_record(run.trial.config),
                      "steps_per_epoch": steps, "device": str(device),
-                     "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint()},
+                     "synthetic_data": data.synthetic, "data_fingerprint": data.fingerprint(),
+                     **fold_fields(run, data)},
     }
+
+
+def split_sizes(data: StudyData) -> tuple[int, int]:
+    """The images a run trains and validates on."""
+    return int((data.split == TRAIN).sum()), int((data.split == VAL).sum())
 
 
 def weights_record(config: Any) -> dict[str, Any]:
@@ -101,9 +107,10 @@ def weights_used(plan: Plan) -> dict[str, str]:
 
 def run_config(run: Run, context: RunContext) -> tuple[Task, int, dict[str, Any]]:
     training = run.trial.config.training
-    task = make_task(training.loss, len(context.data.images.class_names))
-    steps = steps_per_epoch(len(context.splits["train"]), training.batch_size)
-    return task, steps, resolved_run_config(context.study, run, context.data, task, context.device, steps)
+    data = context.data.for_fold(run.fold)
+    task = make_task(training.loss, len(data.images.class_names))
+    steps = steps_per_epoch(split_sizes(data)[0], training.batch_size)
+    return task, steps, resolved_run_config(context.study, run, data, task, context.device, steps)
 
 
 def execute_run(run: Run, context: RunContext, events: Events = no_events,
@@ -112,6 +119,7 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     checkpoints and metrics.json (at once when None); on_written is called once every file of the run is written
     (then the claim may go). The run's figures are drawn later, by run_figures."""
     finisher = finisher or Finisher(background=False)
+    context = context.for_fold(run.fold)
     run_dir = rundir.trial_dir(context.out, run.id)
     task, steps, config = run_config(run, context)
     claims.real_folder(run_dir)
@@ -144,7 +152,7 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
         if disk_full(exc, run_dir):  # not the run's fault: stop, resumable
             raise OSError(errno.ENOSPC, f"no space left on the device while writing {run_dir}") from exc
         job.record = RunRecord(format=rundir.FORMAT, run=run.id, trial=run.trial.id, seed=run.seed,
-                               status=rundir.FAILED, error=f"{type(exc).__name__}: {exc}",
+                               **fold_fields(run, context.data), status=rundir.FAILED, error=f"{type(exc).__name__}: {exc}",
                                traceback=traceback.format_exc())
     record = job.record
     assert record is not None  # set by both branches above
@@ -163,7 +171,7 @@ def run_record(run: Run, trainer: Trainer, fit: Any, task: Task, context: RunCon
     """metrics.json of a run that trained (done or diverged), built once, from the fit and the best epoch's scores."""
     history, data = fit.history, context.data
     return RunRecord(
-        format=rundir.FORMAT, run=run.id, trial=run.trial.id, seed=run.seed, status=fit.status,
+        format=rundir.FORMAT, run=run.id, trial=run.trial.id, seed=run.seed, status=fit.status, **fold_fields(run, data),
         epochs_done=len(history), diverged_epoch=fit.diverged_epoch,
         best_epoch=fit.best.get("epoch"), best_val_loss=fit.best.get("val_loss"),
         val_acc=fit.best.get("val_acc"), highest_val_acc=fit.best.get("best_val_acc"),
@@ -178,6 +186,14 @@ def run_record(run: Run, trainer: Trainer, fit: Any, task: Task, context: RunCon
         precision=trainer.config.training.precision, channels_last=trainer.speed.channels_last,
         **job.scores(),
     )
+
+
+def fold_fields(run: Run, data: StudyData) -> dict[str, Any]:
+    """kfold: the run's fold and its split sizes, for its record."""
+    if run.fold is None:
+        return {}
+    train, val = split_sizes(data)
+    return {"fold": list(run.fold), "train_images": train, "val_images": val}
 
 
 def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunContext) -> None:

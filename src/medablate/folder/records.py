@@ -120,6 +120,9 @@ class RunRecord(Record):
     run: str
     trial: str
     seed: int
+    fold: list[int] | None = None  # kfold: [repeat, fold], both from 1
+    train_images: int | None = None  # images the run trained and validated on (the corrected resampled t-test's
+    val_images: int | None = None  # training/test ratio)
     status: Literal["done", "diverged", "failed"]
     error: str | None = None  # failed: the exception, in one line
     traceback: str | None = None  # failed
@@ -157,6 +160,7 @@ class EnsembleRecord(Record):
     format: int = 1
     trial: str
     seeds: list[int]
+    runs: list[str] = Field(default_factory=list)  # the member runs (kfold: every fold of every seed)
     threshold: float | None = None
     evaluation: EvaluationReport
     class_names: list[str]
@@ -224,6 +228,7 @@ class RunListing(Record):
     trial: str
     seed: int
     epochs: int
+    fold: list[int] | None = None  # kfold: [repeat, fold]
 
 
 class Duplicates(Record):
@@ -274,6 +279,7 @@ class StudyInfo(Record):
     weights: dict[str, str] = Field(default_factory=dict)  # starting weights file -> SHA-256
     trials: int | None = None
     seeds: list[int] = Field(default_factory=list)
+    folds: int | None = None  # kfold: folds x repeats per seed
     runs: int | None = None
     run_list: list[RunListing] = Field(default_factory=list)
     versions: dict[str, str | None] = Field(default_factory=dict)

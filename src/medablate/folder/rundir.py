@@ -4,6 +4,7 @@ another format is read correctly or refused, never misread.
 
     DIR/study.json  results.csv  summary.csv  comparisons.csv  split.csv  tables.md  figures/<comparison>.png
     DIR/trials/<trial>-seed<k>/config.yaml  history.csv  metrics.json  best.pt  last.pt  curves.png
+                               (kfold: <trial>-rep<r>-fold<f>-seed<k>)
                                predictions_val.csv  predictions_test.csv  examples.json  examples/  claim.lock
                                roc.png  pr.png  reliability.png  confusion.png  figures.json (drawn after the runs)
                                evaluations/<name>.json, <name>_predictions.csv (medablate evaluate)
@@ -23,7 +24,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import yaml
@@ -68,9 +69,20 @@ FINISHED = (DONE, DIVERGED)
 
 
 
-def run_id(trial_id: str, seed: int) -> str:
+class Fold(NamedTuple):
+    """kfold: which repetition of the k-fold split, and which of its folds validates (both from 1)."""
+
+    repeat: int
+    fold: int
+
+    @property
+    def label(self) -> str:
+        return f"rep{self.repeat}-fold{self.fold}"
+
+
+def run_id(trial_id: str, seed: int, fold: Fold | None = None) -> str:
     """The one spelling of a run's id and folder name."""
-    return f"{trial_id}-seed{seed}"
+    return f"{trial_id}-{fold.label}-seed{seed}" if fold is not None else f"{trial_id}-seed{seed}"
 
 
 def _check_format(found: int, path: Path) -> None:

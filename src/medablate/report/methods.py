@@ -22,7 +22,7 @@ from medablate.scoring import thresholds
 if TYPE_CHECKING:
     from medablate.analysis.compare import Analysis
 
-SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test", "cv": "cross-validation"}
 
 
 def _counts(counts: dict[str, dict[str, int]]) -> str:
@@ -31,6 +31,15 @@ def _counts(counts: dict[str, dict[str, int]]) -> str:
         detail = ", ".join(f"{n} {name}" for name, n in per_class.items())
         parts.append(f"{sum(per_class.values())} {SPLIT_WORDS.get(split, split)} images ({detail})")
     return "; ".join(parts)
+
+
+def _method(method: Any, study: Study) -> str:
+    split = study.data.split
+    if method != "kfold":
+        return method
+    repeats = f", repeated {split.repeats} times with reshuffled folds" if split.repeats > 1 else ""
+    return (f"stratified {split.folds}-fold cross-validation{repeats}: each fold's models trained on the other folds "
+            "and validated on it")
 
 
 def _model(study: Study) -> str:
@@ -58,7 +67,7 @@ def data_paragraph(info: StudyInfo, study: Study) -> str:
     intensity = data.intensity if "intensity" in data.model_fields_set else "by bit depth"
     text = (f"Data. {'Synthetic phantom images (not patients)' if info.synthetic_data else 'Images'} from the "
             f"{data.source} source, classes {', '.join(data.class_names)}: "
-            f"{_counts(data.counts)}. The split ({method}, {grouped}) was fixed for the whole study")
+            f"{_counts(data.counts)}. The split ({_method(method, study)}, {grouped}) was fixed for the whole study")
     if patients:
         text += " (patients: " + ", ".join(f"{n} {SPLIT_WORDS.get(s, s)}" for s, n in patients.items()) + ")"
     text += f"; the test set is {data.test_from or 'absent'}. "
@@ -92,7 +101,8 @@ def training_paragraph(info: StudyInfo, study: Study, plan: Plan, results: list[
             f"learning-rate schedule {_named(training.scheduler)}, class weights {training.class_weights}, sampler "
             f"{training.sampler}; the checkpoint used is the epoch with the best {training.monitor}. "
             f"Comparisons ({varied or 'none'}) gave {len(plan.trials)} distinct trials, each trained with "
-            f"{len(plan.seeds)} seed(s) ({', '.join(map(str, plan.seeds))}): {len(plan.runs)} runs, "
+            f"{len(plan.seeds)} seed(s) ({', '.join(map(str, plan.seeds))})"
+            f"{f' on each of {len(plan.folds)} folds' if plan.folds else ''}: {len(plan.runs)} runs, "
             f"{f'{seconds / 60:.1f} minutes' if seconds >= 60 else f'{seconds:.1f} s'} of training on "
             f"{machine.device or '?'} "
             f"({machine.platform or '?'}, {threads} threads).")
@@ -114,8 +124,12 @@ def statistics_paragraph(study: Study, analysis: Analysis) -> str:
     rule = study.evaluation.rule
     threshold = (f"The decision threshold was fixed at {rule} (not chosen on data)." if isinstance(rule, float) else
                  f"The decision threshold ({thresholds.describe(rule)}) was chosen on validation only.")
-    return (f"Statistics. Each level was compared with its comparison's reference level, paired by seed, with a "
-            f"{test} (an exact sign-flip permutation test where the differences have no spread), alpha "
+    paired = (f"paired by seed, with a {test} (an exact sign-flip permutation test where the differences have no "
+              "spread)" if study.data.split.method != "kfold" else
+              "paired by fold (each fold's runs averaged over seeds), with the corrected resampled t-test (Nadeau & "
+              "Bengio 2003; Bouckaert & Frank 2004), whose variance term 1/J + n_test/n_train takes the folds' actual "
+              "validation and training sizes; intervals over folds use the same correction")
+    return (f"Statistics. Each level was compared with its comparison's reference level, {paired}, alpha "
             f"{analysis_config.alpha}, corrected with {family}. Intervals over seeds are 95% t intervals, intersected "
             f"with the range each metric can take; test-set "
             f"metrics carry 95% bootstrap intervals ({study.evaluation.bootstrap_resamples} resamples, images "

@@ -33,34 +33,34 @@ def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, analysis: Ana
     for comparison in study.comparisons:
         keys = list(comparison.vary)
         trials = plan.trials_of(comparison.name)
-        curves = {level_label(t, keys): [rundir.read_history(rundir.trial_dir(out, rundir.run_id(t.id, s)))
-                                         for s in plan.seeds] for t in trials}
-        seeds = f" (mean and 95% band over {len(plan.seeds)} seeds)" if len(plan.seeds) > 1 else ""
+        curves = {level_label(t, keys): [rundir.read_history(d) for d in plan.run_dirs(out, t)] for t in trials}
+        unit = "runs (folds x seeds)" if plan.folds else "seeds"
+        seeds = f" (mean and 95% band over {len(plan.replicates)} {unit})" if len(plan.replicates) > 1 else ""
         name = names.safe_name(comparison.name)
         plots.overlay(out / layout.FIGURES / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
         per_outcome = {}
         for outcome in OUTCOMES:
-            values = {level_label(t, keys): [scaled(outcome, found[(t.id, s)][outcome.key]) for s in plan.seeds
-                                             if (t.id, s) in found and math.isfinite(found[(t.id, s)][outcome.key])]
+            values = {level_label(t, keys): [scaled(outcome, found[(t.id, r)][outcome.key]) for r in plan.replicates
+                                             if (t.id, r) in found and math.isfinite(found[(t.id, r)][outcome.key])]
                       for t in trials}
             if any(values.values()) and outcome.key != "seconds":
                 per_outcome[outcome.label + (" (points)" if outcome.unit == "points" else "")] = values
-        roc = _roc_curves(out, trials, keys, plan.seeds)
+        roc = _roc_curves(out, plan, trials, keys)
         if roc:
             split = "test" if all(k.endswith("(test)") for k in roc) else "validation"
             plots.roc_overlay(out / layout.FIGURES / f"{name}-roc", {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
                               f"{study.name}: {comparison.name}, {split} ROC (first finished seed)", note)
         if per_outcome:
             plots.outcome_strips(out / layout.FIGURES / f"{name}-outcomes", per_outcome,
-                                 f"{study.name}: {comparison.name}, each dot one seed", note)
+                                 f"{study.name}: {comparison.name}, each dot one {'run' if plan.folds else 'seed'}",
+                                 note)
 
 
-def _roc_curves(out: Path, trials: list[Trial], keys: list[str], seeds: list[int]) -> dict[str, tuple]:
+def _roc_curves(out: Path, plan: Plan, trials: list[Trial], keys: list[str]) -> dict[str, tuple]:
     """Per level: labels and positive-class probabilities of its first finished seed (test, else validation)."""
     curves = {}
     for trial in trials:
-        for seed in seeds:
-            run_dir = rundir.trial_dir(out, rundir.run_id(trial.id, seed))
+        for run_dir in plan.run_dirs(out, trial):
             metrics = rundir.finished_metrics(run_dir)
             positive = metrics.evaluation.positive_class if metrics and metrics.evaluation else None
             split = "test" if rundir.predictions_file(run_dir, "test").exists() else "val"

@@ -69,7 +69,7 @@ def warnings(out: Path, info: StudyInfo, study: Study, plan: Plan, results: list
     if info.synthetic_data:
         found.append("The data is SYNTHETIC (procedurally generated phantom images, not patients): these numbers say "
                      "nothing about real chest X-rays.")
-    if len(plan.seeds) < 3:
+    if len(plan.replicates) < 3:
         found.append(f"{len(plan.seeds)} seed(s): differences between trials cannot be told from seed noise; use at "
                      "least 3 (5 is better) for verdicts.")
     bad = [r["run"] for r in results if r["status"] in ("diverged", "failed")]
@@ -122,7 +122,9 @@ def summary_section(out: Path, info: StudyInfo, plan: Plan, results: list[dict[s
                     + (f"; {machine.gpu}" if machine.gpu else "")],
         ["versions", ", ".join(f"{k} {v}" for k, v in info.versions.items() if v)],
         ["training time (all runs)", f"{seconds / 60:.1f} min"],
-        ["trials x seeds", f"{len(plan.trials)} x {len(plan.seeds)} = {len(plan.runs)} runs"],
+        ["trials x seeds" + (" x folds" if plan.folds else ""),
+         f"{len(plan.trials)} x {len(plan.seeds)}" + (f" x {len(plan.folds)}" if plan.folds else "")
+         + f" = {len(plan.runs)} runs"],
         ["data", f"{data.source} ({'synthetic' if info.synthetic_data else 'real'}), classes "
                  f"{', '.join(data.class_names)}, images {data.image_shape or None}"],
         ["patients per split", ", ".join(f"{k} {v}" for k, v in data.patients.items()) if data.patients
@@ -183,7 +185,10 @@ def units_paragraph(study: Study, analysis: Analysis) -> str:
     sizes = {r["family"]: r["family_size"] for r in analysis.rows if r.get("family")}
     family = "all tests" if study.analysis.family == "all" else "primary tests"
     test = "paired t-test" if study.analysis.test == "t" else "Wilcoxon signed-rank test"
-    return (f"Units: a verdict compares configurations; its unit is the seed (a {test} over seed pairs, Holm over "
+    unit = (f"the seed (a {test} over seed pairs" if study.data.split.method != "kfold" else
+            "the fold (the corrected resampled t-test of Nadeau & Bengio over fold pairs, each fold's runs averaged "
+            "over seeds: the folds share training images, which a plain t-test would ignore")
+    return (f"Units: a verdict compares configurations; its unit is {unit}, Holm over "
             f"the study's {sizes.get(family, 0)} {family}; with no difference its false-positive rate was measured "
             "on A/A studies, benchmarks/null_calibration.py). McNemar and DeLong compare these trained models on "
             "these test images (unit: the image): they give no verdict on the configurations.")
@@ -202,8 +207,7 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
     """The best trial over all its finished seeds: curves with a band, ROC with a band and the published
     references, the seed ensemble's metrics and confusion matrix (one seed's when it has only one)."""
     blocks: list[Block] = [Heading(2, "Best trial", "best-trial")]
-    run_dirs = [rundir.trial_dir(out, rundir.run_id(trial.id, s)) for s in plan.seeds
-                if trial and rundir.run_status(rundir.trial_dir(out, rundir.run_id(trial.id, s))) == "done"]
+    run_dirs = [d for d in (plan.run_dirs(out, trial) if trial else []) if rundir.run_status(d) == "done"]
     if trial is None or not run_dirs:
         return blocks + [Paragraph("Not computed: no finished trial yet.", "note")], None
     ensemble = rundir.read_ensemble(out, trial.id) if len(run_dirs) > 1 else None
@@ -359,8 +363,7 @@ def transfer_warnings(out: Path, plan: Plan) -> list[str]:
     for trial in plan.trials:
         record: EnsembleRecord | RunRecord | None = rundir.read_ensemble(out, trial.id)
         if not record:
-            record = next((m for s in plan.seeds if (m := rundir.finished_metrics(
-                rundir.trial_dir(out, rundir.run_id(trial.id, s))))), None)
+            record = next((m for d in plan.run_dirs(out, trial) if (m := rundir.finished_metrics(d))), None)
         found += gap_warnings(trial.id, record.evaluation if record else None)
     return found
 

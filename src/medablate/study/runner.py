@@ -21,7 +21,7 @@ from medablate.core import atomic, provenance
 from medablate.data.sources.image_folder import INTENSITY
 from medablate.data.sources.phantom import FIGURE_NOTE
 from medablate.data.split import (
-    SPLIT_COLUMNS,
+    CV,
     TRAIN,
     VAL,
     split_rows,
@@ -112,8 +112,8 @@ class StudyRunner:
         if previous and previous.name != self.study.name:
             raise UserError(f"{self.out} holds study '{previous.name}', not '{self.study.name}': "
                             "use another --out folder.")
-        atomic.write_csv(self.out / rundir.SPLIT_CSV, split_rows(data.images, data.split, data.patients, data.hashes),
-                         SPLIT_COLUMNS)
+        rows, columns = split_rows(data.images, data.split, data.patients, data.hashes, data.folds)
+        atomic.write_csv(self.out / rundir.SPLIT_CSV, rows, columns)
         facts = DataFacts(source=data.images.source, class_names=data.images.class_names,
                           image_shape=list(data.images.image_shape), counts=data.counts(), intensity=INTENSITY,
                           test_from=data.test_from, split_used=data.split_used(self.study.data.split),
@@ -125,8 +125,10 @@ class StudyRunner:
             started=(previous.started if previous else None) or _now(), resumed=_now() if previous else None,
             finished=None, synthetic_data=data.synthetic, notes=data.notes, data_fingerprint=fingerprint,
             data=facts, weights=weights_used(self.plan),
-            trials=len(self.plan.trials), seeds=self.plan.seeds, runs=len(self.plan.runs),
-            run_list=[RunListing(run=r.id, trial=r.trial.id, seed=r.seed, epochs=r.trial.config.training.epochs)
+            trials=len(self.plan.trials), seeds=self.plan.seeds, folds=len(self.plan.folds) or None,
+            runs=len(self.plan.runs),
+            run_list=[RunListing(run=r.id, trial=r.trial.id, seed=r.seed, epochs=r.trial.config.training.epochs,
+                                 fold=list(r.fold) if r.fold else None)
                       for r in self.plan.runs],
             versions=provenance.versions(), study=to_plain(self.study))
 
@@ -149,9 +151,10 @@ class StudyRunner:
         context = RunContext(self.study, self.out, data, tensors(data, device), device)
         self._check_configs(context)
         rundir.write_study_info(self.out, info)
-        self.console.print(f"Study [bold]{self.study.name}[/]: {len(self.plan.trials)} trials x "
-                           f"{len(self.plan.seeds)} seed(s) = {len(self.plan.runs)} runs on {device}; "
-                           f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images"
+        self.console.print(f"Study [bold]{self.study.name}[/]: {self.shape()} = {len(self.plan.runs)} runs on {device}; "
+                           + (f"{int((data.split == CV).sum())} images in {self.study.data.split.folds} folds"
+                              if self.plan.folds else
+                              f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images")
                            + (f", {len(data.test)} test" if data.test is not None else "") + f" -> {self.out}")
         timing = {"setup": time.perf_counter() - started}
         job = StudyJob(self.study, self.out, self.plan, self.console, threads, self.data_note, self.workers,
@@ -173,6 +176,13 @@ class StudyRunner:
         info.timing_seconds = {k: round(v, 3) for k, v in timing.items()}  # setup, runs, analysis, report
         rundir.write_study_info(self.out, info)
         return self._summarise(statuses)
+
+    def shape(self) -> str:
+        """trials x seeds (x folds), in words."""
+        split = self.study.data.split
+        folds = (f" x {split.folds} folds" + (f" x {split.repeats} repeats" if split.repeats > 1 else "")
+                 if self.plan.folds else "")
+        return f"{len(self.plan.trials)} trials x {len(self.plan.seeds)} seed(s){folds}"
 
     def _check_configs(self, context: RunContext) -> None:
         """Every run already in the folder, finished or not, must be the run the study now asks for."""
