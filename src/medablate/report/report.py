@@ -185,12 +185,15 @@ def units_paragraph(study: Study, analysis: Analysis) -> str:
     sizes = {r["family"]: r["family_size"] for r in analysis.rows if r.get("family")}
     family = "all tests" if study.analysis.family == "all" else "primary tests"
     test = "paired t-test" if study.analysis.test == "t" else "Wilcoxon signed-rank test"
-    unit = (f"the seed (a {test} over seed pairs" if study.data.split.method != "kfold" else
+    kfold = study.data.split.method == "kfold"
+    unit = (f"the seed (a {test} over seed pairs" if not kfold else
             "the fold (the corrected resampled t-test of Nadeau & Bengio over fold pairs, each fold's runs averaged "
             "over seeds: the folds share training images, which a plain t-test would ignore")
-    return (f"Units: a verdict compares configurations; its unit is {unit}, Holm over "
-            f"the study's {sizes.get(family, 0)} {family}; with no difference its false-positive rate was measured "
-            "on A/A studies, benchmarks/null_calibration.py). McNemar and DeLong compare these trained models on "
+    calibration = ("on A/A studies it said significant in under 1% of cases, not 5%: conservative, benchmarks/"
+                   "null_calibration.py --kfold" if kfold else "on A/A studies it said significant in "
+                   f"{'about' if study.analysis.test == 't' else 'at most'} 5% of cases, benchmarks/null_calibration.py")
+    return (f"Units: a verdict compares configurations; its unit is {unit}, Holm over the study's "
+            f"{sizes.get(family, 0)} {family}; {calibration}). McNemar and DeLong compare these trained models on "
             "these test images (unit: the image): they give no verdict on the configurations.")
 
 
