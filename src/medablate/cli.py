@@ -404,6 +404,35 @@ def predict(
     raise typer.Exit(_guarded(action))
 
 
+@app.command()
+def export(
+    trial_dir: Path = typer.Argument(..., help="A finished run folder: DIR/trials/<trial>-seed<k>.", show_default=False),
+    kind: str = typer.Option("onnx", "--format", help="onnx (onnxruntime, any framework) or torchscript "
+                                                         "(torch.jit.load, no medablate)."),
+    out: Path | None = typer.Option(None, "--out", help="The model file to write (default: RUN_DIR/exported/"
+                                                         "model.onnx or model.pt); its sidecar is the same name "
+                                                         "with .json."),
+    channels: int | None = typer.Option(None, "--input-channels", help="1 or 3: the channels the exported model "
+                                                                        "takes (default: as trained)."),
+) -> None:
+    """Export a run's best model with its preprocessing inside (uint8 images of any size in, class probabilities
+    out), beside a JSON sidecar with its classes, input, validated threshold and test metrics."""
+
+    def action() -> None:
+        require_finished_run(trial_dir)
+        if kind not in ("onnx", "torchscript"):
+            raise UserError(f"--format {kind!r} is not known: use onnx or torchscript.")
+        if channels not in (None, 1, 3):
+            raise UserError(f"--input-channels {channels} is not 1 or 3: give the channels of the images the "
+                            "exported model will be given (1 grey, 3 RGB), or leave it out.")
+        from medablate.inspect.export import export_run, sidecar_of  # torch, the models, the exporter
+
+        written = export_run(trial_dir, kind, out, channels)  # type: ignore[arg-type]  # checked above
+        out_console.print(f"wrote {escape(str(written))} and {escape(str(sidecar_of(written)))}", highlight=False)
+
+    _guarded(action)
+
+
 def check_saliency_folder(folder: Path) -> None:
     """--saliency must be a folder this process can make and write, before any image is scored."""
     if folder.exists() and not folder.is_dir():

@@ -16,6 +16,7 @@ FIGURES_JSON = "figures.json"  # which metrics.json a run's figures and examples
 METHODS_MD, TABLES_TEX, REPORT_HTML, REPORT_MD = "methods.md", "tables.tex", "report.html", "report.md"
 TRIALS, FIGURES, ENSEMBLES = "trials", "figures", "ensembles"  # DIR/trials/<run id>/, DIR/figures/, DIR/ensembles/
 EXAMPLES, EVALUATIONS = "examples", "evaluations"  # in a run folder: examples/<kind>-<n>.png, evaluations/<name>.json
+EXPORTED = "exported"  # in a run folder: exported/model.pt | model.onnx and its model.json (medablate export)
 CURVES_PNG, ROC_PNG, PR_PNG = "curves.png", "roc.png", "pr.png"  # a run's figures
 RELIABILITY_PNG, CONFUSION_PNG = "reliability.png", "confusion.png"
 CLAIM_LOCK = "claim.lock"  # medablate.folder.claims

@@ -220,6 +220,26 @@ class EvaluationFile(Record):
     comparison: EvaluationComparison | None = None  # with --against
 
 
+class ExportRecord(Record):
+    """exported/model.json beside an exported model (medablate export): what a program needs to use it right."""
+
+    format: int = 1
+    file: str
+    kind: str  # torchscript or onnx
+    run: str
+    study: str | None = None
+    classes: list[str]
+    input: dict[str, Plain]
+    output: dict[str, Plain]
+    preprocessing: dict[str, Plain]
+    threshold: float | None = None  # validated on the run's validation split (two classes)
+    rule: str
+    data_fingerprint: str | None = None
+    medablate_version: str
+    torch_version: str
+    test_metrics: dict[str, Plain] | None = None  # the run's test scores at its threshold
+
+
 # ------------------------------------------------------------------ study.json
 
 
