@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install medablate into it. Safe to run again.
 # `bash scripts/setup.sh test` also installs what the tests and .ci/run need (pytest, playwright, tensorboard, ray, onnx,
-# onnxruntime, import-linter, ruff, mypy).
+# onnxruntime, mlflow-skinny, import-linter, ruff, mypy).
 # torch is installed first from the pinned CPU wheel so that pip never pulls a multi-GB CUDA build;
 # any torch>=2.4 already in the venv (e.g. a CUDA build on a GPU machine) is kept.
 set -euo pipefail

@@ -28,6 +28,22 @@ LONGEST_FIRST = ("test_resume.py", "test_faults.py", "test_faults3.py", "test_in
                  "test_ray.py", "test_models.py", "test_kfold.py", "test_export.py")
 
 
+# A study's figures are drawn in PNG only, not again as PDF and SVG: two thirds of the time of every test study's
+# analysis. The tests of those formats and their contents ask for all three (every_figure_format).
+os.environ.setdefault("MEDABLATE_FIGURE_FORMATS", "png")
+
+
+@pytest.fixture(scope="module")
+def every_figure_format() -> Any:
+    before = os.environ.get("MEDABLATE_FIGURE_FORMATS")
+    os.environ["MEDABLATE_FIGURE_FORMATS"] = "png,pdf,svg"
+    yield
+    if before is None:
+        os.environ.pop("MEDABLATE_FIGURE_FORMATS", None)
+    else:
+        os.environ["MEDABLATE_FIGURE_FORMATS"] = before
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name

@@ -25,7 +25,7 @@ REFERENCES = [{"name": "Kermany 2018", "metrics": {"accuracy": 0.928, "sensitivi
 
 
 @pytest.fixture(scope="module")
-def paper_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def paper_study(tmp_path_factory: pytest.TempPathFactory, every_figure_format: None) -> Path:
     folder = tmp_path_factory.mktemp("paper")
     path = write_study(folder, seeds=[0, 1], training={"epochs": 3}, references=REFERENCES,
                        test_set_name="phantom test")

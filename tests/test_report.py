@@ -20,7 +20,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report(tmp_path_factory: pytest.TempPathFactory, every_figure_format: None) -> Path:
     folder = tmp_path_factory.mktemp("report")
     comparisons = [{"name": INJECTED, "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}},
                    {"name": "activation", "vary": {"model.activation": ["ReLU", "Tanh", "GELU"]}}]
@@ -152,3 +152,18 @@ def test_tensorboard_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
     study, _ = load_study(write_study(tmp_path, training={"epochs": 1, "tensorboard": True}))
     with pytest.raises(UserError, match="pip install"):
         StudyRunner(study, tmp_path / "out", Console(quiet=True))
+
+
+def test_figure_formats_can_be_narrowed_and_leave_no_stale_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.pyplot as plt
+
+    from medablate.errors import UserError
+    from medablate.report import plots
+
+    for formats, expected in (("png,pdf,svg", {".png", ".pdf", ".svg"}), ("svg", {".png", ".svg"}), ("png", {".png"})):
+        monkeypatch.setenv("MEDABLATE_FIGURE_FORMATS", formats)
+        plots.save(plt.figure(), tmp_path / "figure")
+        assert {p.suffix for p in tmp_path.iterdir()} == expected, formats  # none left from the call before
+    monkeypatch.setenv("MEDABLATE_FIGURE_FORMATS", "png,gif")
+    with pytest.raises(UserError, match="gif is not a figure format"):
+        plots.save(plt.figure(), tmp_path / "figure")

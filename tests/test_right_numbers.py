@@ -176,7 +176,7 @@ REFERENCE = {"name": "Kermany et al. 2018", "metrics": {"accuracy": 0.928, "sens
 
 
 @pytest.fixture(scope="module")
-def phantom_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def phantom_study(tmp_path_factory: pytest.TempPathFactory, every_figure_format: None) -> Path:
     """One seed, a fixed 0.5 threshold, a reference: the wording cases of the issue."""
     folder = tmp_path_factory.mktemp("wording")
     path = write_study(folder, training={"epochs": 2}, references=[REFERENCE],
@@ -196,7 +196,7 @@ def test_best_trial_figures_of_a_synthetic_study_say_so_and_draw_no_reference(ph
     assert "published references are not drawn" in report
 
 
-def test_references_are_drawn_on_the_roc_of_real_data(tmp_path: Path) -> None:
+def test_references_are_drawn_on_the_roc_of_real_data(tmp_path: Path, every_figure_format: None) -> None:
     from medablate.report import plots
 
     rng = np.random.default_rng(0)

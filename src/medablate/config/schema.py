@@ -494,6 +494,18 @@ class Comparison(Strict):
         return vary
 
 
+class MlflowConfig(Strict):
+    """Where a study's runs are tracked in MLflow (a runtime setting: no run's identity depends on it)."""
+
+    uri: str | None = Field(None, description="the tracking URI: file:PATH, sqlite:///PATH, http(s)://HOST; "
+                                              "default: file: DIR/mlruns beside the study's outputs")
+    experiment: str | None = Field(None, description="the MLflow experiment; default: the study's name")
+
+
+class TrackingConfig(Strict):
+    mlflow: MlflowConfig | None = Field(None, description="log every run to MLflow (pip install mlflow-skinny)")
+
+
 class Study(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
@@ -505,6 +517,7 @@ class Study(Strict):
     analysis: AnalysisConfig = AnalysisConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     references: list[Reference] = Field(default_factory=list)
+    tracking: TrackingConfig = TrackingConfig()
     test_set_name: str | None = Field(None, description="what the test set is (e.g. the official 624-image split), "
                                                         "so references on the same set are recognised as such")
 

@@ -31,6 +31,7 @@ from medablate.data import resolve_source
 from medablate.data.sources.npy_pair import DEFAULT_FILES
 from medablate.data.split import TRAIN, VAL
 from medablate.errors import UserError
+from medablate.execute import mlflow_log
 from medablate.execute.plan import Plan, Run
 from medablate.execute.prepare import RunContext, StudyData
 from medablate.folder import claims, rundir
@@ -125,6 +126,7 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     claims.real_folder(run_dir)
     rundir.remove_stale_temp_files(run_dir)
     rundir.write_config(run_dir, config)
+    tracked = mlflow_log.run_log(context.out, run_dir, context.study, run, config)
     events(Event("start", run.id, {"total": run.trial.config.training.epochs * steps}))
     job = OutputsJob(run_dir, to_plain(context.study.evaluation), context.data.images.class_names)
     written = None
@@ -137,8 +139,12 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
         def on_batch(batch: int, batches: int) -> None:
             events(Event("batch", run.id, {"done": len(trainer.history) * batches + batch}))
 
-        fit = trainer.fit(context.splits["train"], context.splits["val"], on_batch,
-                          lambda row: events(Event("epoch", run.id, {"row": row})))
+        def on_epoch(row: dict[str, Any]) -> None:
+            events(Event("epoch", run.id, {"row": row}))
+            if tracked is not None:
+                tracked.epoch(row)
+
+        fit = trainer.fit(context.splits["train"], context.splits["val"], on_batch, on_epoch)
         for note in trainer.notes:
             events(Event("note", run.id, {"text": note}))
         written = trainer.pending
@@ -156,6 +162,10 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
                                traceback=traceback.format_exc())
     record = job.record
     assert record is not None  # set by both branches above
+    if tracked is not None:
+        tracked.finish(record)
+        if tracked.problem:
+            events(Event("note", run.id, {"text": tracked.problem}))
     events(Event("done", run.id, {"metrics": record}))
     finisher.after(written, lambda: write_metrics(job.run_dir, record), on_written)
     return record.status

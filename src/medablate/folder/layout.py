@@ -16,6 +16,8 @@ FIGURES_JSON = "figures.json"  # which metrics.json a run's figures and examples
 METHODS_MD, TABLES_TEX, REPORT_HTML, REPORT_MD = "methods.md", "tables.tex", "report.html", "report.md"
 TRIALS, FIGURES, ENSEMBLES = "trials", "figures", "ensembles"  # DIR/trials/<run id>/, DIR/figures/, DIR/ensembles/
 EXAMPLES, EVALUATIONS = "examples", "evaluations"  # in a run folder: examples/<kind>-<n>.png, evaluations/<name>.json
+MLFLOW_JSON = "mlflow.json"  # tracking.mlflow: in the study folder the experiment and trials' parent runs, in a run
+# folder its MLflow run and the last epoch logged (medablate.execute.mlflow_log)
 EXPORTED = "exported"  # in a run folder: exported/model.pt | model.onnx and its model.json (medablate export)
 CURVES_PNG, ROC_PNG, PR_PNG = "curves.png", "roc.png", "pr.png"  # a run's figures
 RELIABILITY_PNG, CONFUSION_PNG = "reliability.png", "confusion.png"

@@ -291,7 +291,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     """A run's config.yaml; DamagedFile (naming the file) when it is missing, not YAML or not a mapping."""
     path = Path(run_dir) / CONFIG_YAML
     try:
-        config = load_yaml(path.read_text(encoding="utf-8"))
+        config = load_yaml(path.read_text(encoding="utf-8"), fast=True)
     except FileNotFoundError:
         raise DamagedFile(f"{path} is missing") from None
     except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError

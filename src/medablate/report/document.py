@@ -122,6 +122,11 @@ def _inline_svg(path: Path) -> str:
     return re.sub(r"<!DOCTYPE[^>]*>", "", text).strip()
 
 
+def _embedded_png(path: Path, caption: str) -> str:
+    """A figure written without its SVG copy ($MEDABLATE_FIGURE_FORMATS): the PNG, inside the page."""
+    return f'<img alt="{_e(caption)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -166,8 +171,9 @@ def render_html(title: str, blocks: list[Block], root: Path) -> str:
         elif isinstance(block, Table):
             parts.append(_html_table(block))
         elif isinstance(block, Figure):
-            svg = root / f"{block.stem}.svg"
-            body = _inline_svg(svg) if svg.exists() else "<p>(figure not available)</p>"
+            svg, png = root / f"{block.stem}.svg", root / f"{block.stem}.png"
+            body = _inline_svg(svg) if svg.exists() else _embedded_png(png, block.caption) if png.exists() \
+                else "<p>(figure not available)</p>"
             parts.append(f"<figure>{body}<figcaption>{_e(block.caption)}</figcaption></figure>")
         elif isinstance(block, Image):
             data = base64.b64encode((root / block.path).read_bytes()).decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,19 +15,41 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
 from medablate.core import atomic  # noqa: E402
+from medablate.errors import UserError  # noqa: E402
 
 History = Sequence[dict[str, float]]
 
 
 FORMATS = (".png", ".pdf", ".svg")
+FORMATS_VARIABLE = "MEDABLATE_FIGURE_FORMATS"  # e.g. "png": the study's figures without their PDF and SVG copies
+
+
+def figure_formats() -> tuple[str, ...]:
+    """The formats of a study's figures: PNG, PDF and SVG (for papers), or those $MEDABLATE_FIGURE_FORMATS names.
+    PNG is always written (report.md shows it). Each format draws the figure again: PNG alone takes a third of
+    the time, and report.html then embeds the PNG."""
+    asked = os.environ.get(FORMATS_VARIABLE, "").strip()
+    if not asked:
+        return FORMATS
+    found = {f".{part.strip().lower().lstrip('.')}" for part in asked.split(",") if part.strip()}
+    unknown = sorted(found - set(FORMATS))
+    if unknown:
+        raise UserError(f"${FORMATS_VARIABLE} is {asked!r}: {', '.join(unknown)} is not a figure format; use png, pdf "
+                        "and svg, separated by commas (png is always written), or unset it for all three.")
+    return tuple(f for f in FORMATS if f in found or f == ".png")
 
 
 def save(fig, path: Path) -> None:
-    """Save and close a figure: at path, or as path.png, .pdf and .svg when path has no such suffix (for papers)."""
+    """Save and close a figure: at path, or as path.png, .pdf and .svg when path has no such suffix (for papers;
+    see figure_formats). A copy in a format not written this time is removed, so none is left stale."""
     path = Path(path)
-    targets = [path] if path.suffix in FORMATS else [path.with_name(path.name + f) for f in FORMATS]
+    formats = figure_formats()
+    targets = [path] if path.suffix in FORMATS else [path.with_name(path.name + f) for f in formats]
     for target in targets:
         atomic.save_figure(target, fig, dpi=110, metadata={"Date": None} if target.suffix == ".svg" else None)
+    if path.suffix not in FORMATS:
+        for suffix in set(FORMATS) - set(formats):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
     plt.close(fig)
 
 

@@ -27,6 +27,7 @@ from medablate.data.split import (
     split_rows,
 )
 from medablate.errors import UserError
+from medablate.execute import mlflow_log
 from medablate.execute.executors import StudyJob, executor
 from medablate.execute.plan import expand, read_study, reference_trial, scaling_notes
 from medablate.execute.prepare import (
@@ -66,6 +67,8 @@ class StudyRunner:
         self.plan = expand(study)
         check_weights_used(study, self.plan)
         check_buildable(self.plan)
+        if study.tracking.mlflow is not None:
+            mlflow_log.require_mlflow()  # before anything loads
         for comparison in study.comparisons:
             reference_trial(study, self.plan, comparison)  # a reference that names no level fails now, not after training
         self.data_note = ""
@@ -150,6 +153,7 @@ class StudyRunner:
                                                                             "threads_from": threads_from})
         context = RunContext(self.study, self.out, data, tensors(data, device), device)
         self._check_configs(context)
+        mlflow_log.prepare_study(self.out, self.study, self.plan)
         rundir.write_study_info(self.out, info)
         self.console.print(f"Study [bold]{self.study.name}[/]: {self.shape()} = {len(self.plan.runs)} runs on {device}; "
                            + (f"{int((data.split == CV).sum())} images in {self.study.data.split.folds} folds"
@@ -163,6 +167,7 @@ class StudyRunner:
         statuses = executor(name)(job, context)
         timing["runs"] = time.perf_counter() - started - timing["setup"]
         self.draw_run_figures(data)
+        mlflow_log.log_artifacts(self.out, self.study, self.plan)
         timing["figures"] = time.perf_counter() - started - sum(timing.values())
         self.write_outputs()
         timing["analysis"] = time.perf_counter() - started - sum(timing.values())
