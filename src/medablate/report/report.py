@@ -171,7 +171,7 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
             _mean_ci(BY_KEY[c], row[f"{c}_mean"], row[f"{c}_ci_low"], row[f"{c}_ci_high"]) for c in columns])
     blocks += [Heading(3, "Results"), Table(header, rows)]
     blocks.append(Figure(Path(f"{stem}-outcomes"), "Each outcome per level; every dot is one seed."))
-    if (out / f"{stem}-roc.png").exists():
+    if any((out / f"{stem}-roc{suffix}").exists() for suffix in plots.FORMATS):
         blocks.append(Figure(Path(f"{stem}-roc"), "ROC curve of each level (first finished seed)."))
     sentences = analysis.sentences.get(comparison.name)
     blocks += [Heading(3, "Conclusions"),
