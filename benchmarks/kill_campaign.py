@@ -4,6 +4,7 @@ same command until it finishes, and compare every result with an uninterrupted r
     python benchmarks/kill_campaign.py 30            # 30 studies, 1-2 kills each
     python benchmarks/kill_campaign.py 30 --seed 1
     python benchmarks/kill_campaign.py 6 --cnn       # a small CNN study: dataset normalisation, shift augmentation, TTA
+    python benchmarks/kill_campaign.py 6 --kfold     # the MLP study cross-validated: 3 folds x 2 seeds per trial
 
 Half the studies run with --workers 2. A kill is SIGKILL to the `medablate run` process alone, not its process
 group (as an out-of-memory kill or a scheduler's kill of one pid would): its workers and figure processes must die
@@ -170,17 +171,21 @@ CNN_STUDY = STUDY | {
 }
 
 
+KFOLD_STUDY = STUDY | {"data": {**STUDY["data"], "split": {"method": "kfold", "folds": 3}}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", type=int, nargs="?", default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cnn", action="store_true", help="a small CNN study (dataset normalisation, shift "
                                                            "augmentation, flip TTA) instead of the MLP")
+    parser.add_argument("--kfold", action="store_true", help="the MLP study with a 3-fold split (12 runs)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="kill-campaign-"))
     study = root / "study.yaml"
-    study.write_text(yaml.safe_dump(CNN_STUDY if args.cnn else STUDY, sort_keys=False))
+    study.write_text(yaml.safe_dump(CNN_STUDY if args.cnn else KFOLD_STUDY if args.kfold else STUDY, sort_keys=False))
     started = time.perf_counter()
     subprocess.run(command(study, root / "clean"), check=True, capture_output=True, env=environment())
     full = time.perf_counter() - started

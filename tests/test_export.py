@@ -13,6 +13,9 @@ from PIL import Image
 from conftest import write_study
 from test_cli import medablate
 
+# The issue asks for TorchScript's torch.jit.trace and torch.jit.load, which torch 2.13 marks deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
 MODELS = [{"name": "mlp", "hidden": [16], "dropout": [0.1]}, {"name": "cnn", "widths": [8, 16], "blocks": [1, 1]},
           {"name": "monai", "net": "DenseNet", "kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [2, 2]}}]
 TOLERANCE = 1e-5

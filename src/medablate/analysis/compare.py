@@ -87,11 +87,11 @@ def summarise(plan: Plan, found: Found) -> list[dict[str, Any]]:
         if plan.folds:
             row["folds"] = len({fold for _, fold in finished})
         for outcome in OUTCOMES:
-            values = [found[(trial.id, r)][outcome.key] for r in finished]
             if plan.folds:
                 mean, sd, low, high = _fold_mean_ci(trial, finished, found, outcome)
             else:
-                mean, sd, low, high = stats.mean_sd_ci(values, bounds=outcome.bounds)
+                mean, sd, low, high = stats.mean_sd_ci([found[(trial.id, r)][outcome.key] for r in finished],
+                                                       bounds=outcome.bounds)
             row.update({f"{outcome.key}_mean": mean, f"{outcome.key}_sd": sd,
                         f"{outcome.key}_ci_low": low, f"{outcome.key}_ci_high": high})
         rows.append(row)
