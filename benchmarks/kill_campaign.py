@@ -5,6 +5,7 @@ same command until it finishes, and compare every result with an uninterrupted r
     python benchmarks/kill_campaign.py 30 --seed 1
     python benchmarks/kill_campaign.py 6 --cnn       # a small CNN study: dataset normalisation, shift augmentation, TTA
     python benchmarks/kill_campaign.py 6 --kfold     # the MLP study cross-validated: 3 folds x 2 seeds per trial
+    python benchmarks/kill_campaign.py --points batch,before-metrics,before-run-figures,report   # one study a point
 
 Half the studies run with --workers 2. A kill is SIGKILL to the `medablate run` process alone, not its process
 group (as an out-of-memory kill or a scheduler's kill of one pid would): its workers and figure processes must die
@@ -181,7 +182,12 @@ def main() -> int:
     parser.add_argument("--cnn", action="store_true", help="a small CNN study (dataset normalisation, shift "
                                                            "augmentation, flip TTA) instead of the MLP")
     parser.add_argument("--kfold", action="store_true", help="the MLP study with a 3-fold split (12 runs)")
+    parser.add_argument("--points", help="comma-separated named points: one study killed at each (of POINTS), "
+                                         "instead of random moments")
     args = parser.parse_args()
+    chosen = [p.strip() for p in args.points.split(",")] if args.points else None
+    if chosen:
+        args.studies = len(chosen)
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="kill-campaign-"))
     study = root / "study.yaml"
@@ -195,9 +201,9 @@ def main() -> int:
         out = root / f"killed-{index}"
         kills = []
         workers = rng.choice([1, 2])
-        for _ in range(rng.choice([1, 2])):
-            if rng.random() < 0.5:
-                point = rng.choice(POINTS)
+        for _ in range(1 if chosen else rng.choice([1, 2])):
+            if chosen or rng.random() < 0.5:
+                point = chosen[index] if chosen else rng.choice(POINTS)
                 killed, orphans = kill_at_point(study, out, point, workers)
                 if killed:
                     kills.append(point)

@@ -190,10 +190,26 @@ def main() -> int:
     return 0
 
 
+def fold_hits(first: list, second: list, pick, draws: int, ratio: float, direction: bool) -> tuple[int, int]:
+    """Of `draws` studies (pick() gives each fold's (first, second) seed), how many the corrected resampled t and a
+    plain paired t over folds call significant at ALPHA (with direction: and the first pool better)."""
+    from medablate.analysis import compare, stats
+    from medablate.analysis.outcomes import BY_KEY
+
+    corrected = plain = 0
+    for _ in range(draws):
+        chosen = pick()
+        a = np.array([first[j][i]["test_acc"] for j, (i, _) in enumerate(chosen)])
+        b = np.array([second[j][k]["test_acc"] for j, (_, k) in enumerate(chosen)])
+        right = not direction or a.mean() > b.mean()
+        corrected += int(compare.fold_row(BY_KEY["test_acc"], a, b, ratio)["p"] < ALPHA and right)
+        plain += int(stats.paired_p_value(a - b) < ALPHA and right)
+    return corrected, plain
+
+
 def kfold_main(args: argparse.Namespace) -> int:
     """A/A and A/B over folds: the corrected resampled t-test against a plain paired t over the same folds."""
-    from medablate.analysis import compare, stats
-    from medablate.analysis.outcomes import BY_KEY, TEST_OVER_TRAIN, run_outcomes
+    from medablate.analysis.outcomes import TEST_OVER_TRAIN, run_outcomes
     from medablate.execute.plan import load_study_folder
     from medablate.folder import rundir
 
@@ -207,7 +223,6 @@ def kfold_main(args: argparse.Namespace) -> int:
                      for s in plan.seeds] for f in plan.folds] for t in plan.trials}
     base, slow = (pools[t.id] for t in plan.trials)
     ratio = float(np.mean([v[TEST_OVER_TRAIN] for fold in base for v in fold]))
-    primary = BY_KEY["test_acc"]
     rng = np.random.default_rng(0)
     print(f"pool A: {len(plan.seeds)} seeds x {len(plan.folds)} folds (5 x 2 repeats), mean test accuracy "
           f"{np.mean([v['test_acc'] for fold in base for v in fold]):.3f}; pool B (lr 10x lower): "
@@ -216,35 +231,21 @@ def kfold_main(args: argparse.Namespace) -> int:
     print("\n## A/A over folds: share called significant at 0.05 (binomial 95% CI)\n")
     print("| test | J = 5 folds | J = 10 (5 folds x 2 repeats) |")
     print("|---|---|---|")
-    hits = {"corrected resampled t (the verdict)": {}, "plain paired t over folds (not used)": {}}
-    for folds in (5, 10):
-        corrected = plain = 0
-        for _ in range(args.draws):
-            pairs = [rng.choice(len(plan.seeds), 2, replace=False) for _ in range(folds)]
-            a = np.array([base[j][i]["test_acc"] for j, (i, _) in enumerate(pairs)])
-            b = np.array([base[j][k]["test_acc"] for j, (_, k) in enumerate(pairs)])
-            corrected += int(compare.fold_row(primary, a, b, ratio)["p"] < ALPHA)
-            plain += int(stats.paired_p_value(a - b) < ALPHA)
-        hits["corrected resampled t (the verdict)"][folds] = corrected
-        hits["plain paired t over folds (not used)"][folds] = plain
-    for test, by_j in hits.items():
-        print(f"| {test} | {rate(by_j[5], args.draws)} | {rate(by_j[10], args.draws)} |")
+    hits: dict[int, tuple[int, int]] = {}
+    for folds in (5, 10):  # A/A: two different seeds of pool A on each fold
+        hits[folds] = fold_hits(base, base, lambda n=folds: [rng.choice(len(plan.seeds), 2, replace=False)
+                                                             for _ in range(n)], args.draws, ratio, False)
+    for column, test in enumerate(("corrected resampled t (the verdict)", "plain paired t over folds (not used)")):
+        print(f"| {test} | {rate(hits[5][column], args.draws)} | {rate(hits[10][column], args.draws)} |")
     print("\n## A/B over folds: lr 1e-3 against lr 1e-4, one seed per fold and trial\n")
     print("| test | J = 5 folds | J = 10 (5 folds x 2 repeats) |")
     print("|---|---|---|")
-    found: dict[str, dict[int, int]] = {"corrected resampled t (the verdict)": {}, "plain paired t over folds": {}}
-    for folds in (5, 10):
-        corrected = plain = 0
-        for _ in range(args.draws):
-            chosen = rng.integers(len(plan.seeds), size=(folds, 2))
-            a = np.array([base[j][i]["test_acc"] for j, (i, _) in enumerate(chosen)])
-            b = np.array([slow[j][k]["test_acc"] for j, (_, k) in enumerate(chosen)])
-            corrected += int(compare.fold_row(primary, a, b, ratio)["p"] < ALPHA and a.mean() > b.mean())
-            plain += int(stats.paired_p_value(a - b) < ALPHA and a.mean() > b.mean())
-        found["corrected resampled t (the verdict)"][folds] = corrected
-        found["plain paired t over folds"][folds] = plain
-    for test, by_j in found.items():
-        print(f"| {test} | {by_j[5] / args.draws:.3f} | {by_j[10] / args.draws:.3f} |")
+    found: dict[int, tuple[int, int]] = {}
+    for folds in (5, 10):  # A/B: a seed of pool A against a seed of pool B on each fold
+        found[folds] = fold_hits(base, slow, lambda n=folds: rng.integers(len(plan.seeds), size=(n, 2)), args.draws,
+                                 ratio, True)
+    for column, test in enumerate(("corrected resampled t (the verdict)", "plain paired t over folds")):
+        print(f"| {test} | {found[5][column] / args.draws:.3f} | {found[10][column] / args.draws:.3f} |")
     print(f"\ntrained runs kept in {out} (rerun the analysis alone with --kfold --out {out})")
     return 0
 

@@ -31,8 +31,12 @@ def mean_predictions(run_dirs: list[Path], split: str, names: list[str]) -> tupl
     if any(f[0] != ids or not np.array_equal(f[1], labels) for f in found):  # type: ignore[index]
         return None  # the seeds were scored on different images: no ensemble
     probabilities = np.mean([f[2] for f in found], axis=0)  # type: ignore[index]
-    decisions = (probabilities[:, 1] >= 0.5).astype(int) if probabilities.shape[1] == 2 else probabilities.argmax(1)
-    return ids, Predictions(labels, probabilities, decisions)
+    return ids, Predictions(labels, probabilities, decide(probabilities))
+
+
+def decide(probabilities: np.ndarray) -> np.ndarray:
+    """An ensemble's decisions at the loss's rule: P(positive) >= 0.5 for two classes, the most probable otherwise."""
+    return (probabilities[:, 1] >= 0.5).astype(int) if probabilities.shape[1] == 2 else probabilities.argmax(1)
 
 
 def out_of_fold(run_dirs: list[Path], names: list[str]) -> tuple[list[str], Predictions] | None:
@@ -50,8 +54,7 @@ def out_of_fold(run_dirs: list[Path], names: list[str]) -> tuple[list[str], Pred
             labels[image] = int(label)
     ids = list(sums)
     probabilities = np.array([sums[i] / counts[i] for i in ids])
-    decisions = (probabilities[:, 1] >= 0.5).astype(int) if probabilities.shape[1] == 2 else probabilities.argmax(1)
-    return ids, Predictions(np.array([labels[i] for i in ids]), probabilities, decisions)
+    return ids, Predictions(np.array([labels[i] for i in ids]), probabilities, decide(probabilities))
 
 
 def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> EnsembleRecord | None:

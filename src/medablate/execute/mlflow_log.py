@@ -12,6 +12,7 @@ runs the driver prepared. The driver writes DIR/mlflow.json before any run start
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,6 @@ def tracking_uri(config: MlflowConfig, out: Path) -> str:
 
 
 def _client(uri: str) -> Any:
-    import os
-
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("file:"):  # MLflow 3 keeps its file store in maintenance mode and asks for this to use it

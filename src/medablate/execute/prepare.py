@@ -120,12 +120,6 @@ class StudyData:
         seen.__dict__["_fingerprint"] = self.fingerprint()
         return seen
 
-    def fold_sizes(self, fold: Fold) -> tuple[int, int]:
-        """kfold: the training and validation images of one fold."""
-        assert self.folds is not None
-        row = self.folds[fold.repeat - 1]
-        return int(((row > 0) & (row != fold.fold)).sum()), int((row == fold.fold).sum())
-
     def split_used(self, config: SplitConfig) -> dict[str, Any]:
         """The split actually made: the source's own, or the method with its settings."""
         if self.images.preset is not None and uses_source_split(self.images, config):
