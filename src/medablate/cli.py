@@ -21,6 +21,7 @@ if COMMAND:
     signal.signal(signal.SIGINT, _stop_before_start)
 
 import errno
+import json
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -116,9 +117,11 @@ def run(
                                      "and the cores allow (1 on a CPU). Several `medablate run` on one --out "
                                      "cooperate the same way."),
     executor: str = typer.Option("local", "--executor",
-                                 help="local (this machine: --workers) or ray: each run a Ray task, on a local Ray "
-                                      "or the cluster at --address (needs pip install 'medablate\\[ray]'); any other "
-                                      "executor in medablate/execute/executors/ by its name."),
+                                 help="local (this machine: --workers); ray: each run a Ray task, on a local Ray "
+                                      "or the cluster at --address (needs pip install 'medablate\\[ray]'); slurm: "
+                                      "each run a task of one Slurm job array (needs pip install 'medablate\\[slurm]'"
+                                      "; --slurm-* options, --detach); any other executor in "
+                                      "medablate/execute/executors/ by its name."),
     address: str | None = typer.Option(None, "--address",
                                           help="Ray: the cluster's address (e.g. 10.0.0.1:6379, or auto for the "
                                                "one `ray start` made on this machine). Default: a local Ray."),
@@ -128,6 +131,20 @@ def run(
     threads: int | None = typer.Option(None, "--threads", min=1,
                                           help="Torch threads. Default: OMP_NUM_THREADS when set, else one per usable "
                                                "core; give fewer on a machine shared with other work."),
+    detach: bool = typer.Option(False, "--detach", help="Slurm: return once the runs are queued; `medablate status "
+                                                        "DIR` follows them, `medablate report DIR` writes the outputs."),
+    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="Slurm: the partition "
+                                                                                 "(runtime.slurm.partition)."),
+    slurm_time: str | None = typer.Option(None, "--slurm-time", metavar="MINUTES|H:MM:SS",
+                                          help="Slurm: each task's time limit; a task that reaches it is requeued and "
+                                               "resumes (runtime.slurm.time, default 60)."),
+    slurm_gpus: int | None = typer.Option(None, "--slurm-gpus", min=0, help="Slurm: GPUs per task (runtime.slurm.gpus; "
+                                                                           "default 1 with training.device cuda)."),
+    slurm_cpus: int | None = typer.Option(None, "--slurm-cpus", min=1, help="Slurm: CPUs per task, its torch threads "
+                                                                           "(runtime.slurm.cpus, default 1)."),
+    slurm_parallelism: int | None = typer.Option(None, "--slurm-parallelism", min=1,
+                                                 help="Slurm: at most this many tasks at once (runtime.slurm."
+                                                      "parallelism)."),
 ) -> None:
     """Train every trial of a study (resumes a study that was interrupted) and write its outputs."""
 
@@ -143,7 +160,13 @@ def run(
         if out is not None and not out.strip():
             raise UserError("--out is empty: give the folder the study is written to (it is created if needed), or "
                             "leave --out out for runs/<study name>.")
-        study, _ = load_study(study_file, set_)
+        slurm = {"partition": slurm_partition, "time": slurm_time, "gpus": slurm_gpus, "cpus": slurm_cpus,
+                 "parallelism": slurm_parallelism}
+        given = [f"runtime.slurm.{k}={json.dumps(v)}" for k, v in slurm.items() if v is not None]
+        if (given or detach) and executor != "slurm":
+            raise UserError("--detach and the --slurm-* options apply to --executor slurm: add --executor slurm, or "
+                            "leave them out.")
+        study, _ = load_study(study_file, [*set_, *given])
         folder = Path(out) if out is not None else Path("runs") / study.name
         command = "medablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         from medablate.core.registry import EXECUTORS  # the executors register themselves (execute/executors/)
@@ -155,7 +178,15 @@ def run(
         if executor != "ray" and (address or ray_resources):
             raise UserError("--address and --ray-resources apply to --executor ray: add --executor ray, or leave them out.")
         runner = StudyRunner(study, folder, console, command, threads, parse_workers(workers, study.training.device))
-        runner.background, runner.executor = True, executor
+        runner.background, runner.executor, runner.detach = True, executor, detach
+        if executor == "slurm":
+            from medablate.execute.executors.slurm import require_slurm, require_submitit  # only for --executor slurm
+
+            if runner.workers > 1:
+                raise UserError("--workers is for the local executor; with --executor slurm every run is a task of "
+                                "one job array (--slurm-parallelism caps how many run at once).")
+            require_submitit()
+            require_slurm()
         if executor == "ray":
             from medablate.execute.executors.ray import parse_resources, require_ray  # only for --executor ray
 
@@ -358,10 +389,9 @@ def report(out: Path = typer.Argument(..., help="A study's output folder (runs/<
 
     def action() -> None:
         require_study_folder(out)
-        from medablate.report.outputs import write_outputs as write_analysis  # matplotlib, scipy, torch
-        from medablate.report.report import build_report  # matplotlib
+        from medablate.study.runner import report_study  # matplotlib, scipy, torch
 
-        html_path, md_path = build_report(out, write_analysis(out))
+        html_path, md_path = report_study(out, console)
         out_console.print(f"Wrote {html_path} and {md_path}")
 
     _guarded(action)
@@ -454,11 +484,13 @@ def status(out: Path = typer.Argument(..., help="A study's output folder (runs/<
 
         rows = study_status(out)
         table = Table(title=str(out))
+        keys = ["run", "status", "epochs", "val_acc", "test_acc", "disk"] + (["slurm"] if any(r["slurm"] for r in rows)
+                                                                             else [])
         for column in ("run", "status", "epochs", f"val acc ({layout.BEST_PT}; latest epoch if unfinished)", "test acc",
-                       "disk"):
+                       "disk", "Slurm task")[:len(keys)]:
             table.add_column(column)
         for row in rows:
-            table.add_row(*(str(row[k]) for k in ("run", "status", "epochs", "val_acc", "test_acc", "disk")))
+            table.add_row(*(str(row[k]) for k in keys))
         out_console.print(table)
         for row in rows:
             if row["problem"]:

@@ -506,6 +506,54 @@ class TrackingConfig(Strict):
     mlflow: MlflowConfig | None = Field(None, description="log every run to MLflow (pip install mlflow-skinny)")
 
 
+def slurm_minutes(value: Any) -> Any:
+    """`time: 90`, `"90"`, `"1:30:00"` or `"2-00:00:00"` (Slurm's forms) -> minutes."""
+    if isinstance(value, str) and re.fullmatch(r"\s*(\d+-)?\d+(:\d{1,2}){0,2}\s*", value):
+        days, _, clock = value.strip().rpartition("-")
+        parts = [int(p) for p in clock.split(":")]
+        hours, minutes, seconds = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+        return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    if isinstance(value, str):
+        raise ValueError(f"{value!r} is no time limit: give minutes (90) or Slurm's forms H:MM:SS (1:30:00) and "
+                         "D-HH:MM:SS (2-00:00:00)")
+    return value
+
+
+class SlurmConfig(Strict):
+    """How `--executor slurm` submits a study's runs (a runtime setting: no run's identity depends on it)."""
+
+    partition: str | None = Field(None, description="the partition (queue); default: the cluster's default")
+    time: Annotated[StrictInt, Field(ge=1)] = Field(
+        60, description="each array task's time limit in minutes (or H:MM:SS, D-HH:MM:SS); a task that reaches it is "
+                        "requeued and resumes from its last checkpoint")
+    gpus: Annotated[StrictInt, Field(ge=0)] | None = Field(None, description="GPUs per task; default: 1 when "
+                                                                              "training.device may use a GPU, else 0")
+    cpus: Annotated[StrictInt, Field(ge=1)] = Field(1, description="CPUs per task (its torch threads)")
+    mem_gb: float | None = Field(None, gt=0, description="memory per task in GB; default: the partition's")
+    parallelism: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="at most this many tasks of the array at once (%N); default: as many as the cluster gives")
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] = Field(default_factory=list, description="shell lines each task runs first, e.g. module load "
+                                                                "cuda, or activating this environment")
+    additional: dict[str, str] = Field(default_factory=dict, description="any other sbatch option, e.g. "
+                                                                           "{reservation: course}")
+    requeues: Annotated[StrictInt, Field(ge=0)] = Field(
+        3, description="how often a task that timed out is requeued before it counts as failed")
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return slurm_minutes(value)
+
+
+class RuntimeConfig(Strict):
+    """Where and how the runs execute; nothing here changes a number."""
+
+    slurm: SlurmConfig = SlurmConfig()
+
+
 class Study(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
@@ -518,6 +566,7 @@ class Study(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     references: list[Reference] = Field(default_factory=list)
     tracking: TrackingConfig = TrackingConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
     test_set_name: str | None = Field(None, description="what the test set is (e.g. the official 624-image split), "
                                                         "so references on the same set are recognised as such")
 

@@ -13,7 +13,7 @@ import os
 import signal
 
 VARIABLE = "MEDABLATE_KILL_AT"
-SIGNAL = "MEDABLATE_KILL_SIGNAL"  # KILL (default) or TERM / INT: the signal the point sends to its own process
+SIGNAL = "MEDABLATE_KILL_SIGNAL"  # KILL (default), TERM / INT, or STOP (frozen until a test acts): the signal sent
 ONCE = "MEDABLATE_KILL_ONCE"  # a file path: the kill happens only if this file does not exist yet (it is created)
 HELPER_OF = "MEDABLATE_HELPER_OF"  # set in a helper process: the pid of the medablate process it works for
 POINTS = {
@@ -48,7 +48,9 @@ def _first_anywhere() -> bool:
     if not marker:
         return True
     try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        descriptor = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
+    os.write(descriptor, str(os.getpid()).encode())  # who was hit (a test may want to find it, e.g. to requeue it)
+    os.close(descriptor)
     return True

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medablate.execute.executors import slurm
 from medablate.execute.plan import expand, read_study
 from medablate.folder import rundir
+
+QUEUED = "queued"  # pending, and its Slurm task waits in the queue
 
 
 def planned_runs(out: Path) -> list[tuple[str, int]]:
@@ -19,6 +22,7 @@ def planned_runs(out: Path) -> list[tuple[str, int]]:
 
 def study_status(out: Path) -> list[dict[str, Any]]:
     rows = []
+    queued = slurm.queued_runs(out) if slurm.jobs_file(out).exists() else {}  # --executor slurm: the queue's word
     for run_id, epochs in planned_runs(out):
         run_dir = rundir.trial_dir(out, run_id)
         metrics = rundir.metrics_or_none(run_dir)
@@ -28,7 +32,9 @@ def study_status(out: Path) -> list[dict[str, Any]]:
             best = history[-1]["val_acc"]
         test = metrics.test.accuracy if metrics and metrics.test else None
         status = rundir.run_status(run_dir)
-        rows.append({"run": run_id, "status": status,
+        if status == rundir.PENDING and queued.get(run_id, "").endswith("PENDING"):
+            status = QUEUED
+        rows.append({"run": run_id, "status": status, "slurm": queued.get(run_id, ""),
                      "epochs": f"{len(history)}/{epochs}",
                      "val_acc": f"{best:.3f}" if best is not None else "–",
                      "test_acc": f"{test:.3f}" if test is not None else "–",

@@ -19,6 +19,8 @@ EXAMPLES, EVALUATIONS = "examples", "evaluations"  # in a run folder: examples/<
 MLFLOW_JSON = "mlflow.json"  # tracking.mlflow: in the study folder the experiment and trials' parent runs, in a run
 # folder its MLflow run and the last epoch logged (medablate.execute.mlflow_log)
 EXPORTED = "exported"  # in a run folder: exported/model.pt | model.onnx and its model.json (medablate export)
+SLURM = "slurm"  # --executor slurm: DIR/slurm/jobs.json (the arrays submitted) and submitit's scripts and logs
+JOBS_JSON = "jobs.json"
 CURVES_PNG, ROC_PNG, PR_PNG = "curves.png", "roc.png", "pr.png"  # a run's figures
 RELIABILITY_PNG, CONFUSION_PNG = "reliability.png", "confusion.png"
 CLAIM_LOCK = "claim.lock"  # medablate.folder.claims

@@ -240,6 +240,22 @@ class ExportRecord(Record):
     test_metrics: dict[str, Plain] | None = None  # the run's test scores at its threshold
 
 
+class SlurmArray(Record):
+    """One job array `--executor slurm` submitted: task i trains runs[i]."""
+
+    job_id: str
+    runs: list[str]
+    submitted: str
+    parameters: dict[str, Plain] = {}
+
+
+class SlurmJobs(Record):
+    """DIR/slurm/jobs.json: every array submitted for the study, oldest first."""
+
+    format: int = 1
+    arrays: list[SlurmArray] = []
+
+
 # ------------------------------------------------------------------ study.json
 
 
@@ -288,7 +304,7 @@ class StudyInfo(Record):
     format: int = 1
     name: str
     command: str = ""
-    status: str = "running"  # running, finished or incomplete
+    status: str = "running"  # running, finished, incomplete or submitted (--detach)
     started: str | None = None
     resumed: str | None = None
     finished: str | None = None

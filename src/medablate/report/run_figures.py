@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from medablate.core import faults
 from medablate.core.children import process_pool
+from medablate.data.sources.phantom import FIGURE_NOTE
+from medablate.execute.prepare import RunContext, data_note
 from medablate.folder import layout, rundir
 from medablate.folder.records import EvaluationReport, FiguresRecord, RunRecord
 from medablate.inspect.predict import write_examples
@@ -55,6 +57,12 @@ def draw(run_dir: Path, title: str, note: str, test: ImageSet | None = None) -> 
         if test is not None:
             write_examples(run_dir, test.images, test.labels, test.ids, metrics.threshold)
     rundir.write_figures(run_dir, FiguresRecord(metrics_sha1=wanted))
+
+
+def draw_in_task(run_dir: Path, title: str, context: RunContext) -> None:
+    """A task's run is written (Slurm): its figures and examples, drawn there and then (the driver skips them)."""
+    note = FIGURE_NOTE if data_note(context.data) == "synthetic phantom" else ""
+    draw(run_dir, title, note, context.data.test)
 
 
 def trial_figures(run_dir: Path, metrics: RunRecord, evaluation: EvaluationReport, title: str, note: str) -> None:

@@ -64,6 +64,7 @@ class StudyRunner:
         self.ray_address: str | None = None
         self.ray_resources: dict[str, float] = {}
         self.elsewhere: list[str] = []  # runs another process was training while this one ran
+        self.detach = False  # --detach (--executor slurm): return once the runs are submitted
         self.plan = expand(study)
         check_weights_used(study, self.plan)
         check_buildable(self.plan)
@@ -162,10 +163,15 @@ class StudyRunner:
                            + (f", {len(data.test)} test" if data.test is not None else "") + f" -> {self.out}")
         timing = {"setup": time.perf_counter() - started}
         job = StudyJob(self.study, self.out, self.plan, self.console, threads, self.data_note, self.workers,
-                       self.background, self.show_progress, self.ray_address, self.ray_resources, self.elsewhere)
+                       self.background, self.show_progress, self.ray_address, self.ray_resources, self.elsewhere,
+                       self.detach, run_figures.draw_in_task)
         name = self.executor if self.executor != "local" else "workers" if self.workers > 1 else "local"
         statuses = executor(name)(job, context)
         timing["runs"] = time.perf_counter() - started - timing["setup"]
+        if self.detach:
+            info.status, info.executor = "submitted", self.executor
+            rundir.write_study_info(self.out, info)
+            return 0
         self.draw_run_figures(data)
         mlflow_log.log_artifacts(self.out, self.study, self.plan)
         timing["figures"] = time.perf_counter() - started - sum(timing.values())
@@ -239,6 +245,25 @@ class StudyRunner:
                            f"Tables:  {out / layout.TABLES_MD}\n"
                            f"Figures: {out / layout.FIGURES}/ and {out / layout.TRIALS}/*/{layout.CURVES_PNG}")
         return 0 if rundir.FAILED not in statuses else 1
+
+
+def report_study(out: Path, console: Console) -> tuple[Path, Path]:
+    """`medablate report`: the analysis and the report from the folder alone. A detached study (`--executor slurm
+    --detach`) whose runs are all done is then marked finished, and its runs' figures go to MLflow."""
+    info = rundir.read_study_info(out)
+    statuses = [rundir.run_status(rundir.trial_dir(out, r.run)) for r in info.run_list]
+    unfinished = sum(s not in rundir.FINISHED for s in statuses)
+    if unfinished:
+        console.print(f"[yellow]Note:[/] {unfinished} of {len(statuses)} runs are not finished (`medablate status "
+                      f"{escape(str(out))}` shows them): the analysis and report cover the finished ones.",
+                      highlight=False)
+    analysis = write_outputs(out)
+    if info.status == "submitted" and not unfinished:
+        study = read_study(out)[1]
+        mlflow_log.log_artifacts(out, study, expand(study))
+        info.status, info.finished = "finished", _now()
+        rundir.write_study_info(out, info)
+    return build_report(out, analysis)
 
 
 def _now() -> str:

@@ -37,6 +37,11 @@ class StudyJob:
     address: str | None = None  # --address (Ray)
     resources: dict[str, float] = field(default_factory=dict)  # --ray-resources
     elsewhere: list[str] = field(default_factory=list)  # runs another process was training while this one ran
+    detach: bool = False  # --detach: submit the runs and return (executors that train elsewhere)
+    after_run: AfterRun | None = None  # a task's run is written: draw its figures there (set by the runner)
+
+
+AfterRun = Callable[[Path, str, RunContext], None]  # (run folder, title, context): what a task does after its run
 
 
 class Executor(Protocol):

@@ -8,14 +8,16 @@ the study's evaluation settings changed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from medablate.config.schema import EvaluationConfig, Study, to_plain
+from medablate.errors import UserError
 from medablate.execute import results
-from medablate.execute.executors import StudyJob, register_executor
-from medablate.execute.plan import Run, expand
+from medablate.execute.executors import AfterRun, StudyJob, register_executor
+from medablate.execute.plan import Plan, Run, expand
 from medablate.execute.prepare import RunContext, data_note, prepare_context
 from medablate.execute.progress import ProgressEvents, progress_bars
 from medablate.execute.run import Finisher, execute_run
@@ -46,6 +48,43 @@ def train_prepared(study: Study, out: Path, threads: int | None, console: Consol
     job = StudyJob(study, Path(out), expand(study), console, threads or 1, data_note(context.data),
                    show_progress=False)
     return train_here(job, context)
+
+
+_contexts: dict[tuple[str, str], tuple[Plan, RunContext]] = {}  # per task process (Ray worker): the prepared data
+
+
+def prepared(study_plain: dict[str, Any], out: str, threads: int, where: str) -> tuple[Plan, RunContext]:
+    """The plan and run context of a study in this process, kept for its next task."""
+    key = (out, repr(sorted(study_plain.items(), key=lambda kv: kv[0])))
+    if key not in _contexts:
+        if not (Path(out) / rundir.STUDY_JSON).exists():
+            raise UserError(f"the study folder {out} is not visible on {where}: put --out on storage every node "
+                            "mounts at the same path (NFS or similar).")
+        study = Study.model_validate(study_plain)
+        _contexts[key] = (expand(study), prepare_context(study, Path(out), threads))
+    return _contexts[key]
+
+
+def train_one(study_plain: dict[str, Any], out: str, run_id: str, threads: int, where: str,
+              after_run: AfterRun | None = None) -> str:
+    """A task on another process or node (Ray, Slurm): claim the run, train it (resuming from its checkpoint), write
+    its folder, then after_run (its figures); the run's status. A run another live process holds is left to it."""
+    plan, context = prepared(study_plain, out, threads, where)
+    run = next(r for r in plan.runs if r.id == run_id)
+    run_dir = rundir.trial_dir(Path(out), run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    claim = claims.try_claim(run_dir)
+    if claim is None:  # another live process (a hand-started `medablate run`, say) trains it
+        return rundir.RUNNING
+    try:
+        status = rundir.run_status(run_dir)
+        if status not in rundir.FINISHED:
+            status = execute_run(run, context)
+    finally:
+        claims.release(claim)
+    if after_run is not None and status in rundir.FINISHED:
+        after_run(run_dir, f"{context.study.name}: {run.id}", context)
+    return status
 
 
 def _one(job: StudyJob, run: Run, index: int, context: RunContext, render: ProgressEvents, finisher: Finisher) -> str:

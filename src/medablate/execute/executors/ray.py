@@ -16,21 +16,18 @@ from __future__ import annotations
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
-from medablate.config.schema import Study, to_plain
+from medablate.config.schema import to_plain
 from medablate.errors import UserError
 from medablate.execute.executors import StudyJob, register_executor
-from medablate.execute.plan import Plan, expand
-from medablate.execute.prepare import RunContext, prepare_context
+from medablate.execute.executors.local import train_one
+from medablate.execute.prepare import RunContext
 from medablate.execute.progress import follow
-from medablate.execute.run import execute_run
-from medablate.folder import claims, rundir
+from medablate.folder import rundir
 
 FORWARDED = ("MEDABLATE_", "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # environment variables the tasks see too
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
-_contexts: dict[tuple[str, str], tuple[Plan, RunContext]] = {}  # per Ray worker process: the prepared data
 
 
 def require_ray() -> Any:
@@ -94,34 +91,9 @@ def default_resources(ray: Any, device: str) -> dict[str, float]:
     return {"num_cpus": 1.0}
 
 
-def prepare(study_plain: dict[str, Any], out: str, threads: int) -> tuple[Plan, RunContext]:
-    """The plan and run context of a study in this worker process, kept for its next task."""
-    key = (out, repr(sorted(study_plain.items(), key=lambda kv: kv[0])))
-    if key not in _contexts:
-        if not (Path(out) / rundir.STUDY_JSON).exists():
-            raise UserError(f"the study folder {out} is not visible on Ray node {socket.gethostname()}: put --out on "
-                            "storage every node mounts at the same path (NFS or similar).")
-        study = Study.model_validate(study_plain)
-        _contexts[key] = (expand(study), prepare_context(study, Path(out), threads))
-    return _contexts[key]
-
-
 def run_task(study_plain: dict[str, Any], out: str, run_id: str, threads: int) -> str:
     """One Ray task: claim the run, train it (resuming from its checkpoint), write its folder; its status."""
-    plan, context = prepare(study_plain, out, threads)
-    run = next(r for r in plan.runs if r.id == run_id)
-    run_dir = rundir.trial_dir(Path(out), run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    claim = claims.try_claim(run_dir)
-    if claim is None:  # another live process (a hand-started `medablate run`, say) trains it
-        return rundir.RUNNING
-    try:
-        status = rundir.run_status(run_dir)
-        if status in rundir.FINISHED:
-            return status
-        return execute_run(run, context)
-    finally:
-        claims.release(claim)
+    return train_one(study_plain, out, run_id, threads, where=f"Ray node {socket.gethostname()}")
 
 
 def forwarded_environment() -> dict[str, str]:
