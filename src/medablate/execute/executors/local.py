@@ -78,8 +78,9 @@ def train_one(study_plain: dict[str, Any], out: str, run_id: str, threads: int, 
         return rundir.RUNNING
     try:
         status = rundir.run_status(run_dir)
-        if status not in rundir.FINISHED:
-            status = execute_run(run, context)
+        if status in rundir.FINISHED:
+            return status
+        status = execute_run(run, context)
     finally:
         claims.release(claim)
     if after_run is not None and status in rundir.FINISHED:
