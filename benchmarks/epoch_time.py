@@ -163,13 +163,14 @@ def main() -> None:
         child(args.role, args.data, args.per_class, args.epochs)
         return
     print(f"data: {args.data or f'phantom (synthetic), {args.per_class} per class, 256x256'}; {args.epochs} epochs; "
-          f"torch {torch.__version__}; device {args.device}")
-    results = {role: spawn(role, args) for role in ("notebook", "medablate", "exact")}
-    for role, result in results.items():
+          f"torch {torch.__version__}; device {args.device}", flush=True)
+    results = {}
+    for role in ("notebook", "medablate", "exact"):  # each line as soon as its loop is done (a time limit keeps it)
+        result = results[role] = spawn(role, args)
         seconds = [r["seconds"] for r in result["rows"]]
         print(f"{role:9s} {per_epoch(result):6.2f} s/epoch (median after the first; mean {np.mean(seconds):.2f}; "
               f"each: {' '.join(f'{s:.2f}' for s in seconds)})  peak {result['peak_rss_mib']:.0f} MiB  "
-              f"threads {result['threads']}")
+              f"threads {result['threads']}", flush=True)
     for role, result in results.items():
         print(f"{role:9s} train/val loss per epoch: "
               + " ".join(f"{r['train_loss']:.6f}/{r['val_loss']:.6f}" for r in result["rows"]))

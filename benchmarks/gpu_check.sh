@@ -1,24 +1,67 @@
 #!/usr/bin/env bash
-# One-command GPU check (issue 11), under 5 minutes on an H100-class GPU:
+# One-command GPU check (issues 11 and 20), at most 6 minutes on an H100/H200: every part has its own time limit
+# and prints as it goes, so a part cut short still says how far it got (and the next part runs).
 #   bash benchmarks/gpu_check.sh
-# 1. the course study, 1 seed x 6 trials x 40 epochs: --workers 1 vs --workers auto (wall, phases, summed
-#    training, fixed cost per run, identical numbers);
-# 2. the 30-run course study (5 seeds) with --workers auto: the target is under 2 minutes;
-# 3. the course notebook's own loop vs medablate's Trainer, seconds per epoch on the same card;
-# 4. benchmarks/models.py: every registered model, fp32 vs the speed switches.
+# 1. the 30-run course study (5 seeds x 6 trials x 40 epochs) with --workers auto: wall time and phases
+#    (target: 60 s including figures, analysis and report);
+# 2. the course notebook's own loop vs medablate's Trainer, seconds per epoch on this card;
+# 3. the pneumonia-cnn recipe's base trial (128 px, 3724 phantom training images, 30 epochs): 1 seed, then 3 seeds
+#    (target: 3 seeds in at most 1.5x the wall time of one);
+# 4. a 3-seed recipe study of 2 architectures (cnn vs MONAI resnet18, 5 epochs).
 # Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
-# --find-links WHEELS -e . first). Figures go to stdout; set GPU_CHECK_EPOCHS to shorten.
-set -euo pipefail
+# --find-links WHEELS -e . first). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-EPOCHS=${GPU_CHECK_EPOCHS:-40}
-"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible to torch'; \
-print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CPU cores', __import__('os').cpu_count())"
-echo "== 1. course study, 1 seed, $EPOCHS epochs: --workers 1 vs auto"
-"$PY" benchmarks/study_time.py --epochs "$EPOCHS" --seeds 1 --configs sequential,auto
-echo "== 2. course study, 5 seeds = 30 runs, $EPOCHS epochs, --workers auto (target: under 120 s)"
-"$PY" benchmarks/study_time.py --epochs "$EPOCHS" --seeds 5 --configs auto
-echo "== 3. seconds per epoch, the notebook's loop vs medablate's, on this GPU"
-"$PY" benchmarks/epoch_time.py --device cuda --epochs 10
-echo "== 4. every registered model at 128 and 224 px: fp32, channels-last, bf16 (issue 10)"
-"$PY" benchmarks/models.py --device cuda --batches 20
+SCALE=${GPU_CHECK_SCALE:-1}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}  # cpu: try the script's mechanics on a machine without a GPU
+OUT=$(mktemp -d /tmp/gpu-check-XXXXXX)
+started=$SECONDS
+
+limit() { "$PY" -c "print(max(5, int($1 * $SCALE)))"; }
+part() {  # part NAME SECONDS COMMAND...: run it under its limit; say so when the limit cut it short
+    local name=$1 seconds; seconds=$(limit "$2"); shift 2
+    echo "== $name (limit ${seconds} s; ${SECONDS} s since start)"
+    local t0=$SECONDS
+    timeout -s TERM -k 10 "$seconds" "$@"
+    local rc=$?
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        echo "-- $name: stopped at its limit after $((SECONDS - t0)) s"
+    elif [ $rc -ne 0 ]; then
+        echo "-- $name: failed (exit $rc) after $((SECONDS - t0)) s"
+    else
+        echo "-- $name: $((SECONDS - t0)) s"
+    fi
+}
+recipe() {  # recipe OUT SEEDS EPOCHS [--set ...]: the recipe on phantom images of the recipe's size, then its timing
+    local out=$1 seeds=$2 epochs=$3; shift 3
+    "$PY" -m medablate.cli run examples/pneumonia-cnn.yaml --out "$out" --set "seeds=$seeds" \
+        --set "training.epochs=$epochs" --set data.path=null --set data.phantom.count_per_class=2660 \
+        --set "data.split={method: stratified, val_fraction: 0.15, test_fraction: 0.15, seed: 0}" \
+        --set "training.device=$DEVICE" "$@" >"$out.log" 2>&1
+    local rc=$?
+    "$PY" - "$out" <<'EOF'
+import json, sys
+from pathlib import Path
+info = json.loads((Path(sys.argv[1]) / "study.json").read_text())
+timing = info.get("timing_seconds") or {}
+print(f"   {info['runs']} run(s), status {info['status']}; phases: "
+      + (", ".join(f"{k} {v:.1f} s" for k, v in timing.items()) or "not recorded yet"))
+EOF
+    [ $rc -eq 0 ] || tail -n 5 "$out.log"
+    return $rc
+}
+
+"$PY" -c "import torch; assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA GPU visible to torch'; \
+print('GPU:', torch.cuda.get_device_name(0) if '$DEVICE' == 'cuda' else 'none (GPU_CHECK_DEVICE=cpu)', \
+      '| torch', torch.__version__, '| CPU cores', __import__('os').cpu_count())" || exit 1
+part "1. course study, 5 seeds = 30 runs, 40 epochs, --workers auto (target 60 s)" 110 \
+    "$PY" benchmarks/study_time.py --epochs 40 --seeds 5 --configs auto
+part "2. seconds per epoch, the notebook's loop vs medablate's" 40 \
+    "$PY" benchmarks/epoch_time.py --device "$DEVICE" --epochs 5
+part "3a. recipe base trial, 1 seed, 30 epochs" 70 recipe "$OUT/recipe-1" "[0]" 30 --set "comparisons=[]"
+part "3b. recipe base trial, 3 seeds, 30 epochs (target: at most 1.5x 3a)" 80 \
+    recipe "$OUT/recipe-3" "[0,1,2]" 30 --set "comparisons=[]"
+part "4. recipe study, 3 seeds x (cnn vs resnet18), 5 epochs" 55 recipe "$OUT/recipe-arch" "[0,1,2]" 5 \
+    --set "comparisons=[{name: architecture, vary: {model: [{name: cnn}, {name: resnet18}]}}]"
+echo "== done in $((SECONDS - started)) s; folders under $OUT"

@@ -10,7 +10,8 @@ of the runs (history seconds: epochs incl. validation), the fixed cost per run (
 per run; sequential only, where it is meaningful), the speed-up of the runs phase over the first configuration,
 and whether every run's numbers equal the reference's: the sequential one-thread study on a CPU (each of 2
 workers or Ray tasks gets one of the machine's threads, so one thread is the fair reference), else the first
-configuration.
+configuration. Each row is printed as soon as its study is done; stopped by a time limit (SIGTERM) or Ctrl-C, it
+prints how far the running study got (runs finished, phases) and exits 1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +35,7 @@ SHORT = {"sequential": "sequential", "threads1": "sequential, 1 thread", "worker
          "auto": "--workers auto", "ray": "--executor ray"}
 
 
-def run(out: Path, extra: list[str], args: argparse.Namespace) -> float:
+def command_for(out: Path, extra: list[str], args: argparse.Namespace) -> list[str]:
     seeds = list(range(args.seeds))
     command = [sys.executable, "-m", "medablate.cli", "run", str(REPO / "examples" / "course-hw2.yaml"),
                "--out", str(out), "--set", f"training.epochs={args.epochs}", "--set", f"seeds={seeds}", *extra]
@@ -43,11 +45,37 @@ def run(out: Path, extra: list[str], args: argparse.Namespace) -> float:
     else:
         command += ["--set", f"data.phantom.count_per_class={args.count}",
                     "--set", f"data.split.train_per_class={int(args.count * 0.8)}"]
+    return command
+
+
+def run(out: Path, extra: list[str], args: argparse.Namespace) -> float:
+    """One configuration's study in a process of its own; its wall time. Stopped (Ctrl-C, SIGTERM from a time limit),
+    it stops the study too and says how far it got."""
+    command = command_for(out, extra, args)
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(30)
+        print(f"stopped after {time.perf_counter() - started:.0f} s: {reached(out)}", flush=True)
+        raise
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
     return time.perf_counter() - started
+
+
+def reached(out: Path) -> str:
+    """How far a study got: its finished runs and phases (from its folder)."""
+    trials = out / "trials"
+    done = sum((d / "metrics.json").exists() for d in trials.iterdir()) if trials.is_dir() else 0
+    try:
+        info = json.loads((out / "study.json").read_text())
+    except (OSError, ValueError):
+        return "no study.json yet (still in setup)"
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in (info.get("timing_seconds") or {}).items())
+    return f"{done} of {info.get('runs')} runs finished" + (f"; phases: {phases}" if phases else "")
 
 
 def numbers(out: Path) -> list[dict[str, str]]:
@@ -66,31 +94,37 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="study-time-"))
     names = [SHORT[c.strip()] for c in args.configs.split(",")]
-    found = {}
-    for name in names:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a time limit's SIGTERM: say how far it got
+    print(f"course study, {args.seeds} seed(s) x 6 trials = {6 * args.seeds} runs, {args.epochs} epochs, "
+          f"{'data ' + str(args.data) if args.data else f'phantom {args.count} per class'}; folders under {root}")
+    print("| configuration | wall s | setup | runs phase | figures | analysis | report | summed training | "
+          "fixed cost per run | speed-up (runs phase) | numbers equal the reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    found: dict[str, dict] = {}
+    for name in names:  # each row as soon as its study is done: a time limit loses only the one running
         out = root / name.replace(" ", "_").replace(",", "").replace("-", "")
-        wall = run(out, CONFIGURATIONS[name], args)
+        try:
+            wall = run(out, CONFIGURATIONS[name], args)
+        except KeyboardInterrupt:
+            return 1
         info = json.loads((out / "study.json").read_text())
         with (out / "results.csv").open() as handle:
             training = sum(float(r["seconds"]) for r in csv.DictReader(handle) if r["seconds"])
-        found[name] = {"wall": wall, "timing": info["timing_seconds"], "training": training, "runs": info["runs"],
-                       "numbers": numbers(out)}
-    first = found[names[0]]
-    reference = found.get("sequential, 1 thread", first)
-    print(f"course study, {args.seeds} seed(s) x 6 trials = {first['runs']} runs, {args.epochs} epochs, "
-          f"{'data ' + str(args.data) if args.data else f'phantom {args.count} per class'}")
-    print("| configuration | wall s | setup | runs phase | figures | analysis | report | summed training | "
-          "fixed cost per run | speed-up (runs phase) | numbers equal the reference |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, f in found.items():
+        f = found[name] = {"wall": wall, "timing": info["timing_seconds"], "training": training, "runs": info["runs"],
+                           "numbers": numbers(out)}
+        first = found[names[0]]
+        reference = found.get("sequential, 1 thread", first)
         t = f["timing"]
         parallel = "workers" in name or "ray" in name
         fixed = (t["runs"] - f["training"]) / f["runs"] if not parallel else float("nan")
         same = "reference" if f is reference else ("yes" if f["numbers"] == reference["numbers"] else "no")
         print(f"| {name} | {f['wall']:.1f} | {t['setup']:.1f} | {t['runs']:.1f} | {t.get('figures', 0):.1f} | "
               f"{t['analysis']:.1f} | {t['report']:.1f} | {f['training']:.1f} | {fixed:.2f} | "
-              f"{first['timing']['runs'] / t['runs']:.2f} | {same} |")
-    print(f"folders under {root}")
+              f"{first['timing']['runs'] / t['runs']:.2f} | {same} |", flush=True)
+    if "sequential, 1 thread" in found and names[0] != "sequential, 1 thread":
+        reference = found["sequential, 1 thread"]
+        print("numbers equal the one-thread reference: " + ", ".join(
+            f"{n} {'yes' if f['numbers'] == reference['numbers'] else 'no'}" for n, f in found.items()))
     return 0
 
 

@@ -152,36 +152,50 @@ def test_a_task_near_its_time_limit_checkpoints_mid_epoch_then_requeues_and_resu
 # ------------------------------------------------------------------ a real Slurm
 
 
+def frozen(marker: Path, driver: subprocess.Popen[str], deadline: float) -> int:
+    """The process id a fault point wrote into its marker once it stopped itself there."""
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert marker.exists() and marker.read_text(), "no task reached its second epoch: the test proves nothing"
+    return int(marker.read_text())
+
+
 @pytest.mark.slurm
-def test_a_slurm_study_equals_a_sequential_run_though_a_task_is_requeued_mid_run(tmp_path: Path, slurm: None) -> None:
+def test_a_slurm_study_equals_a_sequential_run_though_tasks_are_requeued_or_killed_mid_run(
+        tmp_path: Path, slurm: None) -> None:
     study = write_study(tmp_path, seeds=[0, 1], training={"epochs": 4})  # 2 trials x 2 seeds
     sequential, clustered, marker = tmp_path / "sequential", tmp_path / "slurm", tmp_path / "stopped"
     assert medablate("run", str(study), "--out", str(sequential), "--threads", "1").returncode == 0
-    # the first task to write its second epoch's checkpoint freezes itself (SIGSTOP), so it is caught mid-run
+    # the first two tasks to write their second epoch's checkpoint freeze themselves (SIGSTOP): caught mid-run
     env = {**os.environ, "MEDABLATE_KILL_AT": "after-checkpoint@2", "MEDABLATE_KILL_SIGNAL": "STOP",
-           "MEDABLATE_KILL_ONCE": str(marker)}
+           "MEDABLATE_KILL_ONCE": str(marker), "MEDABLATE_KILL_COUNT": "2"}
     driver = subprocess.Popen([sys.executable, "-m", "medablate.cli", "run", str(study), "--executor", "slurm",
                                "--out", str(clustered)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
     try:
         deadline = time.monotonic() + 180
-        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-        assert marker.exists(), "no task reached its second epoch: the test proves nothing"
-        task = slurm_ids(int(marker.read_text()))
-        # what an administrator or a preemption does: Slurm stops the task (SIGTERM) and queues it again; a requeued
-        # job waits two minutes before it may start, unless told otherwise
-        subprocess.run(["scontrol", "requeue", task], check=True, timeout=30)
-        release(task)
+        requeued = slurm_ids(frozen(marker, driver, deadline))
+        # what an administrator or a preemption does: Slurm stops the task (SIGTERM) and queues it again
+        subprocess.run(["scontrol", "requeue", requeued], check=True, timeout=30)
+        release(requeued)
+        victim = frozen(Path(f"{marker}.2"), driver, deadline)
+        killed = slurm_ids(victim)
+        os.kill(victim, 9)  # what the out-of-memory killer or a lost node does: no word, no checkpoint of the batch
         output, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 0, output
-    log = (clustered / "slurm" / f"{task}_0_log.out").read_text()
+    log = (clustered / "slurm" / f"{requeued}_0_log.out").read_text()
     assert "restart 0" in log and "stopped by signal" in log  # the task stopped at Slurm's word ...
     restarted = next(line for line in log.splitlines() if "restart 1" in line)
     assert "0 epoch(s) done before" not in restarted  # ... and its second start resumed the run
+    assert "submitted again" in " ".join(output.split())  # the killed task's run went to a new array ...
+    run = json.loads((clustered / "slurm" / "jobs.json").read_text())["arrays"][0]["runs"][int(killed.split("_")[1])]
+    again = json.loads((clustered / "slurm" / "jobs.json").read_text())["arrays"][1]
+    assert again["runs"] == [run]
+    resumed = (clustered / "slurm" / f"{again['tasks'][0]}_0_log.out").read_text()
+    assert "0 epoch(s) done before" not in resumed  # ... and resumed it from its checkpoint
     assert rows(clustered / "results.csv") == rows(sequential / "results.csv")
     for run_dir in (sequential / "trials").iterdir():
         assert rows(clustered / "trials" / run_dir.name / "history.csv") == rows(run_dir / "history.csv")

@@ -15,6 +15,7 @@ import signal
 VARIABLE = "MEDABLATE_KILL_AT"
 SIGNAL = "MEDABLATE_KILL_SIGNAL"  # KILL (default), TERM / INT, or STOP (frozen until a test acts): the signal sent
 ONCE = "MEDABLATE_KILL_ONCE"  # a file path: the kill happens only if this file does not exist yet (it is created)
+COUNT = "MEDABLATE_KILL_COUNT"  # with ONCE: how many processes are hit, one each (default 1)
 HELPER_OF = "MEDABLATE_HELPER_OF"  # set in a helper process: the pid of the medablate process it works for
 POINTS = {
     "after-checkpoint": "after an epoch's checkpoint, before its history row",
@@ -43,14 +44,17 @@ def point(name: str) -> None:
 
 
 def _first_anywhere() -> bool:
-    """With MEDABLATE_KILL_ONCE, only the first process to get here (of all, a retried Ray task's too) is killed."""
+    """With MEDABLATE_KILL_ONCE, only the first process to get here (of all, a retried Ray task's too) is hit; with
+    MEDABLATE_KILL_COUNT=N too, the first N (their markers FILE, FILE.2, ..., FILE.N each hold the process id)."""
     marker = os.environ.get(ONCE)
     if not marker:
         return True
-    try:
-        descriptor = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(descriptor, str(os.getpid()).encode())  # who was hit (a test may want to find it, e.g. to requeue it)
-    os.close(descriptor)
-    return True
+    for n in range(1, int(os.environ.get(COUNT) or 1) + 1):
+        try:
+            descriptor = os.open(marker if n == 1 else f"{marker}.{n}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            continue
+        os.write(descriptor, str(os.getpid()).encode())  # who was hit (a test may want to find it, e.g. to requeue it)
+        os.close(descriptor)
+        return True
+    return False

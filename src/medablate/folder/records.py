@@ -241,10 +241,12 @@ class ExportRecord(Record):
 
 
 class SlurmArray(Record):
-    """One job array `--executor slurm` submitted: task i trains runs[i]."""
+    """One job array `--executor slurm` submitted: task i trains runs[i] as Slurm's job tasks[i] (`12_3`; a single
+    run is submitted as a plain job, `12`)."""
 
     job_id: str
     runs: list[str]
+    tasks: list[str]
     submitted: str
     parameters: dict[str, Plain] = {}
 

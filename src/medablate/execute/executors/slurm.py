@@ -6,7 +6,8 @@ the `--slurm-*` options). A task loads the data itself (the decode cache makes t
 other medablate process, trains it, writes its folder and draws its figures, so the folder must be on storage
 every node sees. A task Slurm stops (SIGTERM: `scontrol requeue`, preemption, `scancel`) writes a checkpoint of
 the batch it was in and exits; one that reaches its time limit (SIGUSR2, 90 s before) does the same and requeues
-itself (submitit's checkpointing); a requeued task resumes from that checkpoint, with the same numbers.
+itself (submitit's checkpointing); a requeued task resumes from that checkpoint, with the same numbers. A task that
+dies without a word (SIGKILL, out of memory, a node lost) is submitted again by the driver.
 
 The driver follows the runs from their history files and Slurm's queue with a progress bar, then writes the
 analysis and the report; with `--detach` it returns once the array is queued (`medablate status DIR` shows the
@@ -71,8 +72,8 @@ def read_jobs(out: Path) -> SlurmJobs:
 
 
 def task_ids(array: SlurmArray) -> dict[str, str]:
-    """run id -> the Slurm id of the task that trains it (`<array job>_<index>`)."""
-    return {run: f"{array.job_id}_{index}" for index, run in enumerate(array.runs)}
+    """run id -> the Slurm id of the task that trains it (`<array job>_<index>`, or the job's id alone)."""
+    return dict(zip(array.runs, array.tasks, strict=True))
 
 
 def queue(job_ids: list[str]) -> dict[str, str] | None:
@@ -147,8 +148,9 @@ class SlurmTask:
         signal.signal(signal.SIGUSR2, stop)
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         epochs = len(rundir.read_history(rundir.trial_dir(Path(out), run_id)))
-        print(f"medablate: run {run_id} in {out} (Slurm task {os.environ.get('SLURM_ARRAY_JOB_ID')}_"
-              f"{os.environ.get('SLURM_ARRAY_TASK_ID')}, restart {restarts}, {epochs} epoch(s) done before)", flush=True)
+        task = "_".join(os.environ[k] for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID") if k in os.environ)
+        print(f"medablate: run {run_id} in {out} (Slurm task {task or os.environ.get('SLURM_JOB_ID')}, restart "
+              f"{restarts}, {epochs} epoch(s) done before)", flush=True)
         try:
             status = train_one(study_plain, out, run_id, threads, f"Slurm node {os.uname().nodename}", after_run)
         except UserError as exc:
@@ -183,7 +185,7 @@ def submit(job: StudyJob, runs: list[str]) -> SlurmArray:
         message = (str(exc).strip().splitlines() or [""])[-1].split("submission failed: ")[-1]
         raise UserError(f"Slurm refused the job array: {message}. Check runtime.slurm (or the --slurm-* options): "
                         f"{described(wanted)}.") from None
-    array = SlurmArray(job_id=str(jobs[0].job_id).split("_")[0], runs=runs,
+    array = SlurmArray(job_id=str(jobs[0].job_id).split("_")[0], runs=runs, tasks=[str(j.job_id) for j in jobs],
                        submitted=datetime.now(UTC).isoformat(timespec="seconds"),
                        parameters={k: v for k, v in wanted.items() if k != "slurm_setup"})
     record = read_jobs(job.out)
@@ -205,13 +207,24 @@ def result(out: Path, task: str) -> tuple[str, str] | None:
     return ERROR, f"the task failed: {str(value).strip().splitlines()[-1] if str(value).strip() else value}"
 
 
-class Waiter:
-    """Follows tasks through Slurm's queue: a task has ended once squeue no longer lists it."""
+def stopped_by_slurm(out: Path, task: str) -> bool:
+    """Whether the task's last start ended at Slurm's word (SIGTERM: scancel, preemption), from its log."""
+    path = Path(out) / layout.SLURM / f"{task}_0_log.out"
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.startswith("medablate: run")] \
+        if path.exists() else []
+    return bool(lines) and "stopped by signal" in lines[-1]
 
-    def __init__(self, out: Path, tasks: dict[str, str]) -> None:
-        self.out, self.tasks = out, dict(tasks)  # run id -> task id, of the tasks still to end
+
+class Waiter:
+    """Follows tasks through Slurm's queue: a task has ended once squeue no longer lists it. A task that ended
+    without finishing its run, without a word and without Slurm stopping it (SIGKILL, out of memory, a node lost)
+    is submitted again, up to runtime.slurm.requeues times per run, and resumes from the run's checkpoint."""
+
+    def __init__(self, job: StudyJob, tasks: dict[str, str]) -> None:
+        self.job, self.out, self.tasks = job, job.out, dict(tasks)  # run id -> task id, of the tasks still to end
         self.arrays = sorted({task.split("_")[0] for task in tasks.values()})
-        self.ended: list[str] = []
+        self.ended: dict[str, str] = {}  # run id -> its last task
+        self.resubmitted: dict[str, int] = {}
         self.checked = 0.0
 
     def __call__(self, seconds: float) -> list[str]:
@@ -224,9 +237,27 @@ class Waiter:
             return []
         gone = [run for run, task in self.tasks.items() if task not in states]
         for run in gone:
-            del self.tasks[run]
-        self.ended += gone
+            self.ended[run] = self.tasks.pop(run)
+        self.resubmit([run for run in gone if self.lost(run)])
         return gone
+
+    def lost(self, run: str) -> bool:
+        task = self.ended[run]
+        return (rundir.run_status(rundir.trial_dir(self.out, run)) not in rundir.FINISHED
+                and result(self.out, task) is None and not stopped_by_slurm(self.out, task)
+                and self.resubmitted.get(run, 0) < self.job.study.runtime.slurm.requeues)
+
+    def resubmit(self, runs: list[str]) -> None:
+        if not runs:
+            return
+        for run in runs:
+            self.resubmitted[run] = self.resubmitted.get(run, 0) + 1
+        array = submit(self.job, runs)
+        self.job.console.print(f"Slurm: task(s) of {', '.join(runs)} ended without finishing their run (killed, out of "
+                               f"memory, a node lost): submitted again as array {array.job_id}; they resume from their "
+                               "checkpoints.", highlight=False)
+        self.tasks |= task_ids(array)
+        self.arrays.append(array.job_id)
 
     def done(self) -> bool:
         return not self.tasks
@@ -259,14 +290,14 @@ def train_on_slurm(job: StudyJob, context: RunContext) -> list[str]:
                           "(running this command again resubmits any run that stopped without finishing).",
                           highlight=False)
         return [rundir.run_status(rundir.trial_dir(job.out, r.id)) for r in runs]
-    waiter = Waiter(job.out, tasks)
+    waiter = Waiter(job, tasks)
     try:
         follow(job.console, job.out, runs, f"study {job.study.name} (slurm)", job.show_progress, waiter, waiter.done)
     except KeyboardInterrupt:
         job.console.print(f"The runs go on in Slurm ({', '.join(waiter.arrays)}): `medablate status {job.out}` shows "
                           f"them, `scancel {' '.join(waiter.arrays)}` stops them.", highlight=False)
         raise
-    problems = [found[1] for run in waiter.ended if (found := result(job.out, tasks[run])) and found[0] == ERROR]
+    problems = [found[1] for task in waiter.ended.values() if (found := result(job.out, task)) and found[0] == ERROR]
     if problems:
         raise UserError(problems[0])
     return [rundir.run_status(rundir.trial_dir(job.out, r.id)) for r in runs]
