@@ -245,7 +245,7 @@ CASES = [
          "negative_slope"),
     Case("dropout per block mismatch", dry("model.dropout=[0.5]"), "dropout has 1 values"),
     Case("dropout out of range", dry("model.dropout=[1.5, 0.1]"), "dropout probabilities"),
-    Case("monitor unknown", dry("training.monitor=val_auc"), "training.monitor"),
+    Case("monitor unknown", dry("training.monitor=val_f1"), "training.monitor"),
     Case("device unknown", dry("training.device=tpu"), "training.device"),
     Case("image size too small", dry("data.image_size=4"), "data.image_size"),
     Case("repeated seeds", dry("seeds=[0, 0]"), "seeds repeat"),

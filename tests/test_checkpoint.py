@@ -40,3 +40,13 @@ def test_atomic_text_write_replaces_whole_files_with_normal_permissions(tmp_path
     assert target.read_text() == "a,b\n1,\n0.5,x\n"
     assert oct(target.stat().st_mode & 0o777) != oct(0o600)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_monitored_metric_picks_the_best_epoch_lowest_loss_or_highest_metric() -> None:
+    from medablate.train.checkpointing import is_better
+
+    assert is_better(0.4, 0.5, "val_loss") and not is_better(0.6, 0.5, "val_loss")
+    for monitor in ("val_acc", "val_auc", "val_balanced_acc", "val_specificity"):
+        assert is_better(0.9, 0.8, monitor) and not is_better(0.7, 0.8, monitor)
+    assert is_better(0.5, None, "val_auc") and is_better(0.5, float("nan"), "val_auc")  # an AUC on one class
+    assert not is_better(float("nan"), 0.5, "val_auc")

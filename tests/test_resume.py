@@ -145,3 +145,28 @@ def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical
     rerun = medablate("run", str(study), "--out", str(stopped))  # the rerun needs no process of its own
     assert rerun.returncode == 0, rerun.stderr
     assert_same_numbers(stopped, clean)
+
+
+@pytest.mark.slow  # a study, a kill and a rerun (about 40 s); the unit tests of each choice are in the default suite
+def test_label_smoothing_a_monitored_auc_and_a_specificity_target_resume_after_sigkill_identically(
+        tmp_path: Path, uninterrupted: Any) -> None:
+    """Issue 21's training choices that keep no state of their own: a SIGKILL after the second epoch's checkpoint,
+    then a rerun, gives the numbers of an uninterrupted study; best.pt is the epoch with the highest val_auc and
+    the threshold keeps validation specificity at 0.8 (both losses: the study compares them)."""
+    study = write_study(tmp_path, training={"epochs": 4, "label_smoothing": 0.1, "monitor": "val_auc",
+                                            "checkpoint_every": "epoch"},
+                        evaluation={"threshold": {"specificity": 0.8}})
+    clean, killed = uninterrupted(study), tmp_path / "killed"
+    first = subprocess.run(command(study, killed), capture_output=True, text=True,
+                           env={**os.environ, "MEDABLATE_KILL_AT": "after-checkpoint@2"})
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    rerun = medablate("run", str(study), "--out", str(killed))
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_numbers(killed, clean)
+    for run in ("base-seed0", "CrossEntropyLoss-seed0"):
+        history = read_csv(killed / "trials" / run / "history.csv")
+        metrics = json.loads((killed / "trials" / run / "metrics.json").read_text())
+        aucs = [float(row["val_auc"]) for row in history]
+        assert metrics["monitor"] == "val_auc" and metrics["best_epoch"] == aucs.index(max(aucs)) + 1
+        validation = metrics["evaluation"]["val"]["at_threshold"]
+        assert validation["specificity"] >= 0.8 and metrics["evaluation"]["threshold"]["rule"] == {"specificity": 0.8}

@@ -65,3 +65,24 @@ def test_balanced_class_weights_follow_the_training_split() -> None:
     two = torch.randn(40, 2)
     weight = torch.tensor(ce.class_weights, dtype=torch.float32)
     assert torch.allclose(ce.loss(two, labels, weighted=True), torch.nn.CrossEntropyLoss(weight=weight)(two, labels))
+
+
+def test_label_smoothing_is_the_textbook_target_for_both_losses_and_the_training_loss_only() -> None:
+    from dataclasses import replace
+
+    labels, e = torch.tensor([0, 1, 1, 0, 1]), 0.1
+    two = torch.randn(5, 2)
+    ce = replace(make_task("CrossEntropyLoss", 2), label_smoothing=e)
+    targets = torch.nn.functional.one_hot(labels, 2).float() * (1 - e) + e / 2  # 1 - e + e/k and e/k
+    by_hand = -(targets * torch.log_softmax(two, dim=1)).sum(dim=1).mean()
+    assert torch.allclose(ce.loss(two, labels, smoothed=True), by_hand)
+    assert torch.allclose(ce.loss(two, labels, smoothed=True), torch.nn.CrossEntropyLoss(label_smoothing=e)(two, labels))
+    assert torch.equal(ce.loss(two, labels), make_task("CrossEntropyLoss", 2).loss(two, labels))  # validation: true labels
+    # one logit z is the two logits (0, z): the smoothed BCE equals the smoothed two-class cross-entropy
+    z = torch.randn(5, 1)
+    bce = replace(make_task("BCEWithLogitsLoss", 2), label_smoothing=e)
+    assert torch.allclose(bce.loss(z, labels, smoothed=True), ce.loss(torch.cat([torch.zeros_like(z), z], 1), labels,
+                                                                       smoothed=True))
+    assert torch.equal(bce.loss(z, labels), make_task("BCEWithLogitsLoss", 2).loss(z, labels))
+    weighted = bce.with_balanced_weights(labels)
+    assert weighted.label_smoothing == e  # the class weights keep the smoothing

@@ -24,6 +24,18 @@ def test_sensitivity_target_is_reached_on_validation_with_the_highest_threshold(
         assert (val.positive >= higher[0])[val.labels == 1].mean() < 0.95
 
 
+def test_specificity_target_is_kept_on_validation_with_the_lowest_threshold() -> None:
+    val = predictions(500, 2)
+    threshold = choose_threshold({"specificity": 0.9}, val.labels, val.positive)
+    decided = val.positive >= threshold
+    assert (~decided)[val.labels == 0].mean() >= 0.9
+    lower = np.unique(val.positive[val.positive < threshold])
+    assert len(lower) and (val.positive < lower[-1])[val.labels == 0].mean() < 0.9  # any lower one loses it
+    assert EvaluationConfig(threshold={"specificity": 0.9}).rule == {"specificity": 0.9}
+    with pytest.raises(ValueError, match="specificity"):
+        EvaluationConfig(threshold={"specificity": 1.5})
+
+
 def test_youden_maximises_sensitivity_plus_specificity() -> None:
     val = predictions(300, 1)
     threshold = choose_threshold("youden", val.labels, val.positive)

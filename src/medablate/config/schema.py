@@ -328,7 +328,9 @@ class TrainingConfig(Strict):
     loss: str = "BCEWithLogitsLoss"
     optimizer: OptimizerConfig = OptimizerConfig(name="Adam", lr=1e-3)
     scheduler: SchedulerConfig | None = SchedulerConfig(name="CosineAnnealingLR")
-    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    monitor: Literal["val_loss", "val_acc", "val_auc", "val_balanced_acc", "val_sensitivity", "val_specificity"] = Field(
+        "val_loss", description="the validation metric (history.csv's column) that picks best.pt: the loss lowest, any "
+                                "other highest")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: StrictInt = Field(256, ge=1)
     tensorboard: bool = Field(False, description="write TensorBoard scalars and HParams per trial (optional package)")
@@ -357,6 +359,9 @@ class TrainingConfig(Strict):
         "none", description="balanced: weight the training loss by inverse class frequency of the training split")
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="balanced: draw each epoch's batches with equal weight per class (with replacement)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="e: the training loss aims at 1 - e + e/k for the "
+                                                                "true class and e/k for each other (k classes; "
+                                                                "validation and test score the true labels)")
 
     _named = field_validator("optimizer", "scheduler", mode="before")(as_named)
 
@@ -431,11 +436,16 @@ class SensitivityTarget(Strict):
     sensitivity: float = Field(gt=0, le=1)
 
 
+class SpecificityTarget(Strict):
+    specificity: float = Field(gt=0, le=1)
+
+
 class EvaluationConfig(Strict):
     """How decisions are made from probabilities (binary tasks; class 1 is positive)."""
 
-    threshold: float | Literal["youden"] | SensitivityTarget = Field(
-        0.5, description="0.5 (the course's rule), youden, or {sensitivity: 0.95}; chosen on validation only")
+    threshold: float | Literal["youden"] | SensitivityTarget | SpecificityTarget = Field(
+        0.5, description="0.5 (the course's rule), youden, {sensitivity: 0.95} or {specificity: 0.9}; chosen on "
+                         "validation only")
     bootstrap_resamples: StrictInt = Field(2000, ge=100, description="resamples for the test metrics' 95% CIs")
     tta: TTA = Field("none", description="test-time augmentation: none, flip (image and its mirror) or crops (the "
                                          "image and four 90% corner crops); probabilities averaged, on validation "
@@ -444,7 +454,7 @@ class EvaluationConfig(Strict):
     @field_validator("threshold", mode="before")
     @classmethod
     def _one_of_three_forms(cls, value: Any) -> Any:
-        forms = "a number between 0 and 1, youden, or {sensitivity: 0.95}"
+        forms = "a number between 0 and 1, youden, {sensitivity: 0.95} or {specificity: 0.9}"
         if isinstance(value, str) and value != "youden":
             hint = " (did you mean 'youden'?)" if names.closest(value, ["youden"]) else ""
             raise ValueError(f"threshold '{value}' is not one of: {forms}{hint}")
@@ -454,7 +464,7 @@ class EvaluationConfig(Strict):
 
     @property
     def rule(self) -> Any:
-        return self.threshold.model_dump() if isinstance(self.threshold, SensitivityTarget) else self.threshold
+        return self.threshold.model_dump() if isinstance(self.threshold, BaseModel) else self.threshold
 
 
 class TrialConfig(Strict):

@@ -318,7 +318,7 @@ IDENTITY_SECTIONS = ("model", "training", "augment", "normalize", "tta", "seed",
 # keys added after runs were first written: a run folder without them had their default
 NEW_KEY_DEFAULTS = {"model.weights": None, "training.precision": "fp32", "normalize": "none", "tta": "none",
                     "augment.crop_scale": None, "augment.crop_ratio": [0.75, 1.3333], "augment.gamma": 0.0,
-                    "augment.noise": 0.0, "augment.blur": 0.0}
+                    "augment.noise": 0.0, "augment.blur": 0.0, "training.label_smoothing": 0.0}
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -99,7 +99,8 @@ def training_paragraph(info: StudyInfo, study: Study, plan: Plan, results: list[
     return (f"Models and training. The base model was {_model(study)}, trained with {training.loss} for "
             f"{training.epochs} epochs, batch size {training.batch_size}, optimizer {_named(training.optimizer)}, "
             f"learning-rate schedule {_named(training.scheduler)}, class weights {training.class_weights}, sampler "
-            f"{training.sampler}; the checkpoint used is the epoch with the best {training.monitor}. "
+            f"{training.sampler}{_smoothing(training.label_smoothing)}; the checkpoint used is the epoch with the best "
+            f"{training.monitor}. "
             f"Comparisons ({varied or 'none'}) gave {len(plan.trials)} distinct trials, each trained with "
             f"{len(plan.seeds)} seed(s) ({', '.join(map(str, plan.seeds))})"
             f"{f' on each of {len(plan.folds)} folds' if plan.folds else ''}: {len(plan.runs)} runs, "
@@ -232,3 +233,7 @@ def write_methods(out: Path, analysis: Analysis, results: list[dict[str, Any]]) 
     atomic.write_text(methods, methods_text(info, study, plan, analysis, results))
     atomic.write_text(tables, tables_tex(study, analysis))
     return methods, tables
+
+
+def _smoothing(value: float) -> str:
+    return f", label smoothing {value:g}" if value else ""

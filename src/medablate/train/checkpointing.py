@@ -2,7 +2,7 @@
 is due, what each file holds and in which order they are written. The training loop asks it; it never names a
 file.
 
-best.pt holds the best epoch by `training.monitor` (val_loss: lowest, val_acc: highest); last.pt holds everything a
+best.pt holds the best epoch by `training.monitor` (val_loss: lowest; val_acc, val_auc, ...: highest); last.pt holds everything a
 resume needs (model, optimizer, scheduler, scaler, RNG, history and this policy's own state), written when due
 (`training.checkpoint_every`) and always after best.pt, so a last.pt on disk never records a best epoch whose weights
 are missing. Both are A/B slot files behind a link (medablate.folder.checkpoint), so a kill at any moment leaves a
@@ -11,6 +11,7 @@ whole file. A finished run keeps what `training.keep_checkpoints` says.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,9 @@ State = dict[str, Any]
 
 
 def is_better(value: float, best: float | None, monitor: str) -> bool:
-    if best is None:
+    """A loss is better lower, any other validation metric higher; an undefined best (an AUC on one class) is
+    beaten by any value."""
+    if best is None or not math.isfinite(best):
         return True
     return value < best if monitor.endswith("loss") else value > best
 
@@ -68,7 +71,8 @@ class CheckpointPolicy:
         """Record an epoch; True when it is the new best by the monitored value (its weights are kept then)."""
         improved = is_better(row[self.monitor], self.best.get(self.monitor), self.monitor)
         if improved:
-            self.best.update(epoch=int(row["epoch"]), val_loss=row["val_loss"], val_acc=row["val_acc"])
+            self.best.update(epoch=int(row["epoch"]), val_loss=row["val_loss"], val_acc=row["val_acc"],
+                             **{self.monitor: row[self.monitor]})
             self.best_weights = {k: v.detach().clone() for k, v in weights().items()}
             self.best_saved = False
         if row["val_acc"] > self.best.get("best_val_acc", -1.0):

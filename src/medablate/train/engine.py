@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +248,7 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
         images = speed.inputs(data.images[index])
         with speed.autocast():
             logits = model(augment(images) if augment is not None else images).float()
-        loss = task.loss(logits, labels, weighted=task.class_weights is not None)
+        loss = task.loss(logits, labels, weighted=task.class_weights is not None, smoothed=True)
         optimizer.zero_grad(set_to_none=False)  # keep gradient buffers: no 128 MiB allocation per step
         if scaler is not None and scaler.is_enabled():  # fp16: scaled loss, steps skipped on inf/NaN gradients
             scaler.scale(loss).backward()
@@ -400,6 +400,8 @@ class Trainer:
         training = self.config.training
         if training.class_weights == "balanced":
             self.task = self.task.with_balanced_weights(train.labels)
+        if training.label_smoothing:
+            self.task = replace(self.task, label_smoothing=training.label_smoothing)
         if self.config.normalize == "dataset":
             set_dataset_statistics(self.model, *channel_statistics(train.images))
         start = self.resume()

@@ -6,7 +6,7 @@ never disagree (the course's "102% accuracy" came from scoring a 2-logit model w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +22,13 @@ class Task:
     loss_name: str
     num_classes: int
     class_weights: tuple[float, ...] | None = None  # per class; used by the training loss only
+    label_smoothing: float = 0.0  # training.label_smoothing; the training loss only (validation scores the true labels)
 
     def with_balanced_weights(self, train_labels: torch.Tensor) -> Task:
         """Weights by inverse class frequency of the training split (scikit-learn's 'balanced': n / (k n_c))."""
         counts = torch.bincount(train_labels.cpu(), minlength=self.num_classes).double()
         weights = counts.sum() / (self.num_classes * counts.clamp(min=1))
-        return Task(self.loss_name, self.num_classes, tuple(float(w) for w in weights))
+        return replace(self, class_weights=tuple(float(w) for w in weights))
 
     @property
     def num_outputs(self) -> int:
@@ -35,16 +36,20 @@ class Task:
         return 1 if self.loss_name == "BCEWithLogitsLoss" else self.num_classes
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
-             weighted: bool = False) -> torch.Tensor:
-        """The loss; weighted=True applies the class weights (pos_weight for BCE: n_neg / n_pos; weight for CE)."""
+             weighted: bool = False, smoothed: bool = False) -> torch.Tensor:
+        """The loss; weighted=True applies the class weights (pos_weight for BCE: n_neg / n_pos; weight for CE),
+        smoothed=True the label smoothing e (CE: PyTorch's, 1 - e + e/k on the true class and e/k on the others;
+        BCE: the same for its two classes, targets e/2 and 1 - e/2)."""
         weights = self.class_weights if weighted else None
+        smoothing = self.label_smoothing if smoothed else 0.0
         if self.loss_name == "BCEWithLogitsLoss":
             pos_weight = None if weights is None else torch.tensor(weights[1] / weights[0], device=logits.device,
                                                                    dtype=logits.dtype)
-            return F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.to(logits.dtype), reduction=reduction,
+            targets = labels.to(logits.dtype) * (1 - smoothing) + smoothing / 2
+            return F.binary_cross_entropy_with_logits(logits.squeeze(1), targets, reduction=reduction,
                                                       pos_weight=pos_weight)
         weight = None if weights is None else torch.tensor(weights, device=logits.device, dtype=logits.dtype)
-        return F.cross_entropy(logits, labels, reduction=reduction, weight=weight)
+        return F.cross_entropy(logits, labels, reduction=reduction, weight=weight, label_smoothing=smoothing)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, num_classes) class probabilities: sigmoid for one logit, softmax otherwise."""
