@@ -71,8 +71,8 @@ class CheckpointPolicy:
         """Record an epoch; True when it is the new best by the monitored value (its weights are kept then)."""
         improved = is_better(row[self.monitor], self.best.get(self.monitor), self.monitor)
         if improved:
-            self.best.update(epoch=int(row["epoch"]), val_loss=row["val_loss"], val_acc=row["val_acc"],
-                             **{self.monitor: row[self.monitor]})
+            self.best.update({"epoch": int(row["epoch"]), "val_loss": row["val_loss"], "val_acc": row["val_acc"],
+                              self.monitor: row[self.monitor]})
             self.best_weights = {k: v.detach().clone() for k, v in weights().items()}
             self.best_saved = False
         if row["val_acc"] > self.best.get("best_val_acc", -1.0):
