@@ -154,3 +154,44 @@ def test_a_trailing_single_image_batch_is_left_out_so_batchnorm_trains(tmp_path:
     fit = trainer(tmp_path, TrialConfig.model_validate({"model": {"hidden": [8], "dropout": [0.1]},
                                                          "training": {"epochs": 1, "batch_size": 8}})).fit(train, val)
     assert fit.status == "done"
+
+
+def test_early_stopping_counts_epochs_without_an_improvement_beyond_min_delta() -> None:
+    from medablate.train.checkpointing import epochs_without_improvement
+
+    assert epochs_without_improvement([0.9, 0.8, 0.85, 0.82], "val_loss", 0.0) == 2
+    assert epochs_without_improvement([0.9, 0.8, 0.79], "val_loss", 0.05) == 1  # 0.79 is within min_delta of 0.8
+    assert epochs_without_improvement([0.6, 0.7, 0.7, 0.65], "val_auc", 0.0) == 2
+    assert epochs_without_improvement([float("nan"), 0.7], "val_auc", 0.0) == 0
+    assert epochs_without_improvement([], "val_loss", 0.0) == 0
+
+
+@pytest.mark.parametrize("model", [{"hidden": [16], "dropout": [0.2]}, {"name": "cnn", "widths": [4, 8], "blocks": [1, 1]}])
+def test_plateau_scheduler_and_early_stopping_stop_and_resume_number_for_number(tmp_path: Path, model: dict) -> None:
+    """ReduceLROnPlateau steps on the monitored metric after validation; early stopping ends the run once patience
+    epochs bring no improvement; a run stopped between epochs and resumed gives the same history (MLP and CNN)."""
+    train, val = splits()
+    config = TrialConfig.model_validate({
+        "model": model, "training": {
+            "epochs": 12, "batch_size": 8, "checkpoint_every": "epoch", "monitor": "val_acc",
+            "scheduler": {"name": "ReduceLROnPlateau", "patience": 0, "factor": 0.5},
+            "early_stopping": {"patience": 2}}})
+    full = trainer(tmp_path / "full", config).fit(train, val)
+    accuracy = [r["val_acc"] for r in full.history]
+    assert full.status == "done" and full.stopped_early_epoch == len(full.history) < 12  # it stopped early ...
+    best = accuracy.index(max(accuracy))
+    assert len(full.history) == best + 3  # ... two epochs after the last improvement
+    lrs = [r["lr"] for r in full.history]
+    for epoch in range(1, len(lrs)):  # patience 0: the rate halves after every epoch that does not improve
+        improved = accuracy[epoch - 1] > max(accuracy[:epoch - 1], default=-1.0)
+        assert lrs[epoch] == pytest.approx(lrs[epoch - 1] * (1.0 if improved else 0.5))
+    with pytest.raises(_Stop):
+        trainer(tmp_path / "cut", config).fit(train, val, on_epoch=_stop_after(best + 2))  # stopped before the end
+    resumed = trainer(tmp_path / "cut", config).fit(train, val)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert resumed.stopped_early_epoch == full.stopped_early_epoch
+    if "name" not in model:  # the MLP: number for number
+        assert strip(resumed.history) == strip(full.history)
+    else:  # CPU convolutions with several threads round differently from run to run, even unresumed (1e-6)
+        assert [{k: pytest.approx(v, rel=1e-4, abs=1e-6) for k, v in r.items()} for r in strip(resumed.history)] \
+            == strip(full.history)

@@ -301,6 +301,9 @@ def never_steps(scheduler: Any, epochs: int) -> str | None:
     return None
 
 
+PLATEAU = "ReduceLROnPlateau"
+
+
 class SchedulerConfig(Named):
     interval: Literal["epoch", "step"] = "epoch"
     written_for_epochs: StrictInt | None = Field(
@@ -319,7 +322,21 @@ class SchedulerConfig(Named):
         if missing:
             raise ValueError(f"scheduler {self.name} needs {', '.join(missing)} (e.g. "
                              f"{{name: {self.name}, {missing[0]}: ...}})")
+        if self.name == PLATEAU and self.interval != "epoch":
+            raise ValueError("ReduceLROnPlateau steps once per epoch, on training.monitor after validation: leave out "
+                             "interval: step")
         return self
+
+
+Monitor = Literal["val_loss", "val_acc", "val_auc", "val_balanced_acc", "val_sensitivity", "val_specificity"]
+
+
+class EarlyStopping(Strict):
+    """End a run once `patience` epochs in a row bring no improvement of `monitor` beyond `min_delta`."""
+
+    monitor: Monitor | None = Field(None, description="default: training.monitor")
+    patience: StrictInt = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
 
 
 class TrainingConfig(Strict):
@@ -328,7 +345,7 @@ class TrainingConfig(Strict):
     loss: str = "BCEWithLogitsLoss"
     optimizer: OptimizerConfig = OptimizerConfig(name="Adam", lr=1e-3)
     scheduler: SchedulerConfig | None = SchedulerConfig(name="CosineAnnealingLR")
-    monitor: Literal["val_loss", "val_acc", "val_auc", "val_balanced_acc", "val_sensitivity", "val_specificity"] = Field(
+    monitor: Monitor = Field(
         "val_loss", description="the validation metric (history.csv's column) that picks best.pt: the loss lowest, any "
                                 "other highest")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -359,6 +376,7 @@ class TrainingConfig(Strict):
         "none", description="balanced: weight the training loss by inverse class frequency of the training split")
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="balanced: draw each epoch's batches with equal weight per class (with replacement)")
+    early_stopping: EarlyStopping | None = Field(None, description="end a run early (best.pt stays the best epoch)")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="e: the training loss aims at 1 - e + e/k for the "
                                                                 "true class and e/k for each other (k classes; "
                                                                 "validation and test score the true labels)")
@@ -378,6 +396,12 @@ class TrainingConfig(Strict):
         problem = never_steps(self.scheduler, self.epochs)
         if problem:
             raise ValueError(problem)
+        mode = self.scheduler.kwargs.get("mode") if self.scheduler is not None and self.scheduler.name == PLATEAU else None
+        wanted = "min" if self.monitor.endswith("loss") else "max"
+        if mode is not None and mode != wanted:
+            raise ValueError(f"training.scheduler.mode is {mode}, but ReduceLROnPlateau follows training.monitor "
+                             f"({self.monitor}), which is better {'lower' if wanted == 'min' else 'higher'}: leave mode "
+                             "out (it is set from the monitor)")
         return self
 
     @field_validator("loss")

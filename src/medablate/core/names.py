@@ -46,9 +46,9 @@ def optimizers() -> dict[str, type]:
 
 def schedulers() -> dict[str, type]:
     classes = _classes(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler)
-    # ReduceLROnPlateau steps on a metric, and the meta-schedulers wrap others: not supported by name.
-    for name in ("ReduceLROnPlateau", "SequentialLR", "ChainedScheduler", "LambdaLR", "MultiplicativeLR",
-                 "LRScheduler"):
+    # the meta-schedulers wrap others, and the lambda ones need a function: not supported by name (ReduceLROnPlateau
+    # steps on training.monitor after each epoch's validation)
+    for name in ("SequentialLR", "ChainedScheduler", "LambdaLR", "MultiplicativeLR", "LRScheduler"):
         classes.pop(name, None)
     return classes
 

@@ -208,10 +208,13 @@ def check_buildable(plan: Plan) -> None:
         if training.scheduler is None:
             continue
         try:
-            scheduler = build_scheduler(training.scheduler, optimizer, training.epochs, 1)
+            scheduler = build_scheduler(training.scheduler, optimizer, training.epochs, 1, training.monitor)
             for _ in range(2 if scheduler is not None else 0):
                 optimizer.step()
-                scheduler.step()  # type: ignore[union-attr]  # not None: the range is empty then
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(1.0)  # it steps on the monitored metric
+                else:
+                    scheduler.step()  # type: ignore[union-attr]  # not None: the range is empty then
         except Exception as exc:
             raise UserError(f"trial '{trial.id}': training.scheduler {to_plain(training.scheduler)} cannot be "
                             f"built: {exc}. Fix its arguments in the study file.") from None
@@ -318,7 +321,8 @@ IDENTITY_SECTIONS = ("model", "training", "augment", "normalize", "tta", "seed",
 # keys added after runs were first written: a run folder without them had their default
 NEW_KEY_DEFAULTS = {"model.weights": None, "training.precision": "fp32", "normalize": "none", "tta": "none",
                     "augment.crop_scale": None, "augment.crop_ratio": [0.75, 1.3333], "augment.gamma": 0.0,
-                    "augment.noise": 0.0, "augment.blur": 0.0, "training.label_smoothing": 0.0}
+                    "augment.noise": 0.0, "augment.blur": 0.0, "training.label_smoothing": 0.0,
+                    "training.early_stopping": None}
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -34,6 +34,7 @@ def report_run(console: Console, out: Path, metrics: RunRecord) -> None:
     """The line a finished run gets."""
     if metrics.status == rundir.DONE:
         tail = f", test acc {metrics.test.accuracy:.3f}" if metrics.test else ""
+        tail += f", stopped early after epoch {metrics.stopped_early_epoch}" if metrics.stopped_early_epoch else ""
         console.print(f"[green]done[/] {metrics.run}: val acc {metrics.val_acc or 0:.3f} of {rundir.BEST_PT} (epoch "
                       f"{metrics.best_epoch}, by {metrics.monitor}); highest val acc at any epoch "
                       f"{metrics.highest_val_acc or 0:.3f} (epoch {metrics.highest_val_acc_epoch}){tail}, "

@@ -182,7 +182,7 @@ def run_record(run: Run, trainer: Trainer, fit: Any, task: Task, context: RunCon
     history, data = fit.history, context.data
     return RunRecord(
         format=rundir.FORMAT, run=run.id, trial=run.trial.id, seed=run.seed, status=fit.status, **fold_fields(run, data),
-        epochs_done=len(history), diverged_epoch=fit.diverged_epoch,
+        epochs_done=len(history), diverged_epoch=fit.diverged_epoch, stopped_early_epoch=fit.stopped_early_epoch,
         best_epoch=fit.best.get("epoch"), best_val_loss=fit.best.get("val_loss"),
         val_acc=fit.best.get("val_acc"), highest_val_acc=fit.best.get("best_val_acc"),
         highest_val_acc_epoch=fit.best.get("best_val_acc_epoch"),

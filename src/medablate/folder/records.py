@@ -128,6 +128,7 @@ class RunRecord(Record):
     traceback: str | None = None  # failed
     epochs_done: int | None = None
     diverged_epoch: int | None = None
+    stopped_early_epoch: int | None = None  # training.early_stopping ended the run after this epoch
     best_epoch: int | None = None  # the epoch best.pt holds (chosen by monitor)
     best_val_loss: float | None = None
     val_acc: float | None = None  # of best.pt (format 2 on)

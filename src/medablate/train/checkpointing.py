@@ -42,6 +42,20 @@ def is_better(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor.endswith("loss") else value > best
 
 
+def epochs_without_improvement(values: list[float], monitor: str, min_delta: float) -> int:
+    """How many of the last values came after the best so far without beating it by more than min_delta (a loss
+    lower, anything else higher); an undefined value (an AUC on one class) is never an improvement, and any value
+    beats an undefined best."""
+    best, since = None, 0
+    for value in values:
+        if best is None or not math.isfinite(best) or (math.isfinite(value) and (
+                value < best - min_delta if monitor.endswith("loss") else value > best + min_delta)):
+            best, since = value, 0
+        else:
+            since += 1
+    return since
+
+
 class CheckpointPolicy:
     BEST, LAST, HISTORY = layout.BEST_PT, layout.LAST_PT, layout.HISTORY_CSV
     AUTO_SECONDS = 60.0  # checkpoint_every: auto writes last.pt once this much time has passed since the last one

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medablate.config.schema import TrialConfig, flatten, to_plain
+from medablate.config.schema import PLATEAU, TrialConfig, flatten, to_plain
 from medablate.core import faults
 from medablate.errors import UserError, stop_between_batches, stop_requested, take_stop
 from medablate.models import (
@@ -35,7 +35,7 @@ from medablate.models import (
 )
 from medablate.models.weights import load_weights
 from medablate.scoring.clinical import epoch_metrics
-from medablate.train.checkpointing import CheckpointPolicy
+from medablate.train.checkpointing import CheckpointPolicy, epochs_without_improvement
 from medablate.train.optim import build_optimizer, build_scheduler
 from medablate.train.tasks import Task
 from medablate.train.tracking import TensorBoardLog
@@ -76,6 +76,7 @@ class FitResult:
     best: dict[str, Any]
     diverged_epoch: int | None = None
     resumed_from_epoch: int = 0
+    stopped_early_epoch: int | None = None  # training.early_stopping ended the run after this epoch
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -328,8 +329,9 @@ class Trainer:
         self.scaler = self.speed.scaler()
         self.optimizer = build_optimizer(config.training.optimizer, self.model.parameters())
         self.scheduler = build_scheduler(config.training.scheduler, self.optimizer, config.training.epochs,
-                                         steps_per_epoch)
+                                         steps_per_epoch, config.training.monitor)
         self.per_batch = config.training.scheduler is not None and config.training.scheduler.interval == "step"
+        self.on_metric = config.training.scheduler is not None and config.training.scheduler.name == PLATEAU
         self.meta = checkpoint_meta(config, task, shape, class_names)
         self.history: list[dict[str, float]] = []
         training = config.training
@@ -414,6 +416,8 @@ class Trainer:
         training = self.config.training
         log = TensorBoardLog(self.run_dir, flatten_config(self.config)) if training.tensorboard else None
         for epoch in range(start + 1, training.epochs + 1):
+            if self.stopped_early():  # decided by the history alone, so a resumed run stops where it stopped
+                break
             cut, self.cut = self.cut, None  # a resumed epoch goes on where SIGTERM stopped it
             started = time.perf_counter() - (cut["seconds"] if cut else 0.0)
             lr = cut["lr"] if cut else current_lr(self.optimizer)
@@ -426,7 +430,7 @@ class Trainer:
             except EpochCut as stopped:
                 self._save_cut(stopped.position, lr, time.perf_counter() - started)
                 raise take_stop() from None
-            if self.scheduler is not None and not self.per_batch:
+            if self.scheduler is not None and not self.per_batch and not self.on_metric:
                 self.scheduler.step()
             val_eval = evaluate(self.forward, self.task, val, training.eval_batch_size, keep_predictions=True,
                                 speed=self.speed)
@@ -444,6 +448,8 @@ class Trainer:
                 self.write_history()
                 return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
             self.history.append(row)
+            if self.scheduler is not None and self.on_metric:  # ReduceLROnPlateau, before the epoch's checkpoint
+                self.scheduler.step(row[training.monitor])  # type: ignore[arg-type]
             if self.checkpoints.update(row, self.model.state_dict):
                 self.best_val = val_eval
             if self.checkpoints.checkpoint(epoch, self.meta, self._last_state):
@@ -456,7 +462,17 @@ class Trainer:
         if log is not None:
             log.close({"best_val_loss": self.best.get("val_loss"), "best_val_acc": self.best.get("best_val_acc")})
         self.finish()
-        return FitResult("done", self.history, self.best, resumed_from_epoch=start)
+        early = int(self.history[-1]["epoch"]) if self.stopped_early() else None
+        return FitResult("done", self.history, self.best, resumed_from_epoch=start, stopped_early_epoch=early)
+
+    def stopped_early(self) -> bool:
+        """training.early_stopping: whether the history so far ends with `patience` epochs without an improvement."""
+        rule = self.config.training.early_stopping
+        if rule is None or len(self.history) >= self.config.training.epochs:
+            return False
+        monitor = rule.monitor or self.config.training.monitor
+        values = [row[monitor] for row in self.history]
+        return epochs_without_improvement(values, monitor, rule.min_delta) >= rule.patience
 
     def _save_cut(self, position: EpochPosition, lr: float, seconds: float) -> None:
         """last.pt of the step where SIGTERM/SIGINT stopped training (after best.pt, as always)."""

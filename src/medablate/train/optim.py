@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from medablate.config.schema import OptimizerConfig, SchedulerConfig
+from medablate.config.schema import PLATEAU, OptimizerConfig, SchedulerConfig
 from medablate.core import names
 from medablate.core.names import HORIZON_ARGUMENT
 
@@ -37,11 +37,13 @@ def scheduler_horizon(config: SchedulerConfig, epochs: int, steps_per_epoch: int
 
 
 def build_scheduler(config: SchedulerConfig | None, optimizer: torch.optim.Optimizer, epochs: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+                    steps_per_epoch: int, monitor: str = "val_loss") -> torch.optim.lr_scheduler.LRScheduler | None:
     if config is None:
         return None
     cls = names.schedulers()[config.name]
     kwargs: dict[str, Any] = config.kwargs
+    if config.name == PLATEAU:  # it follows the monitored metric: a loss down, anything else up
+        kwargs.setdefault("mode", "min" if monitor.endswith("loss") else "max")
     horizon_key = HORIZON_ARGUMENT.get(config.name)
     if horizon_key and horizon_key not in kwargs:
         kwargs[horizon_key] = scheduler_horizon(config, epochs, steps_per_epoch)
