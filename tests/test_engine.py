@@ -195,3 +195,41 @@ def test_plateau_scheduler_and_early_stopping_stop_and_resume_number_for_number(
     else:  # CPU convolutions with several threads round differently from run to run, even unresumed (1e-6)
         assert [{k: pytest.approx(v, rel=1e-4, abs=1e-6) for k, v in r.items()} for r in strip(resumed.history)] \
             == strip(full.history)
+
+
+def test_mixup_blends_and_cutmix_pastes_a_box_whose_area_is_one_minus_lambda() -> None:
+    from medablate.train.augment import make_mixing
+
+    assert make_mixing(0.0, 0.0) is None
+    images = torch.rand(6, 1, 16, 16)
+    torch.manual_seed(0)
+    mixed, perm, lam = make_mixing(0.4, 0.0)(images)  # type: ignore[misc]
+    assert 0 <= lam <= 1 and sorted(perm.tolist()) == list(range(6))
+    assert torch.allclose(mixed, lam * images + (1 - lam) * images[perm])
+    torch.manual_seed(1)
+    cut, perm, lam = make_mixing(0.0, 1.0)(images)  # type: ignore[misc]
+    from_other = (cut == images[perm]) & (cut != images)
+    assert torch.equal(cut[~from_other], images[~from_other])  # outside the box: the image itself
+    assert from_other[0, 0].float().mean() == pytest.approx(1 - lam, abs=1 / 256)  # the box: 1 - lambda of the area
+    torch.manual_seed(1)
+    again, _, _ = make_mixing(0.0, 1.0)(images)  # type: ignore[misc]
+    assert torch.equal(again, cut)  # torch's generator: seeded, checkpointed
+
+
+@pytest.mark.parametrize("model", [{"hidden": [16], "dropout": [0.2]}, {"name": "cnn", "widths": [4, 8], "blocks": [1, 1]}])
+def test_mixup_and_cutmix_train_and_resume_number_for_number(tmp_path: Path, model: dict) -> None:
+    train, val = splits()
+    config = TrialConfig.model_validate({"model": model, "training": {
+        "epochs": 4, "batch_size": 8, "checkpoint_every": "epoch", "mixup": 0.4, "cutmix": 1.0}})
+    plain = TrialConfig.model_validate({"model": model, "training": {"epochs": 4, "batch_size": 8}})
+    full = trainer(tmp_path / "full", config).fit(train, val).history
+    unmixed = trainer(tmp_path / "plain", plain).fit(train, val).history
+    assert [r["train_loss"] for r in full] != [r["train_loss"] for r in unmixed]  # it does mix
+    with pytest.raises(_Stop):
+        trainer(tmp_path / "cut", config).fit(train, val, on_epoch=_stop_after(2))
+    resumed = trainer(tmp_path / "cut", config).fit(train, val).history
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    if "name" not in model:
+        assert strip(resumed) == strip(full)
+    else:  # CPU convolutions with several threads round differently from run to run (1e-6)
+        assert [{k: pytest.approx(v, rel=1e-4, abs=1e-6) for k, v in r.items()} for r in strip(resumed)] == strip(full)

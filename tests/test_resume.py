@@ -148,13 +148,15 @@ def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical
 
 
 @pytest.mark.slow  # a study, a kill and a rerun (about 40 s); the unit tests of each choice are in the default suite
-def test_label_smoothing_plateau_early_stopping_a_monitored_auc_and_a_specificity_target_resume_identically(
+def test_issue_21s_training_choices_resume_after_sigkill_identically(
         tmp_path: Path, uninterrupted: Any) -> None:
     """Issue 21's training choices: a SIGKILL after the second epoch's checkpoint, then a rerun, gives the numbers of
-    an uninterrupted study (ReduceLROnPlateau's state, early stopping's decision); best.pt is the epoch with the
-    highest val_auc and the threshold keeps validation specificity at 0.8 (both losses: the study compares them)."""
+    an uninterrupted study (ReduceLROnPlateau's state, early stopping's decision, mixup and cutmix's draws); best.pt
+    is the epoch with the highest val_auc and the threshold keeps validation specificity at 0.8 (both losses: the
+    study compares them)."""
     study = write_study(tmp_path, training={"epochs": 6, "label_smoothing": 0.1, "monitor": "val_auc",
                                             "checkpoint_every": "epoch", "early_stopping": {"patience": 2},
+                                            "mixup": 0.2, "cutmix": 1.0,
                                             "scheduler": {"name": "ReduceLROnPlateau", "patience": 0}},
                         evaluation={"threshold": {"specificity": 0.8}})
     clean, killed = uninterrupted(study), tmp_path / "killed"

@@ -377,6 +377,10 @@ class TrainingConfig(Strict):
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="balanced: draw each epoch's batches with equal weight per class (with replacement)")
     early_stopping: EarlyStopping | None = Field(None, description="end a run early (best.pt stays the best epoch)")
+    mixup: float = Field(0.0, ge=0, description="mixup's Beta(a, a) concentration (e.g. 0.2): each batch blends "
+                                                 "image pairs and their losses; 0: off")
+    cutmix: float = Field(0.0, ge=0, description="cutmix's Beta(a, a) concentration (e.g. 1.0): each batch pastes a "
+                                                  "box of another image; with mixup, one of the two per batch")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="e: the training loss aims at 1 - e + e/k for the "
                                                                 "true class and e/k for each other (k classes; "
                                                                 "validation and test score the true labels)")

@@ -99,7 +99,7 @@ def training_paragraph(info: StudyInfo, study: Study, plan: Plan, results: list[
     return (f"Models and training. The base model was {_model(study)}, trained with {training.loss} for "
             f"{training.epochs} epochs, batch size {training.batch_size}, optimizer {_named(training.optimizer)}, "
             f"learning-rate schedule {_named(training.scheduler)}, class weights {training.class_weights}, sampler "
-            f"{training.sampler}{_smoothing(training.label_smoothing)}; the checkpoint used is the epoch with the best "
+            f"{training.sampler}{_choices(training)}; the checkpoint used is the epoch with the best "
             f"{training.monitor}. "
             f"Comparisons ({varied or 'none'}) gave {len(plan.trials)} distinct trials, each trained with "
             f"{len(plan.seeds)} seed(s) ({', '.join(map(str, plan.seeds))})"
@@ -235,5 +235,13 @@ def write_methods(out: Path, analysis: Analysis, results: list[dict[str, Any]]) 
     return methods, tables
 
 
-def _smoothing(value: float) -> str:
-    return f", label smoothing {value:g}" if value else ""
+def _choices(training: Any) -> str:
+    """The training choices that are on: label smoothing, mixup, cutmix, early stopping."""
+    found = [f"label smoothing {training.label_smoothing:g}" if training.label_smoothing else "",
+             f"mixup (alpha {training.mixup:g})" if training.mixup else "",
+             f"cutmix (alpha {training.cutmix:g})" if training.cutmix else ""]
+    rule = training.early_stopping
+    if rule is not None:
+        found.append(f"early stopping after {rule.patience} epochs without an improvement of "
+                     f"{rule.monitor or training.monitor}" + (f" by more than {rule.min_delta:g}" if rule.min_delta else ""))
+    return "".join(f", {text}" for text in found if text)

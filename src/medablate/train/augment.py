@@ -110,3 +110,34 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     flat = F.conv2d(flat, kernel[:, None, :, None], groups=count * channels)
     flat = F.conv2d(flat, kernel[:, None, None, :], groups=count * channels)
     return flat.reshape(count, channels, height, width)
+
+
+Mixing = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, float]]
+
+
+def make_mixing(mixup: float, cutmix: float) -> Mixing | None:
+    """training.mixup / training.cutmix (Beta(alpha, alpha) concentrations; 0 is off): a function of a batch that
+    returns (mixed images, the permutation each image was mixed with, lambda), the loss then being
+    lambda L(y) + (1 - lambda) L(y[perm]). Mixup blends whole images (Zhang et al. 2018); cutmix pastes a box of
+    the other image whose area is 1 - lambda (Yun et al. 2019); with both, each batch takes one at even odds (as
+    timm does). Every draw comes from torch's generators, which checkpoints keep, so a resumed run mixes alike."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+
+    def mix(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
+        alpha = cutmix if use_cutmix else mixup
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        perm = torch.randperm(len(images), device=images.device)
+        if not use_cutmix:
+            return lam * images + (1 - lam) * images[perm], perm, lam
+        height, width = images.shape[-2:]
+        box_h, box_w = int(height * math.sqrt(1 - lam)), int(width * math.sqrt(1 - lam))
+        cy, cx = int(torch.randint(height, ())), int(torch.randint(width, ()))
+        top, bottom = max(cy - box_h // 2, 0), min(cy + box_h - box_h // 2, height)
+        left, right = max(cx - box_w // 2, 0), min(cx + box_w - box_w // 2, width)
+        mixed = images.clone()
+        mixed[..., top:bottom, left:right] = images[perm][..., top:bottom, left:right]
+        return mixed, perm, 1 - (bottom - top) * (right - left) / (height * width)  # lambda of the box cut
+
+    return mix

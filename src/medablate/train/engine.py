@@ -35,6 +35,7 @@ from medablate.models import (
 )
 from medablate.models.weights import load_weights
 from medablate.scoring.clinical import epoch_metrics
+from medablate.train.augment import Mixing, make_mixing
 from medablate.train.checkpointing import CheckpointPolicy, epochs_without_improvement
 from medablate.train.optim import build_optimizer, build_scheduler
 from medablate.train.tasks import Task
@@ -231,7 +232,8 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
                     on_batch: Callable[[int, int], None] | None = None, balanced: bool = False,
                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     position: EpochPosition | None = None, stop: Callable[[], bool] | None = None,
-                    speed: Speed = FP32, scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
+                    speed: Speed = FP32, scaler: torch.amp.GradScaler | None = None,
+                    mixing: Mixing | None = None) -> tuple[float, float]:
     """One pass over the training data; returns (mean loss, accuracy) over the epoch's samples. From `position`
     when given (a resumed epoch); raises EpochCut after a batch when stop() says so."""
     model.train()
@@ -247,9 +249,16 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
         index = order[b * batch_size:(b + 1) * batch_size]
         labels = data.labels[index]
         images = speed.inputs(data.images[index])
+        perm, lam = None, 1.0
         with speed.autocast():
-            logits = model(augment(images) if augment is not None else images).float()
+            inputs = augment(images) if augment is not None else images
+            if mixing is not None:
+                inputs, perm, lam = mixing(inputs)
+            logits = model(inputs).float()
         loss = task.loss(logits, labels, weighted=task.class_weights is not None, smoothed=True)
+        if perm is not None:  # mixup / cutmix: the loss against both images' labels, weighted as their pixels
+            loss = lam * loss + (1 - lam) * task.loss(logits, labels[perm], weighted=task.class_weights is not None,
+                                                      smoothed=True)
         optimizer.zero_grad(set_to_none=False)  # keep gradient buffers: no 128 MiB allocation per step
         if scaler is not None and scaler.is_enabled():  # fp16: scaled loss, steps skipped on inf/NaN gradients
             scaler.scale(loss).backward()
@@ -426,6 +435,7 @@ class Trainer:
                 train_loss, train_acc = train_one_epoch(
                     self.forward, self.task, self.optimizer, self.scheduler, self.per_batch, train, training.batch_size,
                     on_batch, balanced=training.sampler == "balanced", augment=self.augment, position=position,
+                    mixing=make_mixing(training.mixup, training.cutmix),
                     stop=stop_requested, speed=self.speed, scaler=self.scaler)
             except EpochCut as stopped:
                 self._save_cut(stopped.position, lr, time.perf_counter() - started)
