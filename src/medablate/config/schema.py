@@ -346,8 +346,8 @@ class TrainingConfig(Strict):
     optimizer: OptimizerConfig = OptimizerConfig(name="Adam", lr=1e-3)
     scheduler: SchedulerConfig | None = SchedulerConfig(name="CosineAnnealingLR")
     monitor: Monitor = Field(
-        "val_loss", description="the validation metric (history.csv's column) that picks best.pt: the loss lowest, any "
-                                "other highest")
+        "val_loss", description=f"the validation metric ({layout.HISTORY_CSV}'s column) that picks {layout.BEST_PT}: "
+                                "the loss lowest, any other highest")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: StrictInt = Field(256, ge=1)
     tensorboard: bool = Field(False, description="write TensorBoard scalars and HParams per trial (optional package)")
@@ -376,7 +376,8 @@ class TrainingConfig(Strict):
         "none", description="balanced: weight the training loss by inverse class frequency of the training split")
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="balanced: draw each epoch's batches with equal weight per class (with replacement)")
-    early_stopping: EarlyStopping | None = Field(None, description="end a run early (best.pt stays the best epoch)")
+    early_stopping: EarlyStopping | None = Field(None, description=f"end a run early ({layout.BEST_PT} stays the "
+                                                                   "best epoch)")
     mixup: float = Field(0.0, ge=0, description="mixup's Beta(a, a) concentration (e.g. 0.2): each batch blends "
                                                  "image pairs and their losses; 0: off")
     cutmix: float = Field(0.0, ge=0, description="cutmix's Beta(a, a) concentration (e.g. 1.0): each batch pastes a "
