@@ -166,7 +166,12 @@ def test_early_stopping_counts_epochs_without_an_improvement_beyond_min_delta() 
     assert epochs_without_improvement([], "val_loss", 0.0) == 0
 
 
-@pytest.mark.parametrize("model", [{"hidden": [16], "dropout": [0.2]}, {"name": "cnn", "widths": [4, 8], "blocks": [1, 1]}])
+FAMILIES = [pytest.param({"hidden": [16], "dropout": [0.2]}, id="mlp"),
+            pytest.param({"name": "cnn", "widths": [4, 8], "blocks": [1, 1]}, id="cnn"),
+            pytest.param({"name": "resnet18"}, id="monai-resnet18", marks=pytest.mark.slow)]  # 11 M parameters: 40 s
+
+
+@pytest.mark.parametrize("model", FAMILIES)
 def test_plateau_scheduler_and_early_stopping_stop_and_resume_number_for_number(tmp_path: Path, model: dict) -> None:
     """ReduceLROnPlateau steps on the monitored metric after validation; early stopping ends the run once patience
     epochs bring no improvement; a run stopped between epochs and resumed gives the same history (MLP and CNN)."""
@@ -216,7 +221,7 @@ def test_mixup_blends_and_cutmix_pastes_a_box_whose_area_is_one_minus_lambda() -
     assert torch.equal(again, cut)  # torch's generator: seeded, checkpointed
 
 
-@pytest.mark.parametrize("model", [{"hidden": [16], "dropout": [0.2]}, {"name": "cnn", "widths": [4, 8], "blocks": [1, 1]}])
+@pytest.mark.parametrize("model", FAMILIES)
 def test_mixup_and_cutmix_train_and_resume_number_for_number(tmp_path: Path, model: dict) -> None:
     train, val = splits()
     config = TrialConfig.model_validate({"model": model, "training": {
