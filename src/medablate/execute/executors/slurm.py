@@ -281,6 +281,9 @@ def train_on_slurm(job: StudyJob, context: RunContext) -> list[str]:
         job.console.print(f"Slurm: job array {array.job_id} with {len(todo)} task(s) ({described(array.parameters)}); "
                           f"scripts and logs "
                           f"in {job.out / layout.SLURM}/", highlight=False)
+    if todo and job.study.training.device == "auto" and job.study.runtime.slurm.gpus is None:
+        job.console.print("[yellow]Note:[/] no GPU was asked for (training.device is auto): the tasks train on CPUs. "
+                          "Give --slurm-gpus 1 (or runtime.slurm.gpus) on a GPU partition.", highlight=False)
     if queued:
         job.console.print(f"Slurm: {len(queued)} run(s) already queued or running from an earlier submission: "
                           + ", ".join(f"{r} {s}" for r, s in queued.items()), highlight=False)
