@@ -19,11 +19,15 @@ OUT=$(mktemp -d /tmp/gpu-check-XXXXXX)
 started=$SECONDS
 
 limit() { "$PY" -c "print(max(5, int($1 * $SCALE)))"; }
-part() {  # part NAME SECONDS COMMAND...: run it under its limit; say so when the limit cut it short
+part() {  # part NAME SECONDS COMMAND...: run it under its limit (a shell function too); say so when the limit cut it
     local name=$1 seconds; seconds=$(limit "$2"); shift 2
     echo "== $name (limit ${seconds} s; ${SECONDS} s since start)"
     local t0=$SECONDS
-    timeout -s TERM -k 10 "$seconds" "$@"
+    if declare -F "$1" >/dev/null; then  # timeout runs programs: a function goes through bash, with its helpers
+        timeout -s TERM -k 10 "$seconds" bash -c "$(declare -f recipe reached); $1 \"\$@\"" _ "${@:2}"
+    else
+        timeout -s TERM -k 10 "$seconds" "$@"
+    fi
     local rc=$?
     if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
         echo "-- $name: stopped at its limit after $((SECONDS - t0)) s"
@@ -33,24 +37,36 @@ part() {  # part NAME SECONDS COMMAND...: run it under its limit; say so when th
         echo "-- $name: $((SECONDS - t0)) s"
     fi
 }
-recipe() {  # recipe OUT SEEDS EPOCHS [--set ...]: the recipe on phantom images of the recipe's size, then its timing
+reached() {  # reached OUT: the study's runs and phases so far, from its folder
+    "$PY" - "$1" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+try:
+    info = json.loads((out / "study.json").read_text())
+except (OSError, ValueError):
+    print("   no study.json yet (still in setup)")
+    raise SystemExit(0)
+done = sum((d / "metrics.json").exists() for d in (out / "trials").iterdir()) if (out / "trials").is_dir() else 0
+timing = info.get("timing_seconds") or {}
+print(f"   {done} of {info['runs']} run(s) finished, status {info['status']}; phases: "
+      + (", ".join(f"{k} {v:.1f} s" for k, v in timing.items()) or "not recorded yet"))
+EOF
+}
+recipe() {  # recipe OUT SEEDS EPOCHS [--set ...]: the recipe on phantom images of the recipe's size; how far it got
     local out=$1 seeds=$2 epochs=$3; shift 3
+    trap 'wait; reached "$out"; exit 124' TERM  # the time limit: the study stops cleanly, then say how far it got
     "$PY" -m medablate.cli run examples/pneumonia-cnn.yaml --out "$out" --set "seeds=$seeds" \
         --set "training.epochs=$epochs" --set data.path=null --set data.phantom.count_per_class=2660 \
         --set "data.split={method: stratified, val_fraction: 0.15, test_fraction: 0.15, seed: 0}" \
-        --set "training.device=$DEVICE" "$@" >"$out.log" 2>&1
+        --set "training.device=$DEVICE" "$@" >"$out.log" 2>&1 &
+    wait $!
     local rc=$?
-    "$PY" - "$out" <<'EOF'
-import json, sys
-from pathlib import Path
-info = json.loads((Path(sys.argv[1]) / "study.json").read_text())
-timing = info.get("timing_seconds") or {}
-print(f"   {info['runs']} run(s), status {info['status']}; phases: "
-      + (", ".join(f"{k} {v:.1f} s" for k, v in timing.items()) or "not recorded yet"))
-EOF
+    reached "$out"
     [ $rc -eq 0 ] || tail -n 5 "$out.log"
     return $rc
 }
+export PY DEVICE
 
 "$PY" -c "import torch; assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA GPU visible to torch'; \
 print('GPU:', torch.cuda.get_device_name(0) if '$DEVICE' == 'cuda' else 'none (GPU_CHECK_DEVICE=cpu)', \
