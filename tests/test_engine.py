@@ -166,6 +166,17 @@ def test_early_stopping_counts_epochs_without_an_improvement_beyond_min_delta() 
     assert epochs_without_improvement([], "val_loss", 0.0) == 0
 
 
+def assert_same_history(resumed: list[dict], full: list[dict], model: dict) -> None:
+    """The MLP: number for number. Convolutions on the CPU with several threads round differently from run to run,
+    resumed or not (1e-6), which can flip a rank among 8 validation images: their losses agree to 1e-4."""
+    if "name" not in model:
+        assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed] == \
+            [{k: v for k, v in r.items() if k != "seconds"} for r in full]
+        return
+    keys = ("epoch", "lr", "train_loss", "val_loss")
+    assert [{k: pytest.approx(r[k], rel=1e-4) for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in full]
+
+
 FAMILIES = [pytest.param({"hidden": [16], "dropout": [0.2]}, id="mlp"),
             pytest.param({"name": "cnn", "widths": [4, 8], "blocks": [1, 1]}, id="cnn"),
             pytest.param({"name": "resnet18"}, id="monai-resnet18", marks=pytest.mark.slow)]  # 11 M parameters: 40 s
@@ -193,13 +204,8 @@ def test_plateau_scheduler_and_early_stopping_stop_and_resume_number_for_number(
     with pytest.raises(_Stop):
         trainer(tmp_path / "cut", config).fit(train, val, on_epoch=_stop_after(best + 2))  # stopped before the end
     resumed = trainer(tmp_path / "cut", config).fit(train, val)
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert resumed.stopped_early_epoch == full.stopped_early_epoch
-    if "name" not in model:  # the MLP: number for number
-        assert strip(resumed.history) == strip(full.history)
-    else:  # CPU convolutions with several threads round differently from run to run, even unresumed (1e-6)
-        assert [{k: pytest.approx(v, rel=1e-4, abs=1e-6) for k, v in r.items()} for r in strip(resumed.history)] \
-            == strip(full.history)
+    assert_same_history(resumed.history, full.history, model)
 
 
 def test_mixup_blends_and_cutmix_pastes_a_box_whose_area_is_one_minus_lambda() -> None:
@@ -233,8 +239,25 @@ def test_mixup_and_cutmix_train_and_resume_number_for_number(tmp_path: Path, mod
     with pytest.raises(_Stop):
         trainer(tmp_path / "cut", config).fit(train, val, on_epoch=_stop_after(2))
     resumed = trainer(tmp_path / "cut", config).fit(train, val).history
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
-    if "name" not in model:
-        assert strip(resumed) == strip(full)
-    else:  # CPU convolutions with several threads round differently from run to run (1e-6)
-        assert [{k: pytest.approx(v, rel=1e-4, abs=1e-6) for k, v in r.items()} for r in strip(resumed)] == strip(full)
+    assert_same_history(resumed, full, model)
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_weight_ema_is_what_validation_scores_and_best_pt_keeps_and_it_resumes(tmp_path: Path, model: dict) -> None:
+    train, val = splits()
+    settings = {"epochs": 4, "batch_size": 8, "checkpoint_every": "epoch"}
+    config = TrialConfig.model_validate({"model": model, "training": {**settings, "ema": {"decay": 0.9}}})
+    plain = TrialConfig.model_validate({"model": model, "training": settings})
+    run = trainer(tmp_path / "full", config)
+    full = run.fit(train, val).history
+    unaveraged = trainer(tmp_path / "plain", plain).fit(train, val).history
+    close = (lambda a, b: a == b) if "name" not in model else (lambda a, b: a == pytest.approx(b, rel=1e-4))
+    assert all(close(a["train_loss"], b["train_loss"]) for a, b in zip(full, unaveraged, strict=True))  # same training
+    assert [r["val_loss"] for r in full] != [r["val_loss"] for r in unaveraged]  # validation scores the average
+    epoch = run.load_best()  # best.pt's weights are the average's of that epoch: they score its history row
+    rescored = evaluate(run.model, run.task, val, batch_size=256)
+    assert rescored.loss == pytest.approx(full[epoch - 1]["val_loss"], rel=1e-5)
+    with pytest.raises(_Stop):
+        trainer(tmp_path / "cut", config).fit(train, val, on_epoch=_stop_after(2))
+    resumed = trainer(tmp_path / "cut", config).fit(train, val).history
+    assert_same_history(resumed, full, model)

@@ -151,12 +151,13 @@ def test_sigterm_or_sigint_mid_epoch_writes_that_step_and_the_rerun_is_identical
 def test_issue_21s_training_choices_resume_after_sigkill_identically(
         tmp_path: Path, uninterrupted: Any) -> None:
     """Issue 21's training choices: a SIGKILL after the second epoch's checkpoint, then a rerun, gives the numbers of
-    an uninterrupted study (ReduceLROnPlateau's state, early stopping's decision, mixup and cutmix's draws); best.pt
+    an uninterrupted study (ReduceLROnPlateau's state, early stopping's decision, mixup and cutmix's draws, the weight
+    EMA); best.pt
     is the epoch with the highest val_auc and the threshold keeps validation specificity at 0.8 (both losses: the
     study compares them)."""
     study = write_study(tmp_path, training={"epochs": 6, "label_smoothing": 0.1, "monitor": "val_auc",
                                             "checkpoint_every": "epoch", "early_stopping": {"patience": 2},
-                                            "mixup": 0.2, "cutmix": 1.0,
+                                            "mixup": 0.2, "cutmix": 1.0, "ema": {"decay": 0.9},
                                             "scheduler": {"name": "ReduceLROnPlateau", "patience": 0}},
                         evaluation={"threshold": {"specificity": 0.8}})
     clean, killed = uninterrupted(study), tmp_path / "killed"

@@ -339,6 +339,13 @@ class EarlyStopping(Strict):
     min_delta: float = Field(0.0, ge=0)
 
 
+class EmaConfig(Strict):
+    """Weight EMA: an exponential moving average of the weights (and BatchNorm statistics), updated after every
+    optimizer step; it is what validation scores and what the run keeps as its model."""
+
+    decay: float = Field(0.999, gt=0, lt=1, description="the average's weight on its past per step")
+
+
 class TrainingConfig(Strict):
     epochs: StrictInt = Field(40, ge=1)
     batch_size: StrictInt = Field(32, ge=1)
@@ -378,6 +385,8 @@ class TrainingConfig(Strict):
         "shuffle", description="balanced: draw each epoch's batches with equal weight per class (with replacement)")
     early_stopping: EarlyStopping | None = Field(None, description=f"end a run early ({layout.BEST_PT} stays the "
                                                                    "best epoch)")
+    ema: EmaConfig | None = Field(None, description="weight EMA ({decay: 0.999}): validated, checkpointed and used as "
+                                                     "the run's model")
     mixup: float = Field(0.0, ge=0, description="mixup's Beta(a, a) concentration (e.g. 0.2): each batch blends "
                                                  "image pairs and their losses; 0: off")
     cutmix: float = Field(0.0, ge=0, description="cutmix's Beta(a, a) concentration (e.g. 1.0): each batch pastes a "

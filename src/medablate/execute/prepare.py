@@ -322,7 +322,8 @@ IDENTITY_SECTIONS = ("model", "training", "augment", "normalize", "tta", "seed",
 NEW_KEY_DEFAULTS = {"model.weights": None, "training.precision": "fp32", "normalize": "none", "tta": "none",
                     "augment.crop_scale": None, "augment.crop_ratio": [0.75, 1.3333], "augment.gamma": 0.0,
                     "augment.noise": 0.0, "augment.blur": 0.0, "training.label_smoothing": 0.0,
-                    "training.early_stopping": None, "training.mixup": 0.0, "training.cutmix": 0.0}
+                    "training.early_stopping": None, "training.mixup": 0.0, "training.cutmix": 0.0,
+                    "training.ema": None}
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -236,10 +236,11 @@ def write_methods(out: Path, analysis: Analysis, results: list[dict[str, Any]]) 
 
 
 def _choices(training: Any) -> str:
-    """The training choices that are on: label smoothing, mixup, cutmix, early stopping."""
+    """The training choices that are on: label smoothing, mixup, cutmix, the weight EMA, early stopping."""
     found = [f"label smoothing {training.label_smoothing:g}" if training.label_smoothing else "",
              f"mixup (alpha {training.mixup:g})" if training.mixup else "",
-             f"cutmix (alpha {training.cutmix:g})" if training.cutmix else ""]
+             f"cutmix (alpha {training.cutmix:g})" if training.cutmix else "",
+             f"a weight EMA (decay {training.ema.decay:g}) as the model" if training.ema else ""]
     rule = training.early_stopping
     if rule is not None:
         found.append(f"early stopping after {rule.patience} epochs without an improvement of "

@@ -60,7 +60,7 @@ class CheckpointPolicy:
     BEST, LAST, HISTORY = layout.BEST_PT, layout.LAST_PT, layout.HISTORY_CSV
     AUTO_SECONDS = 60.0  # checkpoint_every: auto writes last.pt once this much time has passed since the last one
     # what a finished run's last.pt leaves out, by training.keep_checkpoints
-    FINAL_DROPS = {"best": ("model", "optimizer", "scheduler", "rng"), "last": ("optimizer", "scheduler", "rng"),
+    FINAL_DROPS = {"best": ("model", "optimizer", "scheduler", "rng", "ema"), "last": ("optimizer", "scheduler", "rng", "ema"),
                    "all": ()}
 
     def __init__(self, run_dir: Path, monitor: str, every: str | int, keep: str, device: torch.device) -> None:

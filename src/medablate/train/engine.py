@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from medablate.config.schema import PLATEAU, TrialConfig, flatten, to_plain
 from medablate.core import faults
@@ -233,7 +234,7 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     position: EpochPosition | None = None, stop: Callable[[], bool] | None = None,
                     speed: Speed = FP32, scaler: torch.amp.GradScaler | None = None,
-                    mixing: Mixing | None = None) -> tuple[float, float]:
+                    mixing: Mixing | None = None, after_step: Callable[[], None] | None = None) -> tuple[float, float]:
     """One pass over the training data; returns (mean loss, accuracy) over the epoch's samples. From `position`
     when given (a resumed epoch); raises EpochCut after a batch when stop() says so."""
     model.train()
@@ -267,6 +268,8 @@ def train_one_epoch(model: torch.nn.Module, task: Task, optimizer: torch.optim.O
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None:  # training.ema: the average follows every step
+            after_step()
         if step_scheduler_per_batch and scheduler is not None:
             scheduler.step()
         total_loss += loss.detach().double() * len(index)
@@ -336,6 +339,10 @@ class Trainer:
         # what trains and evaluates; checkpoints store the raw module's keys (no _orig_mod. prefix)
         self.forward: torch.nn.Module = torch.compile(self.model) if config.training.compile else self.model  # type: ignore[assignment]
         self.scaler = self.speed.scaler()
+        ema = config.training.ema  # the average of the weights: what validation scores and the run keeps
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema.decay), use_buffers=True) \
+            if ema is not None else None
+        self.scored: torch.nn.Module = self.ema.module if self.ema is not None else self.forward
         self.optimizer = build_optimizer(config.training.optimizer, self.model.parameters())
         self.scheduler = build_scheduler(config.training.scheduler, self.optimizer, config.training.epochs,
                                          steps_per_epoch, config.training.monitor)
@@ -364,12 +371,21 @@ class Trainer:
             state["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
+    def _ema_step(self) -> None:
+        assert self.ema is not None  # called only with training.ema
+        self.ema.update_parameters(self.model)
+
+    def _weights(self) -> dict[str, Any]:
+        """The weights the run keeps as its model: the EMA's with training.ema, else the trained ones."""
+        return (self.ema.module if self.ema is not None else self.model).state_dict()
+
     def _last_state(self) -> dict[str, Any]:
         return {"meta": self.meta, "epoch": len(self.history), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                "rng": self._rng_state(), "history": list(self.history), "best": self.checkpoints.state_dict()}
+                "rng": self._rng_state(), "history": list(self.history), "best": self.checkpoints.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def resume(self) -> int:
         """Load the last good checkpoint if there is one; return the number of epochs already done."""
@@ -393,6 +409,8 @@ class Trainer:
             self.write_history()
             return int(state["epoch"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler.is_enabled() and state.get("scaler"):
@@ -436,13 +454,14 @@ class Trainer:
                     self.forward, self.task, self.optimizer, self.scheduler, self.per_batch, train, training.batch_size,
                     on_batch, balanced=training.sampler == "balanced", augment=self.augment, position=position,
                     mixing=make_mixing(training.mixup, training.cutmix),
+                    after_step=self._ema_step if self.ema is not None else None,
                     stop=stop_requested, speed=self.speed, scaler=self.scaler)
             except EpochCut as stopped:
                 self._save_cut(stopped.position, lr, time.perf_counter() - started)
                 raise take_stop() from None
             if self.scheduler is not None and not self.per_batch and not self.on_metric:
                 self.scheduler.step()
-            val_eval = evaluate(self.forward, self.task, val, training.eval_batch_size, keep_predictions=True,
+            val_eval = evaluate(self.scored, self.task, val, training.eval_batch_size, keep_predictions=True,
                                 speed=self.speed)
             # Iterating a validation DataLoader draws one seed from the global RNG; draw it too, so that a
             # seed gives the same batches and dropout masks as the course's DataLoader loop.
@@ -460,7 +479,7 @@ class Trainer:
             self.history.append(row)
             if self.scheduler is not None and self.on_metric:  # ReduceLROnPlateau, before the epoch's checkpoint
                 self.scheduler.step(row[training.monitor])  # type: ignore[arg-type]
-            if self.checkpoints.update(row, self.model.state_dict):
+            if self.checkpoints.update(row, self._weights):
                 self.best_val = val_eval
             if self.checkpoints.checkpoint(epoch, self.meta, self._last_state):
                 faults.point("after-checkpoint")
