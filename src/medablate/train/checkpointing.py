@@ -34,25 +34,22 @@ from medablate.folder.records import HISTORY_COLUMNS, HistoryRow
 State = dict[str, Any]
 
 
-def is_better(value: float, best: float | None, monitor: str) -> bool:
-    """A loss is better lower, any other validation metric higher; an undefined best (an AUC on one class) is
-    beaten by any value."""
+def is_better(value: float, best: float | None, monitor: str, min_delta: float = 0.0) -> bool:
+    """A loss is better lower, any other validation metric higher (by more than min_delta); an undefined best (an
+    AUC on one class) is beaten by any value, an undefined value beats no defined best."""
     if best is None or not math.isfinite(best):
         return True
-    return value < best if monitor.endswith("loss") else value > best
+    return value < best - min_delta if monitor.endswith("loss") else value > best + min_delta
 
 
 def epochs_without_improvement(values: list[float], monitor: str, min_delta: float) -> int:
     """How many of the last values came after the best so far without beating it by more than min_delta (a loss
     lower, anything else higher); an undefined value (an AUC on one class) is never an improvement, and any value
     beats an undefined best."""
-    best, since = None, 0
+    best: float | None = None
+    since = 0
     for value in values:
-        if best is None or not math.isfinite(best) or (math.isfinite(value) and (
-                value < best - min_delta if monitor.endswith("loss") else value > best + min_delta)):
-            best, since = value, 0
-        else:
-            since += 1
+        best, since = (value, 0) if is_better(value, best, monitor, min_delta) else (best, since + 1)
     return since
 
 

@@ -354,6 +354,7 @@ class Trainer:
         self.checkpoints = CheckpointPolicy(self.run_dir, training.monitor, training.checkpoint_every,
                                             training.keep_checkpoints, device)
         self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by the runner from data.augment
+        self.mixing = make_mixing(training.mixup, training.cutmix)
         self.best_val: Evaluation | None = None  # the best epoch's validation predictions (None after a resume)
         self.cut: dict[str, Any] | None = None  # where SIGTERM/SIGINT stopped the epoch in last.pt, to go on from
         self.writer: Callable[[Callable[[], None]], Any] = run_now  # runs the final writes (the runner: a thread)
@@ -453,7 +454,7 @@ class Trainer:
                 train_loss, train_acc = train_one_epoch(
                     self.forward, self.task, self.optimizer, self.scheduler, self.per_batch, train, training.batch_size,
                     on_batch, balanced=training.sampler == "balanced", augment=self.augment, position=position,
-                    mixing=make_mixing(training.mixup, training.cutmix),
+                    mixing=self.mixing,
                     after_step=self._ema_step if self.ema is not None else None,
                     stop=stop_requested, speed=self.speed, scaler=self.scaler)
             except EpochCut as stopped:

@@ -19,6 +19,7 @@ from medablate.config.schema import Study
 from medablate.core.registry import EXECUTORS
 from medablate.execute.plan import Plan
 from medablate.execute.prepare import RunContext
+from medablate.folder import rundir
 
 
 @dataclass
@@ -46,6 +47,11 @@ AfterRun = Callable[[Path, str, RunContext], None]  # (run folder, title, contex
 
 class Executor(Protocol):
     def __call__(self, job: StudyJob, context: RunContext) -> list[str]: ...
+
+
+def statuses(job: StudyJob) -> list[str]:
+    """Every run's status as its folder shows it now (whoever trained it)."""
+    return [rundir.run_status(rundir.trial_dir(job.out, r.id)) for r in job.plan.runs]
 
 
 def register_executor(name: str) -> Callable[[Executor], Executor]:

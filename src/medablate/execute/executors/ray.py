@@ -20,7 +20,7 @@ from typing import Any
 
 from medablate.config.schema import to_plain
 from medablate.errors import UserError
-from medablate.execute.executors import StudyJob, register_executor
+from medablate.execute.executors import StudyJob, register_executor, statuses
 from medablate.execute.executors.local import train_one
 from medablate.execute.prepare import RunContext
 from medablate.execute.progress import follow
@@ -145,4 +145,4 @@ def train_on_ray(job: StudyJob, context: RunContext) -> list[str]:
         if started_here:
             ray.shutdown()
             time.sleep(0.1)
-    return [rundir.run_status(rundir.trial_dir(job.out, r.id)) for r in runs]
+    return statuses(job)

@@ -33,7 +33,7 @@ from typing import Any
 from medablate.config.schema import SlurmConfig, to_plain
 from medablate.core import atomic
 from medablate.errors import UserError, on_signal
-from medablate.execute.executors import AfterRun, StudyJob, register_executor
+from medablate.execute.executors import AfterRun, StudyJob, register_executor, statuses
 from medablate.execute.executors.local import train_one
 from medablate.execute.prepare import RunContext
 from medablate.execute.progress import follow
@@ -274,7 +274,7 @@ def train_on_slurm(job: StudyJob, context: RunContext) -> list[str]:
     queued = queued_runs(job.out)
     todo = [r.id for r in runs
             if r.id not in queued and rundir.run_status(rundir.trial_dir(job.out, r.id)) not in rundir.FINISHED]
-    tasks = {run: task for array in read_jobs(job.out).arrays for run, task in task_ids(array).items() if run in queued}
+    tasks = {run: state.split()[0] for run, state in queued.items()}  # `<task> <state>`
     if todo:
         array = submit(job, todo)
         tasks |= task_ids(array)
@@ -292,7 +292,7 @@ def train_on_slurm(job: StudyJob, context: RunContext) -> list[str]:
                           f"when all are done, `medablate report {job.out}` writes the analysis and the report "
                           "(running this command again resubmits any run that stopped without finishing).",
                           highlight=False)
-        return [rundir.run_status(rundir.trial_dir(job.out, r.id)) for r in runs]
+        return statuses(job)
     waiter = Waiter(job, tasks)
     try:
         follow(job.console, job.out, runs, f"study {job.study.name} (slurm)", job.show_progress, waiter, waiter.done)
@@ -303,4 +303,4 @@ def train_on_slurm(job: StudyJob, context: RunContext) -> list[str]:
     problems = [found[1] for task in waiter.ended.values() if (found := result(job.out, task)) and found[0] == ERROR]
     if problems:
         raise UserError(problems[0])
-    return [rundir.run_status(rundir.trial_dir(job.out, r.id)) for r in runs]
+    return statuses(job)

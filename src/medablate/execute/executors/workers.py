@@ -21,11 +21,10 @@ from rich.console import Console
 from medablate.config.schema import Study, to_plain
 from medablate.core.children import process_pool
 from medablate.errors import UserError, on_signal
-from medablate.execute.executors import StudyJob, register_executor
+from medablate.execute.executors import StudyJob, register_executor, statuses
 from medablate.execute.executors.local import train_prepared
 from medablate.execute.prepare import RunContext
 from medablate.execute.progress import follow
-from medablate.folder import rundir
 from medablate.train.engine import usable_cores
 
 
@@ -111,4 +110,4 @@ def train_in_workers(job: StudyJob, context: RunContext) -> list[str]:
                 raise UserError("a worker process died without a word (killed, or out of memory): every run it had "
                                 "finished is kept; run the same command again to resume the others (with fewer "
                                 "--workers if memory is short).") from None
-    return [rundir.run_status(rundir.trial_dir(job.out, r.id)) for r in runs]
+    return statuses(job)
