@@ -2,11 +2,12 @@
 # One-command GPU check (issues 11 and 20), at most 6 minutes on an H100/H200: every part has its own time limit
 # and prints as it goes, so a part cut short still says how far it got (and the next part runs).
 #   bash benchmarks/gpu_check.sh
-# 1. the 30-run course study (5 seeds x 6 trials x 40 epochs) with --workers auto: wall time and phases
-#    (target: 60 s including figures, analysis and report);
+# 0. fused seeds vs one after another: the course MLP's 5 seeds, seconds per epoch and the loss differences;
+# 1. the 30-run course study (5 seeds x 6 trials x 40 epochs), each trial's 5 seeds fused (training.fuse_seeds
+#    auto, on a GPU): wall time and phases (target: 60 s including figures, analysis and report);
 # 2. the course notebook's own loop vs medablate's Trainer, seconds per epoch on this card;
 # 3. the pneumonia-cnn recipe's base trial (128 px, 3724 phantom training images, 30 epochs): 1 seed, then 3 seeds
-#    (target: 3 seeds in at most 1.5x the wall time of one);
+#    (target: 3 seeds, fused, in at most 1.5x the wall time of one);
 # 4. a 3-seed recipe study of 2 architectures (cnn vs MONAI resnet18, 5 epochs).
 # Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
 # --find-links WHEELS -e . first). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit.
@@ -71,8 +72,10 @@ export PY DEVICE
 "$PY" -c "import torch; assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA GPU visible to torch'; \
 print('GPU:', torch.cuda.get_device_name(0) if '$DEVICE' == 'cuda' else 'none (GPU_CHECK_DEVICE=cpu)', \
       '| torch', torch.__version__, '| CPU cores', __import__('os').cpu_count())" || exit 1
-part "1. course study, 5 seeds = 30 runs, 40 epochs, --workers auto (target 60 s)" 110 \
-    "$PY" benchmarks/study_time.py --epochs 40 --seeds 5 --configs auto
+part "0. fused seeds vs one after another, course MLP, 5 seeds x 4 epochs" 45 \
+    "$PY" benchmarks/fusion_time.py --device "$DEVICE" --epochs 4
+part "1. course study, 5 seeds = 30 runs, 40 epochs, seeds fused (target 60 s)" 110 \
+    "$PY" benchmarks/study_time.py --epochs 40 --seeds 5 --configs sequential
 part "2. seconds per epoch, the notebook's loop vs medablate's" 40 \
     "$PY" benchmarks/epoch_time.py --device "$DEVICE" --epochs 5
 part "3a. recipe base trial, 1 seed, 30 epochs" 70 recipe "$OUT/recipe-1" "[0]" 30 --set "comparisons=[]"

@@ -3,6 +3,7 @@
     python benchmarks/study_time.py                      # phantom, 1000 images per class, 3 epochs, 1 seed
     python benchmarks/study_time.py --epochs 5 --data ../shared/data/chest-xray-pneumonia/train
     python benchmarks/study_time.py --epochs 40 --seeds 5 --configs sequential,auto   # a GPU machine
+    python benchmarks/study_time.py --seeds 3 --configs unfused,fused     # training.fuse_seeds off vs on
 
 Prints, per configuration: wall time, the setup / runs / figures / analysis / report phases (study.json's
 timing_seconds; figures: each run's own figures and examples, drawn after training), the summed training time
@@ -10,7 +11,8 @@ of the runs (history seconds: epochs incl. validation), the fixed cost per run (
 per run; sequential only, where it is meaningful), the speed-up of the runs phase over the first configuration,
 and whether every run's numbers equal the reference's: the sequential one-thread study on a CPU (each of 2
 workers or Ray tasks gets one of the machine's threads, so one thread is the fair reference), else the first
-configuration. Each row is printed as soon as its study is done; stopped by a time limit (SIGTERM) or Ctrl-C, it
+configuration (fused seeds agree with unfused ones to float rounding, not to the bit: "no" there is expected; see
+tests/test_fusion.py). Each row is printed as soon as its study is done; stopped by a time limit (SIGTERM) or Ctrl-C, it
 prints how far the running study got (runs finished, phases) and exits 1.
 """
 
@@ -30,9 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 CONFIGURATIONS = {"sequential": [], "sequential, 1 thread": ["--threads", "1"], "--workers 2": ["--workers", "2"],
-                  "--workers auto": ["--workers", "auto"], "--executor ray": ["--executor", "ray"]}
+                  "--workers auto": ["--workers", "auto"], "--executor ray": ["--executor", "ray"],
+                  "seeds unfused": ["--set", "training.fuse_seeds=off"],
+                  "seeds fused": ["--set", "training.fuse_seeds=on"],
+                  "seeds fused, --workers auto": ["--set", "training.fuse_seeds=on", "--workers", "auto"]}
 SHORT = {"sequential": "sequential", "threads1": "sequential, 1 thread", "workers2": "--workers 2",
-         "auto": "--workers auto", "ray": "--executor ray"}
+         "auto": "--workers auto", "ray": "--executor ray", "unfused": "seeds unfused", "fused": "seeds fused",
+         "fusedauto": "seeds fused, --workers auto"}
 
 
 def command_for(out: Path, extra: list[str], args: argparse.Namespace) -> list[str]:

@@ -361,6 +361,10 @@ class TrainingConfig(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="autocast precision of the training and evaluation passes (fp16 with a GradScaler)")
     compile: bool = Field(False, description="torch.compile the model (checkpoints keep the raw module's keys)")
+    fuse_seeds: Literal["auto", "on", "off"] = Field(
+        "auto", description="train a trial's seeds together as one fused model (torch.func.vmap), each seed with its "
+                            "own randomness, optimizer, checkpoints and run folder: auto on a GPU, on also on a CPU; "
+                            "off: one after another. A runtime setting: a seed's numbers agree to float rounding")
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for convolutional networks")
     checkpoint_every: Literal["auto", "epoch"] | StrictInt = Field(
         "auto", description=f"{layout.LAST_PT} after an epoch: auto (when 60 s have passed since the last one), epoch, "
@@ -372,6 +376,12 @@ class TrainingConfig(Strict):
                             f"history), last (also the final epoch's weights in {layout.LAST_PT}) or all (also the "
                             f"optimizer state). While a run trains, {layout.LAST_PT} always holds everything a resume "
                             "needs")
+
+    @field_validator("fuse_seeds", "channels_last", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        """YAML reads a bare on / off as true / false: take them as the words."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("checkpoint_every")
     @classmethod

@@ -314,7 +314,7 @@ def check_split_sizes(split: np.ndarray, test: ImageSet | None, duplicates: dict
 
 RUNTIME_KEYS = ("training.device", "training.eval_batch_size", "training.tensorboard", "training.checkpoint_every",
                 "training.keep_checkpoints",
-                "training.compile", "training.channels_last", "resolved.device")
+                "training.compile", "training.channels_last", "training.fuse_seeds", "resolved.device")
 # how a value came to be, not what it is (the scheduler's step counts are compared as scaled)
 BOOKKEEPING = ("training.scheduler.written_for_epochs", "training.scheduler.scaled_from")
 IDENTITY_SECTIONS = ("model", "training", "augment", "normalize", "tta", "seed", "resolved")

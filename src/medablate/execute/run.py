@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import shutil
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,8 @@ from medablate.folder.records import EvaluationReport, RunRecord, TestScore
 from medablate.models.weights import sha256
 from medablate.scoring.clinical import Predictions, evaluate_trial
 from medablate.train.augment import make_augment
-from medablate.train.engine import Evaluation, Split, Trainer, evaluate, steps_per_epoch
+from medablate.train.engine import Evaluation, FitResult, Split, Trainer, evaluate, steps_per_epoch
+from medablate.train.fusion import FusedGroup, RngSlot
 from medablate.train.optim import HORIZON_ARGUMENT, scheduler_horizon
 from medablate.train.tasks import Task, make_task
 
@@ -120,6 +121,66 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     checkpoints and metrics.json (at once when None); on_written is called once every file of the run is written
     (then the claim may go). The run's figures are drawn later, by run_figures."""
     finisher = finisher or Finisher(background=False)
+    setup = begin_run(run, context, events)
+    written = None
+    try:
+        trainer = new_trainer(setup, finisher)
+        fit = trainer.fit(setup.context.splits["train"], setup.context.splits["val"], *progress_callbacks(setup, events))
+        written = conclude(setup, trainer, fit, events)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug or out-of-memory in one run must not lose the others
+        setup.job.record = failed_record(setup, exc)
+    return close_run(setup, events, finisher, written, on_written)
+
+
+def execute_group(runs: list[Run], context: RunContext, events: Events = no_events,
+                  finisher: Finisher | None = None,
+                  on_written: Sequence[Callable[[], None] | None] | None = None) -> list[str]:
+    """The seeds of one trial (and fold) trained as one fused model (train.fusion), each written as execute_run
+    writes it (the caller holds every claim); their statuses. A failure in the shared pass fails every seed."""
+    finisher = finisher or Finisher(background=False)
+    setups = [begin_run(run, context, events) for run in runs]
+    splits = setups[0].context.splits
+    written: list[Any] = [None] * len(runs)
+    try:
+        trainers, rngs = [], []
+        for setup in setups:  # each seeds the global RNG and resumes; its RNG state is then kept for it
+            trainer = new_trainer(setup, finisher)
+            trainer.begin(splits["train"])
+            trainers.append(trainer)
+            rngs.append(RngSlot(setup.context.device))
+        callbacks = [progress_callbacks(s, events) for s in setups]
+        fits = FusedGroup(trainers, rngs, [c[0] for c in callbacks], [c[1] for c in callbacks]).fit(
+            splits["train"], splits["val"])
+        for k, (setup, trainer, fit) in enumerate(zip(setups, trainers, fits, strict=True)):
+            written[k] = conclude(setup, trainer, fit, events)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        for setup in setups:
+            if setup.job.record is None:
+                setup.job.record = failed_record(setup, exc)
+    done = on_written or [None] * len(runs)
+    return [close_run(s, events, finisher, w, d) for s, w, d in zip(setups, written, done, strict=True)]
+
+
+@dataclass
+class RunSetup:
+    """A run about to train: its context (its fold's), folder, task, resolved config, MLflow run and outputs."""
+
+    run: Run
+    context: RunContext
+    run_dir: Path
+    task: Task
+    steps: int
+    tracked: Any
+    job: OutputsJob
+    trainer: Trainer | None = None
+
+
+def begin_run(run: Run, context: RunContext, events: Events) -> RunSetup:
+    """The run's folder made ready (stale temporary files gone, config.yaml written) and its start announced."""
     context = context.for_fold(run.fold)
     run_dir = rundir.trial_dir(context.out, run.id)
     task, steps, config = run_config(run, context)
@@ -129,45 +190,70 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     tracked = mlflow_log.run_log(context.out, run_dir, context.study, run, config)
     events(Event("start", run.id, {"total": run.trial.config.training.epochs * steps}))
     job = OutputsJob(run_dir, to_plain(context.study.evaluation), context.data.images.class_names)
-    written = None
-    try:
-        trainer = Trainer(run.trial.config, task, run.seed, context.data.images.input_shape,
-                          context.data.images.class_names, run_dir, context.device, steps)
-        trainer.augment = make_augment(run.trial.config.augment)
-        trainer.writer = finisher.writer
+    return RunSetup(run, context, run_dir, task, steps, tracked, job)
 
-        def on_batch(batch: int, batches: int) -> None:
-            events(Event("batch", run.id, {"done": len(trainer.history) * batches + batch}))
 
-        def on_epoch(row: dict[str, Any]) -> None:
-            events(Event("epoch", run.id, {"row": row}))
-            if tracked is not None:
-                tracked.epoch(row)
+def new_trainer(setup: RunSetup, finisher: Finisher) -> Trainer:
+    """The run's trainer (it seeds the global RNG with the run's seed and builds the model)."""
+    run, context = setup.run, setup.context
+    trainer = Trainer(run.trial.config, setup.task, run.seed, context.data.images.input_shape,
+                      context.data.images.class_names, setup.run_dir, context.device, setup.steps)
+    trainer.augment = make_augment(run.trial.config.augment)
+    trainer.writer = finisher.writer
+    setup.trainer = trainer
+    return trainer
 
-        fit = trainer.fit(context.splits["train"], context.splits["val"], on_batch, on_epoch)
-        for note in trainer.notes:
-            events(Event("note", run.id, {"text": note}))
-        written = trainer.pending
-        if fit.status == rundir.DONE and trainer.has_best():
-            evaluate_best(job, trainer, task, context)
-            score(job)  # here, not in the writer thread: its many numpy calls would contend for the GIL
-        job.record = run_record(run, trainer, fit, task, context, job)
-    except (UserError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # a bug or out-of-memory in one run must not lose the others
-        if disk_full(exc, run_dir):  # not the run's fault: stop, resumable
-            raise OSError(errno.ENOSPC, f"no space left on the device while writing {run_dir}") from exc
-        job.record = RunRecord(format=rundir.FORMAT, run=run.id, trial=run.trial.id, seed=run.seed,
-                               **fold_fields(run, context.data), status=rundir.FAILED, error=f"{type(exc).__name__}: {exc}",
-                               traceback=traceback.format_exc())
-    record = job.record
-    assert record is not None  # set by both branches above
-    if tracked is not None:
-        tracked.finish(record)
-        if tracked.problem:
-            events(Event("note", run.id, {"text": tracked.problem}))
-    events(Event("done", run.id, {"metrics": record}))
-    finisher.after(written, lambda: write_metrics(job.run_dir, record), on_written)
+
+def progress_callbacks(setup: RunSetup, events: Events) -> tuple[Callable[[int, int], None],
+                                                                Callable[[dict[str, Any]], None]]:
+    """What the trainer calls after each batch and each epoch: progress events, and the MLflow run's metrics."""
+    run_id, trainer = setup.run.id, setup.trainer
+    assert trainer is not None
+
+    def on_batch(batch: int, batches: int) -> None:
+        events(Event("batch", run_id, {"done": len(trainer.history) * batches + batch}))
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        events(Event("epoch", run_id, {"row": row}))
+        if setup.tracked is not None:
+            setup.tracked.epoch(row)
+
+    return on_batch, on_epoch
+
+
+def conclude(setup: RunSetup, trainer: Trainer, fit: FitResult, events: Events) -> Any:
+    """After training: the best epoch evaluated and scored, the run's record; what the writer returned for its final
+    checkpoints."""
+    for note in trainer.notes:
+        events(Event("note", setup.run.id, {"text": note}))
+    if fit.status == rundir.DONE and trainer.has_best():
+        evaluate_best(setup.job, trainer, setup.task, setup.context)
+        score(setup.job)  # here, not in the writer thread: its many numpy calls would contend for the GIL
+    setup.job.record = run_record(setup.run, trainer, fit, setup.task, setup.context, setup.job)
+    return trainer.pending
+
+
+def failed_record(setup: RunSetup, exc: Exception) -> RunRecord:
+    """The record of a run that raised (a full disk is not the run's fault: it stops the study, resumable)."""
+    run, run_dir = setup.run, setup.run_dir
+    if disk_full(exc, run_dir):
+        raise OSError(errno.ENOSPC, f"no space left on the device while writing {run_dir}") from exc
+    return RunRecord(format=rundir.FORMAT, run=run.id, trial=run.trial.id, seed=run.seed,
+                     **fold_fields(run, setup.context.data), status=rundir.FAILED, error=f"{type(exc).__name__}: {exc}",
+                     traceback=traceback.format_exc())
+
+
+def close_run(setup: RunSetup, events: Events, finisher: Finisher, written: Any,
+              on_written: Callable[[], None] | None) -> str:
+    """The record to MLflow and the progress display; metrics.json once the final checkpoints are written."""
+    record = setup.job.record
+    assert record is not None  # set by conclude or failed_record
+    if setup.tracked is not None:
+        setup.tracked.finish(record)
+        if setup.tracked.problem:
+            events(Event("note", setup.run.id, {"text": setup.tracked.problem}))
+    events(Event("done", setup.run.id, {"metrics": record}))
+    finisher.after(written, lambda: write_metrics(setup.job.run_dir, record), on_written)
     return record.status
 
 

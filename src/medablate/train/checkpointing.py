@@ -112,10 +112,10 @@ class CheckpointPolicy:
         save_checkpoint(self.run_dir / self.LAST, state)
         self.saved_at = time.monotonic()
 
-    def checkpoint(self, epoch: int, meta: dict[str, Any], state: Callable[[], State]) -> bool:
-        """At the end of an epoch, when due: best.pt then last.pt. A resume from an older last.pt replays the same
-        epochs and finds the same best."""
-        if not self.due(epoch):
+    def checkpoint(self, epoch: int, meta: dict[str, Any], state: Callable[[], State], due: bool | None = None) -> bool:
+        """At the end of an epoch, when due (or when `due` says so: a fused group's seeds checkpoint together): best.pt
+        then last.pt. A resume from an older last.pt replays the same epochs and finds the same best."""
+        if not (self.due(epoch) if due is None else due):
             return False
         self.save_last(meta, state())
         return True

@@ -359,6 +359,9 @@ class Trainer:
         self.cut: dict[str, Any] | None = None  # where SIGTERM/SIGINT stopped the epoch in last.pt, to go on from
         self.writer: Callable[[Callable[[], None]], Any] = run_now  # runs the final writes (the runner: a thread)
         self.pending: Any = None  # what writer returned for them (a Future, or None when already written)
+        self.start = 0  # the epochs done before this process took the run over (resume)
+        self.log: TensorBoardLog | None = None  # training.tensorboard's writer, from begin()
+        self.shares_weights = False  # a fused group's member: its tensors are views of the group's stacked ones
 
     # -------------------------------------------------------------- checkpoints
 
@@ -381,7 +384,10 @@ class Trainer:
         return (self.ema.module if self.ema is not None else self.model).state_dict()
 
     def _last_state(self) -> dict[str, Any]:
-        return {"meta": self.meta, "epoch": len(self.history), "model": self.model.state_dict(),
+        model = self.model.state_dict()
+        if self.shares_weights:  # a view saves its whole storage: every seed of the group
+            model = {k: v.clone() for k, v in model.items()}
+        return {"meta": self.meta, "epoch": len(self.history), "model": model,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
@@ -427,6 +433,13 @@ class Trainer:
 
     def fit(self, train: Split, val: Split, on_batch: Callable[[int, int], None] | None = None,
             on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
+        start = self.begin(train)
+        with stop_between_batches():
+            return self._epochs(start, train, val, on_batch, on_epoch)
+
+    def begin(self, train: Split) -> int:
+        """What comes before the first epoch (the training split's class weights and statistics, then resume); the
+        number of epochs already done."""
         training = self.config.training
         if training.class_weights == "balanced":
             self.task = self.task.with_balanced_weights(train.labels)
@@ -434,22 +447,18 @@ class Trainer:
             self.task = replace(self.task, label_smoothing=training.label_smoothing)
         if self.config.normalize == "dataset":
             set_dataset_statistics(self.model, *channel_statistics(train.images))
-        start = self.resume()
+        self.start = self.resume()
         self.checkpoints.saved_at = time.monotonic()
-        with stop_between_batches():
-            return self._epochs(start, train, val, on_batch, on_epoch)
+        self.log = TensorBoardLog(self.run_dir, flatten_config(self.config)) if training.tensorboard else None
+        return self.start
 
     def _epochs(self, start: int, train: Split, val: Split, on_batch: Callable[[int, int], None] | None,
                 on_epoch: Callable[[dict[str, float]], None] | None) -> FitResult:
         training = self.config.training
-        log = TensorBoardLog(self.run_dir, flatten_config(self.config)) if training.tensorboard else None
         for epoch in range(start + 1, training.epochs + 1):
             if self.stopped_early():  # decided by the history alone, so a resumed run stops where it stopped
                 break
-            cut, self.cut = self.cut, None  # a resumed epoch goes on where SIGTERM stopped it
-            started = time.perf_counter() - (cut["seconds"] if cut else 0.0)
-            lr = cut["lr"] if cut else current_lr(self.optimizer)
-            position = EpochPosition(**{k: cut[k] for k in ("order", "batch", "total_loss", "correct")}) if cut else None
+            lr, started, position = self.epoch_start()
             try:
                 train_loss, train_acc = train_one_epoch(
                     self.forward, self.task, self.optimizer, self.scheduler, self.per_batch, train, training.batch_size,
@@ -458,42 +467,64 @@ class Trainer:
                     after_step=self._ema_step if self.ema is not None else None,
                     stop=stop_requested, speed=self.speed, scaler=self.scaler)
             except EpochCut as stopped:
-                self._save_cut(stopped.position, lr, time.perf_counter() - started)
+                self.save_cut(stopped.position, lr, time.perf_counter() - started)
                 raise take_stop() from None
-            if self.scheduler is not None and not self.per_batch and not self.on_metric:
-                self.scheduler.step()
-            val_eval = evaluate(self.scored, self.task, val, training.eval_batch_size, keep_predictions=True,
-                                speed=self.speed)
-            # Iterating a validation DataLoader draws one seed from the global RNG; draw it too, so that a
-            # seed gives the same batches and dropout masks as the course's DataLoader loop.
-            torch.empty((), dtype=torch.int64).random_()
-            assert val_eval.probabilities is not None and val_eval.decisions is not None  # keep_predictions
-            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                   "val_loss": val_eval.loss, "val_acc": val_eval.accuracy,
-                   **epoch_metrics(val.labels.cpu().numpy(), val_eval.probabilities, val_eval.decisions),
-                   "seconds": round(time.perf_counter() - started, 3)}
-            if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
-                self.history.append(row)
-                self.checkpoints.save_best(self.meta)
-                self.write_history()
-                return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=start)
+            diverged = self.end_epoch(epoch, lr, started, train_loss, train_acc, val, on_epoch)
+            if diverged is not None:
+                return diverged
+        return self.end()
+
+    def epoch_start(self) -> tuple[float, float, EpochPosition | None]:
+        """An epoch's learning rate, start time and, when SIGTERM stopped it in last.pt, where it goes on from."""
+        cut, self.cut = self.cut, None
+        started = time.perf_counter() - (cut["seconds"] if cut else 0.0)
+        lr = cut["lr"] if cut else current_lr(self.optimizer)
+        position = EpochPosition(**{k: cut[k] for k in ("order", "batch", "total_loss", "correct")}) if cut else None
+        return lr, started, position
+
+    def end_epoch(self, epoch: int, lr: float, started: float, train_loss: float, train_acc: float, val: Split,
+                  on_epoch: Callable[[dict[str, float]], None] | None, due: bool | None = None) -> FitResult | None:
+        """After an epoch's training: the epoch's scheduler step, validation, the history row, the best epoch and the
+        checkpoint (`due`: when a fused group decides it for all its seeds); a FitResult when the run diverged."""
+        training = self.config.training
+        if self.scheduler is not None and not self.per_batch and not self.on_metric:
+            self.scheduler.step()
+        val_eval = evaluate(self.scored, self.task, val, training.eval_batch_size, keep_predictions=True,
+                            speed=self.speed)
+        # Iterating a validation DataLoader draws one seed from the global RNG; draw it too, so that a
+        # seed gives the same batches and dropout masks as the course's DataLoader loop.
+        torch.empty((), dtype=torch.int64).random_()
+        assert val_eval.probabilities is not None and val_eval.decisions is not None  # keep_predictions
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+               "val_loss": val_eval.loss, "val_acc": val_eval.accuracy,
+               **epoch_metrics(val.labels.cpu().numpy(), val_eval.probabilities, val_eval.decisions),
+               "seconds": round(time.perf_counter() - started, 3)}
+        if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
             self.history.append(row)
-            if self.scheduler is not None and self.on_metric:  # ReduceLROnPlateau, before the epoch's checkpoint
-                self.scheduler.step(row[training.monitor])  # type: ignore[arg-type]
-            if self.checkpoints.update(row, self._weights):
-                self.best_val = val_eval
-            if self.checkpoints.checkpoint(epoch, self.meta, self._last_state):
-                faults.point("after-checkpoint")
+            self.checkpoints.save_best(self.meta)
             self.write_history()
-            if log is not None:
-                log.epoch(row)
-            if on_epoch is not None:
-                on_epoch(row)
-        if log is not None:
-            log.close({"best_val_loss": self.best.get("val_loss"), "best_val_acc": self.best.get("best_val_acc")})
+            return FitResult("diverged", self.history, self.best, diverged_epoch=epoch, resumed_from_epoch=self.start)
+        self.history.append(row)
+        if self.scheduler is not None and self.on_metric:  # ReduceLROnPlateau, before the epoch's checkpoint
+            self.scheduler.step(row[training.monitor])  # type: ignore[arg-type]
+        if self.checkpoints.update(row, self._weights):
+            self.best_val = val_eval
+        if self.checkpoints.checkpoint(epoch, self.meta, self._last_state, due):
+            faults.point("after-checkpoint")
+        self.write_history()
+        if self.log is not None:
+            self.log.epoch(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        return None
+
+    def end(self) -> FitResult:
+        """The run trained every epoch (or stopped early): its final files, and its result."""
+        if self.log is not None:
+            self.log.close({"best_val_loss": self.best.get("val_loss"), "best_val_acc": self.best.get("best_val_acc")})
         self.finish()
         early = int(self.history[-1]["epoch"]) if self.stopped_early() else None
-        return FitResult("done", self.history, self.best, resumed_from_epoch=start, stopped_early_epoch=early)
+        return FitResult("done", self.history, self.best, resumed_from_epoch=self.start, stopped_early_epoch=early)
 
     def stopped_early(self) -> bool:
         """training.early_stopping: whether the history so far ends with `patience` epochs without an improvement."""
@@ -504,7 +535,7 @@ class Trainer:
         values = [row[monitor] for row in self.history]
         return epochs_without_improvement(values, monitor, rule.min_delta) >= rule.patience
 
-    def _save_cut(self, position: EpochPosition, lr: float, seconds: float) -> None:
+    def save_cut(self, position: EpochPosition, lr: float, seconds: float) -> None:
         """last.pt of the step where SIGTERM/SIGINT stopped training (after best.pt, as always)."""
         cut = position.as_state() | {"lr": lr, "seconds": seconds}
         self.checkpoints.save_last(self.meta, self._last_state() | {"cut": cut})

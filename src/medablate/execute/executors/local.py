@@ -7,6 +7,7 @@ the study's evaluation settings changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ from medablate.execute.executors import AfterRun, StudyJob, register_executor
 from medablate.execute.plan import Plan, Run, expand
 from medablate.execute.prepare import RunContext, data_note, prepare_context
 from medablate.execute.progress import ProgressEvents, progress_bars
-from medablate.execute.run import Finisher, execute_run
+from medablate.execute.run import Finisher, execute_group, execute_run
 from medablate.folder import claims, rundir
 from medablate.folder.records import RunRecord
 from medablate.scoring.clinical import Predictions, evaluate_trial
+from medablate.train.fusion import fuses
+from medablate.train.tasks import make_task
 
 
 @register_executor("local")
@@ -31,15 +34,29 @@ def train_here(job: StudyJob, context: RunContext) -> list[str]:
     """Train every run nobody else holds, one after another; with job.background, a run's final checkpoints and
     metrics.json are written while the next one trains (the claim is kept until they are)."""
     runs = job.plan.runs
-    statuses: list[str] = []
+    statuses: dict[str, str] = {}
     with progress_bars(job.console, job.show_progress) as progress, Finisher(job.background) as finisher:
         render = ProgressEvents(job.console, job.out, progress, job.study.name,
                                 sum(r.trial.config.training.epochs for r in runs))
-        for index, run in enumerate(runs, 1):
-            statuses.append(_one(job, run, index, context, render, finisher))
+        for unit in units(runs, context):
+            statuses |= _unit(job, unit, context, render, finisher)
         finisher.wait()
         results.write_results(job.out, job.plan, job.data_note)
-    return statuses
+    return [statuses[r.id] for r in runs]
+
+
+def units(runs: list[Run], context: RunContext) -> list[list[Run]]:
+    """The runs in the order they train: the seeds of a trial (and fold) together where training.fuse_seeds fuses
+    them, else one by one."""
+    images = context.data.images
+    outputs = {t.id: make_task(t.config.training.loss, len(images.class_names)).num_outputs for t in {
+        r.trial.id: r.trial for r in runs}.values()}
+    found: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        fused = fuses(run.trial.config, context.device, images.input_shape, outputs[run.trial.id])
+        key = (run.trial.id, str(run.fold)) if fused else (run.id,)
+        found.setdefault(key, []).append(run)
+    return list(found.values())
 
 
 def train_prepared(study: Study, out: Path, threads: int | None, console: Console) -> list[str]:
@@ -88,7 +105,54 @@ def train_one(study_plain: dict[str, Any], out: str, run_id: str, threads: int, 
     return status
 
 
-def _one(job: StudyJob, run: Run, index: int, context: RunContext, render: ProgressEvents, finisher: Finisher) -> str:
+def _unit(job: StudyJob, unit: list[Run], context: RunContext, render: ProgressEvents,
+          finisher: Finisher) -> dict[str, str]:
+    """Train the runs of a unit that are neither finished nor held by another process (several: fused); statuses.
+    A fused group is one process's: where another holds one of its runs, it is left to that one (every process
+    claims a group's runs in the same order, so a group is never split between two)."""
+    statuses: dict[str, str] = {}
+    taken: list[tuple[Run, claims.Claim]] = []
+    try:
+        for run in unit:
+            status, claim = _take(job, run, render)
+            if claim is None:
+                statuses[run.id] = status
+            else:
+                taken.append((run, claim))
+        if len(unit) > 1 and rundir.RUNNING in statuses.values():  # another process trains this fused group
+            for run, claim in taken:
+                claims.release(claim)
+                render.skip(run.trial.config.training.epochs)
+                statuses[run.id] = rundir.RUNNING
+                job.elsewhere.append(run.id)
+            taken = []
+        for index, (run, _) in enumerate(taken):
+            render.label(run.id, f"run {job.plan.runs.index(run) + 1}/{len(job.plan.runs)} {run.id}"
+                         + (f" (fused with {len(taken) - 1} more)" if len(taken) > 1 and index == 0 else ""),
+                         run.trial.config.training.epochs)
+        releases = [_releaser(job, claim) for _, claim in taken]
+        if len(taken) == 1:
+            statuses[taken[0][0].id] = execute_run(taken[0][0], context, render, finisher, on_written=releases[0])
+        elif taken:
+            found = execute_group([r for r, _ in taken], context, render, finisher, on_written=releases)
+            statuses |= {r.id: status for (r, _), status in zip(taken, found, strict=True)}
+        taken = []  # handed over: each claim goes once its run's files are written
+        return statuses
+    finally:
+        for _, claim in taken:
+            claims.release(claim)
+
+
+def _releaser(job: StudyJob, claim: claims.Claim) -> Callable[[], None]:
+    def written() -> None:  # every file of the run is on disk: others may take it, results.csv shows it
+        claims.release(claim)
+        results.write_results(job.out, job.plan, job.data_note)
+
+    return written
+
+
+def _take(job: StudyJob, run: Run, render: ProgressEvents) -> tuple[str, claims.Claim | None]:
+    """The run's claim when it is to train here; else its status (finished, or held by another process)."""
     run_dir = rundir.trial_dir(job.out, run.id)
     epochs = run.trial.config.training.epochs
     status = rundir.run_status(run_dir)
@@ -97,7 +161,7 @@ def _one(job: StudyJob, run: Run, index: int, context: RunContext, render: Progr
         if reevaluate(run_dir, job.study.evaluation):
             job.console.print(f"re-evaluated {run.id} with evaluation {to_plain(job.study.evaluation)} "
                               "from its saved predictions (no retraining)", highlight=False)
-        return status
+        return status, None
     if status == rundir.DAMAGED:
         job.console.print(f"[yellow]{run.id}:[/] {escape(rundir.damage_of(run_dir))}; redoing the run from its "
                           "last good checkpoint (the same numbers).", highlight=False)
@@ -105,25 +169,13 @@ def _one(job: StudyJob, run: Run, index: int, context: RunContext, render: Progr
     if claim is None:  # another live process trains it: leave it to that one
         render.skip(epochs)
         job.elsewhere.append(run.id)
-        return rundir.RUNNING
-    handed_over = False
-    try:  # re-read under the claim: another process may have finished it since the check above
-        status = rundir.run_status(run_dir)
-        if status in rundir.FINISHED:
-            render.skip(epochs)
-            return status
-        render.label(run.id, f"run {index}/{len(job.plan.runs)} {run.id}", epochs)
-
-        def written() -> None:  # every file of the run is on disk: others may take it, results.csv shows it
-            claims.release(claim)
-            results.write_results(job.out, job.plan, job.data_note)
-
-        status = execute_run(run, context, render, finisher, on_written=written)
-        handed_over = True
-        return status
-    finally:
-        if not handed_over:
-            claims.release(claim)
+        return rundir.RUNNING, None
+    status = rundir.run_status(run_dir)  # re-read under the claim: another process may have finished it since
+    if status in rundir.FINISHED:
+        claims.release(claim)
+        render.skip(epochs)
+        return status, None
+    return status, claim
 
 
 def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Predictions] | None:
