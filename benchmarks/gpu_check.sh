@@ -10,7 +10,8 @@
 #    (target: 3 seeds, fused, in at most 1.5x the wall time of one);
 # 4. a 3-seed recipe study of 2 architectures (cnn vs MONAI resnet18, 5 epochs).
 # Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
-# --find-links WHEELS -e . first). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit.
+# --find-links WHEELS -e . first). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit;
+# GPU_CHECK_PARTS="3b 4" runs only those parts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -20,8 +21,10 @@ OUT=$(mktemp -d /tmp/gpu-check-XXXXXX)
 started=$SECONDS
 
 limit() { "$PY" -c "print(max(5, int($1 * $SCALE)))"; }
+PARTS=${GPU_CHECK_PARTS:-}  # e.g. "3b 4": only those parts (by the number their name starts with)
 part() {  # part NAME SECONDS COMMAND...: run it under its limit (a shell function too); say so when the limit cut it
     local name=$1 seconds; seconds=$(limit "$2"); shift 2
+    if [ -n "$PARTS" ] && [[ " $PARTS " != *" ${name%%.*} "* ]]; then return 0; fi
     echo "== $name (limit ${seconds} s; ${SECONDS} s since start)"
     local t0=$SECONDS
     if declare -F "$1" >/dev/null; then  # timeout runs programs: a function goes through bash, with its helpers

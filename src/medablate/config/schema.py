@@ -363,8 +363,9 @@ class TrainingConfig(Strict):
     compile: bool = Field(False, description="torch.compile the model (checkpoints keep the raw module's keys)")
     fuse_seeds: Literal["auto", "on", "off"] = Field(
         "auto", description="train a trial's seeds together as one fused model (torch.func.vmap), each seed with its "
-                            "own randomness, optimizer, checkpoints and run folder: auto on a GPU, on also on a CPU; "
-                            "off: one after another. A runtime setting: a seed's numbers agree to float rounding")
+                            "own randomness, optimizer, checkpoints and run folder: auto where it pays (networks "
+                            "without convolutions, on a GPU), on wherever the model allows, off: one after another. "
+                            "A runtime setting: a seed's numbers agree with its unfused run to float rounding")
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for convolutional networks")
     checkpoint_every: Literal["auto", "epoch"] | StrictInt = Field(
         "auto", description=f"{layout.LAST_PT} after an epoch: auto (when 60 s have passed since the last one), epoch, "

@@ -120,8 +120,10 @@ def execute_run(run: Run, context: RunContext, events: Events = no_events,
     """Train, evaluate and write one run (the caller holds its claim); its status. The finisher writes the final
     checkpoints and metrics.json (at once when None); on_written is called once every file of the run is written
     (then the claim may go). The run's figures are drawn later, by run_figures."""
-    finisher = finisher or Finisher(background=False)
-    setup = begin_run(run, context, events)
+    return train_alone(begin_run(run, context, events), events, finisher or Finisher(background=False), on_written)
+
+
+def train_alone(setup: RunSetup, events: Events, finisher: Finisher, on_written: Callable[[], None] | None) -> str:
     written = None
     try:
         trainer = new_trainer(setup, finisher)
@@ -138,31 +140,45 @@ def execute_group(runs: list[Run], context: RunContext, events: Events = no_even
                   finisher: Finisher | None = None,
                   on_written: Sequence[Callable[[], None] | None] | None = None) -> list[str]:
     """The seeds of one trial (and fold) trained as one fused model (train.fusion), each written as execute_run
-    writes it (the caller holds every claim); their statuses. A failure in the shared pass fails every seed."""
+    writes it (the caller holds every claim); their statuses. Where the shared pass fails (a layer vmap cannot batch,
+    say), the seeds train one after another instead, each from its own checkpoint, with a note."""
     finisher = finisher or Finisher(background=False)
     setups = [begin_run(run, context, events) for run in runs]
-    splits = setups[0].context.splits
-    written: list[Any] = [None] * len(runs)
+    done = list(on_written or [None] * len(runs))
     try:
-        trainers, rngs = [], []
-        for setup in setups:  # each seeds the global RNG and resumes; its RNG state is then kept for it
-            trainer = new_trainer(setup, finisher)
-            trainer.begin(splits["train"])
-            trainers.append(trainer)
-            rngs.append(RngSlot(setup.context.device))
-        callbacks = [progress_callbacks(s, events) for s in setups]
-        fits = FusedGroup(trainers, rngs, [c[0] for c in callbacks], [c[1] for c in callbacks]).fit(
-            splits["train"], splits["val"])
-        for k, (setup, trainer, fit) in enumerate(zip(setups, trainers, fits, strict=True)):
-            written[k] = conclude(setup, trainer, fit, events)
+        trainers, fits = fit_fused(setups, events, finisher)
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        for setup in setups:
-            if setup.job.record is None:
-                setup.job.record = failed_record(setup, exc)
-    done = on_written or [None] * len(runs)
+        if disk_full(exc, setups[0].run_dir):
+            raise OSError(errno.ENOSPC, f"no space left on the device while writing {setups[0].run_dir}") from exc
+        events(Event("note", runs[0].id, {"text": f"the seeds of trial {runs[0].trial.id} could not train fused "
+                                                  f"({type(exc).__name__}: {exc}): training them one after another "
+                                                  "(training.fuse_seeds: off skips the attempt)"}))
+        return [train_alone(s, events, finisher, d) for s, d in zip(setups, done, strict=True)]
+    written: list[Any] = [None] * len(runs)
+    for k, (setup, trainer, fit) in enumerate(zip(setups, trainers, fits, strict=True)):
+        try:
+            written[k] = conclude(setup, trainer, fit, events)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            setup.job.record = failed_record(setup, exc)
     return [close_run(s, events, finisher, w, d) for s, w, d in zip(setups, written, done, strict=True)]
+
+
+def fit_fused(setups: list[RunSetup], events: Events, finisher: Finisher) -> tuple[list[Trainer], list[FitResult]]:
+    """Each seed's trainer (built and resumed in turn, its RNG state then kept for it), trained as one group."""
+    splits = setups[0].context.splits
+    trainers, rngs = [], []
+    for setup in setups:
+        trainer = new_trainer(setup, finisher)
+        trainer.begin(splits["train"])
+        trainers.append(trainer)
+        rngs.append(RngSlot(setup.context.device))
+    callbacks = [progress_callbacks(s, events) for s in setups]
+    group = FusedGroup(trainers, rngs, [c[0] for c in callbacks], [c[1] for c in callbacks])
+    return trainers, group.fit(splits["train"], splits["val"])
 
 
 @dataclass
