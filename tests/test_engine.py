@@ -168,13 +168,15 @@ def test_early_stopping_counts_epochs_without_an_improvement_beyond_min_delta() 
 
 def assert_same_history(resumed: list[dict], full: list[dict], model: dict) -> None:
     """The MLP: number for number. Convolutions on the CPU with several threads round differently from run to run,
-    resumed or not (1e-6), which can flip a rank among 8 validation images: their losses agree to 1e-4."""
+    resumed or not (1e-6; more when another process competes for the cores, as under pytest-xdist: one CI run saw an
+    uninterrupted first epoch differ by 6e-5), which can flip a rank among 8 validation images: their losses agree
+    to 5e-4."""
     if "name" not in model:
         assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed] == \
             [{k: v for k, v in r.items() if k != "seconds"} for r in full]
         return
     keys = ("epoch", "lr", "train_loss", "val_loss")
-    assert [{k: pytest.approx(r[k], rel=1e-4) for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in full]
+    assert [{k: pytest.approx(r[k], rel=5e-4) for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in full]
 
 
 FAMILIES = [pytest.param({"hidden": [16], "dropout": [0.2]}, id="mlp"),
@@ -251,7 +253,7 @@ def test_weight_ema_is_what_validation_scores_and_best_pt_keeps_and_it_resumes(t
     run = trainer(tmp_path / "full", config)
     full = run.fit(train, val).history
     unaveraged = trainer(tmp_path / "plain", plain).fit(train, val).history
-    close = (lambda a, b: a == b) if "name" not in model else (lambda a, b: a == pytest.approx(b, rel=1e-4))
+    close = (lambda a, b: a == b) if "name" not in model else (lambda a, b: a == pytest.approx(b, rel=5e-4))
     assert all(close(a["train_loss"], b["train_loss"]) for a, b in zip(full, unaveraged, strict=True))  # same training
     assert [r["val_loss"] for r in full] != [r["val_loss"] for r in unaveraged]  # validation scores the average
     epoch = run.load_best()  # best.pt's weights are the average's of that epoch: they score its history row

@@ -6,7 +6,7 @@ The tolerance: a fused pass computes the same sums as the unfused one in another
 grouped convolutions), so a loss differs in its last float32 bits, and Adam's step (about lr per weight whatever
 the gradient's size) lets such a difference grow a little each step. Over these short runs every training and
 validation loss of a fused seed stays within 2e-3 of its unfused run (measured: below 2e-4 for the MLP and CNN); a
-different seed's loss differs by far more. Resumed fused runs are compared exactly (the MLP) or to 1e-4 (networks
+different seed's loss differs by far more. Resumed fused runs are compared exactly (the MLP) or to 5e-4 (networks
 with convolutions, whose CPU sums depend on threads)."""
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_a_fused_group_stopped_between_its_seeds_checkpoints_resumes_identically
     resumed = fused(tmp_path / "cut", config, train, val, size)
     for fit, full in zip(resumed, clean, strict=True):
         if model.get("name") != "mlp" and "hidden" not in model:  # a CPU convolution sums in a thread-dependent order
-            assert losses(fit.history) == pytest.approx(losses(full.history), abs=1e-4)
+            assert losses(fit.history) == pytest.approx(losses(full.history), abs=5e-4)
         else:
             assert without_seconds(fit.history) == without_seconds(full.history)
 
