@@ -25,7 +25,7 @@ SHARED_TRAIN = REPO.parent / "shared" / "data" / "chest-xray-pneumonia" / "train
 # hands whole files to its processes in this order, so no long file is left to run alone at the end.
 LONGEST_FIRST = ("test_resume.py", "test_faults.py", "test_faults3.py", "test_injection.py", "test_study.py",
                  "test_first_hour.py", "test_workers.py", "test_report.py", "test_contract.py", "test_compare.py",
-                 "test_ray.py", "test_fusion.py", "test_models.py", "test_kfold.py", "test_export.py")
+                 "test_ray.py", "test_models.py", "test_kfold.py", "test_export.py")
 
 
 # A study's figures are drawn in PNG only, not again as PDF and SVG: two thirds of the time of every test study's

@@ -149,6 +149,7 @@ def test_what_cannot_fuse_says_why() -> None:
     assert "fp16" in (unfusable(config_of(model, precision="fp16"), (1, 16, 16), 1) or "")
 
 
+@pytest.mark.slow  # three studies (24 s); the default suite resumes groups stopped between seeds in the engine
 def test_a_sigkilled_fused_study_reruns_to_the_files_of_an_uninterrupted_one(tmp_path: Path) -> None:
     """A trial's 3 seeds, fused, killed after the second seed's first checkpoint (the group's seeds are then at
     different epochs), then rerun: results.csv and every history equal an uninterrupted fused study's."""
@@ -169,6 +170,7 @@ def test_a_sigkilled_fused_study_reruns_to_the_files_of_an_uninterrupted_one(tmp
                 == without_seconds(read_csv(clean / "trials" / run / "history.csv")))
 
 
+@pytest.mark.slow  # a study (19 s)
 def test_a_group_whose_shared_pass_fails_trains_its_seeds_one_after_another(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A layer vmap cannot batch (MONAI's stochastic depth draws inside the forward, say) must not fail the study:
