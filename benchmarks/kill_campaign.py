@@ -5,6 +5,7 @@ same command until it finishes, and compare every result with an uninterrupted r
     python benchmarks/kill_campaign.py 30 --seed 1
     python benchmarks/kill_campaign.py 6 --cnn       # a small CNN study: dataset normalisation, shift augmentation, TTA
     python benchmarks/kill_campaign.py 6 --kfold     # the MLP study cross-validated: 3 folds x 2 seeds per trial
+    python benchmarks/kill_campaign.py 6 --fused     # each trial's 2 seeds trained as one fused group
     python benchmarks/kill_campaign.py --points batch,before-metrics,before-run-figures,report   # one study a point
 
 Half the studies run with --workers 2. A kill is SIGKILL to the `medablate run` process alone, not its process
@@ -182,6 +183,8 @@ def main() -> int:
     parser.add_argument("--cnn", action="store_true", help="a small CNN study (dataset normalisation, shift "
                                                            "augmentation, flip TTA) instead of the MLP")
     parser.add_argument("--kfold", action="store_true", help="the MLP study with a 3-fold split (12 runs)")
+    parser.add_argument("--fused", action="store_true", help="each trial's seeds trained as one fused group "
+                                                            "(training.fuse_seeds: on)")
     parser.add_argument("--points", help="comma-separated named points: one study killed at each (of POINTS), "
                                          "instead of random moments")
     args = parser.parse_args()
@@ -191,7 +194,10 @@ def main() -> int:
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="kill-campaign-"))
     study = root / "study.yaml"
-    study.write_text(yaml.safe_dump(CNN_STUDY if args.cnn else KFOLD_STUDY if args.kfold else STUDY, sort_keys=False))
+    config = CNN_STUDY if args.cnn else KFOLD_STUDY if args.kfold else STUDY
+    if args.fused:
+        config = config | {"training": {**config["training"], "fuse_seeds": "on"}}
+    study.write_text(yaml.safe_dump(config, sort_keys=False))
     started = time.perf_counter()
     subprocess.run(command(study, root / "clean"), check=True, capture_output=True, env=environment())
     full = time.perf_counter() - started
