@@ -83,6 +83,22 @@ def test_resume_continues_number_for_number(tmp_path: Path) -> None:
     assert strip(fit.history) == strip(full)
 
 
+def test_a_truncated_last_pt_resumes_from_the_older_slot_number_for_number(tmp_path: Path) -> None:
+    """The engine's part of test_resume's whole-study test (-m slow): a last.pt cut short is a note, and the run
+    goes on from the previous checkpoint with the numbers of an uninterrupted run."""
+    train, val = splits()
+    full = trainer(tmp_path / "full", tiny_config(epochs=5)).fit(train, val).history
+    with pytest.raises(_Stop):
+        trainer(tmp_path / "cut", tiny_config(epochs=5)).fit(train, val, on_epoch=_stop_after(3))
+    target = (tmp_path / "cut" / "last.pt").resolve()
+    target.write_bytes(target.read_bytes()[:1000])
+    resumed = trainer(tmp_path / "cut", tiny_config(epochs=5))
+    fit = resumed.fit(train, val)
+    assert fit.resumed_from_epoch == 2 and any("previous checkpoint" in note for note in resumed.notes)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(fit.history) == strip(full)
+
+
 def test_nan_loss_ends_the_trial_as_diverged(tmp_path: Path) -> None:
     train, val = splits()
     config = tiny_config(optimizer={"name": "SGD", "lr": 1e30}, scheduler=None)

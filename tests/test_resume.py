@@ -70,6 +70,7 @@ def test_sigterm_stops_cleanly_with_143_and_resumes_identically(tmp_path: Path, 
     assert_same_numbers(stopped, clean)
 
 
+@pytest.mark.slow  # 43 s; the older slot's fallback is checked by test_checkpoint and test_faults3's damaged runs
 def test_a_truncated_last_pt_falls_back_and_finishes_identically(tmp_path: Path, uninterrupted: Any) -> None:
     study = write_study(tmp_path, **SLOW_ENOUGH)
     killed = tmp_path / "killed"
