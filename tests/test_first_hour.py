@@ -164,10 +164,11 @@ def copy_of(finished: dict[str, Path], tmp_path: Path) -> Path:
 
 def test_7_a_changed_threshold_is_applied_to_finished_runs(two_epochs: dict[str, Path], tmp_path: Path) -> None:
     study, out, fresh = two_epochs["study"], copy_of(two_epochs, tmp_path), tmp_path / "fresh"
-    again = medablate("run", str(study), "--out", str(out), "--set", "evaluation.threshold=youden")
+    changed = ("--set", "evaluation.threshold=youden", "--set", "evaluation.shifts=[noise]")  # the panel: from best.pt
+    again = medablate("run", str(study), "--out", str(out), *changed)
     assert again.returncode == 0, again.stderr
     assert "re-evaluated" in again.stderr
-    assert medablate("run", str(study), "--out", str(fresh), "--set", "evaluation.threshold=youden").returncode == 0
+    assert medablate("run", str(study), "--out", str(fresh), *changed).returncode == 0
     for run in ("base-seed0", "CrossEntropyLoss-seed0"):
         updated = json.loads((out / "trials" / run / "metrics.json").read_text())
         direct = json.loads((fresh / "trials" / run / "metrics.json").read_text())
@@ -177,6 +178,9 @@ def test_7_a_changed_threshold_is_applied_to_finished_runs(two_epochs: dict[str,
             direct["evaluation"]["test"]["at_threshold"]["accuracy"]
         assert (out / "trials" / run / "predictions_test.csv").read_text() == \
             (fresh / "trials" / run / "predictions_test.csv").read_text()
+        assert updated["robustness"] == direct["robustness"] and updated["robustness"]["shifted_sets"] == 5
+        assert (out / "trials" / run / "robustness.csv").read_text() == \
+            (fresh / "trials" / run / "robustness.csv").read_text()
 
 
 def test_8_a_changed_setting_names_the_keys_and_how_to_extend(two_epochs: dict[str, Path], tmp_path: Path) -> None:

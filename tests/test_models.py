@@ -311,13 +311,13 @@ def test_shift_augmentations_keep_shape_and_range_repeat_with_a_seed_and_differ_
 
 
 def test_identity_settings_of_crop_and_blur_change_nothing() -> None:
-    from medablate.train.augment import _blur, make_augment
+    from medablate.train.augment import blur, make_augment
 
     x = torch.rand(4, 1, 32, 32)
     full = make_augment(AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)))
     assert torch.allclose(full(x), x, atol=1e-5)
-    assert torch.allclose(_blur(x, torch.zeros(4)), x, atol=1e-6)
-    blurred = _blur(x, torch.full((4,), 2.0))
+    assert torch.allclose(blur(x, torch.zeros(4)), x, atol=1e-6)
+    blurred = blur(x, torch.full((4,), 2.0))
     assert blurred.std() < x.std() and torch.allclose(blurred.mean(), x.mean(), atol=1e-2)
 
 

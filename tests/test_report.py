@@ -23,8 +23,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def report(tmp_path_factory: pytest.TempPathFactory, every_figure_format: None) -> Path:
     folder = tmp_path_factory.mktemp("report")
     comparisons = [{"name": INJECTED, "vary": {"training.loss": ["BCEWithLogitsLoss", "CrossEntropyLoss"]}},
-                   {"name": "activation", "vary": {"model.activation": ["ReLU", "Tanh", "GELU"]}}]
-    path = write_study(folder, seeds=[0, 1], comparisons=comparisons, training={"epochs": 3, "batch_size": 16})
+                   {"name": "activation", "vary": {"model.activation": ["ReLU", "Tanh", "GELU"]},
+                    "primary": "robust_acc"}]
+    panel = {"threshold": "youden", "shifts": ["noise", {"name": "contrast", "severities": [0, 4], "only_class": "normal"}]}
+    path = write_study(folder, seeds=[0, 1], comparisons=comparisons, training={"epochs": 3, "batch_size": 16},
+                       evaluation=panel)
     study, _ = load_study(path)
     StudyRunner(study, folder / "out", Console(quiet=True)).run()
     return folder / "out"
@@ -35,6 +38,32 @@ def test_files_and_figure_formats(report: Path) -> None:
     for stem in ("activation", "activation-outcomes", "best-trial-curves", "best-trial-roc"):
         for suffix in (".png", ".pdf", ".svg"):
             assert (report / "figures" / f"{stem}{suffix}").exists(), stem + suffix
+
+
+def test_the_robustness_panel_of_a_study(report: Path) -> None:
+    """evaluation.shifts end to end: each run's table, the trials' table, the tested outcome, the report's section."""
+    import csv
+    import json
+
+    assert (report / "figures" / "activation-robustness.svg").exists()
+    for run in sorted((report / "trials").iterdir()):
+        rows = list(csv.DictReader((run / "robustness.csv").open()))
+        assert [(r["shift"], r["severity"]) for r in rows] == [("clean", "0")] + [("noise", str(k)) for k in range(1, 6)] \
+            + [("contrast (normal only)", "0"), ("contrast (normal only)", "4")]
+        metrics = json.loads((run / "metrics.json").read_text())
+        clean = metrics["evaluation"]["test"]["at_threshold"]  # severity 0 is the clean score, computed again
+        for row in (rows[0], rows[6]):
+            assert float(row["accuracy"]) == pytest.approx(clean["accuracy"], abs=1e-12)
+            assert float(row["roc_auc"]) == pytest.approx(clean["roc_auc"], abs=1e-12)
+        shifted = [float(r["accuracy"]) for r in rows if r["severity"] != "0"]
+        assert metrics["robustness"]["robust_acc"] == pytest.approx(sum(shifted) / len(shifted))
+        assert metrics["robustness"]["split"] == "test" and metrics["threshold"] is not None
+    trials = list(csv.DictReader((report / "robustness.csv").open()))
+    assert len(trials) == 4 * 8 and {r["runs"] for r in trials} == {"2"}
+    tested = [r for r in csv.DictReader((report / "comparisons.csv").open()) if r["outcome"] == "robust_acc"]
+    assert {r["role"] for r in tested if r["comparison"] == "activation"} == {"primary"} and len(tested) == 3
+    page = (report / "report.md").read_text()
+    assert "### Robustness" in page and "accuracy under shift (mean over the robustness panel)" in page
 
 
 def test_html_is_self_contained_and_escaped(report: Path) -> None:

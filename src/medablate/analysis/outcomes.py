@@ -32,6 +32,8 @@ OUTCOMES = [
     Outcome("test_acc", "test accuracy", True, "points", bounds=(0.0, 1.0)),
     Outcome("test_loss", "test loss", False, ""),
     Outcome("test_auc", "test ROC AUC", True, "", bounds=(0.0, 1.0)),
+    Outcome("robust_acc", "accuracy under shift (mean over the robustness panel)", True, "points", bounds=(0.0, 1.0)),
+    Outcome("robust_auc", "ROC AUC under shift (mean over the robustness panel)", True, "", bounds=(0.0, 1.0)),
     Outcome("val_acc", "validation accuracy (of the checkpoint used)", True, "points", bounds=(0.0, 1.0)),
     Outcome("highest_val_acc", "highest validation accuracy at any epoch", True, "points",
             untested_because="the epoch is picked by looking at validation, so it is optimistic", bounds=(0.0, 1.0)),
@@ -60,6 +62,8 @@ def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | 
     values: dict[str, Any] = {
         "test_acc": test.accuracy if test else None, "test_loss": test.loss if test else None,
         "test_auc": _test_auc(metrics),
+        "robust_acc": metrics.robustness.robust_acc if metrics.robustness else None,
+        "robust_auc": metrics.robustness.robust_auc if metrics.robustness else None,
         "val_acc": rundir.checkpoint_val_acc(metrics, history), "highest_val_acc": rundir.highest_val_acc(metrics),
         "val_loss_at_best": metrics.best_val_loss,
         "best_epoch": metrics.best_epoch,

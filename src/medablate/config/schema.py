@@ -454,8 +454,8 @@ class AnalysisConfig(Strict):
     _known_primary = field_validator("primary")(lambda value: _known_outcome(value))
 
 
-PRIMARY_OUTCOMES = ("test_acc", "test_loss", "test_auc", "val_acc", "val_loss_at_best", "best_epoch", "convergence_epoch",
-                    "stability")
+PRIMARY_OUTCOMES = ("test_acc", "test_loss", "test_auc", "robust_acc", "robust_auc", "val_acc", "val_loss_at_best",
+                    "best_epoch", "convergence_epoch", "stability")
 
 
 def _known_outcome(value: str | None) -> str | None:
@@ -489,12 +489,58 @@ class SpecificityTarget(Strict):
     specificity: float = Field(gt=0, le=1)
 
 
+class PrevalenceTarget(Strict):
+    prevalence: float = Field(gt=0, lt=1, description="the share of positives where the model will be used")
+
+
+SHIFT_NAMES = ("brightness", "contrast", "gamma", "blur", "noise", "resolution", "jpeg", "zoom", "rotation")
+ShiftName = Literal["brightness", "contrast", "gamma", "blur", "noise", "resolution", "jpeg", "zoom", "rotation"]
+SEVERITIES = [1, 2, 3, 4, 5]
+
+
+class ShiftConfig(Strict):
+    """One perturbation of the robustness panel (medablate.train.shifts), scored at each severity (0: clean)."""
+
+    name: ShiftName
+    severities: list[Annotated[StrictInt, Field(ge=0, le=5)]] = Field(
+        default_factory=lambda: list(SEVERITIES), min_length=1, description="from 0 (unchanged) to 5")
+    only_class: str | None = Field(None, description="shift the images of this class alone (a class from another "
+                                                     "scanner: the shortcut a model may learn); default every image")
+
+    @field_validator("severities")
+    @classmethod
+    def _sorted_once(cls, value: list[int]) -> list[int]:
+        return sorted(set(value))
+
+    @property
+    def label(self) -> str:
+        return self.name if self.only_class is None else f"{self.name} ({self.only_class} only)"
+
+
+def _panel(value: Any) -> Any:
+    """'standard' (alone or in the list): every shift at severities 1-5; a bare name: that shift at 1-5."""
+    if isinstance(value, str) and value != "standard":
+        raise ValueError(f"evaluation.shifts '{value}' is neither 'standard' nor a list of shifts; the shifts are: "
+                         f"{', '.join(SHIFT_NAMES)}")
+    if not isinstance(value, (list, str)):
+        return value
+    items = []
+    for item in [value] if isinstance(value, str) else value:
+        items += SHIFT_NAMES if item == "standard" else [item]
+    return [{"name": item} if isinstance(item, str) else item for item in items]
+
+
 class EvaluationConfig(Strict):
     """How decisions are made from probabilities (binary tasks; class 1 is positive)."""
 
-    threshold: float | Literal["youden"] | SensitivityTarget | SpecificityTarget = Field(
-        0.5, description="0.5 (the course's rule), youden, {sensitivity: 0.95} or {specificity: 0.9}; chosen on "
-                         "validation only")
+    threshold: float | Literal["youden"] | SensitivityTarget | SpecificityTarget | PrevalenceTarget = Field(
+        0.5, description="0.5 (the course's rule), youden, {sensitivity: 0.95}, {specificity: 0.9} or "
+                         "{prevalence: 0.6} (the highest expected accuracy where that share of images is positive); "
+                         "chosen on validation only")
+    shifts: list[ShiftConfig] = Field(
+        default_factory=list, description="the robustness panel: standard (every shift at severities 1-5), or a list "
+                                          "of shift names or {name, severities, only_class}; scored on the test split "
+                                          "(validation where there is none) at the run's threshold")
     bootstrap_resamples: StrictInt = Field(2000, ge=100, description="resamples for the test metrics' 95% CIs")
     tta: TTA = Field("none", description="test-time augmentation: none, flip (image and its mirror) or crops (the "
                                          "image and four 90% corner crops); probabilities averaged, on validation "
@@ -503,13 +549,25 @@ class EvaluationConfig(Strict):
     @field_validator("threshold", mode="before")
     @classmethod
     def _one_of_three_forms(cls, value: Any) -> Any:
-        forms = "a number between 0 and 1, youden, {sensitivity: 0.95} or {specificity: 0.9}"
+        forms = "a number between 0 and 1, youden, {sensitivity: 0.95}, {specificity: 0.9} or {prevalence: 0.6}"
         if isinstance(value, str) and value != "youden":
             hint = " (did you mean 'youden'?)" if names.closest(value, ["youden"]) else ""
             raise ValueError(f"threshold '{value}' is not one of: {forms}{hint}")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 < value < 1:
             raise ValueError(f"a fixed threshold must be between 0 and 1, not {value}")
         return value
+
+    _standard = field_validator("shifts", mode="before")(lambda value: _panel(value))
+
+    @field_validator("shifts")
+    @classmethod
+    def _distinct(cls, shifts: list[ShiftConfig]) -> list[ShiftConfig]:
+        labels = [s.label for s in shifts]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"evaluation.shifts names {', '.join(twice)} more than once: give each shift (and class) "
+                             "once, with all its severities")
+        return shifts
 
     @property
     def rule(self) -> Any:

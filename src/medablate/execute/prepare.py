@@ -40,6 +40,7 @@ from medablate.execute.plan import Plan
 from medablate.folder.rundir import Fold
 from medablate.models import network
 from medablate.models.weights import load_weights
+from medablate.train import shifts
 from medablate.train.engine import (
     Split,
     build_trial_model,
@@ -272,6 +273,9 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         if folds is None and len(np.unique(images.labels[split == VAL])) < 2:  # every fold has both classes
             raise UserError(f"evaluation.threshold is {rule!r}, which is chosen on validation, but the validation split "
                             "has only one class: change data.split or use evaluation.threshold: 0.5.")
+    for shift in study.evaluation.shifts:
+        if shift.only_class is not None:
+            shifts.class_index(images.class_names, shift.only_class)
     if test is not None and test.image_shape != images.image_shape:
         raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
                         "set data.image_size so both are resized alike.")

@@ -34,12 +34,23 @@ from medablate.errors import UserError
 from medablate.execute import mlflow_log
 from medablate.execute.plan import Plan, Run
 from medablate.execute.prepare import RunContext, StudyData
-from medablate.folder import claims, rundir
-from medablate.folder.records import EvaluationReport, RunRecord, TestScore
+from medablate.folder import checkpoint, claims, rundir
+from medablate.folder.records import EvaluationReport, Robustness, RunRecord, TestScore
 from medablate.models.weights import sha256
-from medablate.scoring.clinical import Predictions, evaluate_trial
+from medablate.scoring.clinical import CLEAN, Predictions, Shifted, evaluate_trial, robust_means, robustness_rows
+from medablate.train import shifts
 from medablate.train.augment import make_augment
-from medablate.train.engine import Evaluation, FitResult, Split, Trainer, evaluate, steps_per_epoch
+from medablate.train.engine import (
+    Evaluation,
+    FitResult,
+    Speed,
+    Split,
+    Trainer,
+    build_trial_model,
+    evaluate,
+    speed_of,
+    steps_per_epoch,
+)
 from medablate.train.fusion import FusedGroup, RngSlot
 from medablate.train.optim import HORIZON_ARGUMENT, scheduler_horizon
 from medablate.train.tasks import Task, make_task
@@ -324,6 +335,43 @@ def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunCon
         job.test_score = TestScore(checkpoint=rundir.BEST_PT, checkpoint_epoch=epoch, accuracy=test.accuracy,
                                    loss=test.loss, confusion_matrix=test.confusion, count=test.count,
                                    class_names=list(data.images.class_names))
+    job.panel = panel_predictions(trainer.model, task, context, batch, trainer.speed)
+
+
+def panel_predictions(model: torch.nn.Module, task: Task, context: RunContext, batch: int,
+                      speed: Speed) -> tuple[str, list[Shifted]] | None:
+    """evaluation.shifts: the model's predictions on the test split (validation where there is none), clean (the
+    row 'clean', severity 0) and under every shift at every severity; None without a panel."""
+    panel, names = context.study.evaluation.shifts, context.data.images.class_names
+    if not panel:
+        return None
+    side = "test" if "test" in context.splits and context.data.test is not None else "val"
+    split = context.splits[side]
+    clean = evaluate(model, task, split, batch, keep_predictions=True, speed=speed)
+    found = [Shifted(CLEAN, None, 0, None, Predictions(*_arrays(split, clean)))]
+    for shift in panel:
+        index = None if shift.only_class is None else shifts.class_index(names, shift.only_class)
+        only = None if index is None else split.labels == index
+        for severity in shift.severities:
+            images = shifts.shift_images(split.images, shift.name, severity, only)
+            result = evaluate(model, task, Split(images, split.labels), batch, keep_predictions=True, speed=speed)
+            found.append(Shifted(shift.name, None if index is None else names[index], severity,
+                                 shifts.level(shift.name, severity), Predictions(*_arrays(split, result))))
+    return side, found
+
+
+def panel_from_checkpoint(run_dir: Path, run: Run, context: RunContext) -> tuple[str, list[Shifted]] | None:
+    """The panel's predictions of a finished run's best.pt (its evaluation settings changed after it trained)."""
+    context = context.for_fold(run.fold)
+    if not context.study.evaluation.shifts:
+        return None
+    task = make_task(run.trial.config.training.loss, len(context.data.images.class_names))
+    model = build_trial_model(run.trial.config, context.data.images.input_shape, task.num_outputs)
+    model.load_state_dict(checkpoint.user_checkpoint(run_dir / rundir.BEST_PT)["model"])
+    speed = speed_of(run.trial.config, context.device)
+    memory = torch.channels_last if speed.channels_last else torch.contiguous_format
+    model = model.to(context.device).to(memory_format=memory)  # type: ignore[call-overload]
+    return panel_predictions(model, task, context, run.trial.config.training.eval_batch_size, speed)
 
 
 # ------------------------------------------------------------------ what is not training
@@ -345,6 +393,8 @@ class OutputsJob:
     test_score: TestScore | None = None
     threshold: float | None = None
     evaluation: EvaluationReport | None = None
+    panel: tuple[str, list[Shifted]] | None = None  # evaluation.shifts: the split and its shifted predictions
+    robustness: Robustness | None = None
     record: RunRecord | None = None
 
     def scores(self) -> dict[str, Any]:
@@ -354,7 +404,7 @@ class OutputsJob:
         found: dict[str, Any] = {"checkpoint_epoch": self.checkpoint_epoch}
         if self.test_score is not None:
             found["test"] = self.test_score
-        return found | {"threshold": self.threshold, "evaluation": self.evaluation}
+        return found | {"threshold": self.threshold, "evaluation": self.evaluation, "robustness": self.robustness}
 
 
 def score(job: OutputsJob) -> None:
@@ -367,6 +417,20 @@ def score(job: OutputsJob) -> None:
     for split, arrays in (("val", job.val), ("test", job.test)):
         if arrays is not None:
             rundir.write_predictions(rundir.predictions_file(job.run_dir, split), *arrays, job.class_names, threshold)
+    job.robustness = score_panel(job.run_dir, job.panel, threshold, job.class_names, config.bootstrap_resamples)
+
+
+def score_panel(run_dir: Path, panel: tuple[str, list[Shifted]] | None, threshold: float | None,
+                class_names: list[str], resamples: int) -> Robustness | None:
+    """The run's robustness.csv (a row per shift and severity) and its summary for metrics.json."""
+    if panel is None:
+        rundir.remove_robustness(run_dir)
+        return None
+    side, shifted = panel
+    rows = robustness_rows(shifted, threshold, class_names, resamples)
+    rundir.write_robustness(run_dir, rows)
+    decision = "at_threshold" if threshold is not None and len(class_names) == 2 else "at_0.5"
+    return Robustness(split=side, decision=decision, **robust_means(rows))
 
 
 class Finisher:

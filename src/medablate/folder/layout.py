@@ -24,6 +24,7 @@ JOBS_JSON = "jobs.json"
 CURVES_PNG, ROC_PNG, PR_PNG = "curves.png", "roc.png", "pr.png"  # a run's figures
 RELIABILITY_PNG, CONFUSION_PNG = "reliability.png", "confusion.png"
 CLAIM_LOCK = "claim.lock"  # medablate.folder.claims
+ROBUSTNESS_CSV = "robustness.csv"  # evaluation.shifts: a run's panel (a row per shift and severity); in DIR, per trial
 
 
 def require_finished_run(run_dir: Path) -> Path:

@@ -88,6 +88,7 @@ class ThresholdChoice(Record):
     rule: float | str | dict[str, float]  # evaluation.threshold as the study gave it
     value: float | None = None
     chosen_on: str = "validation"
+    ci95: list[float] | None = None  # the rule's threshold over validation resamples (bootstrap within each class)
     description: str = ""
     decision: str = ""
 
@@ -111,6 +112,23 @@ class TestScore(Record):
     confusion_matrix: list[list[int]]
     count: int
     class_names: list[str] = Field(default_factory=list)
+
+
+class Robustness(Record):
+    """metrics.json's `robustness`: the mean of the shifted scores over every shift and severity above 0, at the
+    run's decision (the validated threshold with two classes); the table of every shift is the run's robustness.csv."""
+
+    split: str  # test, or val where the study has no test split
+    decision: str  # at_threshold | at_0.5
+    robust_acc: float | None = None
+    robust_auc: float | None = None
+    shifted_sets: int = 0  # (shift, severity) pairs above severity 0
+
+
+ROBUSTNESS_COLUMNS = ("shift", "name", "only_class", "severity", "level", "count", "accuracy", "accuracy_low",
+                      "accuracy_high", "roc_auc", "roc_auc_low", "roc_auc_high", "balanced_accuracy", "sensitivity",
+                      "sensitivity_low", "sensitivity_high", "specificity", "specificity_low", "specificity_high",
+                      "ppv", "npv", "f1", "brier", "ece")
 
 
 class RunRecord(Record):
@@ -153,6 +171,7 @@ class RunRecord(Record):
     test: TestScore | None = None
     threshold: float | None = None  # validated on the validation split (two classes)
     evaluation: EvaluationReport | None = None
+    robustness: Robustness | None = None  # evaluation.shifts: the panel's summary (its table: robustness.csv)
 
 
 class EnsembleRecord(Record):

@@ -44,6 +44,7 @@ from medablate.folder.layout import HISTORY_CSV as HISTORY_CSV
 from medablate.folder.layout import LAST_PT as LAST_PT
 from medablate.folder.layout import METRICS_JSON as METRICS_JSON
 from medablate.folder.layout import RESULTS_CSV as RESULTS_CSV
+from medablate.folder.layout import ROBUSTNESS_CSV as ROBUSTNESS_CSV
 from medablate.folder.layout import SPLIT_CSV as SPLIT_CSV
 from medablate.folder.layout import STUDY_JSON as STUDY_JSON
 from medablate.folder.layout import SUMMARY_CSV as SUMMARY_CSV
@@ -51,6 +52,7 @@ from medablate.folder.layout import TABLES_MD as TABLES_MD
 from medablate.folder.layout import TRIALS, ensemble_dir, predictions_file, require_study_folder
 from medablate.folder.records import (
     FORMAT,
+    ROBUSTNESS_COLUMNS,
     EnsembleRecord,
     Example,
     FiguresRecord,
@@ -409,6 +411,26 @@ def write_predictions(path: Path, ids: list[str], labels: Any, probabilities: An
             row["decision_at_threshold"] = int(float(probs[1]) >= threshold)
         rows.append(row)
     atomic.write_csv(path, rows, columns)
+
+
+def write_robustness(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """A run's robustness panel: a row per shift and severity (evaluation.shifts)."""
+    atomic.write_csv(Path(run_dir) / ROBUSTNESS_CSV, rows, ROBUSTNESS_COLUMNS)
+
+
+def remove_robustness(run_dir: Path) -> None:
+    """A panel the study no longer asks for (its evaluation.shifts emptied) is not left to be read as current."""
+    (Path(run_dir) / ROBUSTNESS_CSV).unlink(missing_ok=True)
+
+
+def read_robustness(run_dir: Path) -> list[dict[str, Any]]:
+    """robustness.csv's rows with numbers as floats (None where empty); [] when the run has none."""
+    path = Path(run_dir) / ROBUSTNESS_CSV
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [{k: v if k in ("shift", "name", "only_class") else (float(v) if v else None) for k, v in row.items()}
+                for row in csv.DictReader(handle)]
 
 
 def read_predictions(path: Path) -> list[dict[str, str]]:

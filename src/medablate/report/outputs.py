@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from medablate.analysis import robustness
 from medablate.analysis.compare import Analysis, write_analysis
 from medablate.analysis.outcomes import OUTCOMES, scaled
 from medablate.config.schema import Study
@@ -23,6 +24,7 @@ def write_outputs(out: Path) -> Analysis:
     analysis = write_analysis(out)
     study, plan, info = load_study_folder(Path(out))
     _figures(Path(out), study, plan, info, analysis)
+    _robustness_figures(Path(out), study, plan, info)
     write_methods(out, analysis, analysis.results)
     return analysis
 
@@ -54,6 +56,22 @@ def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, analysis: Ana
             plots.outcome_strips(out / layout.FIGURES / f"{name}-outcomes", per_outcome,
                                  f"{study.name}: {comparison.name}, each dot one {'run' if plan.folds else 'seed'}",
                                  note)
+
+
+def _robustness_figures(out: Path, study: Study, plan: Plan, info: StudyInfo) -> None:
+    """DIR/robustness.csv and, per comparison, figures/<comparison>-robustness: its levels under every shift."""
+    rows = robustness.write_table(out, plan)
+    for comparison in study.comparisons:
+        keys, trials = list(comparison.vary), plan.trials_of(comparison.name)
+        levels = {level_label(t, keys): [r for r in rows if r["trial"] == t.id] for t in trials}
+        path = out / layout.FIGURES / f"{names.safe_name(comparison.name)}-robustness"
+        if any(levels.values()):
+            seeds = f", mean and 95% band over {len(plan.replicates)} seeds" if len(plan.replicates) > 1 else ""
+            plots.robustness(path, levels, f"{study.name}: {comparison.name} under shift{seeds}",
+                             FIGURE_NOTE if info.synthetic_data else "")
+        else:
+            for suffix in plots.FORMATS:
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 def _roc_curves(out: Path, plan: Plan, trials: list[Trial], keys: list[str]) -> dict[str, tuple]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -267,3 +268,54 @@ def roc_band(path: Path, per_split: dict[str, list[tuple[np.ndarray, np.ndarray]
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
     save(fig, path)
+
+
+PANEL_ROWS = (("accuracy", "accuracy"), ("roc_auc", "ROC AUC"), ("sensitivity", "sensitivity (solid), specificity "
+                                                                                "(dashed)"))
+
+
+def robustness(path: Path, levels: Mapping[str, Sequence[Mapping[str, Any]]], title: str, note: str = "") -> None:
+    """The robustness panel of a comparison: a column per shift, metric against severity (0: the clean images),
+    a line per level (mean over seeds, 95% band); the last row shows the threshold's sensitivity and specificity."""
+    shifts = list(dict.fromkeys(str(r["shift"]) for rows in levels.values() for r in rows if r["shift"] != "clean"))
+    fig, axes = plt.subplots(len(PANEL_ROWS), max(1, len(shifts)), figsize=(1.9 * max(1, len(shifts)) + 1, 6.4),
+                             squeeze=False, sharey="row", sharex=True)
+    for column, shift in enumerate(shifts):
+        for colour, (level, rows) in enumerate(levels.items()):
+            own = [r for r in rows if r["shift"] == shift]
+            clean = [r for r in rows if r["shift"] == "clean" and all(float(o["severity"]) > 0 for o in own)]
+            curve = sorted(own + clean, key=lambda r: float(r["severity"]))
+            x = [float(r["severity"]) for r in curve]
+            for row, (metric, _) in enumerate(PANEL_ROWS):
+                for key, style in [(metric, "-")] + ([("specificity", "--")] if metric == "sensitivity" else []):
+                    _band(axes[row, column], x, curve, key, style, f"C{colour}",
+                          level if (row, column, key) == (0, 0, "accuracy") else None)
+        axes[0, column].set_title(shift, fontsize=8)
+        axes[-1, column].set_xlabel("severity", fontsize=8)
+    for row, (_, label) in enumerate(PANEL_ROWS):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    for axis in axes.flat:
+        axis.grid(alpha=0.3)
+        axis.tick_params(labelsize=7)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        fig.legend(loc="lower center", ncol=min(4, len(levels)), fontsize=8, frameon=False)
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    save(fig, path)
+
+
+def _band(axis, x: list[float], rows: Sequence[Mapping[str, Any]], key: str, style: str, colour: str,
+          label: str | None) -> None:
+    mean = np.array([_float(r.get(f"{key}_mean")) for r in rows])
+    low, high = (np.array([_float(r.get(f"{key}_{s}")) for r in rows]) for s in ("ci_low", "ci_high"))
+    axis.plot(x, mean, style, color=colour, marker="o", markersize=2.5, linewidth=1.2, label=label)
+    if np.isfinite(low).any():
+        axis.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
+
+
+def _float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")

@@ -173,11 +173,35 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
     blocks.append(Figure(Path(f"{stem}-outcomes"), "Each outcome per level; every dot is one seed."))
     if any((out / f"{stem}-roc{suffix}").exists() for suffix in plots.FORMATS):
         blocks.append(Figure(Path(f"{stem}-roc"), "ROC curve of each level (first finished seed)."))
+    blocks += robustness_blocks(out, stem, trials, keys, summary)
     sentences = analysis.sentences.get(comparison.name)
     blocks += [Heading(3, "Conclusions"),
                Items(sentences) if sentences else Paragraph("Not computed: no level has finished runs to compare.", "note"),
                Paragraph(units_paragraph(study, analysis), "note")]
     return blocks
+
+
+def robustness_blocks(out: Path, stem: Path, trials: list[Trial], keys: list[str],
+                      summary: dict[str, dict[str, Any]]) -> list[Block]:
+    """The comparison under the robustness panel (evaluation.shifts): its figure and robust_acc / robust_auc."""
+    if not any((out / f"{stem}-robustness{suffix}").exists() for suffix in plots.FORMATS):
+        return []
+    columns = ["test_acc", "robust_acc", "test_auc", "robust_auc"]
+    rows = [[level_label(t, keys), summary[t.id]["seeds"]] + [
+        _mean_ci(BY_KEY[c], summary[t.id][f"{c}_mean"], summary[t.id][f"{c}_ci_low"], summary[t.id][f"{c}_ci_high"])
+        for c in columns] for t in trials]
+    return [Heading(3, "Robustness"),
+            Paragraph("Each level scored on the same shifted copies of the test images (validation where the study "
+                      "has none): brightness, contrast, gamma, blur, noise, resolution, JPEG, zoom and rotation as "
+                      "another site's scanner, exposure or processing would change them (evaluation.shifts), at "
+                      "severities 1-5 (0: the clean images), at each run's own validated threshold. A robust "
+                      "outcome is the mean over every shift and severity above 0; the study's "
+                      f"{layout.ROBUSTNESS_CSV} has every number with its interval over seeds, each run's its "
+                      "bootstrap CIs."),
+            Figure(Path(f"{stem}-robustness"), "Accuracy, ROC AUC, and the threshold's sensitivity (solid) and "
+                                               "specificity (dashed) against severity, per shift (mean and 95% "
+                                               "band over seeds)."),
+            Table(["level", "seeds"] + [f"{BY_KEY[c].label}, mean (95% CI)" for c in columns], rows)]
 
 
 def units_paragraph(study: Study, analysis: Analysis) -> str:

@@ -20,7 +20,7 @@ BINARY_KEYS = ["accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivit
 CALIBRATION_BINS = 10
 
 
-def _nan_to_none(value: float | np.floating) -> float | None:
+def nan_to_none(value: float | np.floating) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
@@ -40,8 +40,9 @@ def _unique_index(p: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def weighted_binary(weights: np.ndarray, y: np.ndarray, p: np.ndarray, decisions: np.ndarray,
-                    bins: int = CALIBRATION_BINS) -> dict[str, np.ndarray]:
-    """Every binary metric for each row of weights (resamples x images): image i counts weights[r, i] times."""
+                    bins: int = CALIBRATION_BINS, calibration: bool = True) -> dict[str, np.ndarray]:
+    """Every binary metric for each row of weights (resamples x images): image i counts weights[r, i] times
+    (without calibration: no ECE and no PR AUC, the costly ones after the ROC AUC)."""
     w = np.asarray(weights, float)
     y, d, p = np.asarray(y).astype(bool), np.asarray(decisions).astype(bool), np.asarray(p, float)
     total = w.sum(1)
@@ -51,10 +52,13 @@ def weighted_binary(weights: np.ndarray, y: np.ndarray, p: np.ndarray, decisions
            "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn),
            "brier": (w @ (p - y) ** 2) / total}
     out["balanced_accuracy"] = (out["sensitivity"] + out["specificity"]) / 2
+    out["roc_auc"] = _weighted_auc(w, y, p)
+    if not calibration:
+        return out
     edges = np.minimum((p * bins).astype(int), bins - 1)
     per_bin = w @ sparse.csr_matrix(((p - y), (np.arange(len(p)), edges)), shape=(len(p), bins)).toarray()
     out["ece"] = np.abs(per_bin).sum(1) / total
-    out["roc_auc"], out["pr_auc"] = _weighted_auc(w, y, p), _weighted_average_precision(w, y, p)
+    out["pr_auc"] = _weighted_average_precision(w, y, p)
     return out
 
 
@@ -108,7 +112,7 @@ def binary_metrics(y: np.ndarray, p_positive: np.ndarray, decisions: np.ndarray)
     }
     if one_class:
         values["note"] = "only one class present: AUCs and the other class's rates are undefined"
-    return {k: (_nan_to_none(v) if isinstance(v, (float, np.floating)) else v) for k, v in values.items()}
+    return {k: (nan_to_none(v) if isinstance(v, (float, np.floating)) else v) for k, v in values.items()}
 
 
 def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray, decisions: np.ndarray,

@@ -90,14 +90,14 @@ def _intensity(config: AugmentConfig, x: torch.Tensor) -> torch.Tensor:
         gamma = 1 + _uniform(count, device)[:, None, None, None] * config.gamma
         x = x.clamp_min(1e-6).pow(gamma)
     if config.blur > 0:
-        x = _blur(x, torch.rand(count, device=device) * config.blur * x.shape[-1] / BLUR_REFERENCE)
+        x = blur(x, torch.rand(count, device=device) * config.blur * x.shape[-1] / BLUR_REFERENCE)
     if config.noise > 0:
         sigma = torch.rand(count, device=device)[:, None, None, None] * config.noise
         x = (x + torch.randn_like(x) * sigma).clamp_(0, 1)
     return x
 
 
-def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with one sigma per image (sigma 0: unchanged), as one grouped convolution."""
     count, channels, height, width = x.shape
     radius = max(1, math.ceil(3 * float(sigma.max())))

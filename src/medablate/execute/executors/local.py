@@ -21,10 +21,10 @@ from medablate.execute.executors import AfterRun, StudyJob, register_executor
 from medablate.execute.plan import Plan, Run, expand
 from medablate.execute.prepare import RunContext, data_note, prepare_context
 from medablate.execute.progress import ProgressEvents, progress_bars
-from medablate.execute.run import Finisher, execute_group, execute_run
+from medablate.execute.run import Finisher, execute_group, execute_run, panel_from_checkpoint, score_panel
 from medablate.folder import claims, rundir
 from medablate.folder.records import RunRecord
-from medablate.scoring.clinical import Predictions, evaluate_trial
+from medablate.scoring.clinical import Predictions, Shifted, evaluate_trial
 from medablate.train.fusion import fuses
 from medablate.train.tasks import make_task
 
@@ -114,7 +114,7 @@ def _unit(job: StudyJob, unit: list[Run], context: RunContext, render: ProgressE
     taken: list[tuple[Run, claims.Claim]] = []
     try:
         for run in unit:
-            status, claim = _take(job, run, render)
+            status, claim = _take(job, run, render, context)
             if claim is None:
                 statuses[run.id] = status
             else:
@@ -151,14 +151,14 @@ def _releaser(job: StudyJob, claim: claims.Claim) -> Callable[[], None]:
     return written
 
 
-def _take(job: StudyJob, run: Run, render: ProgressEvents) -> tuple[str, claims.Claim | None]:
+def _take(job: StudyJob, run: Run, render: ProgressEvents, context: RunContext) -> tuple[str, claims.Claim | None]:
     """The run's claim when it is to train here; else its status (finished, or held by another process)."""
     run_dir = rundir.trial_dir(job.out, run.id)
     epochs = run.trial.config.training.epochs
     status = rundir.run_status(run_dir)
     if status in rundir.FINISHED:
         render.skip(epochs)
-        if reevaluate(run_dir, job.study.evaluation):
+        if reevaluate(run_dir, job.study.evaluation, lambda: panel_from_checkpoint(run_dir, run, context)):
             job.console.print(f"re-evaluated {run.id} with evaluation {to_plain(job.study.evaluation)} "
                               "from its saved predictions (no retraining)", highlight=False)
         return status, None
@@ -184,14 +184,15 @@ def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Pr
     return (found[0], Predictions(*found[1:])) if found else None
 
 
-def reevaluate(run_dir: Path, config: EvaluationConfig) -> bool:
+def reevaluate(run_dir: Path, config: EvaluationConfig,
+               panel: Callable[[], tuple[str, list[Shifted]] | None] = lambda: None) -> bool:
     """Apply the study's evaluation settings to a finished run from its saved predictions (no retraining): the
-    threshold, every metric and the prediction files (the figure step then redraws its figures and examples).
-    False when nothing changed."""
+    threshold, every metric and the prediction files (the figure step then redraws its figures and examples); the
+    robustness panel, which needs the model, from best.pt (`panel`). False when nothing changed."""
     metrics = rundir.metrics_or_none(run_dir)
     wanted = to_plain(config)
     if metrics is None or metrics.status != rundir.DONE or metrics.evaluation is None \
-            or metrics.evaluation_config == wanted:
+            or {"shifts": []} | (metrics.evaluation_config or {}) == wanted:  # runs from before the panel had none
         return False
     names = list(rundir.read_config(run_dir)["resolved"]["class_names"])
     val, test_saved = (saved_predictions(rundir.predictions_file(run_dir, s), names) for s in ("val", "test"))
@@ -203,7 +204,8 @@ def reevaluate(run_dir: Path, config: EvaluationConfig) -> bool:
             ids, p = saved
             rundir.write_predictions(rundir.predictions_file(run_dir, split), ids, p.labels, p.probabilities, p.decisions,
                                      names, threshold)
+    robustness = score_panel(run_dir, panel(), threshold, names, config.bootstrap_resamples)
     updated = RunRecord.model_validate(metrics.plain() | {"threshold": threshold, "evaluation": report,
-                                                           "evaluation_config": wanted})
+                                                           "evaluation_config": wanted, "robustness": robustness})
     rundir.write_metrics(run_dir, updated)  # its figures are now stale: the figure step redraws them
     return True
