@@ -524,7 +524,7 @@ def _panel(value: Any) -> Any:
                          f"{', '.join(SHIFT_NAMES)}")
     if not isinstance(value, (list, str)):
         return value
-    items = []
+    items: list[Any] = []
     for item in [value] if isinstance(value, str) else value:
         items += SHIFT_NAMES if item == "standard" else [item]
     return [{"name": item} if isinstance(item, str) else item for item in items]
