@@ -19,15 +19,21 @@ def tiny_config(**training) -> TrialConfig:  # type: ignore[no-untyped-def]
                                                     **training}})
 
 
-def splits() -> tuple[Split, Split]:
-    data = phantom.generate(24, 16, 0)
+def splits(size: int = 16) -> tuple[Split, Split]:
+    data = phantom.generate(24, size, 0)
     train = np.arange(len(data)) % 4 != 0
     return (Split.from_numpy(data.images[train], data.labels[train], CPU),
             Split.from_numpy(data.images[~train], data.labels[~train], CPU))
 
 
 def trainer(folder: Path, config: TrialConfig, loss: str = "BCEWithLogitsLoss", seed: int = 0) -> Trainer:
-    return Trainer(config, make_task(loss, 2), seed, (16, 16), ["normal", "pneumonia"], folder, CPU, 5)
+    size = side(config.model.model_dump())
+    return Trainer(config, make_task(loss, 2), seed, (size, size), ["normal", "pneumonia"], folder, CPU, 5)
+
+
+def side(model: dict) -> int:
+    """The image size a model family's tests use: DenseNet's five halvings need 32 pixels, the others 16."""
+    return 32 if model.get("name") == "densenet121" else 16
 
 
 def test_batch_order_matches_a_shuffled_dataloader() -> None:
@@ -197,14 +203,16 @@ def assert_same_history(resumed: list[dict], full: list[dict], model: dict) -> N
 
 FAMILIES = [pytest.param({"hidden": [16], "dropout": [0.2]}, id="mlp"),
             pytest.param({"name": "cnn", "widths": [4, 8], "blocks": [1, 1]}, id="cnn"),
-            pytest.param({"name": "resnet18"}, id="monai-resnet18", marks=pytest.mark.slow)]  # 11 M parameters: 40 s
+            pytest.param({"name": "resnet18"}, id="monai-resnet18", marks=pytest.mark.slow),  # 11 M parameters: 40 s
+            pytest.param({"name": "densenet121", "kwargs": {"init_features": 8, "growth_rate": 4, "dropout_prob": 0.1}},
+                         id="monai-densenet121", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_plateau_scheduler_and_early_stopping_stop_and_resume_number_for_number(tmp_path: Path, model: dict) -> None:
     """ReduceLROnPlateau steps on the monitored metric after validation; early stopping ends the run once patience
     epochs bring no improvement; a run stopped between epochs and resumed gives the same history (MLP and CNN)."""
-    train, val = splits()
+    train, val = splits(side(model))
     config = TrialConfig.model_validate({
         "model": model, "training": {
             "epochs": 12, "batch_size": 8, "checkpoint_every": "epoch", "monitor": "val_acc",
@@ -247,7 +255,7 @@ def test_mixup_blends_and_cutmix_pastes_a_box_whose_area_is_one_minus_lambda() -
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_mixup_and_cutmix_train_and_resume_number_for_number(tmp_path: Path, model: dict) -> None:
-    train, val = splits()
+    train, val = splits(side(model))
     config = TrialConfig.model_validate({"model": model, "training": {
         "epochs": 4, "batch_size": 8, "checkpoint_every": "epoch", "mixup": 0.4, "cutmix": 1.0}})
     plain = TrialConfig.model_validate({"model": model, "training": {"epochs": 4, "batch_size": 8}})
@@ -262,7 +270,7 @@ def test_mixup_and_cutmix_train_and_resume_number_for_number(tmp_path: Path, mod
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_weight_ema_is_what_validation_scores_and_best_pt_keeps_and_it_resumes(tmp_path: Path, model: dict) -> None:
-    train, val = splits()
+    train, val = splits(side(model))
     settings = {"epochs": 4, "batch_size": 8, "checkpoint_every": "epoch"}
     config = TrialConfig.model_validate({"model": model, "training": {**settings, "ema": {"decay": 0.9}}})
     plain = TrialConfig.model_validate({"model": model, "training": settings})

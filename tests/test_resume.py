@@ -154,13 +154,13 @@ def test_issue_21s_training_choices_resume_after_sigkill_identically(
     """Issue 21's training choices: a SIGKILL after the second epoch's checkpoint, then a rerun, gives the numbers of
     an uninterrupted study (ReduceLROnPlateau's state, early stopping's decision, mixup and cutmix's draws, the weight
     EMA); best.pt
-    is the epoch with the highest val_auc and the threshold keeps validation specificity at 0.8 (both losses: the
-    study compares them)."""
+    is the epoch with the highest val_auc, the threshold is the prevalence rule's with its validation interval, and
+    the robustness panel is scored alike (both losses: the study compares them)."""
     study = write_study(tmp_path, training={"epochs": 6, "label_smoothing": 0.1, "monitor": "val_auc",
                                             "checkpoint_every": "epoch", "early_stopping": {"patience": 2},
                                             "mixup": 0.2, "cutmix": 1.0, "ema": {"decay": 0.9},
                                             "scheduler": {"name": "ReduceLROnPlateau", "patience": 0}},
-                        evaluation={"threshold": {"specificity": 0.8}})
+                        evaluation={"threshold": {"prevalence": 0.4}, "shifts": ["noise", "rotation"]})
     clean, killed = uninterrupted(study), tmp_path / "killed"
     first = subprocess.run(command(study, killed), capture_output=True, text=True,
                            env={**os.environ, "MEDABLATE_KILL_AT": "after-checkpoint@2"})
@@ -173,7 +173,9 @@ def test_issue_21s_training_choices_resume_after_sigkill_identically(
         metrics = json.loads((killed / "trials" / run / "metrics.json").read_text())
         aucs = [float(row["val_auc"]) for row in history]
         assert metrics["monitor"] == "val_auc" and metrics["best_epoch"] == aucs.index(max(aucs)) + 1
-        validation = metrics["evaluation"]["val"]["at_threshold"]
-        assert validation["specificity"] >= 0.8 and metrics["evaluation"]["threshold"]["rule"] == {"specificity": 0.8}
+        chosen = metrics["evaluation"]["threshold"]
+        assert chosen["rule"] == {"prevalence": 0.4} and chosen["ci95"][0] <= chosen["value"] <= chosen["ci95"][1]
+        assert (killed / "trials" / run / "robustness.csv").read_text() == \
+            (clean / "trials" / run / "robustness.csv").read_text()
         if metrics["stopped_early_epoch"]:  # two epochs without a higher val_auc
             assert metrics["stopped_early_epoch"] == len(history) == metrics["best_epoch"] + 2

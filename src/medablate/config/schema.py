@@ -502,6 +502,14 @@ class ShiftConfig(Strict):
     """One perturbation of the robustness panel (medablate.train.shifts), scored at each severity (0: clean)."""
 
     name: ShiftName
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _known_shift(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in SHIFT_NAMES:
+            raise ValueError(names.unknown_name_message("shift", value, SHIFT_NAMES))
+        return value
+
     severities: list[Annotated[StrictInt, Field(ge=0, le=5)]] = Field(
         default_factory=lambda: list(SEVERITIES), min_length=1, description="from 0 (unchanged) to 5")
     only_class: str | None = Field(None, description="shift the images of this class alone (a class from another "
@@ -550,6 +558,16 @@ class EvaluationConfig(Strict):
     @classmethod
     def _one_of_three_forms(cls, value: Any) -> Any:
         forms = "a number between 0 and 1, youden, {sensitivity: 0.95}, {specificity: 0.9} or {prevalence: 0.6}"
+        if isinstance(value, dict):
+            (key, target), *more = list(value.items()) or [(None, None)]
+            if more or key not in ("sensitivity", "specificity", "prevalence"):
+                close = names.closest(str(key), ["sensitivity", "specificity", "prevalence"]) if not more else None
+                hint = f" (did you mean '{close}'?)" if close else ""
+                raise ValueError(f"threshold {value} is not one of: {forms}{hint}")
+            ceiling = 1 if key != "prevalence" else 1 - 1e-12
+            if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= ceiling:
+                raise ValueError(f"the threshold's {key} is a fraction above 0 and {'at most' if ceiling == 1 else 'below'}"
+                                 f" 1 (e.g. {{{key}: 0.9}}), not {target}")
         if isinstance(value, str) and value != "youden":
             hint = " (did you mean 'youden'?)" if names.closest(value, ["youden"]) else ""
             raise ValueError(f"threshold '{value}' is not one of: {forms}{hint}")

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from medablate.config.schema import (
+    AugmentConfig,
     Comparison,
     Study,
     TrialConfig,
@@ -89,10 +90,15 @@ def config_hash(config: TrialConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+AUGMENT_DEFAULTS = to_plain(AugmentConfig())
+
+
 def short_value(value: Any) -> str:
     """A readable, path-safe rendering of a varied value (a scheduler dict shows as its name)."""
     if isinstance(value, dict) and "name" not in value:  # a section (data.augment levels): the keys that are on
-        value = "+".join(k for k, v in value.items() if v not in (None, False, 0, 0.0, [], {})) or "none"
+        defaults = AUGMENT_DEFAULTS if set(value) <= set(AUGMENT_DEFAULTS) else {}  # crop_ratio alone is not on
+        value = "+".join(k for k, v in value.items() if v not in (None, False, 0, 0.0, [], {})
+                         and json.dumps(v) != json.dumps(defaults.get(k))) or "none"
     elif isinstance(value, dict):
         value = value["name"]
     elif isinstance(value, (list, tuple)):

@@ -177,10 +177,12 @@ def render_html(title: str, blocks: list[Block], root: Path) -> str:
             parts.append(f"<figure>{body}<figcaption>{_e(block.caption)}</figcaption></figure>")
         elif isinstance(block, Image):
             data = base64.b64encode((root / block.path).read_bytes()).decode()
-            parts.append(f'<figure><img alt="{_e(block.caption)}" src="data:image/png;base64,{data}">'
+            parts.append(f'<figure class="example"><img alt="{_e(block.caption)}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{_e(block.caption)}</figcaption></figure>")
     body = "\n".join(parts)
-    body = re.sub(r"(<figure><img[^>]*>.*?</figure>\n?)+", lambda m: f'<div class="examples">{m.group(0)}</div>', body)
+    # example images side by side as thumbnails; a figure drawn as PNG alone ($MEDABLATE_FIGURE_FORMATS) keeps its width
+    body = re.sub(r'(<figure class="example"><img[^>]*>.*?</figure>\n?)+',
+                  lambda m: f'<div class="examples">{m.group(0)}</div>', body)
     nav = "".join(f'<a href="#{_e(b.anchor)}">{_e(b.text)}</a>' for b in blocks if isinstance(b, Heading) and b.level == 2)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
