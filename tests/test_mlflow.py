@@ -26,7 +26,8 @@ def client(uri: str) -> Any:
 def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"file:{root / 'store'}"
-    study = write_study(root, seeds=[0, 1], tracking={"mlflow": {"uri": uri, "experiment": "hw2"}})
+    study = write_study(root, seeds=[0, 1], tracking={"mlflow": {"uri": uri, "experiment": "hw2"}},
+                        evaluation={"shifts": [{"name": "noise", "severities": [4]}]})
     assert medablate("run", str(study), "--out", str(root / "out")).returncode == 0
     return root / "out", uri
 
@@ -54,6 +55,7 @@ def test_each_run_is_an_mlflow_run_under_its_trials_parent(tracked: tuple[Path, 
         assert run.data.params["training.epochs"] == "3" and run.data.params["seed"] == name[-1]
         record = json.loads((out / "trials" / name / "metrics.json").read_text())
         assert run.data.metrics["final_test_accuracy"] == pytest.approx(record["evaluation"]["test"]["at_0.5"]["accuracy"])
+        assert run.data.metrics["robust_acc"] == pytest.approx(record["robustness"]["robust_acc"])
 
 
 def test_every_epoch_is_a_step_and_the_figures_are_artifacts(tracked: tuple[Path, str]) -> None:

@@ -199,6 +199,10 @@ class RunLog:
                     final.append(Metric(f"final_{split}_{key}", float(value), now, 0))
         if record.best_epoch is not None:
             final.append(Metric("best_epoch", float(record.best_epoch), now, 0))
+        panel = record.robustness  # evaluation.shifts
+        for key, value in (("robust_acc", panel.robust_acc), ("robust_auc", panel.robust_auc)) if panel else ():
+            if value is not None:
+                final.append(Metric(key, float(value), now, 0))
         if final:
             self.client.log_batch(self.state["run_id"], metrics=final)
         self.client.set_terminated(self.state["run_id"], status="FINISHED" if record.status == rundir.DONE
