@@ -335,20 +335,27 @@ def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunCon
         job.test_score = TestScore(checkpoint=rundir.BEST_PT, checkpoint_epoch=epoch, accuracy=test.accuracy,
                                    loss=test.loss, confusion_matrix=test.confusion, count=test.count,
                                    class_names=list(data.images.class_names))
-    job.panel = panel_predictions(trainer.model, task, context, batch, trainer.speed)
+    clean = job.test if job.test is not None else job.val  # the panel's split, scored above
+    job.panel = panel_predictions(trainer.model, task, context, batch, trainer.speed, Predictions(*clean[1:]))
 
 
-def panel_predictions(model: torch.nn.Module, task: Task, context: RunContext, batch: int,
-                      speed: Speed) -> tuple[str, list[Shifted]] | None:
-    """evaluation.shifts: the model's predictions on the test split (validation where there is none), clean (the
-    row 'clean', severity 0) and under every shift at every severity; None without a panel."""
+def panel_split(context: RunContext) -> str:
+    """The split the robustness panel shifts: test, or validation where the study has none."""
+    return "test" if "test" in context.splits and context.data.test is not None else "val"
+
+
+def panel_predictions(model: torch.nn.Module, task: Task, context: RunContext, batch: int, speed: Speed,
+                      clean: Predictions | None = None) -> tuple[str, list[Shifted]] | None:
+    """evaluation.shifts: the model's predictions on the panel's split, clean (the row 'clean', severity 0; given
+    when already at hand) and under every shift at every severity; None without a panel."""
     panel, names = context.study.evaluation.shifts, context.data.images.class_names
     if not panel:
         return None
-    side = "test" if "test" in context.splits and context.data.test is not None else "val"
+    side = panel_split(context)
     split = context.splits[side]
-    clean = evaluate(model, task, split, batch, keep_predictions=True, speed=speed)
-    found = [Shifted(CLEAN, None, 0, None, Predictions(*_arrays(split, clean)))]
+    if clean is None:
+        clean = Predictions(*_arrays(split, evaluate(model, task, split, batch, keep_predictions=True, speed=speed)))
+    found = [Shifted(CLEAN, None, 0, None, clean)]
     for shift in panel:
         index = None if shift.only_class is None else shifts.class_index(names, shift.only_class)
         only = None if index is None else split.labels == index
@@ -369,9 +376,7 @@ def panel_from_checkpoint(run_dir: Path, run: Run, context: RunContext) -> tuple
     model = build_trial_model(run.trial.config, context.data.images.input_shape, task.num_outputs)
     model.load_state_dict(checkpoint.user_checkpoint(run_dir / rundir.BEST_PT)["model"])
     speed = speed_of(run.trial.config, context.device)
-    memory = torch.channels_last if speed.channels_last else torch.contiguous_format
-    model = model.to(context.device).to(memory_format=memory)  # type: ignore[call-overload]
-    return panel_predictions(model, task, context, run.trial.config.training.eval_batch_size, speed)
+    return panel_predictions(speed.place(model), task, context, run.trial.config.training.eval_batch_size, speed)
 
 
 # ------------------------------------------------------------------ what is not training

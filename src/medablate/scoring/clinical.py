@@ -129,16 +129,10 @@ def robustness_rows(panel: list[Shifted], threshold: float | None, class_names: 
         row |= {k: metrics.nan_to_none(point[k][0]) for k in metrics.BINARY_KEYS}
         weights = metrics.stratified_weights(y, resamples) if weights is None else weights
         spread = metrics.weighted_binary(weights, y, positive, decided == 1, calibration=False)
-        for key in PANEL_INTERVALS:
-            finite = spread[key][np.isfinite(spread[key])]
-            low, high = (np.percentile(finite, [2.5, 97.5]) if len(finite) >= 0.9 * len(weights) else (None, None))
-            row[f"{key}_low"], row[f"{key}_high"] = _number(low), _number(high)
+        for key, (low, high) in metrics.percentile_intervals(spread, PANEL_INTERVALS).items():
+            row[f"{key}_low"], row[f"{key}_high"] = low, high
         rows.append(row)
     return rows
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def robust_means(rows: list[dict[str, Any]]) -> dict[str, Any]:

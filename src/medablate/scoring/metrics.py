@@ -9,6 +9,7 @@ images take a fraction of a second; with unit weights every function reproduces 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -149,9 +150,15 @@ def bootstrap_intervals(y: np.ndarray, p_positive: np.ndarray, decisions: np.nda
                         seed: int = 0, confidence: float = 0.95) -> dict[str, list[float | None]]:
     """Percentile CIs of every binary metric, resampling images within each class."""
     values = weighted_binary(stratified_weights(np.asarray(y), resamples, seed), y, p_positive, decisions)
+    return percentile_intervals(values, BINARY_KEYS, confidence)
+
+
+def percentile_intervals(values: dict[str, np.ndarray], keys: Sequence[str],
+                         confidence: float = 0.95) -> dict[str, list[float | None]]:
+    """Each metric's percentile interval over its resamples; [None, None] where over a tenth of them are undefined."""
     tail = (1 - confidence) / 2 * 100
     out: dict[str, list[float | None]] = {}
-    for key in BINARY_KEYS:
+    for key in keys:
         finite = values[key][np.isfinite(values[key])]
         out[key] = [None, None] if len(finite) < len(values[key]) * 0.9 or len(finite) == 0 else \
             [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]

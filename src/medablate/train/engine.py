@@ -141,6 +141,11 @@ class Speed:
         x = normalise(images)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model on the device, in the memory format of its inputs."""
+        memory = torch.channels_last if self.channels_last else torch.contiguous_format
+        return model.to(self.device).to(memory_format=memory)  # type: ignore[call-overload]
+
     def scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
@@ -334,8 +339,7 @@ class Trainer:
         self.speed = speed_of(config, device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
-        memory = torch.channels_last if self.speed.channels_last else torch.contiguous_format
-        self.model = model.to(device).to(memory_format=memory)  # type: ignore[call-overload]  # the raw module
+        self.model = self.speed.place(model)  # the raw module
         # what trains and evaluates; checkpoints store the raw module's keys (no _orig_mod. prefix)
         self.forward: torch.nn.Module = torch.compile(self.model) if config.training.compile else self.model  # type: ignore[assignment]
         self.scaler = self.speed.scaler()
