@@ -255,10 +255,12 @@ def test_mixup_blends_and_cutmix_pastes_a_box_whose_area_is_one_minus_lambda() -
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_mixup_and_cutmix_train_and_resume_number_for_number(tmp_path: Path, model: dict) -> None:
+    """With label smoothing on the mixed targets, every family; a run stopped between epochs resumes exactly."""
     train, val = splits(side(model))
     config = TrialConfig.model_validate({"model": model, "training": {
-        "epochs": 4, "batch_size": 8, "checkpoint_every": "epoch", "mixup": 0.4, "cutmix": 1.0}})
-    plain = TrialConfig.model_validate({"model": model, "training": {"epochs": 4, "batch_size": 8}})
+        "epochs": 4, "batch_size": 8, "checkpoint_every": "epoch", "mixup": 0.4, "cutmix": 1.0, "label_smoothing": 0.1}})
+    plain = TrialConfig.model_validate({"model": model, "training": {"epochs": 4, "batch_size": 8,
+                                                                     "label_smoothing": 0.1}})
     full = trainer(tmp_path / "full", config).fit(train, val).history
     unmixed = trainer(tmp_path / "plain", plain).fit(train, val).history
     assert [r["train_loss"] for r in full] != [r["train_loss"] for r in unmixed]  # it does mix
@@ -287,3 +289,15 @@ def test_weight_ema_is_what_validation_scores_and_best_pt_keeps_and_it_resumes(t
         trainer(tmp_path / "cut", config).fit(train, val, on_epoch=_stop_after(2))
     resumed = trainer(tmp_path / "cut", config).fit(train, val).history
     assert_same_history(resumed, full, model)
+
+
+def test_the_weight_average_warms_up_then_keeps_its_decay() -> None:
+    """The n-th EMA update moves the average by 1 - min(decay, (1 + n) / (10 + n)) of the way to the weights: 0.82
+    at the first update after the copy, then less, down to 1 - decay."""
+    from medablate.train.engine import ema_with_warmup
+
+    update = ema_with_warmup(0.99)
+    for n, share in ((1, 1 - 2 / 11), (50, 1 - 51 / 60), (5000, 0.01)):
+        averaged, current = [torch.zeros(3)], [torch.ones(3)]
+        update(averaged, current, torch.tensor(n))
+        assert averaged[0].tolist() == pytest.approx([share] * 3)

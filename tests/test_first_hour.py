@@ -167,7 +167,7 @@ def test_7_a_changed_threshold_is_applied_to_finished_runs(two_epochs: dict[str,
     changed = ("--set", "evaluation.threshold=youden", "--set", "evaluation.shifts=[noise]")  # the panel: from best.pt
     again = medablate("run", str(study), "--out", str(out), *changed)
     assert again.returncode == 0, again.stderr
-    assert "re-evaluated" in again.stderr
+    assert "re-evaluated" in again.stderr and "base-seed0: scoring the robustness panel from best.pt" in again.stderr
     assert medablate("run", str(study), "--out", str(fresh), *changed).returncode == 0
     for run in ("base-seed0", "CrossEntropyLoss-seed0"):
         updated = json.loads((out / "trials" / run / "metrics.json").read_text())

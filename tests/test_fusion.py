@@ -115,7 +115,8 @@ def test_a_fused_group_stopped_between_its_seeds_checkpoints_resumes_identically
     """The first seed's epoch-2 checkpoint is written, the others' not: the rerun trains the two behind until they
     catch up, then all three together, and every history equals the uninterrupted fused run's."""
     train, val = sized_splits(size)
-    config = config_of(model, epochs=4, ema={"decay": 0.9}, mixup=0.2, optimizer={"name": "Adam", "lr": lr or 1e-4})
+    config = config_of(model, epochs=4, ema={"decay": 0.9}, mixup=0.2, label_smoothing=0.1,
+                       optimizer={"name": "Adam", "lr": lr or 1e-4})
     clean = fused(tmp_path / "clean", config, train, val, size)
     with pytest.raises(_Stop):
         fused(tmp_path / "cut", config, train, val, size, stop_member=0, stop_after=2)

@@ -41,3 +41,17 @@ def test_trial_ids_are_unique_and_readable() -> None:
         {"name": "StepLR", "step_size": 1}, {"name": "StepLR", "step_size": 2}]}}])
     ids = [t.id for t in expand(validate_study(raw, "t")).trials]
     assert ids == ["StepLR", "StepLR-2"]
+
+
+def test_augment_levels_with_the_same_keys_are_named_by_the_values_that_differ() -> None:
+    """Levels are named by the keys that are on; where two levels have a key on with different values, the value
+    joins the name, so no two levels of a comparison share one (7 and 7.0 are one value)."""
+    from medablate.execute.plan import level_label, reference_trial
+
+    raw = tiny_study(data={"augment": {"rotate": 7, "blur": 1.0}}, comparisons=[{"name": "a", "vary": {"data.augment": [
+        {}, {"rotate": 7.0, "blur": 1.0}, {"rotate": 7, "blur": 2.0, "noise": 0.05}]}}])
+    study = validate_study(raw, "t")
+    plan = expand(study)
+    assert [t.id for t in plan.trials] == ["none", "base", "rotate+blur2.0+noise"]
+    assert [level_label(t, ["data.augment"]) for t in plan.trials] == ["none", "rotate+blur1.0", "rotate+noise+blur2.0"]
+    assert reference_trial(study, plan, study.comparisons[0]).id == "base"

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_study
 from medablate.config.schema import SHIFT_NAMES, EvaluationConfig, validate_study
 from medablate.data.sources.phantom import generate
 from medablate.errors import UserError
 from medablate.scoring.clinical import CLEAN, Predictions, Shifted, evaluate_trial, robust_means, robustness_rows
 from medablate.train import shifts
-
-from conftest import tiny_study
 
 
 def phantom_images(size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +86,8 @@ def test_a_panel_row_at_severity_0_is_the_clean_score_with_its_interval() -> Non
 
 def test_a_model_trained_with_brightness_augmentation_loses_less_to_a_darker_image(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Phantom images, the course MLP shrunk, 3 seeds each: trained with random brightness (+-0.3), a model loses
-    less accuracy to the panel's darkest images (brightness severities 4 and 5) than one trained without."""
+    less accuracy to the panel's darkest images (brightness severities 4 and 5) than one trained without. Each run
+    says how far its panel has got (a progress event after each shifted set)."""
     from medablate.execute.plan import expand
     from medablate.execute.prepare import prepare_context
     from medablate.execute.run import execute_run
@@ -102,8 +102,26 @@ def test_a_model_trained_with_brightness_augmentation_loses_less_to_a_darker_ima
     context = prepare_context(study, tmp_path, threads=None)
     lost: dict[bool, list[float]] = {False: [], True: []}
     for run in expand(study).runs:
-        assert execute_run(run, context) == "done"
+        events: list = []
+        assert execute_run(run, context, events.append) == "done"
+        assert [(e.data["done"], e.data["total"]) for e in events if e.kind == "panel"] == [(k, 5) for k in range(1, 6)]
         rows = {int(r["severity"]): r["accuracy"] for r in rundir.read_robustness(tmp_path / "trials" / run.id)}
         lost[run.trial.config.augment.brightness > 0].append(rows[0] - (rows[4] + rows[5]) / 2)
     assert len(lost[True]) == len(lost[False]) == 3
     assert np.mean(lost[False]) - np.mean(lost[True]) > 0.015, lost  # measured: 0.054 vs 0.019
+
+
+def test_the_progress_bar_of_a_run_says_how_far_its_panel_has_got(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from rich.console import Console
+
+    from medablate.execute.progress import ProgressEvents, progress_bars
+    from medablate.execute.run import Event
+
+    progress = progress_bars(Console(file=io.StringIO()))
+    render = ProgressEvents(progress.console, tmp_path, progress, "study", 4)
+    render.label("base-seed0", "base seed 0", 2)
+    render(Event("start", "base-seed0", {"total": 10}))
+    render(Event("panel", "base-seed0", {"done": 3, "total": 45}))
+    assert progress.tasks[-1].description == "base seed 0 robustness panel 3/45 shifted sets"

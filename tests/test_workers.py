@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import write_study
 from test_cli import medablate, medablate_process  # spawned workers: a process of its own
 
@@ -40,3 +42,15 @@ def test_workers_auto_is_one_on_a_cpu() -> None:
     from medablate.train.engine import usable_cores
 
     assert parse_workers("3", "auto") == min(3, usable_cores())  # issue 25: never more workers than cores
+
+
+@pytest.mark.slow  # a study in spawned workers (15 s)
+def test_no_more_workers_start_than_fused_groups_are_left(tmp_path: Path) -> None:
+    """One trial's two seeds fused are one group: --workers 2 starts one worker, and study.json says so."""
+    study = write_study(tmp_path, seeds=[0, 1], comparisons=[], training={"epochs": 1, "fuse_seeds": "on"})
+    result = medablate_process("run", str(study), "--out", str(tmp_path / "out"), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "1 fused group(s) or run(s) left to train: 1 of the 2 workers asked for" in result.stderr
+    assert "1 workers x 2 torch thread(s)" in result.stderr
+    assert json.loads((tmp_path / "out" / "study.json").read_text())["workers"] == 1
+    assert [r["status"] for r in rows(tmp_path / "out" / "results.csv") if r["seed"] != "ensemble"] == ["done"] * 2

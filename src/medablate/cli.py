@@ -238,10 +238,8 @@ def _print_plan(runner: Any) -> None:
     table.add_column("comparisons")
     for key in runner.plan.varied_keys:
         table.add_column(key)
-    from medablate.execute.plan import short_value  # the schema, torch
-
     for trial in runner.plan.trials:
-        table.add_row(trial.id, ", ".join(trial.comparisons), *(short_value(v) for v in trial.varied.values()))
+        table.add_row(trial.id, ", ".join(trial.comparisons), *trial.labels.values())
     out_console.print(table)
     from medablate.execute.plan import scaling_notes  # the schema, torch
 

@@ -343,7 +343,8 @@ class EmaConfig(Strict):
     """Weight EMA: an exponential moving average of the weights (and BatchNorm statistics), updated after every
     optimizer step; it is what validation scores and what the run keeps as its model."""
 
-    decay: float = Field(0.999, gt=0, lt=1, description="the average's weight on its past per step")
+    decay: float = Field(0.999, gt=0, lt=1, description="the average's weight on its past per step, after a warm-up: "
+                         "the n-th update uses min(decay, (1 + n) / (10 + n))")
 
 
 class TrainingConfig(Strict):

@@ -20,7 +20,7 @@ from typing import Any
 from medablate.config.schema import MlflowConfig, Study, flatten
 from medablate.core import atomic
 from medablate.errors import UserError
-from medablate.execute.plan import Plan, Run, Trial, short_value
+from medablate.execute.plan import Plan, Run, Trial
 from medablate.folder import layout, rundir
 from medablate.folder.records import RunRecord
 
@@ -116,7 +116,7 @@ def log_artifacts(out: Path, study: Study, plan: Plan) -> None:
 
 
 def _trial_tags(study: Study, trial: Trial) -> dict[str, str]:
-    levels = {f"level.{key}": short_value(value) for key, value in trial.varied.items()}
+    levels = {f"level.{key}": label for key, label in trial.labels.items()}
     return {"medablate.study": study.name, "medablate.trial": trial.id,
             "medablate.comparisons": ";".join(trial.comparisons)} | levels
 

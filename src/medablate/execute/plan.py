@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class Trial:
     config: TrialConfig
     comparisons: list[str] = field(default_factory=list)
     varied: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, for the keys any comparison varies
+    labels: dict[str, str] = field(default_factory=dict)  # dotted key -> its value's name (short_value, in context)
 
     @property
     def fingerprint(self) -> str:
@@ -93,16 +95,40 @@ def config_hash(config: TrialConfig) -> str:
 AUGMENT_DEFAULTS = to_plain(AugmentConfig())
 
 
-def short_value(value: Any) -> str:
-    """A readable, path-safe rendering of a varied value (a scheduler dict shows as its name)."""
-    if isinstance(value, dict) and "name" not in value:  # a section (data.augment levels): the keys that are on
-        defaults = AUGMENT_DEFAULTS if set(value) <= set(AUGMENT_DEFAULTS) else {}  # crop_ratio alone is not on
-        value = "+".join(k for k, v in value.items() if v not in (None, False, 0, 0.0, [], {})
-                         and json.dumps(v) != json.dumps(defaults.get(k))) or "none"
+def _on(section: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a section (a data.augment level) that are on: set, and not at their default."""
+    defaults = AUGMENT_DEFAULTS if set(section) <= set(AUGMENT_DEFAULTS) else {}  # crop_ratio alone is not on
+    return {k: v for k, v in section.items()
+            if v not in (None, False, 0, 0.0, [], {}) and json.dumps(v) != json.dumps(defaults.get(k))}
+
+
+def _same(value: Any) -> str:
+    """A value as text that is the same for 7 and 7.0 (a study file's level and its validated config)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return json.dumps(float(value))
+    if isinstance(value, (list, tuple)):
+        return json.dumps([_same(v) for v in value])
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _text(value: Any) -> str:
+    return "x".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def short_value(value: Any, among: Iterable[Any] = ()) -> str:
+    """A readable, path-safe rendering of a varied value (a scheduler dict shows as its name; a section, such as a
+    data.augment level, as the keys that are on). among: the key's other values in the study; a section's key shows
+    its value too where those that have it on disagree on it (crop_scale0.4x1.0+blur2.0 beside crop_scale0.7x1.0+
+    blur1.0, rather than one name for two levels)."""
+    if isinstance(value, dict) and "name" not in value:
+        on = _on(value)
+        others = [_on(o) for o in among if isinstance(o, dict) and "name" not in o]
+        value = "+".join(k + _text(v) if {_same(o[k]) for o in others if k in o} - {_same(v)} else k
+                         for k, v in on.items()) or "none"
     elif isinstance(value, dict):
         value = value["name"]
     elif isinstance(value, (list, tuple)):
-        value = "x".join(str(v) for v in value)
+        value = _text(value)
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_") or "value"
 
 
@@ -145,6 +171,7 @@ def expand(study: Study) -> Plan:
         if comparison and comparison not in trials[key].comparisons:
             trials[key].comparisons.append(comparison)
 
+    among = {k: [_get(study.base, k), *(v for c in study.comparisons for v in c.vary.get(k, []))] for k in varied_keys}
     if not study.comparisons:
         add(study.base, "base", None)
     for comparison in study.comparisons:
@@ -156,7 +183,8 @@ def expand(study: Study) -> Plan:
                     _check_key_exists(base_raw, trial_key(k), comparison.name)
                 set_trial_value(raw, trial_key(k), v)
             config = _validate_trial(raw, comparison.name, dict(zip(keys, values, strict=False)))
-            differs = [short_value(v) for k, v in zip(keys, values, strict=False) if _get(config, k) != _get(study.base, k)]
+            differs = [short_value(v, among[k]) for k, v in zip(keys, values, strict=False)
+                       if _get(config, k) != _get(study.base, k)]
             add(config, "_".join(differs) or "base", comparison.name)
 
     plan_trials = list(trials.values())
@@ -164,6 +192,7 @@ def expand(study: Study) -> Plan:
         raise UserError("the study expands to zero trials: add a comparison with at least one value under vary")
     for trial in plan_trials:
         trial.varied = {k: _get(trial.config, k) for k in varied_keys}
+        trial.labels = {k: short_value(v, among[k]) for k, v in trial.varied.items()}
     split = study.data.split
     folds = [Fold(r, f) for r in range(1, split.repeats + 1) for f in range(1, split.folds + 1)] \
         if split.method == "kfold" else []
@@ -219,7 +248,7 @@ def scaling_notes(plan: Plan) -> list[str]:
 
 def level_label(trial: Trial, keys: list[str]) -> str:
     """How a trial is named within one comparison: by the values of that comparison's varied keys."""
-    return ", ".join(short_value(trial.varied[k]) for k in keys)
+    return ", ".join(trial.labels[k] for k in keys)
 
 
 def reference_trial(study: Study, plan: Plan, comparison: Comparison) -> Trial:
@@ -236,7 +265,7 @@ def reference_trial(study: Study, plan: Plan, comparison: Comparison) -> Trial:
     wanted = comparison.reference if isinstance(comparison.reference, dict) and len(keys) > 1 \
         else {keys[0]: comparison.reference}
     for trial in trials:
-        if all(short_value(trial.varied.get(k)) == short_value(v) for k, v in wanted.items()):
+        if all(trial.labels.get(k) == short_value(v, [t.varied.get(k) for t in plan.trials]) for k, v in wanted.items()):
             return trial
     levels = ", ".join(level_label(t, keys) for t in trials)
     raise UserError(f"comparison '{comparison.name}': reference {comparison.reference!r} is not one of its levels "

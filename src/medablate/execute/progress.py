@@ -99,6 +99,9 @@ class ProgressEvents:
             self.progress.update(self.study_task, completed=self.completed + row["epoch"])
             if event.run in self.tasks:
                 self.progress.update(self.tasks[event.run], description=f"{text} val_acc {row['val_acc']:.3f}")
+        elif event.kind == "panel" and event.run in self.tasks:
+            self.progress.update(self.tasks[event.run], description=f"{text} robustness panel "
+                                 f"{event.data['done']}/{event.data['total']} shifted sets")
         elif event.kind == "note":
             self.console.print(f"[yellow]{event.run}:[/] {escape(event.data['text'])}", highlight=False)
         elif event.kind == "done":

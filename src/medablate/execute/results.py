@@ -7,7 +7,7 @@ from typing import Any
 
 from medablate.config.schema import flatten
 from medablate.core import atomic
-from medablate.execute.plan import Plan, Run, short_value
+from medablate.execute.plan import Plan, Run
 from medablate.folder import layout, rundir
 from medablate.folder.records import EnsembleRecord
 
@@ -20,7 +20,7 @@ def result_row(out: Path, run: Run) -> dict[str, Any]:
     metrics = rundir.metrics_or_none(run_dir)
     status = rundir.run_status(run_dir)
     row: dict[str, Any] = {"trial": run.trial.id, "run": run.id, "comparisons": ";".join(run.trial.comparisons)}
-    row.update({key: short_value(value) for key, value in run.trial.varied.items()})
+    row.update(run.trial.labels)
     row.update({k: getattr(metrics, k, None) for k in METRIC_COLUMNS})
     if run.fold is not None:
         row["fold"] = run.fold.label
@@ -39,7 +39,7 @@ def ensemble_row(trial: Any, record: EnsembleRecord) -> dict[str, Any]:
     """A derived row: the trial's seed ensemble (status 'ensemble', seed 'ensemble'), at the loss's rule."""
     row: dict[str, Any] = {"trial": trial.id, "run": f"{trial.id}-ensemble", "comparisons": ";".join(trial.comparisons),
                            "seed": "ensemble", "status": "ensemble"}
-    row.update({key: short_value(value) for key, value in trial.varied.items()})
+    row.update(trial.labels)
     evaluation = record.evaluation
     row["val_acc"] = evaluation.val.at_rule.accuracy if evaluation.val else None
     row["test_acc"] = evaluation.test.at_rule.accuracy if evaluation.test else None

@@ -58,8 +58,9 @@ from medablate.train.tasks import Task, make_task
 
 @dataclass
 class Event:
-    """Progress of a run: start (total steps), batch (steps done), epoch (the history row), note (text), done
-    (the run's metrics, as far as known when training ends)."""
+    """Progress of a run: start (total steps), batch (steps done), epoch (the history row), panel (shifted sets
+    scored of the robustness panel's total), note (text), done (the run's metrics, as far as known when training
+    ends)."""
 
     kind: str
     run: str
@@ -254,7 +255,8 @@ def conclude(setup: RunSetup, trainer: Trainer, fit: FitResult, events: Events) 
     for note in trainer.notes:
         events(Event("note", setup.run.id, {"text": note}))
     if fit.status == rundir.DONE and trainer.has_best():
-        evaluate_best(setup.job, trainer, setup.task, setup.context)
+        evaluate_best(setup.job, trainer, setup.task, setup.context,
+                      lambda done, total: events(Event("panel", setup.run.id, {"done": done, "total": total})))
         score(setup.job)  # here, not in the writer thread: its many numpy calls would contend for the GIL
     setup.job.record = run_record(setup.run, trainer, fit, setup.task, setup.context, setup.job)
     return trainer.pending
@@ -319,8 +321,10 @@ def fold_fields(run: Run, data: StudyData) -> dict[str, Any]:
     return {"fold": list(run.fold), "train_images": train, "val_images": val}
 
 
-def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunContext) -> None:
-    """The best epoch's predictions on validation and test, for the finisher to score and write."""
+def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunContext,
+                  on_shifted: Callable[[int, int], None] | None = None) -> None:
+    """The best epoch's predictions on validation and test (and the panel's, on_shifted(done, total) after each
+    shifted set), for the finisher to score and write."""
     epoch = trainer.load_best()
     batch = trainer.config.training.eval_batch_size
     data, splits = context.data, context.splits
@@ -336,7 +340,8 @@ def evaluate_best(job: OutputsJob, trainer: Trainer, task: Task, context: RunCon
                                    loss=test.loss, confusion_matrix=test.confusion, count=test.count,
                                    class_names=list(data.images.class_names))
     clean = job.test if job.test is not None else job.val  # the panel's split, scored above
-    job.panel = panel_predictions(trainer.model, task, context, batch, trainer.speed, Predictions(*clean[1:]))
+    job.panel = panel_predictions(trainer.model, task, context, batch, trainer.speed, Predictions(*clean[1:]),
+                                  on_shifted)
 
 
 def panel_split(context: RunContext) -> str:
@@ -345,9 +350,11 @@ def panel_split(context: RunContext) -> str:
 
 
 def panel_predictions(model: torch.nn.Module, task: Task, context: RunContext, batch: int, speed: Speed,
-                      clean: Predictions | None = None) -> tuple[str, list[Shifted]] | None:
+                      clean: Predictions | None = None, on_shifted: Callable[[int, int], None] | None = None,
+                      ) -> tuple[str, list[Shifted]] | None:
     """evaluation.shifts: the model's predictions on the panel's split, clean (the row 'clean', severity 0; given
-    when already at hand) and under every shift at every severity; None without a panel."""
+    when already at hand) and under every shift at every severity, on_shifted(done, total) after each shifted set;
+    None without a panel."""
     panel, names = context.study.evaluation.shifts, context.data.images.class_names
     if not panel:
         return None
@@ -356,6 +363,7 @@ def panel_predictions(model: torch.nn.Module, task: Task, context: RunContext, b
     if clean is None:
         clean = Predictions(*_arrays(split, evaluate(model, task, split, batch, keep_predictions=True, speed=speed)))
     found = [Shifted(CLEAN, None, 0, None, clean)]
+    total = sum(len(shift.severities) for shift in panel)
     for shift in panel:
         index = None if shift.only_class is None else shifts.class_index(names, shift.only_class)
         only = None if index is None else split.labels == index
@@ -364,6 +372,8 @@ def panel_predictions(model: torch.nn.Module, task: Task, context: RunContext, b
             result = evaluate(model, task, Split(images, split.labels), batch, keep_predictions=True, speed=speed)
             found.append(Shifted(shift.name, None if index is None else names[index], severity,
                                  shifts.level(shift.name, severity), Predictions(*_arrays(split, result))))
+            if on_shifted is not None:
+                on_shifted(len(found) - 1, total)
     return side, found
 
 

@@ -94,7 +94,7 @@ def training_paragraph(info: StudyInfo, study: Study, plan: Plan, results: list[
     threads = machine.torch_threads if machine.torch_threads is not None else "?"
     seconds = sum(float(r["seconds"]) for r in results if r.get("seconds") not in (None, ""))
     varied = "; ".join(f"{c.name}: {', '.join(k for k in c.vary)} in "
-                       f"{{{', '.join(short_value(v) for values in c.vary.values() for v in values)}}}"
+                       f"{{{', '.join(short_value(v, values) for values in c.vary.values() for v in values)}}}"
                        for c in study.comparisons)
     return (f"Models and training. The base model was {_model(study)}, trained with {training.loss} for "
             f"{training.epochs} epochs, batch size {training.batch_size}, optimizer {_named(training.optimizer)}, "

@@ -180,7 +180,7 @@ class StudyRunner:
         now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
         info.status = "finished" if all(s in rundir.FINISHED for s in now) else "incomplete"
         info.finished, info.seconds_this_invocation = _now(), round(time.perf_counter() - started, 1)
-        info.workers, info.executor = self.workers, self.executor
+        info.workers, info.executor = job.workers, self.executor  # fewer where fewer groups were left
         rundir.write_study_info(self.out, info)
         build_report(self.out, self.analysis)
         timing["report"] = time.perf_counter() - started - sum(timing.values())

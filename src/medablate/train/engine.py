@@ -324,6 +324,23 @@ def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return mean.float(), (square / count - mean.square()).clamp_min(0).sqrt().float()
 
 
+
+Tensors = tuple[torch.Tensor, ...] | list[torch.Tensor]
+
+
+def ema_with_warmup(decay: float) -> Callable[[Tensors, Tensors, torch.Tensor | int], None]:
+    """torch's EMA update with TensorFlow's warm-up (`ExponentialMovingAverage(num_updates=...)`, timm's
+    `ModelEmaV3(use_warmup=True)` in spirit): the n-th update uses min(decay, (1 + n) / (10 + n)). Without it the
+    average keeps the random initial weights' share decay ** n for thousands of steps (at 0.999: 56% after 5 epochs
+    of the recipe, whose EMA model then called every image pneumonia), and early stopping judged that. n is
+    AveragedModel's n_averaged, saved in the checkpoint, so a resumed run continues the same ramp."""
+
+    def update(averaged: Tensors, current: Tensors, n_averaged: torch.Tensor | int) -> None:
+        n = float(n_averaged)  # AveragedModel reads it on the host each step already
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, n_averaged)
+
+    return update
+
 class Trainer:
     """Owns the model, optimizer and scheduler of one trial and seed; its checkpoints' policy owns their files."""
 
@@ -344,7 +361,7 @@ class Trainer:
         self.forward: torch.nn.Module = torch.compile(self.model) if config.training.compile else self.model  # type: ignore[assignment]
         self.scaler = self.speed.scaler()
         ema = config.training.ema  # the average of the weights: what validation scores and the run keeps
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema.decay), use_buffers=True) \
+        self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(ema.decay), use_buffers=True) \
             if ema is not None else None
         self.scored: torch.nn.Module = self.ema.module if self.ema is not None else self.forward
         self.optimizer = build_optimizer(config.training.optimizer, self.model.parameters())

@@ -158,7 +158,7 @@ def _take(job: StudyJob, run: Run, render: ProgressEvents, context: RunContext) 
     status = rundir.run_status(run_dir)
     if status in rundir.FINISHED:
         render.skip(epochs)
-        if reevaluate(run_dir, job.study.evaluation, lambda: panel_from_checkpoint(run_dir, run, context)):
+        if reevaluate(run_dir, job.study.evaluation, lambda: _panel_of(job, run, run_dir, context)):
             job.console.print(f"re-evaluated {run.id} with evaluation {to_plain(job.study.evaluation)} "
                               "from its saved predictions (no retraining)", highlight=False)
         return status, None
@@ -176,6 +176,13 @@ def _take(job: StudyJob, run: Run, render: ProgressEvents, context: RunContext) 
         render.skip(epochs)
         return status, None
     return status, claim
+
+
+def _panel_of(job: StudyJob, run: Run, run_dir: Path, context: RunContext) -> tuple[str, list[Shifted]] | None:
+    """A finished run's robustness panel from its best.pt, said first (many shifted sets: minutes on a CPU)."""
+    if job.study.evaluation.shifts:
+        job.console.print(f"{run.id}: scoring the robustness panel from {rundir.BEST_PT}", highlight=False)
+    return panel_from_checkpoint(run_dir, run, context)
 
 
 def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Predictions] | None:

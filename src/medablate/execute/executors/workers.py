@@ -22,9 +22,10 @@ from medablate.config.schema import Study, to_plain
 from medablate.core.children import process_pool
 from medablate.errors import UserError, on_signal
 from medablate.execute.executors import StudyJob, register_executor, statuses
-from medablate.execute.executors.local import train_prepared
+from medablate.execute.executors.local import train_prepared, units
 from medablate.execute.prepare import RunContext
 from medablate.execute.progress import follow
+from medablate.folder import rundir
 from medablate.train.engine import usable_cores
 
 
@@ -62,7 +63,9 @@ def gpus(device: str) -> list[str]:
 
 def auto_workers(device: str) -> tuple[int, list[str]]:
     """--workers auto: one per GPU where there are several; on one GPU, as many as its free memory (4 GiB each)
-    and the cores (2 each) allow, at most 8; on a CPU one (the torch threads already use every core)."""
+    and the cores (2 each) allow, at most 8; on a CPU one (the torch threads already use every core). Each worker
+    trains a fused group of seeds (or a run) at a time, and the study starts no more workers than it has groups
+    (or runs) left (train_in_workers)."""
     cards = gpus(device)
     if len(cards) > 1:
         return len(cards), cards
@@ -90,9 +93,16 @@ def worker(study: dict[str, Any], out: str, threads: int, gpu: str | None = None
 
 @register_executor("workers")
 def train_in_workers(job: StudyJob, context: RunContext) -> list[str]:
-    """Train the study's runs in job.workers spawned processes; the statuses of all runs when they are done."""
-    threads = max(1, job.threads // job.workers)
+    """Train the study's runs in job.workers spawned processes (no more than there are fused groups or runs left to
+    train: a worker with nothing to take would only load the data); the statuses of all runs when they are done."""
     runs = job.plan.runs
+    left = [u for u in units(runs, context)
+            if any(rundir.run_status(rundir.trial_dir(job.out, r.id)) not in rundir.FINISHED for r in u)]
+    if 0 < len(left) < job.workers:
+        job.console.print(f"{len(left)} fused group(s) or run(s) left to train: {len(left)} of the {job.workers} "
+                          "workers asked for", highlight=False)
+        job.workers = len(left)
+    threads = max(1, job.threads // job.workers)
     job.console.print(f"{job.workers} workers x {threads} torch thread(s)", highlight=False)
     # spawned (fresh processes: no forked torch or CUDA state), dying with this process; stopped with SIGTERM (each
     # checkpoints after its batch) when this one is interrupted
