@@ -324,7 +324,6 @@ def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return mean.float(), (square / count - mean.square()).clamp_min(0).sqrt().float()
 
 
-
 Tensors = tuple[torch.Tensor, ...] | list[torch.Tensor]
 
 
@@ -340,6 +339,7 @@ def ema_with_warmup(decay: float) -> Callable[[Tensors, Tensors, torch.Tensor | 
         get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, n_averaged)
 
     return update
+
 
 class Trainer:
     """Owns the model, optimizer and scheduler of one trial and seed; its checkpoints' policy owns their files."""
