@@ -110,16 +110,23 @@ def kill_after(study: Path, out: Path, seconds: float, workers: int = 1) -> tupl
         return True, orphans_of(children)
 
 
-def kill_at_point(study: Path, out: Path, point: str, workers: int = 1) -> tuple[bool, int]:
-    """Run until the named point kills it (SIGKILL, from the process itself); whether it was killed, and how many
-    of its children outlived it (the point's process may be a worker or a figure process: then all go)."""
+def kill_at_point(study: Path, out: Path, point: str, workers: int = 1) -> tuple[str | None, int]:
+    """Run until the named point kills the process that reaches it first (SIGKILL, from itself): who was killed
+    (None: nobody, it finished first; "worker": a worker process alone, whose parent then stops with a message,
+    as when the kernel kills one worker for memory; else the study), and how many of the processes below the
+    study outlived the kill (a figure process's point stands for the machine dying: its parent goes too)."""
+    marker = Path(tempfile.mkdtemp(prefix="kill-")) / "hit"  # faults.ONCE: one process is hit, and says which
     process = subprocess.Popen(command(study, out, workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=environment(point))
+                               env=environment(point) | {faults.ONCE: str(marker)})
     children: list[int] = []
     while process.poll() is None:
         children = list(dict.fromkeys(children + descendants(process.pid)))
         time.sleep(0.1)
-    return process.returncode == -signal.SIGKILL, orphans_of(children) if process.returncode == -signal.SIGKILL else 0
+    if not marker.exists():
+        return None, 0
+    hit = int(marker.read_text() or 0)
+    who = "worker" if hit != process.pid and process.returncode != -signal.SIGKILL else "study"
+    return who, orphans_of(children)
 
 
 def without_timing(value: Any) -> Any:
@@ -210,9 +217,9 @@ def main() -> int:
         for _ in range(1 if chosen else rng.choice([1, 2])):
             if chosen or rng.random() < 0.5:
                 point = chosen[index] if chosen else rng.choice(POINTS)
-                killed, orphans = kill_at_point(study, out, point, workers)
-                if killed:
-                    kills.append(point)
+                who, orphans = kill_at_point(study, out, point, workers)
+                if who:
+                    kills.append(point + (" (a worker alone)" if who == "worker" else ""))
             else:
                 moment = rng.uniform(1.0, full)
                 killed, orphans = kill_after(study, out, moment, workers)

@@ -55,3 +55,23 @@ def test_augment_levels_with_the_same_keys_are_named_by_the_values_that_differ()
     assert [t.id for t in plan.trials] == ["none", "base", "rotate+blur2.0+noise"]
     assert [level_label(t, ["data.augment"]) for t in plan.trials] == ["none", "rotate+blur1.0", "rotate+noise+blur2.0"]
     assert reference_trial(study, plan, study.comparisons[0]).id == "base"
+
+
+def test_threshold_rules_are_levels_named_by_their_targets() -> None:
+    """evaluation.threshold can vary like evaluation.tta: the base trial has the study's rule, each level its own
+    (validated as evaluation.threshold is), and a bad level is an error that names it."""
+    import pytest
+
+    from medablate.errors import UserError
+
+    rules = ["youden", 0.5, {"sensitivity": 0.95}, {"prevalence": 0.3}]
+    study = validate_study(tiny_study(evaluation={"threshold": "youden"},
+                                      comparisons=[{"name": "rule", "vary": {"evaluation.threshold": rules}}]), "t")
+    plan = expand(study)
+    assert [t.id for t in plan.trials] == ["base", "0.5", "sensitivity0.95", "prevalence0.3"]
+    assert [t.config.rule for t in plan.trials] == rules
+    assert [study.evaluation_of(t.config).rule for t in plan.trials] == rules
+    assert study.threshold_rules() == rules
+    bad = tiny_study(comparisons=[{"name": "rule", "vary": {"evaluation.threshold": [{"sensitivty": 0.9}]}}])
+    with pytest.raises(UserError, match="sensitivity"):
+        expand(validate_study(bad, "t"))

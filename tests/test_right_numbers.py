@@ -149,6 +149,7 @@ def test_summary_intervals_respect_each_outcomes_range(tmp_path: Path) -> None:
     study, _ = load_study(path)
     plan = expand(study)
     values = {"test_acc": (0.55, 0.99), "test_loss": (0.01, 0.9), "test_auc": (0.7, 1.0), "val_acc": (0.2, 1.0),
+              "test_decision_acc": (0.5, 0.99), "test_sensitivity": (0.4, 1.0), "test_specificity": (0.3, 0.99),
               "robust_acc": (0.5, 0.98), "robust_auc": (0.6, 0.999),
               "highest_val_acc": (0.6, 1.0), "val_loss_at_best": (0.02, 1.5), "best_epoch": (1, 3),
               "convergence_epoch": (1, 3), "stability": (0.0, 0.3), "seconds": (1.0, 300.0)}

@@ -1,3 +1,4 @@
+import csv
 import numpy as np
 import pytest
 
@@ -107,3 +108,35 @@ def test_each_rule_has_a_validation_interval_around_its_threshold(rule: object) 
     report, _ = evaluate_trial(small, None, EvaluationConfig(threshold=rule, bootstrap_resamples=1000), ["n", "p"])
     assert report["threshold"]["ci95"] == interval(rule, small.labels, small.positive, 1000)
     assert report["val"]["at_threshold"]["ci95"]["sensitivity"][0] is not None  # the operating point's CI
+
+
+def test_a_comparison_of_threshold_rules_scores_each_trial_with_its_own_rule(tmp_path) -> None:
+    """evaluation.threshold as a comparison's levels: each trial's runs and seed ensemble use its rule, the
+    outcomes at the decision threshold tell the levels apart, and a rerun of the finished study leaves every run
+    as it is (a trial whose rule or test-time augmentation is not the study's was re-scored on each rerun)."""
+    import json
+
+    from conftest import medablate, write_study
+
+    rules = ["youden", 0.5, {"sensitivity": 0.95}]
+    study = write_study(tmp_path, seeds=[0, 1], evaluation={"threshold": "youden"},
+                        data={"split": {"method": "stratified", "val_fraction": 0.3, "test_fraction": 0.0}},
+                        comparisons=[{"name": "rule", "vary": {"evaluation.threshold": rules}},
+                                     {"name": "views", "vary": {"evaluation.tta": ["none", "flip"]}}])
+    out = tmp_path / "out"
+    assert medablate("run", str(study), "--out", str(out)).returncode == 0
+    trials = {"base": "youden", "0.5": 0.5, "sensitivity0.95": {"sensitivity": 0.95}, "flip": "youden"}
+    for trial, rule in trials.items():
+        for seed in (0, 1):
+            metrics = json.loads((out / "trials" / f"{trial}-seed{seed}" / "metrics.json").read_text())
+            assert metrics["evaluation"]["threshold"]["rule"] == metrics["evaluation_config"]["threshold"] == rule
+            assert metrics["evaluation_config"]["tta"] == ("flip" if trial == "flip" else "none")
+        ensemble = json.loads((out / "ensembles" / trial / "metrics.json").read_text())
+        assert ensemble["evaluation"]["threshold"]["rule"] == rule
+    summary = {r["trial"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert summary["0.5"]["test_sensitivity_mean"] != summary["base"]["test_sensitivity_mean"]
+    assert summary["0.5"]["test_auc_mean"] == summary["base"]["test_auc_mean"]  # the same models, seed by seed
+    before = {p: p.read_bytes() for p in (out / "trials").rglob("*") if p.is_file()}
+    again = medablate("run", str(study), "--out", str(out))
+    assert again.returncode == 0 and "re-evaluated" not in again.stderr + again.stdout
+    assert {p: p.read_bytes() for p in (out / "trials").rglob("*") if p.is_file()} == before

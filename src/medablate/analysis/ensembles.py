@@ -70,7 +70,7 @@ def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> Ensembl
     test = mean_predictions(run_dirs, "test", names)
     if val is None:
         return None
-    report, threshold = evaluate_trial(val[1], test[1] if test else None, study.evaluation, names)
+    report, threshold = evaluate_trial(val[1], test[1] if test else None, study.evaluation_of(trial.config), names)
     folder = claims.real_folder(ensemble_dir(out, trial.id))
     for split, found in (("val", val), ("test", test)):
         if found is not None:

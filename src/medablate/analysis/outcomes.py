@@ -32,6 +32,9 @@ OUTCOMES = [
     Outcome("test_acc", "test accuracy", True, "points", bounds=(0.0, 1.0)),
     Outcome("test_loss", "test loss", False, ""),
     Outcome("test_auc", "test ROC AUC", True, "", bounds=(0.0, 1.0)),
+    Outcome("test_decision_acc", "test accuracy at the decision threshold", True, "points", bounds=(0.0, 1.0)),
+    Outcome("test_sensitivity", "test sensitivity at the decision threshold", True, "points", bounds=(0.0, 1.0)),
+    Outcome("test_specificity", "test specificity at the decision threshold", True, "points", bounds=(0.0, 1.0)),
     Outcome("robust_acc", "accuracy under shift (mean over the robustness panel)", True, "points", bounds=(0.0, 1.0)),
     Outcome("robust_auc", "ROC AUC under shift (mean over the robustness panel)", True, "", bounds=(0.0, 1.0)),
     Outcome("val_acc", "validation accuracy (of the checkpoint used)", True, "points", bounds=(0.0, 1.0)),
@@ -62,6 +65,7 @@ def run_outcomes(run_dir: Path, analysis: AnalysisConfig) -> dict[str, float] | 
     values: dict[str, Any] = {
         "test_acc": test.accuracy if test else None, "test_loss": test.loss if test else None,
         "test_auc": _test_auc(metrics),
+        **_at_decision(metrics),
         "robust_acc": metrics.robustness.robust_acc if metrics.robustness else None,
         "robust_auc": metrics.robustness.robust_auc if metrics.robustness else None,
         "val_acc": rundir.checkpoint_val_acc(metrics, history), "highest_val_acc": rundir.highest_val_acc(metrics),
@@ -80,6 +84,18 @@ def _test_auc(metrics: RunRecord) -> float | None:
     """The ROC AUC on the test set (threshold-free; macro one-vs-rest with more than two classes)."""
     test = metrics.evaluation.test if metrics.evaluation else None
     return test.at_rule.roc_auc if test else None
+
+
+def _at_decision(metrics: RunRecord) -> dict[str, float | None]:
+    """Test accuracy, sensitivity and specificity at the run's decision: the threshold its rule chose (two classes;
+    what evaluation.threshold and its comparisons change), else the loss's rule with macro averages."""
+    test = metrics.evaluation.test if metrics.evaluation else None
+    scores = (test.at_threshold or test.at_rule) if test else None
+    if scores is None:
+        return {"test_decision_acc": None, "test_sensitivity": None, "test_specificity": None}
+    return {"test_decision_acc": scores.accuracy,
+            "test_sensitivity": scores.macro_sensitivity if scores.sensitivity is None else scores.sensitivity,
+            "test_specificity": scores.macro_specificity if scores.specificity is None else scores.specificity}
 
 
 def scaled(outcome: Outcome, value: float) -> float:

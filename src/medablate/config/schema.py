@@ -455,8 +455,9 @@ class AnalysisConfig(Strict):
     _known_primary = field_validator("primary")(lambda value: _known_outcome(value))
 
 
-PRIMARY_OUTCOMES = ("test_acc", "test_loss", "test_auc", "robust_acc", "robust_auc", "val_acc", "val_loss_at_best",
-                    "best_epoch", "convergence_epoch", "stability")
+PRIMARY_OUTCOMES = ("test_acc", "test_loss", "test_auc", "test_decision_acc", "test_sensitivity", "test_specificity",
+                    "robust_acc", "robust_auc", "val_acc", "val_loss_at_best", "best_epoch", "convergence_epoch",
+                    "stability")
 
 
 def _known_outcome(value: str | None) -> str | None:
@@ -539,10 +540,42 @@ def _panel(value: Any) -> Any:
     return [{"name": item} if isinstance(item, str) else item for item in items]
 
 
+Threshold = float | Literal["youden"] | SensitivityTarget | SpecificityTarget | PrevalenceTarget
+
+
+THRESHOLD_TARGETS = ("sensitivity", "specificity", "prevalence")
+
+
+def threshold_form(value: Any) -> Any:
+    """evaluation.threshold in one of its five forms, else a ValueError naming them."""
+    forms = "a number between 0 and 1, youden, {sensitivity: 0.95}, {specificity: 0.9} or {prevalence: 0.6}"
+    if isinstance(value, dict):
+        (key, target), *more = list(value.items()) or [(None, None)]
+        if more or key not in THRESHOLD_TARGETS:
+            close = names.closest(str(key), list(THRESHOLD_TARGETS)) if not more else None
+            hint = f" (did you mean '{close}'?)" if close else ""
+            raise ValueError(f"threshold {value} is not one of: {forms}{hint}")
+        ceiling = 1 if key != "prevalence" else 1 - 1e-12
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= ceiling:
+            raise ValueError(f"the threshold's {key} is a fraction above 0 and {'at most' if ceiling == 1 else 'below'}"
+                             f" 1 (e.g. {{{key}: 0.9}}), not {target}")
+    if isinstance(value, str) and value != "youden":
+        hint = " (did you mean 'youden'?)" if names.closest(value, ["youden"]) else ""
+        raise ValueError(f"threshold '{value}' is not one of: {forms}{hint}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 < value < 1:
+        raise ValueError(f"a fixed threshold must be between 0 and 1, not {value}")
+    return value
+
+
+def plain_rule(threshold: Threshold) -> Any:
+    """A threshold rule as the study gave it: 0.5, 'youden' or {sensitivity: 0.95}."""
+    return threshold.model_dump() if isinstance(threshold, BaseModel) else threshold
+
+
 class EvaluationConfig(Strict):
     """How decisions are made from probabilities (binary tasks; class 1 is positive)."""
 
-    threshold: float | Literal["youden"] | SensitivityTarget | SpecificityTarget | PrevalenceTarget = Field(
+    threshold: Threshold = Field(
         0.5, description="0.5 (the course's rule), youden, {sensitivity: 0.95}, {specificity: 0.9} or "
                          "{prevalence: 0.6} (the highest expected accuracy where that share of images is positive); "
                          "chosen on validation only")
@@ -555,26 +588,7 @@ class EvaluationConfig(Strict):
                                          "image and four 90% corner crops); probabilities averaged, on validation "
                                          "and test alike")
 
-    @field_validator("threshold", mode="before")
-    @classmethod
-    def _one_of_three_forms(cls, value: Any) -> Any:
-        forms = "a number between 0 and 1, youden, {sensitivity: 0.95}, {specificity: 0.9} or {prevalence: 0.6}"
-        if isinstance(value, dict):
-            (key, target), *more = list(value.items()) or [(None, None)]
-            if more or key not in ("sensitivity", "specificity", "prevalence"):
-                close = names.closest(str(key), ["sensitivity", "specificity", "prevalence"]) if not more else None
-                hint = f" (did you mean '{close}'?)" if close else ""
-                raise ValueError(f"threshold {value} is not one of: {forms}{hint}")
-            ceiling = 1 if key != "prevalence" else 1 - 1e-12
-            if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= ceiling:
-                raise ValueError(f"the threshold's {key} is a fraction above 0 and {'at most' if ceiling == 1 else 'below'}"
-                                 f" 1 (e.g. {{{key}: 0.9}}), not {target}")
-        if isinstance(value, str) and value != "youden":
-            hint = " (did you mean 'youden'?)" if names.closest(value, ["youden"]) else ""
-            raise ValueError(f"threshold '{value}' is not one of: {forms}{hint}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 < value < 1:
-            raise ValueError(f"a fixed threshold must be between 0 and 1, not {value}")
-        return value
+    _threshold = field_validator("threshold", mode="before")(lambda value: threshold_form(value))
 
     _standard = field_validator("shifts", mode="before")(lambda value: _panel(value))
 
@@ -590,7 +604,7 @@ class EvaluationConfig(Strict):
 
     @property
     def rule(self) -> Any:
-        return self.threshold.model_dump() if isinstance(self.threshold, BaseModel) else self.threshold
+        return plain_rule(self.threshold)
 
 
 class TrialConfig(Strict):
@@ -601,9 +615,16 @@ class TrialConfig(Strict):
     augment: AugmentConfig = AugmentConfig()  # the study's data.augment, which comparisons can vary
     normalize: Normalize = "none"  # the study's data.normalize
     tta: TTA = "none"  # the study's evaluation.tta
+    threshold: Threshold = 0.5  # the study's evaluation.threshold
+
+    _threshold = field_validator("threshold", mode="before")(lambda value: threshold_form(value))
+
+    @property
+    def rule(self) -> Any:
+        return plain_rule(self.threshold)
 
 
-VARIABLE = ("model.", "training.", "data.augment", "data.normalize", "evaluation.tta")
+VARIABLE = ("model.", "training.", "data.augment", "data.normalize", "evaluation.tta", "evaluation.threshold")
 
 
 class Comparison(Strict):
@@ -622,8 +643,8 @@ class Comparison(Strict):
         for key, values in vary.items():
             if key != "model" and not key.startswith(VARIABLE):
                 raise ValueError(
-                    f"cannot vary '{key}': only model, model.*, training.*, data.augment, data.normalize and "
-                    "evaluation.tta can vary within a study "
+                    f"cannot vary '{key}': only model, model.*, training.*, data.augment, data.normalize, "
+                    "evaluation.tta and evaluation.threshold can vary within a study "
                     "(the data and its split are shared by every trial so that comparisons are paired)")
             if not values:
                 raise ValueError(f"vary.{key} is an empty list: give at least one value")
@@ -732,7 +753,18 @@ class Study(Strict):
     @property
     def base(self) -> TrialConfig:
         return TrialConfig(model=self.model, training=self.training, augment=self.data.augment,
-                           normalize=self.data.normalize, tta=self.evaluation.tta)
+                           normalize=self.data.normalize, tta=self.evaluation.tta, threshold=self.evaluation.threshold)
+
+    def threshold_rules(self) -> list[Any]:
+        """Every threshold rule the study's trials use: evaluation.threshold and the levels comparisons give it."""
+        varied = [v for c in self.comparisons for v in c.vary.get("evaluation.threshold", [])]
+        rules = [self.evaluation.rule, *(float(v) if isinstance(v, (int, float)) else v for v in varied)]
+        return [rule for i, rule in enumerate(rules) if rule not in rules[:i]]
+
+    def evaluation_of(self, trial: TrialConfig) -> EvaluationConfig:
+        """The evaluation section one trial's runs are scored with: the study's, with the trial's test-time
+        augmentation and threshold rule (comparisons can vary both)."""
+        return self.evaluation.model_copy(update={"tta": trial.tta, "threshold": trial.threshold})
 
 
 # ---------------------------------------------------------------- loading and overrides

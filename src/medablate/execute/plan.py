@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from medablate.config.schema import (
+    THRESHOLD_TARGETS,
     AugmentConfig,
     Comparison,
     Study,
@@ -119,8 +120,10 @@ def short_value(value: Any, among: Iterable[Any] = ()) -> str:
     """A readable, path-safe rendering of a varied value (a scheduler dict shows as its name; a section, such as a
     data.augment level, as the keys that are on). among: the key's other values in the study; a section's key shows
     its value too where those that have it on disagree on it (crop_scale0.4x1.0+blur2.0 beside crop_scale0.7x1.0+
-    blur1.0, rather than one name for two levels)."""
-    if isinstance(value, dict) and "name" not in value:
+    blur1.0, rather than one name for two levels); a threshold rule shows its target (sensitivity0.95)."""
+    if isinstance(value, dict) and len(value) == 1 and set(value) <= set(THRESHOLD_TARGETS):
+        value = "".join(k + _text(v) for k, v in value.items())
+    elif isinstance(value, dict) and "name" not in value:
         on = _on(value)
         others = [_on(o) for o in among if isinstance(o, dict) and "name" not in o]
         value = "+".join(k + _text(v) if {_same(o[k]) for o in others if k in o} - {_same(v)} else k
@@ -132,12 +135,13 @@ def short_value(value: Any, among: Iterable[Any] = ()) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_") or "value"
 
 
-STUDY_TO_TRIAL = {"data.augment": "augment", "data.normalize": "normalize", "evaluation.tta": "tta"}
+STUDY_TO_TRIAL = {"data.augment": "augment", "data.normalize": "normalize", "evaluation.tta": "tta",
+                  "evaluation.threshold": "threshold"}
 
 
 def trial_key(key: str) -> str:
     """Where a study's dotted key lives in a trial's config: data.augment.* is the trial's augment.*,
-    data.normalize its normalize, evaluation.tta its tta."""
+    data.normalize its normalize, evaluation.tta its tta, evaluation.threshold its threshold."""
     for study_key, trial in STUDY_TO_TRIAL.items():
         if key == study_key or key.startswith(study_key + "."):
             return trial + key[len(study_key):]

@@ -265,8 +265,9 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         duplicates = found.as_dict()
     folds = _folds(images, split, patient_ids if group_by is not None else None, study.data.split)
     check_split_sizes(fold_split(split, folds, Fold(1, 1)) if folds is not None else split, test, duplicates)
-    rule = study.evaluation.rule
-    if not isinstance(rule, float):
+    for rule in study.threshold_rules():
+        if isinstance(rule, float):
+            continue
         if len(images.class_names) != 2:
             raise UserError(f"evaluation.threshold is {rule!r}, but a chosen threshold applies to two-class tasks and "
                             f"the data has {len(images.class_names)} classes: use evaluation.threshold: 0.5.")

@@ -217,7 +217,7 @@ def begin_run(run: Run, context: RunContext, events: Events) -> RunSetup:
     rundir.write_config(run_dir, config)
     tracked = mlflow_log.run_log(context.out, run_dir, context.study, run, config)
     events(Event("start", run.id, {"total": run.trial.config.training.epochs * steps}))
-    job = OutputsJob(run_dir, to_plain(context.study.evaluation), context.data.images.class_names)
+    job = OutputsJob(run_dir, to_plain(context.study.evaluation_of(run.trial.config)), context.data.images.class_names)
     return RunSetup(run, context, run_dir, task, steps, tracked, job)
 
 
@@ -306,7 +306,7 @@ def run_record(run: Run, trainer: Trainer, fit: Any, task: Task, context: RunCon
         seconds=round(sum(r["seconds"] for r in history), 3),
         synthetic_data=data.synthetic, data_fingerprint=data.fingerprint(),
         loss=task.loss_name, num_outputs=task.num_outputs, threads=torch.get_num_threads(),
-        evaluation_config=to_plain(context.study.evaluation) | {"tta": trainer.config.tta},
+        evaluation_config=to_plain(context.study.evaluation_of(trainer.config)),
         tta=trainer.config.tta, normalize=trainer.config.normalize,
         precision=trainer.config.training.precision, channels_last=trainer.speed.channels_last,
         **job.scores(),

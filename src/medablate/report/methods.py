@@ -122,9 +122,7 @@ def statistics_paragraph(study: Study, analysis: Analysis) -> str:
     else:
         family = (f"Holm's method over the {tested} primary test{'s' if tested > 1 else ''} (one per level and "
                   "comparison); every other outcome is reported as exploratory, with its raw p-value and no verdict")
-    rule = study.evaluation.rule
-    threshold = (f"The decision threshold was fixed at {rule} (not chosen on data)." if isinstance(rule, float) else
-                 f"The decision threshold ({thresholds.describe(rule)}) was chosen on validation only.")
+    threshold = _threshold_sentence(study)
     paired = (f"paired by seed, with a {test} (an exact sign-flip permutation test where the differences have no "
               "spread)" if study.data.split.method != "kfold" else
               "paired by fold (each fold's runs averaged over seeds), with the corrected resampled t-test (Nadeau & "
@@ -138,6 +136,16 @@ def statistics_paragraph(study: Study, analysis: Analysis) -> str:
             f"McNemar's exact test and their ROC AUCs with DeLong's paired test (DeLong et al. 1988). These two "
             f"hold the trained models fixed: they describe these models on these images and give no verdict on the "
             f"configurations. {threshold} Seed ensembles average the seeds' class probabilities.")
+
+
+def _threshold_sentence(study: Study) -> str:
+    """How decisions were made: the base trial's threshold rule, and the others where a comparison varies it."""
+    rule, rules = study.evaluation.rule, study.threshold_rules()
+    text = (f"The decision threshold was fixed at {rule} (not chosen on data)" if isinstance(rule, float) else
+            f"The decision threshold ({thresholds.describe(rule)}) was chosen on validation only")
+    others = [thresholds.describe(r) for r in rules[1:]]
+    return text + (f"; the trials that vary it used: {'; '.join(others)} (every rule but a fixed threshold chosen "
+                   "on validation only)." if others else ".")
 
 
 def software_paragraph(info: StudyInfo) -> str:

@@ -162,7 +162,9 @@ def comparison_section(out: Path, study: Study, plan: Plan, analysis: Analysis, 
                Table(["level", *differing], [[level_label(t, keys), *(flats[t.id].get(k) for k in differing)] for t in trials]),
                Table(["shared", "value"], [[k, v] for k, v in flats[reference.id].items() if k not in differing])]
     summary = {row["trial"]: row for row in analysis.summary}
-    columns = ["test_acc", "val_acc", "highest_val_acc", "convergence_epoch", "stability", "best_epoch"]
+    at_decision = [c for c in ("test_sensitivity", "test_specificity")
+                   if any(math.isfinite(summary[t.id][f"{c}_mean"]) for t in trials)]
+    columns = ["test_acc", *at_decision, "val_acc", "highest_val_acc", "convergence_epoch", "stability", "best_epoch"]
     header = ["level", "seeds"] + [f"{BY_KEY[c].label}, mean (95% CI)" for c in columns]
     rows = []
     for trial in trials:

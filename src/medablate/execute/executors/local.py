@@ -158,8 +158,9 @@ def _take(job: StudyJob, run: Run, render: ProgressEvents, context: RunContext) 
     status = rundir.run_status(run_dir)
     if status in rundir.FINISHED:
         render.skip(epochs)
-        if reevaluate(run_dir, job.study.evaluation, lambda: _panel_of(job, run, run_dir, context)):
-            job.console.print(f"re-evaluated {run.id} with evaluation {to_plain(job.study.evaluation)} "
+        evaluation = job.study.evaluation_of(run.trial.config)
+        if reevaluate(run_dir, evaluation, lambda: _panel_of(job, run, run_dir, context)):
+            job.console.print(f"re-evaluated {run.id} with evaluation {to_plain(evaluation)} "
                               "from its saved predictions (no retraining)", highlight=False)
         return status, None
     if status == rundir.DAMAGED:
