@@ -301,3 +301,38 @@ def test_the_weight_average_warms_up_then_keeps_its_decay() -> None:
         averaged, current = [torch.zeros(3)], [torch.ones(3)]
         update(averaged, current, torch.tensor(n))
         assert averaged[0].tolist() == pytest.approx([share] * 3)
+
+
+def test_a_small_cnn_trains_in_channels_last_on_two_cpu_threads_with_odd_batches() -> None:
+    """oneDNN's channels-last weight gradient of a strided 1x1 convolution narrower than its channel block (the cnn's
+    residual skip at widths [8, 16]) corrupted the heap here on 2 threads for odd batch sizes (oneDNN #6035): the
+    training process died. Speed.place runs such a convolution as a subsample and a stride-1 convolution, which
+    computes the same outputs and gradients as the model in contiguous memory."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from medablate.config.schema import TrialConfig
+from medablate.train.engine import Speed, build_trial_model
+torch.set_num_threads(2)
+torch.manual_seed(0)
+config = TrialConfig.model_validate({"model": {"name": "cnn", "widths": [8, 16], "blocks": [1, 1]}})
+plain = build_trial_model(config, (1, 32, 32), 1)
+fast = build_trial_model(config, (1, 32, 32), 1)
+fast.load_state_dict(plain.state_dict())
+speed = Speed(torch.device("cpu"), "fp32", channels_last=True)
+fast = speed.place(fast)
+plain.eval(), fast.eval()  # no dropout masks to tell apart; the gradients are still taken
+assert sorted(fast.state_dict()) == sorted(plain.state_dict())
+for n in (13, 7, 3, 33):
+    x = torch.rand(n, 1, 32, 32)
+    for model, images in ((plain, x), (fast, x.contiguous(memory_format=torch.channels_last))):
+        model.zero_grad()
+        model(images).sum().backward()
+    grads = [(a.grad - b.grad).abs().max() / b.grad.abs().max() for a, b in zip(fast.parameters(), plain.parameters())]
+    assert max(grads) < 1e-4, (n, max(grads))
+print("trained")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "trained" in result.stdout, (result.returncode, result.stderr[-2000:])

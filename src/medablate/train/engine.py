@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,11 @@ class Speed:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def place(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model on the device, in the memory format of its inputs."""
+        """The model on the device, in the memory format of its inputs (on a CPU in channels-last, with its narrow
+        strided 1x1 convolutions run as subsample_pointwise says)."""
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
+        if self.channels_last and self.device.type == "cpu":
+            subsample_pointwise(model)
         return model.to(self.device).to(memory_format=memory)  # type: ignore[call-overload]
 
     def scaler(self) -> torch.amp.GradScaler:
@@ -151,6 +155,25 @@ class Speed:
 
 
 FP32 = Speed()
+NARROW = 16  # oneDNN's input-channel block with AVX-512 (8 with AVX2): a narrower strided 1x1 conv is subsampled
+
+
+def subsample_pointwise(model: torch.nn.Module) -> None:
+    """Run each strided 1x1 convolution with fewer than NARROW input channels (a residual skip of a small CNN) as
+    what it computes: every s-th pixel, then a stride-1 1x1 convolution. The same parameters, state dict and
+    numbers, another kernel: oneDNN's channels-last weight gradient of such a convolution writes past its
+    workspace (oneDNN issue #6035, open; the torch 2.13 CPU wheel), which crashed training here with heap
+    corruption whenever a batch had an odd size from 3 up on 2 threads, and which gives wrong weight gradients
+    with no error on other CPUs. Idempotent: a convolution done once has stride 1."""
+    for conv in model.modules():
+        if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) and conv.padding == (0, 0) \
+                and conv.stride != (1, 1) and conv.in_channels < NARROW:
+            conv.register_forward_pre_hook(partial(_every, tuple(conv.stride)))
+            conv.stride = (1, 1)
+
+
+def _every(step: tuple[int, ...], conv: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (args[0][..., ::step[0], ::step[1]], *args[1:])
 
 
 def speed_of(config: TrialConfig, device: torch.device) -> Speed:
