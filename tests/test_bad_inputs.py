@@ -257,8 +257,8 @@ CASES = [
     Case("duplicate comparison names", dry("comparisons=[{name: a, vary: {training.loss: [BCEWithLogitsLoss]}}, "
                                            "{name: a, vary: {training.loss: [CrossEntropyLoss]}}]"), "must be unique"),
     Case("empty vary list", dry("comparisons=[{name: a, vary: {training.loss: []}}]"), "empty list"),
-    Case("varying a data key", dry("comparisons=[{name: a, vary: {data.image_size: [16, 32]}}]"),
-         "cannot vary 'data.image_size'"),
+    Case("varying a data key", dry("comparisons=[{name: a, vary: {data.channels: [1, 3]}}]"),
+         "cannot vary 'data.channels'"),
     Case("varying an unknown key", dry("comparisons=[{name: a, vary: {model.hiden: [[8]]}}]"), "did you mean 'hidden'"),
     Case("unknown model name", dry("model={name: resnt18}"), "did you mean 'resnet18'"),
     Case("unknown key of the cnn", dry("model={name: cnn, widht: [8]}"), "did you mean 'widths'"),

@@ -75,3 +75,9 @@ def test_threshold_rules_are_levels_named_by_their_targets() -> None:
     bad = tiny_study(comparisons=[{"name": "rule", "vary": {"evaluation.threshold": [{"sensitivty": 0.9}]}}])
     with pytest.raises(UserError, match="sensitivity"):
         expand(validate_study(bad, "t"))
+
+
+def test_image_size_is_a_level_with_the_studys_size_as_its_base() -> None:
+    study = validate_study(tiny_study(comparisons=[{"name": "px", "vary": {"data.image_size": [32, 24]}}]), "t")
+    plan = expand(study)
+    assert [(t.id, t.config.image_size) for t in plan.trials] == [("base", 32), ("24", 24)]

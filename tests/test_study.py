@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from medablate.config.schema import load_study
-from medablate.study.runner import StudyRunner
 from rich.console import Console
 
 from conftest import assert_clinical_metrics, medablate, write_study
+from medablate.config.schema import load_study
+from medablate.study.runner import StudyRunner
 
 
 def run_study(path: Path, out: Path, overrides: tuple[str, ...] = ()) -> int:
@@ -200,11 +199,44 @@ def test_run_figures_are_drawn_after_training_and_redrawn_when_stale(tiny: dict[
     out = copy_of(tiny, tmp_path)
     info = json.loads((out / "study.json").read_text())
     assert list(info["timing_seconds"]) == ["setup", "runs", "figures", "analysis", "report"]
-    runs = [(out / "trials" / r, r) for r in ("base-seed0", "CrossEntropyLoss-seed0")]
-    assert all(run_figures.current(d) for d, _ in runs) and (out / "trials" / "base-seed0" / "examples.json").exists()
-    assert run_figures.draw_all(runs, "", None) == 0
+    runs = [(out / "trials" / r, r, 32) for r in ("base-seed0", "CrossEntropyLoss-seed0")]
+    assert all(run_figures.current(d) for d, _, _ in runs) and (out / "trials" / "base-seed0" / "examples.json").exists()
+    assert run_figures.draw_all(runs, "", {}) == 0
     before = (out / "trials" / "base-seed0" / "roc.png").stat().st_mtime_ns
     assert run_study(tiny["study"], out, ("evaluation.threshold=youden",)) == 0
     assert run_figures.current(out / "trials" / "base-seed0")
     assert (out / "trials" / "base-seed0" / "roc.png").stat().st_mtime_ns != before  # its threshold is marked anew
 
+
+
+def test_an_image_size_comparison_trains_each_level_on_the_same_images_at_its_size(tmp_path: Path) -> None:
+    """vary: {data.image_size: [...]}: each level's runs see the study's images, split and test set loaded again at
+    their size (the comparison stays paired); config.yaml records the size; a rerun finds every run finished."""
+    import json
+
+    import yaml
+
+    from conftest import medablate, write_study
+
+    study = write_study(tmp_path, seeds=[0], model={"name": "cnn", "widths": [4, 8], "blocks": [1, 1]},
+                        data={"split": {"method": "stratified", "val_fraction": 0.25, "test_fraction": 0.25}},
+                        test=None, comparisons=[{"name": "px", "vary": {"data.image_size": [32, 24]}}])
+    out = tmp_path / "out"
+    first = medablate("run", str(study), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    runs = {"base-seed0": 32, "24-seed0": 24}
+    ids = {}
+    for run, size in runs.items():
+        config = yaml.safe_load((out / "trials" / run / "config.yaml").read_text())
+        assert config["resolved"]["image_shape"] == [size, size] and config["data"]["image_size"] == size
+        ids[run] = {split: [r.split(",")[0] for r in (out / "trials" / run / f"predictions_{split}.csv")
+                            .read_text().splitlines()[1:]] for split in ("val", "test")}
+        assert (out / "trials" / run / "examples.json").exists()
+    assert ids["base-seed0"] == ids["24-seed0"] and len(ids["base-seed0"]["test"]) > 0
+    fingerprints = {json.loads((out / "trials" / r / "metrics.json").read_text())["data_fingerprint"] for r in runs}
+    assert len(fingerprints) == 2  # other pixels, the same images
+    before = {p: p.read_bytes() for p in (out / "trials").rglob("*") if p.is_file()}
+    again = medablate("run", str(study), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert {p: p.read_bytes() for p in (out / "trials").rglob("*") if p.is_file()} == before
+    assert "resized to 32x32 pixels (24x24 in the trials that vary data.image_size" in (out / "methods.md").read_text()

@@ -155,10 +155,13 @@ def _known_source(value: str) -> str:
     return value
 
 
+ImageSize = Annotated[StrictInt, Field(ge=8, le=2048, description="images are resized to this many pixels a side")]
+
+
 class DataConfig(Strict):
     source: str = Field("auto", description="auto (detected from data.path) or a source of medablate.data.sources")
     path: Path | None = None
-    image_size: StrictInt = Field(256, ge=8, le=2048)
+    image_size: ImageSize = 256
     channels: Literal[1, 3] = Field(1, description="1: grey (RGB sources converted); 3: RGB kept (grey repeated)")
     normalize: Normalize = Field("none", description="none: pixels in 0..1; image: each image to mean 0, SD 1; "
                                                      "dataset: the training split's mean and SD")
@@ -616,6 +619,7 @@ class TrialConfig(Strict):
     normalize: Normalize = "none"  # the study's data.normalize
     tta: TTA = "none"  # the study's evaluation.tta
     threshold: Threshold = 0.5  # the study's evaluation.threshold
+    image_size: ImageSize = 256  # the study's data.image_size
 
     _threshold = field_validator("threshold", mode="before")(lambda value: threshold_form(value))
 
@@ -624,7 +628,8 @@ class TrialConfig(Strict):
         return plain_rule(self.threshold)
 
 
-VARIABLE = ("model.", "training.", "data.augment", "data.normalize", "evaluation.tta", "evaluation.threshold")
+VARIABLE = ("model.", "training.", "data.augment", "data.normalize", "data.image_size", "evaluation.tta",
+            "evaluation.threshold")
 
 
 class Comparison(Strict):
@@ -644,7 +649,7 @@ class Comparison(Strict):
             if key != "model" and not key.startswith(VARIABLE):
                 raise ValueError(
                     f"cannot vary '{key}': only model, model.*, training.*, data.augment, data.normalize, "
-                    "evaluation.tta and evaluation.threshold can vary within a study "
+                    "data.image_size, evaluation.tta and evaluation.threshold can vary within a study "
                     "(the data and its split are shared by every trial so that comparisons are paired)")
             if not values:
                 raise ValueError(f"vary.{key} is an empty list: give at least one value")
@@ -753,7 +758,8 @@ class Study(Strict):
     @property
     def base(self) -> TrialConfig:
         return TrialConfig(model=self.model, training=self.training, augment=self.data.augment,
-                           normalize=self.data.normalize, tta=self.evaluation.tta, threshold=self.evaluation.threshold)
+                           normalize=self.data.normalize, tta=self.evaluation.tta, threshold=self.evaluation.threshold,
+                           image_size=self.data.image_size)
 
     def threshold_rules(self) -> list[Any]:
         """Every threshold rule the study's trials use: evaluation.threshold and the levels comparisons give it."""

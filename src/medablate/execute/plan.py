@@ -135,13 +135,13 @@ def short_value(value: Any, among: Iterable[Any] = ()) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_") or "value"
 
 
-STUDY_TO_TRIAL = {"data.augment": "augment", "data.normalize": "normalize", "evaluation.tta": "tta",
-                  "evaluation.threshold": "threshold"}
+STUDY_TO_TRIAL = {"data.augment": "augment", "data.normalize": "normalize", "data.image_size": "image_size",
+                  "evaluation.tta": "tta", "evaluation.threshold": "threshold"}
 
 
 def trial_key(key: str) -> str:
     """Where a study's dotted key lives in a trial's config: data.augment.* is the trial's augment.*,
-    data.normalize its normalize, evaluation.tta its tta, evaluation.threshold its threshold."""
+    data.normalize its normalize, and so on (STUDY_TO_TRIAL)."""
     for study_key, trial in STUDY_TO_TRIAL.items():
         if key == study_key or key.startswith(study_key + "."):
             return trial + key[len(study_key):]

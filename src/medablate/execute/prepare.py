@@ -36,7 +36,7 @@ from medablate.data.split import (
 )
 from medablate.data.types import ImageSet
 from medablate.errors import UserError
-from medablate.execute.plan import Plan
+from medablate.execute.plan import Plan, Run
 from medablate.folder.rundir import Fold
 from medablate.models import network
 from medablate.models.weights import load_weights
@@ -54,6 +54,16 @@ from medablate.train.tracking import require_tensorboard
 DROPPED = "dropped-duplicate"
 
 
+@dataclass(frozen=True)
+class Picks:
+    """Which images of a load the study uses: `images` of the training data, `test` of the training data (a part
+    held out of it) or of the test set loaded on its own (`separate`); duplicates are already left out."""
+
+    images: np.ndarray
+    test: np.ndarray | None = None
+    separate: bool = False
+
+
 @dataclass
 class StudyData:
     images: ImageSet
@@ -67,6 +77,7 @@ class StudyData:
     test_patients: int | None = None  # patients in a test part held out from data.path
     folds: np.ndarray | None = None  # kfold: (repeats, images), the fold each image validates in (0: not in the pool)
     fold: Fold | None = None  # kfold: the fold this view of the data is split for
+    picks: Picks | None = None  # which of the loaded images these are: another image size takes the same ones
 
     @property
     def notes(self) -> list[str]:
@@ -138,7 +149,24 @@ class RunContext:
     splits: dict[str, Split]
     device: torch.device
     fold: Fold | None = None
+    size: int | None = None  # the image size of this view's data (None: the study's data.image_size)
     _fold_view: RunContext | None = None  # kfold: the last fold's view, shared by the runs of that fold
+    _size_view: RunContext | None = None  # the last other image size's view, shared by the runs of that size
+
+    def for_run(self, run: Run) -> RunContext:
+        """The context a run trains in: its trial's image size, and its fold."""
+        return self.at_size(run.trial.config.image_size).for_fold(run.fold)
+
+    def at_size(self, size: int) -> RunContext:
+        """The study's data at another image size on the device (a comparison of data.image_size); itself at its own."""
+        if size == (self.size or self.study.data.image_size):
+            return self
+        if self._size_view is None or self._size_view.size != size:
+            self._size_view = None  # the previous size's tensors go before the next are made
+            data = data_at_size(self.data, self.study, size)
+            self._size_view = RunContext(self.study, self.out, data, tensors(data, self.device), self.device,
+                                         size=size)
+        return self._size_view
 
     def for_fold(self, fold: Fold | None) -> RunContext:
         """The context a run of this fold trains in (kfold: its own train and validation images on the device)."""
@@ -148,17 +176,20 @@ class RunContext:
             self._fold_view = None  # the previous fold's tensors go before the next are made
             data = self.data.for_fold(fold)
             self._fold_view = RunContext(self.study, self.out, data, self.splits | train_and_val(data, self.device),
-                                         self.device, fold)
+                                         self.device, fold, self.size)
         return self._fold_view
 
 
 def check_models(plan: Plan, shape: tuple[int, int, int], num_classes: int) -> None:
     """Build each distinct model of the study for the data's (C, H, W) images on the CPU and run two images through
     it, so a network that does not fit the data (a segmentation net's dense output, an input too small for its
-    downsampling) or an unreadable weights file fails before anything trains."""
+    downsampling) or an unreadable weights file fails before anything trains. A trial with its own
+    data.image_size is checked at that size."""
     seen: set[str] = set()
     for trial in plan.trials:
-        config, key = trial.config, json.dumps(to_plain(trial.config.model), sort_keys=True)
+        config = trial.config
+        shape = (shape[0], config.image_size, config.image_size)
+        key = json.dumps([to_plain(config.model), shape], sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
@@ -230,14 +261,16 @@ def load_study_data(study: Study, console: Console) -> StudyData:
     with console.status("Loading data..."):
         images = load_data(study.data)
         split = make_split(images, study.data.split)
-        test, test_from = None, None
+        test, test_from, picks = None, None, Picks(np.ones(len(images), bool))
         if (split == TEST).any():  # held out by test_fraction, or the source's own test part (folders, manifest, MedMNIST)
             test = images.subset(split == TEST) if study.test is not None or carved else None
             test_from = (f"held out from data.path (data.split.test_fraction {study.data.split.test_fraction})"
                          if carved else "the source's own test part")
+            picks = Picks(split != TEST, split == TEST if test is not None else None)
             images, split = images.subset(split != TEST), split[split != TEST]
         elif study.test is not None:
             test, test_from = load_test(study.data, study.test, images.class_names), "the study's test: section"
+            picks = Picks(picks.images, np.ones(len(test), bool), separate=True)
     group_by = study.data.split.group_by
     patient_ids = group_ids(images, study.data.split) if group_by is not None else images.patients
     test_patients = None
@@ -262,6 +295,10 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         split = np.where(found.keep, split, DROPPED)
         if test is not None and found.test_keep is not None:
             test = test.subset(found.test_keep)
+            assert picks.test is not None
+            kept = picks.test.copy()
+            kept[kept] = found.test_keep
+            picks = dataclasses.replace(picks, test=kept)
         duplicates = found.as_dict()
     folds = _folds(images, split, patient_ids if group_by is not None else None, study.data.split)
     check_split_sizes(fold_split(split, folds, Fold(1, 1)) if folds is not None else split, test, duplicates)
@@ -281,7 +318,26 @@ def load_study_data(study: Study, console: Console) -> StudyData:
         raise UserError(f"test images are {test.image_shape} but training images are {images.image_shape}: "
                         "set data.image_size so both are resized alike.")
     return StudyData(images, split, test, patient_ids, duplicates, found_warnings, hashes,
-                     test_from if test is not None else None, test_patients, folds)
+                     test_from if test is not None else None, test_patients, folds, picks=picks)
+
+
+def data_at_size(data: StudyData, study: Study, size: int) -> StudyData:
+    """The study's data at another image size (a comparison of data.image_size): the same images, loaded again
+    from the source at that size (the decode cache keeps each size), in the same split, with the same test images
+    and the same duplicates left out, so the comparison is paired."""
+    assert data.picks is not None, "only the data load_study_data made can be loaded at another size"
+    config = study.data.model_copy(update={"image_size": size})
+    loaded = load_data(config)
+    picks = data.picks
+    if len(loaded) != len(picks.images) or not np.array_equal(loaded.labels[picks.images], data.images.labels):
+        raise UserError(f"the data at {config.path or config.source} loaded at data.image_size {size} is not the same "
+                        f"images as at {study.data.image_size}: did the files change while the study ran? Run the "
+                        "study again once they stay as they are.")
+    test = None
+    if data.test is not None and picks.test is not None:
+        source = load_test(config, study.test, data.images.class_names) if picks.separate and study.test else loaded
+        test = source.subset(picks.test)
+    return dataclasses.replace(data, images=loaded.subset(picks.images), test=test)
 
 
 def fold_split(split: np.ndarray, folds: np.ndarray, fold: Fold) -> np.ndarray:

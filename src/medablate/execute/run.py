@@ -83,7 +83,8 @@ def resolved_run_config(study: Study, run: Run, data: StudyData, task: Task, dev
         training["scheduler"].setdefault(HORIZON_ARGUMENT[scheduler.name],
                                          scheduler_horizon(scheduler, training["epochs"], steps))
     files = study.data.files or DEFAULT_FILES
-    data_section = to_plain(study.data) | {"source": resolve_source(study.data.source, study.data.path, files)}
+    data_section = to_plain(study.data) | {"source": resolve_source(study.data.source, study.data.path, files),
+                                           "image_size": run.trial.config.image_size}
     return {
         "study": study.name, "trial": run.trial.id, "run": run.id, "seed": run.seed,
         "comparisons": list(run.trial.comparisons), "model": to_plain(run.trial.config.model),
@@ -121,7 +122,7 @@ def weights_used(plan: Plan) -> dict[str, str]:
 
 def run_config(run: Run, context: RunContext) -> tuple[Task, int, dict[str, Any]]:
     training = run.trial.config.training
-    data = context.data.for_fold(run.fold)
+    data = context.for_run(run).data
     task = make_task(training.loss, len(data.images.class_names))
     steps = steps_per_epoch(split_sizes(data)[0], training.batch_size)
     return task, steps, resolved_run_config(context.study, run, data, task, context.device, steps)
@@ -209,7 +210,7 @@ class RunSetup:
 
 def begin_run(run: Run, context: RunContext, events: Events) -> RunSetup:
     """The run's folder made ready (stale temporary files gone, config.yaml written) and its start announced."""
-    context = context.for_fold(run.fold)
+    context = context.for_run(run)
     run_dir = rundir.trial_dir(context.out, run.id)
     task, steps, config = run_config(run, context)
     claims.real_folder(run_dir)
@@ -379,9 +380,9 @@ def panel_predictions(model: torch.nn.Module, task: Task, context: RunContext, b
 
 def panel_from_checkpoint(run_dir: Path, run: Run, context: RunContext) -> tuple[str, list[Shifted]] | None:
     """The panel's predictions of a finished run's best.pt (its evaluation settings changed after it trained)."""
-    context = context.for_fold(run.fold)
     if not context.study.evaluation.shifts:
         return None
+    context = context.for_run(run)  # no data at another size loaded for nothing
     task = make_task(run.trial.config.training.loss, len(context.data.images.class_names))
     model = build_trial_model(run.trial.config, context.data.images.input_shape, task.num_outputs)
     model.load_state_dict(checkpoint.user_checkpoint(run_dir / rundir.BEST_PT)["model"])

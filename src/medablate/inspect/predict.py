@@ -185,7 +185,8 @@ def _png(image: Image.Image) -> bytes:
 def trial_config(saved: dict[str, Any]) -> TrialConfig:
     """A run's TrialConfig from its config.yaml (runs from before data.normalize / evaluation.tta have neither)."""
     return TrialConfig.model_validate({"model": saved["model"], "training": saved["training"],
-                                       "normalize": saved.get("normalize", "none"), "tta": saved.get("tta", "none")})
+                                       "normalize": saved.get("normalize", "none"), "tta": saved.get("tta", "none"),
+                                       "image_size": saved["resolved"]["image_shape"][-1]})
 
 
 def as_json(predictions: list[Prediction], errors: list[str]) -> dict[str, Any]:

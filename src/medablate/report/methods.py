@@ -78,8 +78,12 @@ def data_paragraph(info: StudyInfo, study: Study) -> str:
     colour = "kept as three RGB channels" if study.data.channels == 3 else "converted to one grey channel"
     standardised = {"none": "", "image": ", each standardised to mean 0 and SD 1",
                     "dataset": ", standardised with the training split's mean and SD"}[study.data.normalize]
+    sizes = sorted({int(v) for c in study.comparisons for v in c.vary.get("data.image_size", [])}
+                   - {study.data.image_size})
+    others = (f" ({', '.join(f'{s}x{s}' for s in sizes)} in the trials that vary data.image_size: the same images, "
+              "loaded again at that size, in the same split)" if sizes else "")
     text += (f"Images were {colour} (intensity {intensity}), "
-             f"resized to {shape[0] if shape else '?'}x{shape[1] if len(shape) > 1 else '?'} pixels and scaled to "
+             f"resized to {shape[0] if shape else '?'}x{shape[1] if len(shape) > 1 else '?'} pixels{others} and scaled to "
              f"[0, 1]{standardised}; training-time augmentation: "
              + (", ".join(f"{k} {v}" for k, v in augment.model_dump().items() if v and k != "crop_ratio")
                 if augment.enabled else "none")

@@ -25,7 +25,7 @@ from medablate.report import plots
 if TYPE_CHECKING:
     from medablate.data.types import ImageSet
 
-_test: ImageSet | None = None  # the study's test images, in a drawing process
+_tests: dict[int, ImageSet | None] = {}  # the study's test images at each image size, in a drawing process
 
 
 def _drawn_from(run_dir: Path) -> str | None:
@@ -42,10 +42,10 @@ def current(run_dir: Path) -> bool:
     return drawn is not None and drawn.metrics_sha1 == wanted
 
 
-def draw(run_dir: Path, title: str, note: str, test: ImageSet | None = None) -> None:
-    """Every figure of one run, then figures.json."""
-
-    test = test if test is not None else _test
+def draw(run_dir: Path, title: str, note: str, test: ImageSet | None = None, size: int | None = None) -> None:
+    """Every figure of one run, then figures.json (examples from `test`, or in a drawing process from the study's
+    test images at the run's image size)."""
+    test = test if test is not None else _tests.get(size) if size is not None else None
     wanted = _drawn_from(run_dir)
     metrics = rundir.finished_metrics(run_dir)
     faults.point("before-run-figures")
@@ -82,11 +82,11 @@ def trial_figures(run_dir: Path, metrics: RunRecord, evaluation: EvaluationRepor
     plots.confusion(run_dir / layout.CONFUSION_PNG, scores.confusion_matrix, names, f"{shown}, {rule}", note)
 
 
-def _start(test: ImageSet | None, parent: int) -> None:
-    global _test
+def _start(tests: dict[int, ImageSet | None], parent: int) -> None:
+    global _tests
     import torch
 
-    _test = test
+    _tests = tests
     os.environ[faults.HELPER_OF] = str(parent)  # a fault point here stands for the whole machine dying
     torch.set_num_threads(1)
 
@@ -106,17 +106,18 @@ def pool_size(runs: int, cores: int) -> int:
     return cores if saved > SPAWN_SECONDS else 1
 
 
-def draw_all(runs: list[tuple[Path, str]], note: str, test: ImageSet | None, processes: int = 1) -> int:
-    """Draw every run of (folder, title) whose figures are not current; how many were drawn. With processes > 1 they
-    are drawn in up to that many spawned processes when that is quicker (pool_size; the caller's script must guard
-    its entry point, as for any spawned process)."""
-    todo = [(d, t) for d, t in runs if not current(d)]
+def draw_all(runs: list[tuple[Path, str, int]], note: str, tests: dict[int, ImageSet | None],
+             processes: int = 1) -> int:
+    """Draw every run of (folder, title, image size) whose figures are not current, its examples from `tests` at its
+    size; how many were drawn. With processes > 1 they are drawn in up to that many spawned processes when that is
+    quicker (pool_size; the caller's script must guard its entry point, as for any spawned process)."""
+    todo = [(d, t, s) for d, t, s in runs if not current(d)]
     processes = pool_size(len(todo), processes) if processes > 1 else 1
     if processes <= 1 or len(todo) <= 1:
-        for run_dir, title in todo:
-            draw(run_dir, title, note, test)
+        for run_dir, title, size in todo:
+            draw(run_dir, title, note, tests.get(size))
         return len(todo)
-    with process_pool(min(processes, len(todo)), _start, (test, os.getpid()), grace=1.0) as pool:
-        for future in [pool.submit(draw, d, t, note) for d, t in todo]:
+    with process_pool(min(processes, len(todo)), _start, (tests, os.getpid()), grace=1.0) as pool:
+        for future in [pool.submit(draw, d, t, note, None, s) for d, t, s in todo]:
             future.result()
     return len(todo)

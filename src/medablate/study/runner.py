@@ -172,7 +172,7 @@ class StudyRunner:
             info.status, info.executor = "submitted", self.executor
             rundir.write_study_info(self.out, info)
             return 0
-        self.draw_run_figures(data)
+        self.draw_run_figures(context)
         mlflow_log.log_artifacts(self.out, self.study, self.plan)
         timing["figures"] = time.perf_counter() - started - sum(timing.values())
         self.write_outputs()
@@ -211,12 +211,14 @@ class StudyRunner:
         if changed:
             raise UserError(changed_config_message(self.out, changed))
 
-    def draw_run_figures(self, data: StudyData) -> None:
+    def draw_run_figures(self, context: RunContext) -> None:
         """Each run's own figures and examples, drawn after training (in parallel processes from the CLI)."""
-        runs = [(rundir.trial_dir(self.out, r.id), f"{self.study.name}: {r.id}") for r in self.plan.runs]
+        runs = [(rundir.trial_dir(self.out, r.id), f"{self.study.name}: {r.id}", r.trial.config.image_size)
+                for r in self.plan.runs]
         cores = usable_cores()
         with self.console.status("Drawing each run's figures and examples..."):
-            run_figures.draw_all(runs, self._figure_note(), data.test, cores if self.background else 1)
+            tests = {size: context.at_size(size).data.test for size in sorted({s for _, _, s in runs})}
+            run_figures.draw_all(runs, self._figure_note(), tests, cores if self.background else 1)
 
     def _figure_note(self) -> str:
         return FIGURE_NOTE if self.data_note == "synthetic phantom" else ""

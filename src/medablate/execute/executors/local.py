@@ -101,7 +101,7 @@ def train_one(study_plain: dict[str, Any], out: str, run_id: str, threads: int, 
     finally:
         claims.release(claim)
     if after_run is not None and status in rundir.FINISHED:
-        after_run(run_dir, f"{context.study.name}: {run.id}", context)
+        after_run(run_dir, f"{context.study.name}: {run.id}", context.for_run(run))
     return status
 
 
