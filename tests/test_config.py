@@ -54,7 +54,9 @@ def test_empty_vary_list_is_an_error() -> None:
 
 
 def test_data_cannot_vary() -> None:
-    assert "data.image_size" in error_of({"name": "x", "comparisons": [{"name": "c", "vary": {"data.image_size": [32]}}]})
+    """The data and its split are shared by every trial (data.image_size can vary: the same images at each size)."""
+    assert "data.path" in error_of({"name": "x", "comparisons": [{"name": "c", "vary": {"data.path": ["a", "b"]}}]})
+    assert "data.split" in error_of({"name": "x", "comparisons": [{"name": "c", "vary": {"data.split.seed": [1, 2]}}]})
 
 
 def test_set_overrides_validate_like_the_file(tmp_path: Path) -> None:

@@ -188,22 +188,22 @@ def check_models(plan: Plan, shape: tuple[int, int, int], num_classes: int) -> N
     seen: set[str] = set()
     for trial in plan.trials:
         config = trial.config
-        shape = (shape[0], config.image_size, config.image_size)
-        key = json.dumps([to_plain(config.model), shape], sort_keys=True)
+        sized = (shape[0], config.image_size, config.image_size)
+        key = json.dumps([to_plain(config.model), sized], sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         outputs = make_task(config.training.loss, num_classes).num_outputs
         try:
-            model = build_trial_model(config, shape, outputs).eval()
+            model = build_trial_model(config, sized, outputs).eval()
             if config.model.weights is not None:
                 load_weights(network(model), config.model.weights)
             with torch.no_grad():
-                logits = model(torch.rand(2, *shape))
+                logits = model(torch.rand(2, *sized))
         except UserError:
             raise
         except Exception as exc:
-            raise UserError(f"trial '{trial.id}': model {config.model.name} cannot take {shape[0]}x{shape[1]}x{shape[2]} "
+            raise UserError(f"trial '{trial.id}': model {config.model.name} cannot take {sized[0]}x{sized[1]}x{sized[2]} "
                             f"images ({type(exc).__name__}: {exc}). Choose another network or data.image_size.") from None
         if tuple(logits.shape) != (2, outputs):
             raise UserError(f"trial '{trial.id}': model {config.model.name} returns {tuple(logits.shape[1:])} per "
@@ -329,7 +329,9 @@ def data_at_size(data: StudyData, study: Study, size: int) -> StudyData:
     config = study.data.model_copy(update={"image_size": size})
     loaded = load_data(config)
     picks = data.picks
-    if len(loaded) != len(picks.images) or not np.array_equal(loaded.labels[picks.images], data.images.labels):
+    same = len(loaded) == len(picks.images) and np.array_equal(loaded.labels[picks.images], data.images.labels) \
+        and [i for i, kept in zip(loaded.ids, picks.images, strict=True) if kept] == list(data.images.ids)
+    if not same:
         raise UserError(f"the data at {config.path or config.source} loaded at data.image_size {size} is not the same "
                         f"images as at {study.data.image_size}: did the files change while the study ran? Run the "
                         "study again once they stay as they are.")
