@@ -11,6 +11,8 @@ same command until it finishes, and compare every result with an uninterrupted r
 Half the studies run with --workers 2. A kill is SIGKILL to the `medablate run` process alone, not its process
 group (as an out-of-memory kill or a scheduler's kill of one pid would): its workers and figure processes must die
 with it. The processes below it just before the kill that are still alive 3 s after it are orphans.
+A named point reached first in a worker kills that worker alone (as the kernel kills one process for memory): the
+study stops with a message and the line says "(a worker alone)".
 Prints one line per study and a summary: "identical N/N, missing files M, temp files T, claims C, orphans O".
 """
 
