@@ -135,7 +135,19 @@ def test_a_comparison_of_threshold_rules_scores_each_trial_with_its_own_rule(tmp
         assert ensemble["evaluation"]["threshold"]["rule"] == rule
     summary = {r["trial"]: r for r in csv.DictReader((out / "summary.csv").open())}
     assert summary["0.5"]["test_sensitivity_mean"] != summary["base"]["test_sensitivity_mean"]
-    assert summary["0.5"]["test_auc_mean"] == summary["base"]["test_auc_mean"]  # the same models, seed by seed
+    # a level that differs only in its rule takes the base trial's training, and gives what training it would
+    alone = tmp_path / "alone"
+    assert medablate("run", str(study), "--out", str(alone), "--set", "comparisons=[]",
+                     "--set", "evaluation.threshold=0.5").returncode == 0
+    timing = {"run", "trial", "trained_by", "seconds"}
+    for seed in (0, 1):
+        taken = json.loads((out / "trials" / f"0.5-seed{seed}" / "metrics.json").read_text())
+        trained = json.loads((alone / "trials" / f"base-seed{seed}" / "metrics.json").read_text())
+        assert taken["trained_by"] == f"base-seed{seed}" and "trained_by" not in trained
+        assert {k: v for k, v in taken.items() if k not in timing} == {k: v for k, v in trained.items() if k not in timing}
+        for name in ("predictions_val.csv", "predictions_test.csv"):
+            assert (out / "trials" / f"0.5-seed{seed}" / name).read_text() == \
+                (alone / "trials" / f"base-seed{seed}" / name).read_text()
     before = {p: p.read_bytes() for p in (out / "trials").rglob("*") if p.is_file()}
     again = medablate("run", str(study), "--out", str(out))
     assert again.returncode == 0 and "re-evaluated" not in again.stderr + again.stdout

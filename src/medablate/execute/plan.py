@@ -39,6 +39,7 @@ class Trial:
     comparisons: list[str] = field(default_factory=list)
     varied: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, for the keys any comparison varies
     labels: dict[str, str] = field(default_factory=dict)  # dotted key -> its value's name (short_value, in context)
+    trained_as: Trial | None = None  # an earlier trial whose runs train the same models (only the threshold differs)
 
     @property
     def fingerprint(self) -> str:
@@ -61,6 +62,11 @@ class Run:
     @property
     def replicate(self) -> Replicate:
         return self.seed, self.fold
+
+    @property
+    def twin(self) -> Run | None:
+        """The run of the same seed (and fold) of the trial that trains the same model (Trial.trained_as)."""
+        return Run(self.trial.trained_as, self.seed, self.fold) if self.trial.trained_as else None
 
 
 @dataclass
@@ -194,9 +200,12 @@ def expand(study: Study) -> Plan:
     plan_trials = list(trials.values())
     if not plan_trials:
         raise UserError("the study expands to zero trials: add a comparison with at least one value under vary")
+    training: dict[str, Trial] = {}  # what a trial trains: its config but the threshold rule -> the first such trial
     for trial in plan_trials:
         trial.varied = {k: _get(trial.config, k) for k in varied_keys}
         trial.labels = {k: short_value(v, among[k]) for k, v in trial.varied.items()}
+        first = training.setdefault(config_hash(trial.config.model_copy(update={"threshold": 0.5})), trial)
+        trial.trained_as = first if first is not trial else None
     split = study.data.split
     folds = [Fold(r, f) for r in range(1, split.repeats + 1) for f in range(1, split.folds + 1)] \
         if split.method == "kfold" else []

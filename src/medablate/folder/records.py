@@ -172,6 +172,7 @@ class RunRecord(Record):
     threshold: float | None = None  # validated on the validation split (two classes)
     evaluation: EvaluationReport | None = None
     robustness: Robustness | None = None  # evaluation.shifts: the panel's summary (its table: robustness.csv)
+    trained_by: str | None = None  # the run whose training (same config but the threshold rule, same seed) it took
 
 
 class EnsembleRecord(Record):

@@ -34,7 +34,7 @@ from medablate.core import atomic
 from medablate.core.yamlfile import load_yaml
 from medablate.errors import UserError
 from medablate.folder import claims
-from medablate.folder.checkpoint import DamagedCheckpoint, read_checkpoint
+from medablate.folder.checkpoint import DamagedCheckpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from medablate.folder.layout import BEST_PT as BEST_PT
 from medablate.folder.layout import COMPARISONS_CSV as COMPARISONS_CSV
 from medablate.folder.layout import CONFIG_YAML as CONFIG_YAML
@@ -116,6 +116,19 @@ def metrics_or_none(run_dir: Path) -> RunRecord | None:
         return read_metrics(run_dir)
     except DamagedFile:
         return None
+
+
+def copy_training(source: Path, target: Path) -> None:
+    """What a finished run's training wrote (history, checkpoints, predictions), into another run's folder: a run
+    whose trial trains the same models takes them (it differs only in how it is scored). Each file is written as
+    the run writes it (atomic, checkpoints in their slots), so a kill leaves nothing half-copied."""
+    source, target = Path(source), Path(target)
+    for name in (HISTORY_CSV, predictions_file(source, "val").name, predictions_file(source, "test").name):
+        if (source / name).exists():
+            atomic.write_bytes(target / name, (source / name).read_bytes())
+    for name in (BEST_PT, LAST_PT):
+        if (source / name).exists():
+            save_checkpoint(target / name, load_checkpoint(source / name))
 
 
 def write_metrics(run_dir: Path, record: RunRecord | EnsembleRecord) -> None:

@@ -21,7 +21,14 @@ from medablate.execute.executors import AfterRun, StudyJob, register_executor
 from medablate.execute.plan import Plan, Run, expand
 from medablate.execute.prepare import RunContext, data_note, prepare_context
 from medablate.execute.progress import ProgressEvents, progress_bars
-from medablate.execute.run import Finisher, execute_group, execute_run, panel_from_checkpoint, score_panel
+from medablate.execute.run import (
+    Finisher,
+    execute_group,
+    execute_run,
+    panel_from_checkpoint,
+    run_config,
+    score_panel,
+)
 from medablate.folder import claims, rundir
 from medablate.folder.records import RunRecord
 from medablate.scoring.clinical import Predictions, Shifted, evaluate_trial
@@ -97,7 +104,7 @@ def train_one(study_plain: dict[str, Any], out: str, run_id: str, threads: int, 
         status = rundir.run_status(run_dir)
         if status in rundir.FINISHED:
             return status
-        status = execute_run(run, context)
+        status = rundir.DONE if derive(context.study, run, context, Console(stderr=True)) else execute_run(run, context)
     finally:
         claims.release(claim)
     if after_run is not None and status in rundir.FINISHED:
@@ -112,6 +119,8 @@ def _unit(job: StudyJob, unit: list[Run], context: RunContext, render: ProgressE
     claims a group's runs in the same order, so a group is never split between two)."""
     statuses: dict[str, str] = {}
     taken: list[tuple[Run, claims.Claim]] = []
+    if any(run.twin for run in unit):
+        finisher.wait()  # the run it takes its training from may be the one whose files are being written
     try:
         for run in unit:
             status, claim = _take(job, run, render, context)
@@ -172,6 +181,8 @@ def _take(job: StudyJob, run: Run, render: ProgressEvents, context: RunContext) 
         job.elsewhere.append(run.id)
         return rundir.RUNNING, None
     status = rundir.run_status(run_dir)  # re-read under the claim: another process may have finished it since
+    if status not in rundir.FINISHED and derive(job.study, run, context, job.console):
+        status = rundir.DONE
     if status in rundir.FINISHED:
         claims.release(claim)
         render.skip(epochs)
@@ -181,9 +192,35 @@ def _take(job: StudyJob, run: Run, render: ProgressEvents, context: RunContext) 
 
 def _panel_of(job: StudyJob, run: Run, run_dir: Path, context: RunContext) -> tuple[str, list[Shifted]] | None:
     """A finished run's robustness panel from its best.pt, said first (many shifted sets: minutes on a CPU)."""
-    if job.study.evaluation.shifts:
-        job.console.print(f"{run.id}: scoring the robustness panel from {rundir.BEST_PT}", highlight=False)
+    return panel_said(job.console, run, run_dir, context)
+
+
+def panel_said(console: Console, run: Run, run_dir: Path, context: RunContext) -> tuple[str, list[Shifted]] | None:
+    if context.study.evaluation.shifts:
+        console.print(f"{run.id}: scoring the robustness panel from {rundir.BEST_PT}", highlight=False)
     return panel_from_checkpoint(run_dir, run, context)
+
+
+def derive(study: Study, run: Run, context: RunContext, console: Console) -> bool:
+    """A run whose trial trains the same model as an earlier trial (they differ only in evaluation.threshold, so the
+    same config and seed give the same weights) takes that trial's finished run of its seed: its history,
+    checkpoints and predictions, scored again with its own threshold rule (and its panel from best.pt). False where
+    that run has not finished, or where MLflow or TensorBoard would miss this run's epochs: it is then trained."""
+    twin = run.twin
+    if twin is None or study.tracking.mlflow is not None or run.trial.config.training.tensorboard:
+        return False
+    twin_dir, run_dir = rundir.trial_dir(context.out, twin.id), rundir.trial_dir(context.out, run.id)
+    trained = rundir.finished_metrics(twin_dir)
+    if trained is None:
+        return False
+    console.print(f"{run.id}: trained as {twin.id} (only the threshold rule differs): its checkpoints, scored with "
+                  f"{run.trial.config.rule!r}", highlight=False)
+    rundir.remove_stale_temp_files(run_dir)
+    rundir.write_config(run_dir, run_config(run, context)[2])
+    rundir.copy_training(twin_dir, run_dir)
+    record = RunRecord.model_validate(trained.plain() | {"run": run.id, "trial": run.trial.id, "trained_by": twin.id})
+    return rescore(run_dir, record, study.evaluation_of(run.trial.config),
+                   lambda: panel_said(console, run, run_dir, context))
 
 
 def saved_predictions(path: Path, class_names: list[str]) -> tuple[list[str], Predictions] | None:
@@ -198,10 +235,18 @@ def reevaluate(run_dir: Path, config: EvaluationConfig,
     threshold, every metric and the prediction files (the figure step then redraws its figures and examples); the
     robustness panel, which needs the model, from best.pt (`panel`). False when nothing changed."""
     metrics = rundir.metrics_or_none(run_dir)
-    wanted = to_plain(config)
+    # {"shifts": []}: runs from before the panel have no shifts in their record
     if metrics is None or metrics.status != rundir.DONE or metrics.evaluation is None \
-            or {"shifts": []} | (metrics.evaluation_config or {}) == wanted:  # runs from before the panel had none
+            or {"shifts": []} | (metrics.evaluation_config or {}) == to_plain(config):
         return False
+    return rescore(run_dir, metrics, config, panel)
+
+
+def rescore(run_dir: Path, metrics: RunRecord, config: EvaluationConfig,
+            panel: Callable[[], tuple[str, list[Shifted]] | None]) -> bool:
+    """A finished run's scores made anew with `config` from its saved predictions (and its panel's), its record
+    written last; False when it has no validation predictions to score."""
+    wanted = to_plain(config)
     names = list(rundir.read_config(run_dir)["resolved"]["class_names"])
     val, test_saved = (saved_predictions(rundir.predictions_file(run_dir, s), names) for s in ("val", "test"))
     if val is None:
