@@ -168,7 +168,7 @@ def _take(job: StudyJob, run: Run, render: ProgressEvents, context: RunContext) 
     if status in rundir.FINISHED:
         render.skip(epochs)
         evaluation = job.study.evaluation_of(run.trial.config)
-        if reevaluate(run_dir, evaluation, lambda: _panel_of(job, run, run_dir, context)):
+        if reevaluate(run_dir, evaluation, lambda: panel_said(job.console, run, run_dir, context)):
             job.console.print(f"re-evaluated {run.id} with evaluation {to_plain(evaluation)} "
                               "from its saved predictions (no retraining)", highlight=False)
         return status, None
@@ -190,12 +190,8 @@ def _take(job: StudyJob, run: Run, render: ProgressEvents, context: RunContext) 
     return status, claim
 
 
-def _panel_of(job: StudyJob, run: Run, run_dir: Path, context: RunContext) -> tuple[str, list[Shifted]] | None:
-    """A finished run's robustness panel from its best.pt, said first (many shifted sets: minutes on a CPU)."""
-    return panel_said(job.console, run, run_dir, context)
-
-
 def panel_said(console: Console, run: Run, run_dir: Path, context: RunContext) -> tuple[str, list[Shifted]] | None:
+    """A finished run's robustness panel from its best.pt, said first (many shifted sets: minutes on a CPU)."""
     if context.study.evaluation.shifts:
         console.print(f"{run.id}: scoring the robustness panel from {rundir.BEST_PT}", highlight=False)
     return panel_from_checkpoint(run_dir, run, context)
@@ -215,6 +211,7 @@ def derive(study: Study, run: Run, context: RunContext, console: Console) -> boo
         return False
     console.print(f"{run.id}: trained as {twin.id} (only the threshold rule differs): its checkpoints, scored with "
                   f"{run.trial.config.rule!r}", highlight=False)
+    claims.real_folder(run_dir)
     rundir.remove_stale_temp_files(run_dir)
     rundir.write_config(run_dir, run_config(run, context)[2])
     rundir.copy_training(twin_dir, run_dir)
