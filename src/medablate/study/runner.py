@@ -156,7 +156,10 @@ class StudyRunner:
         self._check_configs(context)
         mlflow_log.prepare_study(self.out, self.study, self.plan)
         rundir.write_study_info(self.out, info)
-        self.console.print(f"Study [bold]{self.study.name}[/]: {self.shape()} = {len(self.plan.runs)} runs on {device}; "
+        shared = sum(1 for r in self.plan.runs if r.twin)
+        taken = f" ({shared} scoring another trial's training: only their threshold rule differs)" if shared else ""
+        self.console.print(f"Study [bold]{self.study.name}[/]: {self.shape()} = {len(self.plan.runs)} runs{taken} on "
+                           f"{device}; "
                            + (f"{int((data.split == CV).sum())} images in {self.study.data.split.folds} folds"
                               if self.plan.folds else
                               f"{int((data.split == TRAIN).sum())} train / {int((data.split == VAL).sum())} val images")
