@@ -10,6 +10,17 @@ def test_deterministic_and_seed_dependent() -> None:
     assert not np.array_equal(a.images, c.images)
 
 
+def test_drawn_once_then_read_from_the_cache(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The second study of the same phantom reads the images the first drew: the same pixels and facts."""
+    monkeypatch.setenv("MEDABLATE_CACHE", str(tmp_path))
+    drawn = phantom.generate(3, 24, 5)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    monkeypatch.setattr(phantom, "_generate", lambda *a: pytest.fail("drawn again"))
+    read = phantom.generate(3, 24, 5)
+    assert np.array_equal(read.images, drawn.images) and read.labels.tolist() == drawn.labels.tolist()
+    assert (read.ids, read.class_names, read.notes, read.synthetic) == (drawn.ids, drawn.class_names, drawn.notes, True)
+
+
 def test_shape_labels_and_synthetic_flag() -> None:
     data = phantom.generate(5, 48, 0)
     assert data.images.shape == (10, 1, 48, 48) and data.images.dtype == np.uint8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import shutil
 from pathlib import Path
 
@@ -196,3 +197,52 @@ def test_figure_formats_can_be_narrowed_and_leave_no_stale_copy(tmp_path: Path, 
     monkeypatch.setenv("MEDABLATE_FIGURE_FORMATS", "png,gif")
     with pytest.raises(UserError, match="gif is not a figure format"):
         plots.save(plt.figure(), tmp_path / "figure")
+
+
+def test_a_run_is_drawn_while_others_train_once_its_process_lets_it_go(report: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher hands a run to the helpers only when its record is written and its claim released, once; a run of
+    another image size is left to the drawing after the runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medablate.folder import claims
+    from medablate.report import run_figures
+
+    monkeypatch.setattr(run_figures.Watcher, "SECONDS", 0.05)
+    runs = []
+    for name, size in (("base-seed0", 32), ("base-seed1", 64)):
+        run_dir = shutil.copytree(report / "trials" / name, tmp_path / name)
+        (run_dir / "figures.json").unlink()
+        (run_dir / "curves.png").unlink()
+        runs.append((run_dir, name, size))
+    claim = claims.try_claim(runs[0][0])
+    assert claim is not None
+    with ThreadPoolExecutor(1) as pool, run_figures.Helpers(pool, 32).watch(runs, "") as watcher:
+        time.sleep(0.3)
+        assert not watcher.handed  # its process still holds it (its files may still be being written)
+        claims.release(claim)
+        deadline = time.monotonic() + 10
+        while not watcher.handed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(watcher.handed) == [runs[0][0]]
+    assert run_figures.current(runs[0][0]) and (runs[0][0] / "curves.png").exists()
+    assert not run_figures.current(runs[1][0]) and not (runs[1][0] / "curves.png").exists()
+
+
+def test_the_analysis_mapped_over_processes_writes_what_it_writes_in_turn(report: Path, tmp_path: Path) -> None:
+    """Ensembles and figures mapped over a pool (a study's helpers) give the same tables, figures and report."""
+    from medablate.core import children
+    from medablate.report.outputs import write_outputs
+    from medablate.report.report import build_report
+
+    out = shutil.copytree(report, tmp_path / "out")
+    for path in [*(out / "ensembles").rglob("*"), *(out / "figures").glob("*.png")]:
+        if path.is_file():
+            path.unlink()
+    with children.process_pool(2) as pool:
+        build_report(out, write_outputs(out, children.mapper_of(pool)), children.mapper_of(pool))
+    for name in ("summary.csv", "comparisons.csv", "tables.md", "methods.md", "report.md"):
+        assert (out / name).read_text() == (report / name).read_text(), name
+    for path in [*(report / "ensembles").rglob("*.*"), *(report / "figures").glob("*.png")]:
+        assert (out / path.relative_to(report)).read_bytes() == path.read_bytes(), path
+    assert len(list((out / "figures").glob("*.png"))) == len(list((report / "figures").glob("*.png")))

@@ -32,6 +32,7 @@ from medablate.analysis.outcomes import (
 )
 from medablate.config.schema import Study, to_plain
 from medablate.core import atomic, faults
+from medablate.core.children import Mapper, in_turn
 from medablate.execute import results
 from medablate.execute.plan import Plan, Replicate, Trial, level_label, load_study_folder, reference_trial
 from medablate.folder import claims, layout, rundir
@@ -399,14 +400,15 @@ def analyse(out: Path) -> Analysis:
     return Analysis(summarise(plan, found), rows, sentences(rows), missing, found)
 
 
-def write_analysis(out: Path) -> Analysis:
+def write_analysis(out: Path, mapper: Mapper = in_turn) -> Analysis:
     """Write results.csv, summary.csv, comparisons.csv and tables.md from the run folder (the figures and the
-    methods text are drawn from the Analysis by medablate.report.outputs)."""
+    methods text are drawn from the Analysis by medablate.report.outputs); the trials' seed ensembles are scored
+    over `mapper`."""
     out = Path(out)
     study, plan, info = load_study_folder(out)
     claims.real_folder(out / layout.FIGURES, parent=False)
     data_note = "synthetic phantom" if info.synthetic_data else str(info.data.source or "")
-    ensembles = write_ensembles(out, study, plan)
+    ensembles = write_ensembles(out, study, plan, mapper)
     result_rows = results.write_results(out, plan, data_note, ensembles)
     faults.point("analysis")
     analysis = analyse(out)

@@ -10,12 +10,14 @@ DIR/ensembles/<trial>/ (metrics.json, predictions_val_ensemble.csv, predictions_
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medablate.config.schema import Study
+from medablate.core.children import Mapper, in_turn
 from medablate.execute.plan import Plan, Trial
 from medablate.folder import claims, rundir
 from medablate.folder.layout import ensemble_dir, predictions_file
@@ -87,14 +89,10 @@ def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> Ensembl
     return record
 
 
-def write_ensembles(out: Path, study: Study, plan: Plan) -> dict[str, EnsembleRecord]:
-    """Every trial's seed ensemble (trials with fewer than two finished seeds have none)."""
-    found = {}
-    for trial in plan.trials:
-        record = ensemble_trial(out, study, plan, trial)
-        if record is not None:
-            found[trial.id] = record
-    return found
+def write_ensembles(out: Path, study: Study, plan: Plan, mapper: Mapper = in_turn) -> dict[str, EnsembleRecord]:
+    """Every trial's seed ensemble (trials with fewer than two finished seeds have none), each trial's over mapper."""
+    records = mapper(partial(ensemble_trial, out, study, plan), plan.trials)
+    return {trial.id: record for trial, record in zip(plan.trials, records, strict=True) if record is not None}
 
 
 def summary_columns(record: EnsembleRecord | None) -> dict[str, Any]:

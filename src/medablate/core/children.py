@@ -18,13 +18,26 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
 WATCH_SECONDS = 1.0
+Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]  # map a picklable function over items
+
+
+def in_turn(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """A Mapper: one item after another, here."""
+    return [function(item) for item in items]
+
+
+def mapper_of(pool: ProcessPoolExecutor | None) -> Mapper:
+    """A Mapper over a pool's processes (in_turn without one): the results in order, the first error raised."""
+    if pool is None:
+        return in_turn
+    return lambda function, items: list(pool.map(function, items))
 
 
 def die_with_parent(parent: int | None = None) -> None:
@@ -65,11 +78,17 @@ def process_pool(workers: int, initializer: Callable[..., None] | None = None, i
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
                                initargs=(os.getpid(), pickle.dumps((initializer, initargs))))
     try:
-        yield pool
+        for _ in range(workers):  # every process started now, by this thread: Linux ties PR_SET_PDEATHSIG to the
+            pool.submit(_nothing)  # thread that started a child, so one started from a short-lived thread (a
+        yield pool                 # spawned pool starts them on demand, in the submitting thread) would die with it
     except BaseException:
         stop(pool, grace)
         raise
     pool.shutdown(wait=True)
+
+
+def _nothing() -> None:
+    pass
 
 
 def stop(pool: ProcessPoolExecutor, grace: float) -> None:

@@ -47,7 +47,8 @@ def cached(key: str, build: Callable[[], ImageSet]) -> ImageSet:
             meta = json.loads(meta_path.read_text())
             images = np.load(images_path, mmap_mode="r")
             return ImageSet(np.array(images), np.asarray(meta["labels"], np.int64), meta["ids"], meta["class_names"],
-                            meta["source"], notes=meta.get("notes", []), patients=meta.get("patients"))
+                            meta["source"], synthetic=meta.get("synthetic", False), notes=meta.get("notes", []),
+                            patients=meta.get("patients"))
         except (OSError, ValueError, KeyError):
             pass  # a damaged entry: rebuild it
     data = build()
@@ -55,7 +56,8 @@ def cached(key: str, build: Callable[[], ImageSet]) -> ImageSet:
         folder.mkdir(parents=True, exist_ok=True)
         atomic.write_bytes(images_path, _npy_bytes(data.images))
         atomic.write_json(meta_path, {"labels": data.labels.tolist(), "ids": data.ids, "class_names": data.class_names,
-                                      "source": data.source, "notes": data.notes, "patients": data.patients})
+                                      "source": data.source, "notes": data.notes, "patients": data.patients,
+                                      "synthetic": data.synthetic})
     except OSError:
         pass  # a read-only or full cache folder only costs the next run a decode
     return data

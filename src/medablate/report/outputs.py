@@ -11,6 +11,7 @@ from medablate.analysis.compare import Analysis, write_analysis
 from medablate.analysis.outcomes import OUTCOMES, scaled
 from medablate.config.schema import Study
 from medablate.core import names
+from medablate.core.children import Mapper, in_turn
 from medablate.data.sources.phantom import FIGURE_NOTE
 from medablate.execute.plan import Plan, Trial, level_label, load_study_folder
 from medablate.folder import layout, rundir
@@ -19,17 +20,21 @@ from medablate.report import plots
 from medablate.report.methods import write_methods
 
 
-def write_outputs(out: Path) -> Analysis:
-    """results.csv, summary.csv, comparisons.csv, tables.md, the comparisons' figures, methods.md and tables.tex."""
-    analysis = write_analysis(out)
+def write_outputs(out: Path, mapper: Mapper = in_turn) -> Analysis:
+    """results.csv, summary.csv, comparisons.csv, tables.md, the comparisons' figures, methods.md and tables.tex;
+    the seed ensembles and the figures mapped over `mapper` (a study's helper processes, where it has them)."""
+    analysis = write_analysis(out, mapper)
     study, plan, info = load_study_folder(Path(out))
-    _figures(Path(out), study, plan, info, analysis)
-    _robustness_figures(Path(out), study, plan, info)
+    drawings = plots.Drawings()
+    _figures(Path(out), study, plan, info, analysis, drawings)
+    _robustness_figures(Path(out), study, plan, info, drawings)
+    drawings.draw(mapper)
     write_methods(out, analysis, analysis.results)
     return analysis
 
 
-def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, analysis: Analysis) -> None:
+def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, analysis: Analysis, drawings: plots.Drawings
+             ) -> None:
     note = FIGURE_NOTE if info.synthetic_data else ""
     found = analysis.outcomes
     for comparison in study.comparisons:
@@ -39,7 +44,7 @@ def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, analysis: Ana
         unit = "runs (folds x seeds)" if plan.folds else "seeds"
         seeds = f" (mean and 95% band over {len(plan.replicates)} {unit})" if len(plan.replicates) > 1 else ""
         name = names.safe_name(comparison.name)
-        plots.overlay(out / layout.FIGURES / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
+        drawings.add(plots.overlay, out / layout.FIGURES / name, curves, f"{study.name}: {comparison.name}{seeds}", note)
         per_outcome = {}
         for outcome in OUTCOMES:
             values = {level_label(t, keys): [scaled(outcome, found[(t.id, r)][outcome.key]) for r in plan.replicates
@@ -50,15 +55,15 @@ def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, analysis: Ana
         roc = _roc_curves(out, plan, trials, keys)
         if roc:
             split = "test" if all(k.endswith("(test)") for k in roc) else "validation"
-            plots.roc_overlay(out / layout.FIGURES / f"{name}-roc", {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
-                              f"{study.name}: {comparison.name}, {split} ROC (first finished seed)", note)
+            drawings.add(plots.roc_overlay, out / layout.FIGURES / f"{name}-roc",
+                         {k.rsplit(" (", 1)[0]: v for k, v in roc.items()},
+                         f"{study.name}: {comparison.name}, {split} ROC (first finished seed)", note)
         if per_outcome:
-            plots.outcome_strips(out / layout.FIGURES / f"{name}-outcomes", per_outcome,
-                                 f"{study.name}: {comparison.name}, each dot one {'run' if plan.folds else 'seed'}",
-                                 note)
+            drawings.add(plots.outcome_strips, out / layout.FIGURES / f"{name}-outcomes", per_outcome,
+                         f"{study.name}: {comparison.name}, each dot one {'run' if plan.folds else 'seed'}", note)
 
 
-def _robustness_figures(out: Path, study: Study, plan: Plan, info: StudyInfo) -> None:
+def _robustness_figures(out: Path, study: Study, plan: Plan, info: StudyInfo, drawings: plots.Drawings) -> None:
     """DIR/robustness.csv and, per comparison, figures/<comparison>-robustness: its levels under every shift."""
     rows = robustness.write_table(out, plan)
     for comparison in study.comparisons:
@@ -67,8 +72,8 @@ def _robustness_figures(out: Path, study: Study, plan: Plan, info: StudyInfo) ->
         path = out / layout.FIGURES / f"{names.safe_name(comparison.name)}-robustness"
         if any(levels.values()):
             seeds = f", mean and 95% band over {len(plan.replicates)} seeds" if len(plan.replicates) > 1 else ""
-            plots.robustness(path, levels, f"{study.name}: {comparison.name} under shift{seeds}",
-                             FIGURE_NOTE if info.synthetic_data else "")
+            drawings.add(plots.robustness, path, levels, f"{study.name}: {comparison.name} under shift{seeds}",
+                         FIGURE_NOTE if info.synthetic_data else "")
         else:
             for suffix in plots.FORMATS:
                 path.with_name(path.name + suffix).unlink(missing_ok=True)

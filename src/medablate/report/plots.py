@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
 from medablate.core import atomic  # noqa: E402
+from medablate.core.children import Mapper, in_turn  # noqa: E402
 from medablate.errors import UserError  # noqa: E402
 
 History = Sequence[dict[str, float]]
@@ -52,6 +53,24 @@ def save(fig, path: Path) -> None:
         for suffix in set(FORMATS) - set(formats):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
     plt.close(fig)
+
+
+class Drawings(list[tuple[Any, tuple[Any, ...]]]):
+    """Figures decided now and drawn together: one after another, or (a study with spare cores) by its helper
+    processes at once. Each is a plots function and its arguments, all picklable."""
+
+    def add(self, function: Any, *args: Any) -> None:
+        self.append((function, args))
+
+    def draw(self, mapper: Mapper = in_turn) -> None:
+        """Draw them all (the slowest first, so a pool ends sooner), then forget them."""
+        mapper(_draw_one, sorted(self, key=lambda job: job[0] is not outcome_strips))
+        self.clear()
+
+
+def _draw_one(job: tuple[Any, tuple[Any, ...]]) -> None:
+    function, args = job
+    function(*args)
 
 
 def _column(history: History, key: str) -> list[float]:

@@ -13,6 +13,7 @@ from medablate.analysis.outcomes import BY_KEY, scaled
 from medablate.analysis.transfer import gap_rows, gap_warnings
 from medablate.config.schema import Study, flatten, to_plain
 from medablate.core import atomic, faults, names
+from medablate.core.children import Mapper, in_turn
 from medablate.data.sources.phantom import FIGURE_NOTE
 from medablate.execute.plan import Plan, Trial, level_label, load_study_folder, reference_trial
 from medablate.folder import layout, rundir
@@ -231,10 +232,11 @@ def _mean_ci(outcome: Any, mean: float, low: float, high: float) -> str:
     return f"{scaled(outcome, mean):.{digits}f}{spread}"
 
 
-def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
-                 test_set: str, synthetic: bool = False) -> tuple[list[Block], EvaluationReport | None]:
+def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan, test_set: str, drawings: plots.Drawings,
+                 synthetic: bool = False) -> tuple[list[Block], EvaluationReport | None]:
     """The best trial over all its finished seeds: curves with a band, ROC with a band and the published
-    references, the seed ensemble's metrics and confusion matrix (one seed's when it has only one)."""
+    references, the seed ensemble's metrics and confusion matrix (one seed's when it has only one); its figures
+    are added to `drawings`."""
     blocks: list[Block] = [Heading(2, "Best trial", "best-trial")]
     run_dirs = [d for d in (plan.run_dirs(out, trial) if trial else []) if rundir.run_status(d) == "done"]
     if trial is None or not run_dirs:
@@ -252,8 +254,8 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
     note = FIGURE_NOTE if synthetic else ""
     histories = [rundir.read_history(d) for d in run_dirs]
     if any(histories):
-        plots.overlay(out / f"{stem}-curves", {trial.id: histories}, f"best trial {trial.id}: {len(run_dirs)} seed(s)",
-                      note)
+        drawings.add(plots.overlay, out / f"{stem}-curves", {trial.id: histories},
+                     f"best trial {trial.id}: {len(run_dirs)} seed(s)", note)
         blocks.append(Figure(Path(f"{stem}-curves"), "Accuracy and loss per epoch: validation solid (mean with 95% "
                                                      "band over seeds), train dotted."))
     blocks += _metric_tables(evaluation)
@@ -264,8 +266,8 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
     # published results are of real patients: never drawn beside results on synthetic images
     points = [] if synthetic else [(r.name, r.metrics["sensitivity"], r.metrics["specificity"]) for r in marked]
     if any(per_split.values()):
-        plots.roc_band(out / f"{stem}-roc", {k: v for k, v in per_split.items() if v},
-                       f"best trial {trial.id}: ROC over seeds", points, note)
+        drawings.add(plots.roc_band, out / f"{stem}-roc", {k: v for k, v in per_split.items() if v},
+                     f"best trial {trial.id}: ROC over seeds", points, note)
         if points:
             caption = (f"; markers: published references ({', '.join(name for name, _, _ in points)}), measured on "
                        f"{', '.join(sorted({r.test_set for r in marked}))}; this study's test set: {test_set}")
@@ -280,8 +282,8 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
     if section:
         scores = section.at_threshold or section.at_rule
         names = _class_names(metrics) or ["0", "1"]
-        plots.confusion(out / f"{stem}-confusion", scores.confusion_matrix, names,
-                        f"{shown} confusion matrix ({'ensemble' if ensemble else run_dirs[0].name})", note)
+        drawings.add(plots.confusion, out / f"{stem}-confusion", scores.confusion_matrix, names,
+                     f"{shown} confusion matrix ({'ensemble' if ensemble else run_dirs[0].name})", note)
         blocks.append(Figure(Path(f"{stem}-confusion"), f"Confusion matrix on {shown} (rows: true class), "
                                                         f"{'seed ensemble' if ensemble else 'one seed'}."))
     if evaluation and evaluation.test:
@@ -291,8 +293,8 @@ def best_section(out: Path, study: Study, trial: Trial | None, plan: Plan,
                    Table(["metric", "rule", "validation", "test", "test 95% CI"], gap_rows(evaluation))]
         curves = {s: per_split[s][0] for s in ("val", "test") if per_split.get(s)}
         if curves:
-            plots.reliability(out / f"{stem}-reliability", curves, f"best trial {trial.id}: calibration (first seed)",
-                              note=note)
+            drawings.add(plots.reliability, out / f"{stem}-reliability", curves,
+                         f"best trial {trial.id}: calibration (first seed)", 10, note)
             blocks.append(Figure(Path(f"{stem}-reliability"), "Reliability: observed frequency of the positive class "
                                                               "per bin of predicted probability (first seed)."))
     examples = rundir.read_examples(run_dirs[0])
@@ -406,15 +408,18 @@ def methods_links(out: Path) -> list[Block]:
             Items([layout.METHODS_MD, layout.TABLES_TEX])]
 
 
-def build_report(out: Path, analysis: Analysis | None = None) -> tuple[Path, Path]:
-    """Write report.html and report.md; pass the analysis when the caller has just computed it."""
+def build_report(out: Path, analysis: Analysis | None = None, mapper: Mapper = in_turn) -> tuple[Path, Path]:
+    """Write report.html and report.md; pass the analysis when the caller has just computed it (and a study's
+    helper processes as `mapper`, to draw the best trial's figures at once)."""
     out = Path(out)
     study, plan, info = load_study_folder(out)
     analysis = analysis or analyse(out)
     results = _read_csv(out / rundir.RESULTS_CSV)
     trial = best_trial(plan, analysis)
     test_set = test_set_words(info, study)
-    best_blocks, best_eval = best_section(out, study, trial, plan, test_set, info.synthetic_data)
+    drawings = plots.Drawings()
+    best_blocks, best_eval = best_section(out, study, trial, plan, test_set, drawings, info.synthetic_data)
+    drawings.draw(mapper)
     found = warnings(out, info, study, plan, results, best_eval) + transfer_warnings(out, plan)
     blocks: list[Block] = [Heading(1, f"medablate study: {study.name}")]
     blocks += summary_section(out, info, plan, results, found)

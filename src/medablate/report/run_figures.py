@@ -1,15 +1,19 @@
-"""A run's own figures and example images, drawn from its folder once the runs are trained, never on the
-training path: curves.png, roc.png, pr.png, reliability.png, confusion.png and examples/ with examples.json.
+"""A run's own figures and example images, drawn from its folder, never on the training path: curves.png, roc.png,
+pr.png, reliability.png, confusion.png and examples/ with examples.json.
 
 figures.json records the metrics.json they were drawn from, so a rerun draws only what is missing or stale (a
 run re-evaluated with another threshold, or one whose drawing a kill cut short). Several runs are drawn in
-parallel by spawned processes, one torch thread each.
+parallel by spawned processes, one torch thread each: once the runs are trained, or (a study with spare cores,
+such as one training on a GPU) by its helper processes while the next runs train, each as soon as the process
+that trained it has let it go.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +21,7 @@ from medablate.core import faults
 from medablate.core.children import process_pool
 from medablate.data.sources.phantom import FIGURE_NOTE
 from medablate.execute.prepare import RunContext, data_note
-from medablate.folder import layout, rundir
+from medablate.folder import claims, layout, rundir
 from medablate.folder.records import EvaluationReport, FiguresRecord, RunRecord
 from medablate.inspect.predict import write_examples
 from medablate.report import plots
@@ -82,7 +86,8 @@ def trial_figures(run_dir: Path, metrics: RunRecord, evaluation: EvaluationRepor
     plots.confusion(run_dir / layout.CONFUSION_PNG, scores.confusion_matrix, names, f"{shown}, {rule}", note)
 
 
-def _start(tests: dict[int, ImageSet | None], parent: int) -> None:
+def start(tests: dict[int, ImageSet | None], parent: int) -> None:
+    """A drawing process's initializer: the study's test images (for the runs' examples), one torch thread."""
     global _tests
     import torch
 
@@ -97,27 +102,96 @@ SPAWN_SECONDS, SECONDS_PER_RUN = 8.0, 2.0
 PROCESSES_VARIABLE = "MEDABLATE_FIGURE_PROCESSES"  # a number of drawing processes, to override that choice
 
 
+def forced_processes() -> int | None:
+    """The number of drawing processes $MEDABLATE_FIGURE_PROCESSES asks for (None where it is unset)."""
+    forced = os.environ.get(PROCESSES_VARIABLE, "").strip()
+    return int(forced) if forced.isdigit() else None
+
+
 def pool_size(runs: int, cores: int) -> int:
     """How many processes should draw `runs` runs' figures on `cores` cores: 1 (here) unless a pool is quicker."""
-    forced = os.environ.get(PROCESSES_VARIABLE, "").strip()
-    if forced.isdigit() and int(forced) > 0:
-        return int(forced)
+    forced = forced_processes()
+    if forced:
+        return forced
     saved = runs * SECONDS_PER_RUN * (1 - 1 / max(1, cores))
     return cores if saved > SPAWN_SECONDS else 1
 
 
 def draw_all(runs: list[tuple[Path, str, int]], note: str, tests: dict[int, ImageSet | None],
-             processes: int = 1) -> int:
+             processes: int = 1, helpers: Helpers | None = None) -> int:
     """Draw every run of (folder, title, image size) whose figures are not current, its examples from `tests` at its
-    size; how many were drawn. With processes > 1 they are drawn in up to that many spawned processes when that is
-    quicker (pool_size; the caller's script must guard its entry point, as for any spawned process)."""
+    size; how many were drawn. By a study's helpers where given, else, with processes > 1, in up to that many
+    spawned processes when that is quicker (pool_size; the caller's script must guard its entry point, as for any
+    spawned process)."""
     todo = [(d, t, s) for d, t, s in runs if not current(d)]
+    if helpers is not None:
+        for future in [helpers.draw(d, t, note, s, tests) for d, t, s in todo]:
+            future.result()
+        return len(todo)
     processes = pool_size(len(todo), processes) if processes > 1 else 1
     if processes <= 1 or len(todo) <= 1:
         for run_dir, title, size in todo:
             draw(run_dir, title, note, tests.get(size))
         return len(todo)
-    with process_pool(min(processes, len(todo)), _start, (tests, os.getpid()), grace=1.0) as pool:
+    with process_pool(min(processes, len(todo)), start, (tests, os.getpid()), grace=1.0) as pool:
         for future in [pool.submit(draw, d, t, note, None, s) for d, t, s in todo]:
             future.result()
     return len(todo)
+
+
+class Helpers:
+    """A study's helper processes (a pool started with `start`, the study's test images at `size` in each): they draw
+    each run's figures while the runs train (`watch`), then the rest, the analysis's ensembles and figures."""
+
+    def __init__(self, pool: ProcessPoolExecutor, size: int) -> None:
+        self.pool, self.size = pool, size
+
+    @staticmethod
+    def initargs(test: ImageSet | None, size: int) -> tuple[dict[int, ImageSet | None], int]:
+        """The pool's initializer arguments (`start`): the test images at the study's size, and this process."""
+        return {size: test}, os.getpid()
+
+    def draw(self, run_dir: Path, title: str, note: str, size: int, tests: dict[int, ImageSet | None]) -> Future:
+        """One run's figures; its examples from the helper's own copy of the test images where the size is the
+        study's, else from `tests` (sent along)."""
+        return self.pool.submit(draw, run_dir, title, note, None if size == self.size else tests.get(size), size)
+
+    def watch(self, runs: list[tuple[Path, str, int]], note: str) -> Watcher:
+        return Watcher(self, runs, note)
+
+
+class Watcher:
+    """While the runs train: a thread that hands each run whose record is written and whose claim is released
+    (every file of it is final) to the helpers, at most once. Leaving it waits for what it handed over."""
+
+    SECONDS = 1.0
+
+    def __init__(self, helpers: Helpers, runs: list[tuple[Path, str, int]], note: str) -> None:
+        self.helpers, self.runs, self.note = helpers, [r for r in runs if r[2] == helpers.size], note
+        self.handed: dict[Path, Future] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="medablate-run-figures")
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *failed: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if failed[0] is None:
+            for future in self.handed.values():
+                future.result()  # a drawing's error surfaces here, as it would after the runs
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.SECONDS):
+            self.hand_over()
+
+    def hand_over(self) -> None:
+        for run_dir, title, size in self.runs:
+            if run_dir in self.handed or self._stop.is_set():
+                continue
+            if not (run_dir / rundir.METRICS_JSON).exists() or claims.holder(run_dir) is not None:
+                continue
+            if rundir.finished_metrics(run_dir) is not None and not current(run_dir):
+                self.handed[run_dir] = self.helpers.draw(run_dir, title, self.note, size, {})

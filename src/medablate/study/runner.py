@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from rich.markup import escape
 
 from medablate.analysis.compare import Analysis
 from medablate.config.schema import Study, to_plain
-from medablate.core import atomic, provenance
+from medablate.core import atomic, children, provenance
 from medablate.data.sources.image_folder import INTENSITY
 from medablate.data.sources.phantom import FIGURE_NOTE
 from medablate.data.split import (
@@ -49,6 +51,8 @@ from medablate.report import run_figures
 from medablate.report.outputs import write_outputs
 from medablate.report.report import build_report
 from medablate.train.engine import configure_threads, resolve_device, usable_cores
+
+HELPERS = 6  # at most this many helper processes draw beside the runs
 
 
 class StudyRunner:
@@ -169,23 +173,26 @@ class StudyRunner:
                        self.background, self.show_progress, self.ray_address, self.ray_resources, self.elsewhere,
                        self.detach, run_figures.draw_in_task)
         name = self.executor if self.executor != "local" else "workers" if self.workers > 1 else "local"
-        statuses = executor(name)(job, context)
-        timing["runs"] = time.perf_counter() - started - timing["setup"]
-        if self.detach:
-            info.status, info.executor = "submitted", self.executor
+        with self.helpers(job, context) as helpers:
+            with helpers.watch(self.run_figure_list(), self._figure_note()) if helpers else nullcontext():
+                statuses = executor(name)(job, context)
+            timing["runs"] = time.perf_counter() - started - timing["setup"]
+            if self.detach:
+                info.status, info.executor = "submitted", self.executor
+                rundir.write_study_info(self.out, info)
+                return 0
+            self.draw_run_figures(context, helpers)
+            mlflow_log.log_artifacts(self.out, self.study, self.plan)
+            timing["figures"] = time.perf_counter() - started - sum(timing.values())
+            mapper = children.mapper_of(helpers.pool if helpers else None)
+            self.write_outputs(mapper)
+            timing["analysis"] = time.perf_counter() - started - sum(timing.values())
+            now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
+            info.status = "finished" if all(s in rundir.FINISHED for s in now) else "incomplete"
+            info.finished, info.seconds_this_invocation = _now(), round(time.perf_counter() - started, 1)
+            info.workers, info.executor = job.workers, self.executor  # fewer where fewer groups were left
             rundir.write_study_info(self.out, info)
-            return 0
-        self.draw_run_figures(context)
-        mlflow_log.log_artifacts(self.out, self.study, self.plan)
-        timing["figures"] = time.perf_counter() - started - sum(timing.values())
-        self.write_outputs()
-        timing["analysis"] = time.perf_counter() - started - sum(timing.values())
-        now = [rundir.run_status(rundir.trial_dir(self.out, r.id)) for r in self.plan.runs]  # other processes' too
-        info.status = "finished" if all(s in rundir.FINISHED for s in now) else "incomplete"
-        info.finished, info.seconds_this_invocation = _now(), round(time.perf_counter() - started, 1)
-        info.workers, info.executor = job.workers, self.executor  # fewer where fewer groups were left
-        rundir.write_study_info(self.out, info)
-        build_report(self.out, self.analysis)
+            build_report(self.out, self.analysis, mapper)
         timing["report"] = time.perf_counter() - started - sum(timing.values())
         info.timing_seconds = {k: round(v, 3) for k, v in timing.items()}  # setup, runs, analysis, report
         rundir.write_study_info(self.out, info)
@@ -214,23 +221,47 @@ class StudyRunner:
         if changed:
             raise UserError(changed_config_message(self.out, changed))
 
-    def draw_run_figures(self, context: RunContext) -> None:
-        """Each run's own figures and examples, drawn after training (in parallel processes from the CLI)."""
-        runs = [(rundir.trial_dir(self.out, r.id), f"{self.study.name}: {r.id}", r.trial.config.image_size)
+    @contextmanager
+    def helpers(self, job: StudyJob, context: RunContext) -> Iterator[run_figures.Helpers | None]:
+        """Processes that draw each run's figures while the next runs train, then the analysis's ensembles and
+        figures at once: as many as the cores the training leaves free (a run on a GPU keeps one core busy, a run on
+        the CPU its torch threads), at most 6, where at least 2 are free (a start costs seconds of a core), or as
+        many as $MEDABLATE_FIGURE_PROCESSES says; none from a library caller (no spawning) or where the runs train
+        elsewhere (Ray, Slurm). Each starts with the study's test images, for the runs' examples."""
+        busy = job.workers if context.device.type == "cuda" else job.workers * max(1, job.threads // job.workers)
+        free, forced = usable_cores() - busy, run_figures.forced_processes()
+        count = forced if forced is not None else min(HELPERS, free) if free >= 2 else 0
+        count = count if self.background and self.executor == "local" else 0
+        if count < 1:
+            yield None
+            return
+        size = self.study.data.image_size
+        with children.process_pool(count, run_figures.start, run_figures.Helpers.initargs(context.data.test, size),
+                                   grace=1.0) as pool:
+            yield run_figures.Helpers(pool, size)
+
+    def run_figure_list(self) -> list[tuple[Path, str, int]]:
+        """Each run's (folder, figure title, image size)."""
+        return [(rundir.trial_dir(self.out, r.id), f"{self.study.name}: {r.id}", r.trial.config.image_size)
                 for r in self.plan.runs]
+
+    def draw_run_figures(self, context: RunContext, helpers: run_figures.Helpers | None = None) -> None:
+        """Each run's own figures and examples not drawn yet (by the helpers, else in parallel processes from the
+        CLI where that is quicker)."""
+        runs = self.run_figure_list()
         cores = usable_cores()
         with self.console.status("Drawing each run's figures and examples..."):
             tests = {size: context.at_size(size).data.test for size in sorted({s for _, _, s in runs})}
-            run_figures.draw_all(runs, self._figure_note(), tests, cores if self.background else 1)
+            run_figures.draw_all(runs, self._figure_note(), tests, cores if self.background else 1, helpers)
 
     def _figure_note(self) -> str:
         return FIGURE_NOTE if self.data_note == "synthetic phantom" else ""
 
     # -------------------------------------------------------------- outputs
 
-    def write_outputs(self) -> None:
+    def write_outputs(self, mapper: children.Mapper = children.in_turn) -> None:
         """Everything after training, from the run folder alone (the same as `medablate compare`)."""
-        analysis = self.analysis = write_outputs(self.out)
+        analysis = self.analysis = write_outputs(self.out, mapper)
         for comparison, texts in analysis.sentences.items():
             self.console.print(f"[bold]{escape(comparison)}[/]")
             for text in texts:
