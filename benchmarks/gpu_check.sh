@@ -3,15 +3,19 @@
 # and prints as it goes, so a part cut short still says how far it got (and the next part runs).
 #   bash benchmarks/gpu_check.sh
 # 0. fused seeds vs one after another: the course MLP's 5 seeds, seconds per epoch and the loss differences;
-# 1. the 30-run course study (5 seeds x 6 trials x 40 epochs), each trial's 5 seeds fused (training.fuse_seeds
-#    auto, on a GPU): wall time and phases (target: 60 s including figures, analysis and report);
+# 1a. the course study's phantom drawn once into the decode cache (the studies after it read it: setup 3 s at most);
+# 1b. the 30-run course study (5 seeds x 6 trials x 40 epochs), each trial's 5 seeds fused (training.fuse_seeds
+#    auto, on a GPU), the 6 fused groups side by side (--workers auto), the runs' figures drawn by helper processes
+#    while they train: wall time and phases (target: 60 s including figures, analysis and report; every phase at
+#    most as long as the runs phase);
 # 2. the course notebook's own loop vs medablate's Trainer, seconds per epoch on this card;
 # 3. the pneumonia-cnn recipe's base trial (128 px, 3724 phantom training images, 30 epochs): 1 seed, then 3 seeds
-#    (target: 3 seeds, fused, in at most 1.5x the wall time of one);
+#    side by side, a worker each (--workers auto; convolutional seeds measured no faster fused) (target: 3 seeds in
+#    at most 1.5x the wall time of one);
 # 4. a 3-seed recipe study of 2 architectures (cnn vs MONAI resnet18, 5 epochs).
 # Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
 # --find-links WHEELS -e . first). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit;
-# GPU_CHECK_PARTS="3b 4" runs only those parts.
+# GPU_CHECK_PARTS="3b 4" runs only those parts ("1a 1b": part 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -77,13 +81,16 @@ print('GPU:', torch.cuda.get_device_name(0) if '$DEVICE' == 'cuda' else 'none (G
       '| torch', torch.__version__, '| CPU cores', __import__('os').cpu_count())" || exit 1
 part "0. fused seeds vs one after another, course MLP, 5 seeds x 4 epochs" 45 \
     "$PY" benchmarks/fusion_time.py --device "$DEVICE" --epochs 4
-part "1. course study, 5 seeds = 30 runs, 40 epochs, seeds fused (target 60 s)" 110 \
-    "$PY" benchmarks/study_time.py --epochs 40 --seeds 5 --configs sequential
+part "1a. the course study's phantom, drawn once into the decode cache (later studies read it)" 30 \
+    "$PY" -c "import time; from medablate.data.sources import phantom; t = time.perf_counter(); \
+phantom.generate(1000, 256, 0); phantom.generate(200, 256, 1); print(f'   {time.perf_counter() - t:.1f} s')"
+part "1b. course study, 5 seeds = 30 runs, 40 epochs, seeds fused, --workers auto (target 60 s)" 110 \
+    "$PY" benchmarks/study_time.py --epochs 40 --seeds 5 --configs auto
 part "2. seconds per epoch, the notebook's loop vs medablate's" 40 \
     "$PY" benchmarks/epoch_time.py --device "$DEVICE" --epochs 5
 part "3a. recipe base trial, 1 seed, 30 epochs" 70 recipe "$OUT/recipe-1" "[0]" 30 --set "comparisons=[]"
-part "3b. recipe base trial, 3 seeds, 30 epochs (target: at most 1.5x 3a)" 80 \
-    recipe "$OUT/recipe-3" "[0,1,2]" 30 --set "comparisons=[]"
-part "4. recipe study, 3 seeds x (cnn vs resnet18), 5 epochs" 55 recipe "$OUT/recipe-arch" "[0,1,2]" 5 \
+part "3b. recipe base trial, 3 seeds side by side (--workers auto), 30 epochs (target: at most 1.5x 3a)" 80 \
+    recipe "$OUT/recipe-3" "[0,1,2]" 30 --set "comparisons=[]" --workers auto
+part "4. recipe study, 3 seeds x (cnn vs resnet18), 5 epochs, --workers auto" 55 recipe "$OUT/recipe-arch" "[0,1,2]" 5 \
     --set "comparisons=[{name: architecture, vary: {model: [{name: cnn}, {name: resnet18}]}}]"
 echo "== done in $((SECONDS - started)) s; folders under $OUT"

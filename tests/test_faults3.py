@@ -229,7 +229,9 @@ def test_workers_beyond_the_cores_are_capped_with_a_note(capsys: pytest.CaptureF
 
 def test_a_worker_that_dies_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     """The parent says what happened in one paragraph (exit 2). A worker that CPython's broken pool stops while it
-    is still importing may print its own traceback, under its process name; the parent prints none."""
+    is still importing may print its own traceback, under its process name, or as an "Exception ignored in" an
+    import lock's callback (the SIGTERM landed there; seen under load); the parent, which no signal reaches here,
+    prints none."""
     study = write_study(tmp_path, training={"epochs": 2})
     env = dict(os.environ, MEDABLATE_KILL_AT="batch@3")
     result = subprocess.run([sys.executable, "-m", "medablate.cli", "run", str(study), "--out", str(tmp_path / "out"),
@@ -237,7 +239,8 @@ def test_a_worker_that_dies_is_a_message_not_a_traceback(tmp_path: Path) -> None
     assert result.returncode in (0, 2), result.stderr
     lines = result.stderr.splitlines()
     parents_tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback")
-                          and not (i and lines[i - 1].rstrip().endswith(":") and "Process-" in lines[i - 1])]
+                          and not (i and lines[i - 1].rstrip().endswith(":") and "Process-" in lines[i - 1])
+                          and not (i and "Exception ignored in" in lines[i - 1])]
     assert parents_tracebacks == [], result.stderr
     if result.returncode == 2:
         assert "worker process died" in " ".join(result.stderr.split())
