@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -140,16 +142,18 @@ def draw_all(runs: list[tuple[Path, str, int]], note: str, tests: dict[int, Imag
 
 
 class Helpers:
-    """A study's helper processes (a pool started with `start`, the study's test images at `size` in each): they draw
-    each run's figures while the runs train (`watch`), then the rest, the analysis's ensembles and figures."""
+    """A study's helper processes, each holding the study's test images at its image size: they draw each run's
+    figures while the runs train (`watch`), then the rest, the analysis's ensembles and figures (`pool`)."""
 
     def __init__(self, pool: ProcessPoolExecutor, size: int) -> None:
         self.pool, self.size = pool, size
 
-    @staticmethod
-    def initargs(test: ImageSet | None, size: int) -> tuple[dict[int, ImageSet | None], int]:
-        """The pool's initializer arguments (`start`): the test images at the study's size, and this process."""
-        return {size: test}, os.getpid()
+    @classmethod
+    @contextmanager
+    def started(cls, count: int, test: ImageSet | None, size: int) -> Iterator[Helpers]:
+        """`count` helpers for as long as the block runs (stopped at once when it fails)."""
+        with process_pool(count, start, ({size: test}, os.getpid()), grace=1.0) as pool:
+            yield cls(pool, size)
 
     def draw(self, run_dir: Path, title: str, note: str, size: int, tests: dict[int, ImageSet | None]) -> Future:
         """One run's figures; its examples from the helper's own copy of the test images where the size is the

@@ -235,10 +235,8 @@ class StudyRunner:
         if count < 1:
             yield None
             return
-        size = self.study.data.image_size
-        with children.process_pool(count, run_figures.start, run_figures.Helpers.initargs(context.data.test, size),
-                                   grace=1.0) as pool:
-            yield run_figures.Helpers(pool, size)
+        with run_figures.Helpers.started(count, context.data.test, self.study.data.image_size) as helpers:
+            yield helpers
 
     def run_figure_list(self) -> list[tuple[Path, str, int]]:
         """Each run's (folder, figure title, image size)."""
