@@ -3,6 +3,7 @@
 # and prints as it goes, so a part cut short still says how far it got (and the next part runs).
 #   bash benchmarks/gpu_check.sh
 # 0. fused seeds vs one after another: the course MLP's 5 seeds, seconds per epoch and the loss differences;
+# 0b. a fused step of those 5 seeds: milliseconds, and the operators and kernel launches it makes from Python;
 # 1a. the course study's phantom drawn once into the decode cache (the studies after it read it: setup 3 s at most);
 # 1b. the 30-run course study (5 seeds x 6 trials x 40 epochs), each trial's 5 seeds fused (training.fuse_seeds
 #    auto, on a GPU), the 6 fused groups side by side (--workers auto), the runs' figures drawn by helper processes
@@ -79,18 +80,20 @@ export PY DEVICE
 "$PY" -c "import torch; assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA GPU visible to torch'; \
 print('GPU:', torch.cuda.get_device_name(0) if '$DEVICE' == 'cuda' else 'none (GPU_CHECK_DEVICE=cpu)', \
       '| torch', torch.__version__, '| CPU cores', __import__('os').cpu_count())" || exit 1
-part "0. fused seeds vs one after another, course MLP, 5 seeds x 4 epochs" 45 \
+part "0. fused seeds vs one after another, course MLP, 5 seeds x 4 epochs" 30 \
     "$PY" benchmarks/fusion_time.py --device "$DEVICE" --epochs 4
-part "1a. the course study's phantom, drawn once into the decode cache (later studies read it)" 30 \
+part "0b. a fused step of the course MLP's 5 seeds: milliseconds, operators and kernel launches" 20 \
+    "$PY" benchmarks/fusion_profile.py --device "$DEVICE"
+part "1a. the course study's phantom, drawn once into the decode cache (later studies read it)" 15 \
     "$PY" -c "import time; from medablate.data.sources import phantom; t = time.perf_counter(); \
 phantom.generate(1000, 256, 0); phantom.generate(200, 256, 1); print(f'   {time.perf_counter() - t:.1f} s')"
-part "1b. course study, 5 seeds = 30 runs, 40 epochs, seeds fused, --workers auto (target 60 s)" 110 \
+part "1b. course study, 5 seeds = 30 runs, 40 epochs, seeds fused, --workers auto (target 60 s)" 90 \
     "$PY" benchmarks/study_time.py --epochs 40 --seeds 5 --configs auto
-part "2. seconds per epoch, the notebook's loop vs medablate's" 40 \
+part "2. seconds per epoch, the notebook's loop vs medablate's" 30 \
     "$PY" benchmarks/epoch_time.py --device "$DEVICE" --epochs 5
-part "3a. recipe base trial, 1 seed, 30 epochs" 70 recipe "$OUT/recipe-1" "[0]" 30 --set "comparisons=[]"
-part "3b. recipe base trial, 3 seeds side by side (--workers auto), 30 epochs (target: at most 1.5x 3a)" 80 \
+part "3a. recipe base trial, 1 seed, 30 epochs" 65 recipe "$OUT/recipe-1" "[0]" 30 --set "comparisons=[]"
+part "3b. recipe base trial, 3 seeds side by side (--workers auto), 30 epochs (target: at most 1.5x 3a)" 70 \
     recipe "$OUT/recipe-3" "[0,1,2]" 30 --set "comparisons=[]" --workers auto
-part "4. recipe study, 3 seeds x (cnn vs resnet18), 5 epochs, --workers auto" 55 recipe "$OUT/recipe-arch" "[0,1,2]" 5 \
+part "4. recipe study, 3 seeds x (cnn vs resnet18), 5 epochs, --workers auto" 40 recipe "$OUT/recipe-arch" "[0,1,2]" 5 \
     --set "comparisons=[{name: architecture, vary: {model: [{name: cnn}, {name: resnet18}]}}]"
 echo "== done in $((SECONDS - started)) s; folders under $OUT"

@@ -22,7 +22,16 @@ import torch
 from conftest import medablate, write_study
 from medablate.config.schema import TrialConfig
 from medablate.train.engine import FitResult, Split, Trainer
-from medablate.train.fusion import FusedGroup, RngSlot, mask_shapes, unfusable
+from medablate.train.fusion import (
+    ELEMENTWISE_OPTIMIZERS,
+    FusedGroup,
+    RngSlot,
+    StackedSteps,
+    mask_shapes,
+    plain_kernels,
+    unfusable,
+)
+from medablate.train.optim import build_optimizer
 from medablate.train.tasks import make_task
 from test_engine import CPU, _Stop, _stop_after, splits
 from test_resume import command
@@ -128,6 +137,74 @@ def test_a_fused_group_stopped_between_its_seeds_checkpoints_resumes_identically
             assert losses(fit.history) == pytest.approx(losses(full.history), abs=5e-4)
         else:
             assert without_seconds(fit.history) == without_seconds(full.history)
+
+
+def test_a_plain_fused_group_stopped_between_its_seeds_checkpoints_resumes_identically(tmp_path: Path) -> None:
+    """Without mixup, the loss is one vmapped loss over every place and the group's steps one stacked step: a rerun
+    whose seeds behind step alone (their losses at their own places) gives the uninterrupted run's numbers, exactly."""
+    train, val = splits()
+    config = config_of({"hidden": [16], "dropout": [0.2]}, epochs=4, label_smoothing=0.1,
+                       scheduler="CosineAnnealingLR")
+    clean = fused(tmp_path / "clean", config, train, val)
+    with pytest.raises(_Stop):
+        fused(tmp_path / "cut", config, train, val, stop_member=0, stop_after=2)
+    resumed = fused(tmp_path / "cut", config, train, val)
+    for fit, full in zip(resumed, clean, strict=True):
+        assert without_seconds(fit.history) == without_seconds(full.history)
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE_OPTIMIZERS))
+def test_stacked_steps_give_each_seed_its_own_steps_numbers(name: str) -> None:
+    """One step over stacked weights equals each seed's own optimizer step, bit for bit, through every change of
+    hands: stacked from fresh state, a seed's learning rate cut (each steps alone), rates equal again (stacked from
+    the seeds' states), and the seeds' state dicts (what their checkpoints save) equal those of seeds alone."""
+    kwargs = {"SGD": {"momentum": 0.9, "weight_decay": 1e-2}, "RMSprop": {"momentum": 0.5}}.get(name, {})
+    config = TrialConfig.model_validate({"training": {"optimizer": {"name": name, "lr": 0.05, **kwargs}}})
+    torch.manual_seed(0)
+    shapes = [(6, 4), (6,), (3, 2, 2)]
+    start = [[torch.randn(s) for s in shapes] for _ in SEEDS]
+    grads = [[[torch.randn(s) for s in shapes] for _ in SEEDS] for _ in range(6)]
+    rates = [0.05, 0.05, "cut", "cut", 0.05, 0.05]  # "cut": the second seed's rate halved
+
+    alone = [[torch.nn.Parameter(w.clone()) for w in ws] for ws in start]
+    own = [build_optimizer(config.training.optimizer, ps) for ps in alone]
+    plain_kernels(own)  # as a fused group's seeds step on a CPU
+    stacked = [torch.stack([start[k][i] for k in range(len(SEEDS))]).requires_grad_() for i in range(len(shapes))]
+    views = [[torch.nn.Parameter(torch.empty(0)) for _ in shapes] for _ in SEEDS]
+    for k, ps in enumerate(views):
+        for i, p in enumerate(ps):
+            p.data = stacked[i].data[k]
+    theirs = [build_optimizer(config.training.optimizer, ps) for ps in views]
+    steps = StackedSteps.of(stacked, theirs)
+    assert isinstance(steps, StackedSteps)
+    for step, rate in enumerate(rates):
+        for k in range(len(SEEDS)):
+            lr = 0.025 if rate == "cut" and k == 1 else 0.05
+            own[k].param_groups[0]["lr"] = theirs[k].param_groups[0]["lr"] = lr
+            for i, p in enumerate(alone[k]):
+                p.grad = grads[step][k][i].clone()
+            own[k].step()
+        for i, s in enumerate(stacked):
+            s.grad = torch.stack([grads[step][k][i] for k in range(len(SEEDS))])
+        if steps.step():
+            assert rate != "cut"
+        else:
+            assert rate == "cut"
+            steps.alone()
+            for k, ps in enumerate(views):
+                for i, p in enumerate(ps):
+                    p.grad = stacked[i].grad[k]
+                theirs[k].step()
+        if step % 2:  # a checkpoint: what the seeds' optimizers save
+            steps.release()
+            for k in range(len(SEEDS)):
+                assert all(torch.equal(a, b) for a, b in zip(alone[k], views[k], strict=True))
+                mine, reference = theirs[k].state_dict(), own[k].state_dict()
+                assert mine["state"].keys() == reference["state"].keys()
+                for i, state in reference["state"].items():
+                    assert state.keys() == mine["state"][i].keys()
+                    assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(mine["state"][i][key]))
+                               for key, v in state.items()), (step, i, state, mine["state"][i])
 
 
 def test_seeds_that_stop_early_leave_the_group_and_the_others_go_on(tmp_path: Path) -> None:

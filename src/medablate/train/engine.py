@@ -428,11 +428,12 @@ class Trainer:
         return (self.ema.module if self.ema is not None else self.model).state_dict()
 
     def _last_state(self) -> dict[str, Any]:
-        model = self.model.state_dict()
-        if self.shares_weights:  # a view saves its whole storage: every seed of the group
+        model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+        if self.shares_weights:  # a view saves its whole storage (every seed of the group), which the others change
             model = {k: v.clone() for k, v in model.items()}
-        return {"meta": self.meta, "epoch": len(self.history), "model": model,
-                "optimizer": self.optimizer.state_dict(),
+            optimizer["state"] = {i: {k: v.clone() if isinstance(v, torch.Tensor) and v._base is not None else v
+                                      for k, v in state.items()} for i, state in optimizer["state"].items()}
+        return {"meta": self.meta, "epoch": len(self.history), "model": model, "optimizer": optimizer,
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "rng": self._rng_state(), "history": list(self.history), "best": self.checkpoints.state_dict(),
