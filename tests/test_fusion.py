@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,9 +69,10 @@ def config_of(model: dict, **training: object) -> TrialConfig:
 
 
 def fused(folder: Path, config: TrialConfig, train: Split, val: Split, size: int = 16,
-          stop_member: int | None = None, stop_after: int = 0) -> list[FitResult]:
+          stop_member: int | None = None, stop_after: int = 0,
+          on_batch: Callable[[int, int], None] | None = None) -> list[FitResult]:
     """The seeds trained as one fused group, each in folder/seed<N>; stop_member's on_epoch raises _Stop after
-    stop_after epochs (a kill between epochs, the other seeds not yet through theirs)."""
+    stop_after epochs (a kill between epochs, the other seeds not yet through theirs); on_batch: the first seed's."""
     trainers, rngs = [], []
     for seed in SEEDS:
         t = seed_trainer(folder / f"seed{seed}", config, seed, size)
@@ -78,7 +80,7 @@ def fused(folder: Path, config: TrialConfig, train: Split, val: Split, size: int
         trainers.append(t)
         rngs.append(RngSlot(CPU))
     on_epoch = [(_stop_after(stop_after) if k == stop_member else None) for k in range(len(SEEDS))]
-    return FusedGroup(trainers, rngs, [None] * len(SEEDS), on_epoch).fit(train, val)
+    return FusedGroup(trainers, rngs, [on_batch] + [None] * (len(SEEDS) - 1), on_epoch).fit(train, val)
 
 
 def seed_trainer(folder: Path, config: TrialConfig, seed: int, size: int) -> Trainer:
@@ -148,6 +150,36 @@ def test_a_plain_fused_group_stopped_between_its_seeds_checkpoints_resumes_ident
     clean = fused(tmp_path / "clean", config, train, val)
     with pytest.raises(_Stop):
         fused(tmp_path / "cut", config, train, val, stop_member=0, stop_after=2)
+    resumed = fused(tmp_path / "cut", config, train, val)
+    for fit, full in zip(resumed, clean, strict=True):
+        assert without_seconds(fit.history) == without_seconds(full.history)
+
+
+def test_a_fused_group_stopped_mid_epoch_by_sigterm_resumes_identically(tmp_path: Path) -> None:
+    """SIGTERM after a batch of the second epoch: every seed's last.pt records where its epoch stood and its optimizer
+    state, its own (not views of the group's stacked tensors, which a file would hold whole), and the rerun goes on
+    from that batch to the uninterrupted run's numbers."""
+    from medablate import errors
+    from medablate.folder.checkpoint import load_checkpoint
+
+    train, val = splits()
+    config = config_of({"hidden": [16], "dropout": [0.2]}, scheduler="CosineAnnealingLR")
+    clean = fused(tmp_path / "clean", config, train, val)
+    calls: list[int] = []
+
+    def on_batch(done: int, batches: int) -> None:
+        calls.append(done)
+        if len(calls) == batches + 2:  # epoch 2, batch 2: the signal arrives as the batch ends
+            errors.on_signal(signal.SIGTERM, None)
+
+    with pytest.raises(errors.Terminated):
+        fused(tmp_path / "cut", config, train, val, on_batch=on_batch)
+    for seed in SEEDS:
+        last = load_checkpoint(tmp_path / "cut" / f"seed{seed}" / "last.pt")
+        assert last["cut"]["batch"] == 2
+        assert last["cut"]["total_loss"].untyped_storage().nbytes() == 8  # its own number, not the group's rows
+        saved = [v for state in last["optimizer"]["state"].values() for v in state.values()]
+        assert len(saved) > 4 and all(v.untyped_storage().nbytes() == v.nbytes for v in saved)  # nor views of its
     resumed = fused(tmp_path / "cut", config, train, val)
     for fit, full in zip(resumed, clean, strict=True):
         assert without_seconds(fit.history) == without_seconds(full.history)

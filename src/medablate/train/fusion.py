@@ -457,6 +457,7 @@ class FusedGroup:
                         else epoch_permutation(len(train), self.device)
                     member.position = EpochPosition(order, 0, self.totals[member.place], self.corrects[member.place])
                 else:  # resumed mid-epoch: its sums so far go on in the group's rows
+                    member.position.order = member.position.order.to(self.device)  # gathered with the others'
                     self.totals[member.place] = member.position.total_loss
                     self.corrects[member.place] = member.position.correct
                     member.position.total_loss = self.totals[member.place]
