@@ -49,7 +49,7 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     # batches of at most 256 images and about 256 MiB of float32: a 9000x9000 image alone is 324 MiB as floats
     step = max(1, min(256, 2**26 // max(1, int(np.prod(batches.shape[1:])))))
     for start in range(0, len(images), step):
-        batch = torch.from_numpy(np.ascontiguousarray(batches[start:start + step])).float()
+        batch = torch.tensor(batches[start:start + step], dtype=torch.float32)  # a copy: the file may be read-only
         resized = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[start:start + step] = resized.round().clamp(0, 255).to(torch.uint8).numpy()
     return out[:, 0] if grey else out
