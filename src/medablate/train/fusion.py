@@ -261,11 +261,11 @@ class StackedSteps:
         settings = [group_settings(o.param_groups[0]) for o in self.optimizers]
         if any(s != settings[0] for s in settings[1:]) or not (self.valid or self._gather()):
             return False
-        initialised = all(self.optimizer.state.get(p) for p in self.stacked)
+        fresh = [p for p in self.stacked if not self.optimizer.state.get(p)]  # no state yet (or never a gradient)
         self.optimizer.param_groups[0].update({k: v for k, v in self.optimizers[0].param_groups[0].items()
                                                if k != "params"})
         self.optimizer.step()
-        if not initialised:  # the stacked state began at this step: the seeds' is views of it from now on
+        if any(self.optimizer.state.get(p) for p in fresh):  # state began at this step: the seeds' is views of it
             self._bind()
         for optimizer in self.optimizers:
             optimizer._opt_called = True  # type: ignore[attr-defined]  # stepped: no LR scheduler warning
@@ -282,13 +282,17 @@ class StackedSteps:
         """The seeds' step counts brought up to date (before a seed steps alone or its state is saved)."""
         if not self.current:
             return
-        for i, stacked in enumerate(self.stacked):
+        for i, stacked in self._stepped():
             for params, optimizer in zip(self.params, self.optimizers, strict=True):
                 state = optimizer.state[params[i]]
                 for key, value in self.optimizer.state[stacked].items():
                     if not self._per_weight(key, value, stacked):
                         state[key] = value.clone() if isinstance(value, torch.Tensor) else value
         self.current = False
+
+    def _stepped(self) -> list[tuple[int, torch.Tensor]]:
+        """The stacked weights that have optimizer state (one without a gradient yet has none, nor do the seeds')."""
+        return [(i, w) for i, w in enumerate(self.stacked) if self.optimizer.state.get(w)]
 
     def _per_weight(self, key: str, value: object, weight: torch.Tensor) -> bool:
         return key not in SCALAR_STATE and isinstance(value, torch.Tensor) and value.shape == weight.shape
@@ -298,7 +302,7 @@ class StackedSteps:
         merged: dict[torch.Tensor, dict[str, object]] = {}
         for i, stacked in enumerate(self.stacked):
             states = [o.state.get(params[i], {}) for o, params in zip(self.optimizers, self.params, strict=True)]
-            if not any(states):
+            if not any(states):  # no seed has stepped this weight yet (or it never had a gradient)
                 continue
             if any(s.keys() != states[0].keys() for s in states):
                 return False
@@ -311,8 +315,6 @@ class StackedSteps:
                     merged[stacked][key] = value.clone() if isinstance(value, torch.Tensor) else value
                 else:
                     return False
-        if merged and len(merged) != len(self.stacked):
-            return False
         self.optimizer.state.clear()
         self.optimizer.state.update(merged)
         if merged:
@@ -322,7 +324,7 @@ class StackedSteps:
 
     def _bind(self) -> None:
         """Each seed's per-weight state a view of its place in the stacked state."""
-        for i, stacked in enumerate(self.stacked):
+        for i, stacked in self._stepped():
             for k, (params, optimizer) in enumerate(zip(self.params, self.optimizers, strict=True)):
                 state = optimizer.state[params[i]]
                 for key, value in self.optimizer.state[stacked].items():
