@@ -184,11 +184,12 @@ def mask_shapes(model: nn.Module, images: torch.Tensor) -> list[MaskShape]:
 
 
 def draw_masks(shapes: list[MaskShape], device: torch.device) -> list[torch.Tensor]:
-    """Dropout masks from the global RNG, as F.dropout draws them on a CPU."""
+    """Dropout masks from the global RNG, as F.dropout draws them on a CPU (draw_mask's draws, each on its own)."""
     masks = []
     for s in shapes:
-        memory = torch.channels_last if s.channels_last else torch.contiguous_format
-        masks.append(torch.empty(s.shape, device=device, memory_format=memory).bernoulli_(1 - s.p).div_(1 - s.p))
+        mask = torch.empty(s.shape, device=device)
+        draw_mask(mask, s)
+        masks.append(mask.div_(1 - s.p))
     return masks
 
 
