@@ -10,7 +10,9 @@ instead of waiting for their tasks to end.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import logging
 import multiprocessing
 import os
 import pickle
@@ -33,11 +35,34 @@ def in_turn(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     return [function(item) for item in items]
 
 
+Pending = Callable[[], list[Any]]  # waits for a started map's results
+
+
+class PoolMapper:
+    """A Mapper over a pool's processes: the results in order, the first error raised."""
+
+    def __init__(self, pool: ProcessPoolExecutor) -> None:
+        self.pool = pool
+
+    def __call__(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        return self.start(function, items)()
+
+    def start(self, function: Callable[[Any], Any], items: Sequence[Any]) -> Pending:
+        futures = [self.pool.submit(function, item) for item in items]
+        return lambda: [future.result() for future in futures]
+
+
 def mapper_of(pool: ProcessPoolExecutor | None) -> Mapper:
-    """A Mapper over a pool's processes (in_turn without one): the results in order, the first error raised."""
-    if pool is None:
-        return in_turn
-    return lambda function, items: list(pool.map(function, items))
+    """A Mapper over a pool's processes (in_turn without one)."""
+    return in_turn if pool is None else PoolMapper(pool)
+
+
+def start(mapper: Mapper, function: Callable[[Any], Any], items: Sequence[Any]) -> Pending:
+    """Begin a map and return what waits for its results: over a pool's processes the work starts now, while this
+    process goes on with other work; in turn it is done when waited for."""
+    if isinstance(mapper, PoolMapper):
+        return mapper.start(function, items)
+    return lambda: mapper(function, items)
 
 
 def die_with_parent(parent: int | None = None) -> None:
@@ -66,6 +91,20 @@ def _start(parent: int, payload: bytes) -> None:
     initializer, args = pickle.loads(payload)
     if initializer is not None:
         initializer(*args)
+    atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    """A pool's process at its exit, once its threads are joined (Python joins them before its atexit calls, and
+    every task has written its files whole before it returned): flush the output and end, without tearing down the
+    modules. With torch and matplotlib loaded that teardown takes most of a second, which a study would wait for."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed, or no stream
+            pass
+    os._exit(0)
 
 
 @contextmanager
