@@ -94,3 +94,13 @@ def test_multiclass_macro_and_per_class() -> None:
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, d), abs=1e-9)
     assert m["macro_f1"] == pytest.approx(skm.f1_score(y, d, average="macro"), abs=1e-9)
     assert m["per_class"]["b"]["sensitivity"] == pytest.approx(skm.recall_score(y, d, average=None)[1], abs=1e-9)
+
+
+def test_stratified_weights_are_kept_read_only_for_the_same_labels() -> None:
+    y = np.array([0, 1, 1, 0, 1, 0, 0])
+    first = metrics.stratified_weights(y, 30, seed=3)
+    assert metrics.stratified_weights(y.copy(), 30, seed=3) is first  # kept: the same labels, resamples and seed
+    assert not first.flags.writeable  # no caller can change what the next one gets
+    assert np.array_equal(metrics.stratified_weights(y == 1, 30, seed=3), first)  # bool labels: the same classes
+    assert not np.array_equal(metrics.stratified_weights(y, 30, seed=4), first)
+    assert np.all(first[:, y == 1].sum(1) == 3) and np.all(first[:, y == 0].sum(1) == 4)

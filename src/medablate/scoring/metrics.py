@@ -8,6 +8,7 @@ images take a fraction of a second; with unit weights every function reproduces 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -137,12 +138,22 @@ def _mean(values: list[Any]) -> float | None:
 
 
 def stratified_weights(y: np.ndarray, resamples: int, seed: int = 0) -> np.ndarray:
-    """(resamples x images) counts: each resample draws each class's images with replacement, class sizes kept."""
+    """(resamples x images) counts: each resample draws each class's images with replacement, class sizes kept.
+    Read-only: the same labels give the same counts, so the last few are kept for the next call (a study scores
+    every run, and each trial's ensemble, on the same validation and test images)."""
+    y = np.asarray(y)
+    return _stratified_weights(y.tobytes(), y.dtype.str, resamples, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _stratified_weights(labels: bytes, dtype: str, resamples: int, seed: int) -> np.ndarray:
+    y = np.frombuffer(labels, dtype=dtype)
     rng = np.random.default_rng(seed)
     weights = np.zeros((resamples, len(y)))
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
         weights[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=resamples)
+    weights.setflags(write=False)
     return weights
 
 
