@@ -18,8 +18,8 @@ from medablate.analysis import stats
 from medablate.analysis.ensembles import (
     ENSEMBLE_COLUMNS,
     mean_predictions,
+    start_ensembles,
     summary_columns,
-    write_ensembles,
 )
 from medablate.analysis.outcomes import (
     BY_KEY,
@@ -404,26 +404,41 @@ def write_analysis(out: Path, mapper: Mapper = in_turn) -> Analysis:
     """Write results.csv, summary.csv, comparisons.csv and tables.md from the run folder (the figures and the
     methods text are drawn from the Analysis by medablate.report.outputs); the trials' seed ensembles are scored
     over `mapper`."""
-    out = Path(out)
-    study, plan, info = load_study_folder(out)
-    claims.real_folder(out / layout.FIGURES, parent=False)
-    data_note = "synthetic phantom" if info.synthetic_data else str(info.data.source or "")
-    ensembles = write_ensembles(out, study, plan, mapper)
-    result_rows = results.write_results(out, plan, data_note, ensembles)
-    faults.point("analysis")
-    analysis = analyse(out)
-    for row in analysis.summary:
-        row.update(summary_columns(ensembles.get(row["trial"])))
-    columns = ["trial", "comparisons", "seeds", *(["folds"] if plan.folds else [])] + [f"{o.key}_{s}" for o in OUTCOMES
-                                                  for s in ("mean", "sd", "ci_low", "ci_high")] + ENSEMBLE_COLUMNS
-    atomic.write_csv(out / layout.SUMMARY_CSV, analysis.summary, columns)
-    atomic.write_csv(out / layout.COMPARISONS_CSV, analysis.rows, COMPARISON_COLUMNS)
-    comparisons = {c.name: list(c.vary) for c in study.comparisons}
-    base_flat = results.flatten({"model": to_plain(study.model), "training": to_plain(study.training)})
-    results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.notes,
-                         conclusions_section(analysis, len(plan.replicates), bool(plan.folds)))
-    analysis.results = result_rows
-    return analysis
+    return AnalysisSteps(out, mapper).finish()
+
+
+class AnalysisSteps:
+    """write_analysis in two steps, so that a caller can start work that needs only the runs' outcomes (the
+    comparisons' figures) between them: the first starts the seed ensembles (over the mapper's processes, where it
+    has them) and reads every finished run's outcomes; finish() compares, waits for the ensembles and writes."""
+
+    def __init__(self, out: Path, mapper: Mapper = in_turn) -> None:
+        self.out = Path(out)
+        self.study, self.plan, self.info = load_study_folder(self.out)
+        claims.real_folder(self.out / layout.FIGURES, parent=False)  # before a figure or an ensemble is written
+        self.ensembles = start_ensembles(self.out, self.study, self.plan, mapper)
+        self.found, self.missing = collect(self.out, self.study, self.plan)
+
+    def finish(self) -> Analysis:
+        out, study, plan, info = self.out, self.study, self.plan, self.info
+        rows = compare_rows(out, study, plan, self.found)
+        analysis = Analysis(summarise(plan, self.found), rows, sentences(rows), self.missing, self.found)
+        ensembles = self.ensembles()
+        data_note = "synthetic phantom" if info.synthetic_data else str(info.data.source or "")
+        result_rows = results.write_results(out, plan, data_note, ensembles)
+        faults.point("analysis")
+        for row in analysis.summary:
+            row.update(summary_columns(ensembles.get(row["trial"])))
+        columns = ["trial", "comparisons", "seeds", *(["folds"] if plan.folds else [])] + [
+            f"{o.key}_{s}" for o in OUTCOMES for s in ("mean", "sd", "ci_low", "ci_high")] + ENSEMBLE_COLUMNS
+        atomic.write_csv(out / layout.SUMMARY_CSV, analysis.summary, columns)
+        atomic.write_csv(out / layout.COMPARISONS_CSV, analysis.rows, COMPARISON_COLUMNS)
+        comparisons = {c.name: list(c.vary) for c in study.comparisons}
+        base_flat = results.flatten({"model": to_plain(study.model), "training": to_plain(study.training)})
+        results.write_tables(out, plan, study.name, comparisons, base_flat, result_rows, info.notes,
+                             conclusions_section(analysis, len(plan.replicates), bool(plan.folds)))
+        analysis.results = result_rows
+        return analysis
 
 
 def family_sentence(rows: list[dict[str, Any]]) -> str:

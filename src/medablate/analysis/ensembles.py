@@ -10,6 +10,7 @@ DIR/ensembles/<trial>/ (metrics.json, predictions_val_ensemble.csv, predictions_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from medablate.config.schema import Study
+from medablate.core import children
 from medablate.core.children import Mapper, in_turn
 from medablate.execute.plan import Plan, Trial
 from medablate.folder import claims, rundir
@@ -91,8 +93,15 @@ def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> Ensembl
 
 def write_ensembles(out: Path, study: Study, plan: Plan, mapper: Mapper = in_turn) -> dict[str, EnsembleRecord]:
     """Every trial's seed ensemble (trials with fewer than two finished seeds have none), each trial's over mapper."""
-    records = mapper(partial(ensemble_trial, out, study, plan), plan.trials)
-    return {trial.id: record for trial, record in zip(plan.trials, records, strict=True) if record is not None}
+    return start_ensembles(out, study, plan, mapper)()
+
+
+def start_ensembles(out: Path, study: Study, plan: Plan, mapper: Mapper = in_turn
+                    ) -> Callable[[], dict[str, EnsembleRecord]]:
+    """write_ensembles begun (at once where mapper has processes); returns what waits for the records."""
+    pending = children.start(mapper, partial(ensemble_trial, out, study, plan), plan.trials)
+    return lambda: {trial.id: record for trial, record in zip(plan.trials, pending(), strict=True)
+                    if record is not None}
 
 
 def summary_columns(record: EnsembleRecord | None) -> dict[str, Any]:

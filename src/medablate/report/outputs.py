@@ -7,13 +7,13 @@ import math
 from pathlib import Path
 
 from medablate.analysis import robustness
-from medablate.analysis.compare import Analysis, write_analysis
+from medablate.analysis.compare import Analysis, AnalysisSteps, Found
 from medablate.analysis.outcomes import OUTCOMES, scaled
 from medablate.config.schema import Study
 from medablate.core import names
 from medablate.core.children import Mapper, in_turn
 from medablate.data.sources.phantom import FIGURE_NOTE
-from medablate.execute.plan import Plan, Trial, level_label, load_study_folder
+from medablate.execute.plan import Plan, Trial, level_label
 from medablate.folder import layout, rundir
 from medablate.folder.records import StudyInfo
 from medablate.report import plots
@@ -22,21 +22,21 @@ from medablate.report.methods import write_methods
 
 def write_outputs(out: Path, mapper: Mapper = in_turn) -> Analysis:
     """results.csv, summary.csv, comparisons.csv, tables.md, the comparisons' figures, methods.md and tables.tex;
-    the seed ensembles and the figures mapped over `mapper` (a study's helper processes, where it has them)."""
-    analysis = write_analysis(out, mapper)
-    study, plan, info = load_study_folder(Path(out))
+    the seed ensembles and the figures mapped over `mapper` (a study's helper processes, where it has them: they
+    then draw while this process compares and writes the tables)."""
+    steps = AnalysisSteps(Path(out), mapper)
     drawings = plots.Drawings()
-    _figures(Path(out), study, plan, info, analysis, drawings)
-    _robustness_figures(Path(out), study, plan, info, drawings)
-    drawings.draw(mapper)
+    _figures(steps.out, steps.study, steps.plan, steps.info, steps.found, drawings)
+    _robustness_figures(steps.out, steps.study, steps.plan, steps.info, drawings)
+    drawn = drawings.start(mapper)
+    analysis = steps.finish()
+    drawn()
     write_methods(out, analysis, analysis.results)
     return analysis
 
 
-def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, analysis: Analysis, drawings: plots.Drawings
-             ) -> None:
+def _figures(out: Path, study: Study, plan: Plan, info: StudyInfo, found: Found, drawings: plots.Drawings) -> None:
     note = FIGURE_NOTE if info.synthetic_data else ""
-    found = analysis.outcomes
     for comparison in study.comparisons:
         keys = list(comparison.vary)
         trials = plan.trials_of(comparison.name)

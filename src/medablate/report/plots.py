@@ -15,8 +15,8 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
-from medablate.core import atomic  # noqa: E402
-from medablate.core.children import Mapper, in_turn  # noqa: E402
+from medablate.core import atomic, children  # noqa: E402
+from medablate.core.children import Mapper, Pending, in_turn  # noqa: E402
 from medablate.errors import UserError  # noqa: E402
 
 History = Sequence[dict[str, float]]
@@ -64,8 +64,14 @@ class Drawings(list[tuple[Any, tuple[Any, ...]]]):
 
     def draw(self, mapper: Mapper = in_turn) -> None:
         """Draw them all (the slowest first, so a pool ends sooner), then forget them."""
-        mapper(_draw_one, sorted(self, key=lambda job: job[0] is not outcome_strips))
+        self.start(mapper)()
+
+    def start(self, mapper: Mapper = in_turn) -> Pending:
+        """Begin drawing them all (at once where mapper has processes) and forget them; returns what waits for the
+        drawings to be written."""
+        pending = children.start(mapper, _draw_one, sorted(self, key=lambda job: job[0] is not outcome_strips))
         self.clear()
+        return pending
 
 
 def _draw_one(job: tuple[Any, tuple[Any, ...]]) -> None:
@@ -142,7 +148,7 @@ def outcome_strips(path: Path, outcomes: dict[str, dict[str, list[float]]], titl
             axis.scatter(i + rng.uniform(-0.12, 0.12, len(levels[name])), levels[name], s=16, color=f"C{i - 1}",
                          zorder=3)
         axis.set_xticks(range(1, len(names) + 1), names, rotation=20, ha="right", fontsize=8)
-        axis.set_title(label, fontsize=9)
+        axis.set_title(label, fontsize=9, y=1.0)
         axis.grid(alpha=0.3, axis="y")
     for axis in list(axes.flat)[count:]:
         axis.axis("off")
