@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +64,34 @@ def main() -> int:
         print(prof.key_averages().table(sort_by=key, row_limit=18), flush=True)
     steps = [e for e in prof.events() if e.name == STEP]
     print(f"steps profiled: {len(steps)}; per step: {per_step(steps, 'aten::')} operators called from Python"
-          + (f", {launches(prof.events(), steps)} kernel launches" if device.type == "cuda" else ""))
+          + (f", {launches(prof.events(), steps)} kernel launches" if device.type == "cuda" else ""), flush=True)
+    if device.type == "cuda":
+        waits(group(), train, val)
     return 0
+
+
+def waits(group: FusedGroup, train: Split, val: Split) -> None:
+    """Where a fused fit waits for the card (each wait stops Python from queueing the next kernels while the card
+    works): torch's sync debug mode warns at every synchronizing call; printed by place, with the steps' count (a
+    place called about once a step waits every step)."""
+    steps: list[int] = []
+    step = group._step
+
+    def counted(*args: object) -> None:
+        steps.append(1)
+        step(*args)  # type: ignore[arg-type]
+
+    group._step = counted  # type: ignore[method-assign]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            group.fit(train, val)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    places = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+    print(f"synchronizing calls in a fit of {len(steps)} steps: {sum(places.values())}; by place: "
+          + (", ".join(f"{place} x{count}" for place, count in places.most_common(12)) or "none"), flush=True)
 
 
 STEP = "fused step"

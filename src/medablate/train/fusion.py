@@ -568,7 +568,10 @@ class FusedGroup:
         weighted = task.class_weights is not None
         if self.vmapped_loss and all(perm is None for perm, _ in mixes):
             try:
-                return vmap(lambda y, t: task.loss(y, t, weighted=weighted, smoothed=True))(logits, labels)[rows]
+                every = vmap(lambda y, t: task.loss(y, t, weighted=weighted, smoothed=True))(logits, labels)
+                # every place active: no indexing with a list (on a GPU, a copy of it to the card that waits for
+                # every queued kernel, once a step)
+                return every if len(rows) == len(self.members) else every[rows]
             except RuntimeError:  # PyTorch has no batching rule for this loss: each seed's on its own from now on
                 self.vmapped_loss = False
         losses = []
