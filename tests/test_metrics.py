@@ -100,7 +100,10 @@ def test_stratified_weights_are_kept_read_only_for_the_same_labels() -> None:
     y = np.array([0, 1, 1, 0, 1, 0, 0])
     first = metrics.stratified_weights(y, 30, seed=3)
     assert metrics.stratified_weights(y.copy(), 30, seed=3) is first  # kept: the same labels, resamples and seed
+    assert metrics.stratified_weights(y == 1, 30, seed=3) is first  # bool labels: the same classes
     assert not first.flags.writeable  # no caller can change what the next one gets
-    assert np.array_equal(metrics.stratified_weights(y == 1, 30, seed=3), first)  # bool labels: the same classes
     assert not np.array_equal(metrics.stratified_weights(y, 30, seed=4), first)
     assert np.all(first[:, y == 1].sum(1) == 3) and np.all(first[:, y == 0].sum(1) == 4)
+    large = np.arange(metrics.KEPT_BYTES // 8 // 30 + 1) % 2  # over the size kept: drawn anew, the same counts
+    assert metrics.stratified_weights(large, 30) is not metrics.stratified_weights(large, 30)
+    assert np.array_equal(metrics.stratified_weights(large, 30), metrics.stratified_weights(large, 30))

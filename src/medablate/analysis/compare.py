@@ -395,7 +395,11 @@ def sentences(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 def analyse(out: Path) -> Analysis:
     study, plan, _ = load_study_folder(out)
-    found, missing = collect(out, study, plan)
+    return compared(out, study, plan, *collect(out, study, plan))
+
+
+def compared(out: Path, study: Study, plan: Plan, found: Found, missing: list[str]) -> Analysis:
+    """The summaries, comparisons and conclusions of the runs' outcomes (no tables written)."""
     rows = compare_rows(out, study, plan, found)
     return Analysis(summarise(plan, found), rows, sentences(rows), missing, found)
 
@@ -421,8 +425,7 @@ class AnalysisSteps:
 
     def finish(self) -> Analysis:
         out, study, plan, info = self.out, self.study, self.plan, self.info
-        rows = compare_rows(out, study, plan, self.found)
-        analysis = Analysis(summarise(plan, self.found), rows, sentences(rows), self.missing, self.found)
+        analysis = compared(out, study, plan, self.found, self.missing)
         ensembles = self.ensembles()
         data_note = "synthetic phantom" if info.synthetic_data else str(info.data.source or "")
         result_rows = results.write_results(out, plan, data_note, ensembles)

@@ -137,17 +137,21 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(present)) if len(present) == len(values) else None
 
 
+KEPT_BYTES = 2**25  # bootstrap counts up to 32 MiB (2000 resamples of 2,000 images) are kept for the next call
+
+
 def stratified_weights(y: np.ndarray, resamples: int, seed: int = 0) -> np.ndarray:
     """(resamples x images) counts: each resample draws each class's images with replacement, class sizes kept.
-    Read-only: the same labels give the same counts, so the last few are kept for the next call (a study scores
-    every run, and each trial's ensemble, on the same validation and test images)."""
-    y = np.asarray(y)
-    return _stratified_weights(y.tobytes(), y.dtype.str, resamples, seed)
+    Read-only: the same classes give the same counts, so the last few (up to KEPT_BYTES each) are kept for the next
+    call (a study scores every run, and each trial's ensemble, on the same validation and test images)."""
+    classes = np.unique(np.asarray(y), return_inverse=True)[1].astype(np.int64)  # 0/1 and False/True alike
+    if resamples * len(classes) * 8 > KEPT_BYTES:
+        return _stratified_weights(classes.tobytes(), resamples, seed)
+    return _kept_weights(classes.tobytes(), resamples, seed)
 
 
-@functools.lru_cache(maxsize=4)
-def _stratified_weights(labels: bytes, dtype: str, resamples: int, seed: int) -> np.ndarray:
-    y = np.frombuffer(labels, dtype=dtype)
+def _stratified_weights(classes: bytes, resamples: int, seed: int) -> np.ndarray:
+    y = np.frombuffer(classes, dtype=np.int64)
     rng = np.random.default_rng(seed)
     weights = np.zeros((resamples, len(y)))
     for label in np.unique(y):
@@ -155,6 +159,9 @@ def _stratified_weights(labels: bytes, dtype: str, resamples: int, seed: int) ->
         weights[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=resamples)
     weights.setflags(write=False)
     return weights
+
+
+_kept_weights = functools.lru_cache(maxsize=4)(_stratified_weights)
 
 
 def bootstrap_intervals(y: np.ndarray, p_positive: np.ndarray, decisions: np.ndarray, resamples: int = 2000,
