@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import warnings
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from waits import in_words, waits  # benchmarks/waits.py, beside this file
 
 from medablate.config.schema import TrialConfig
 from medablate.data.sources import phantom
@@ -38,7 +38,8 @@ def main() -> int:
     config = TrialConfig.model_validate({"model": model, "training": {"epochs": 2, "fuse_seeds": "on"}})
     root = Path(tempfile.mkdtemp(prefix="fusion-profile-"))
 
-    def group() -> FusedGroup:
+    def group(on_batch: Callable[[int, int], None] | None = None) -> FusedGroup:
+        """The seeds as one fused group (on_batch: the first seed's, called once a step)."""
         trainers, rngs = [], []
         for seed in range(args.seeds):
             t = Trainer(config, make_task(config.training.loss, 2), seed, (args.size, args.size), ["a", "b"],
@@ -46,7 +47,7 @@ def main() -> int:
             t.begin(train)
             trainers.append(t)
             rngs.append(RngSlot(device))
-        return FusedGroup(trainers, rngs, [None] * args.seeds, [None] * args.seeds)
+        return FusedGroup(trainers, rngs, [on_batch] + [None] * (args.seeds - 1), [None] * args.seeds)
 
     group().fit(train, val)  # warm-up
     timed = group()
@@ -65,33 +66,11 @@ def main() -> int:
     steps = [e for e in prof.events() if e.name == STEP]
     print(f"steps profiled: {len(steps)}; per step: {per_step(steps, 'aten::')} operators called from Python"
           + (f", {launches(prof.events(), steps)} kernel launches" if device.type == "cuda" else ""), flush=True)
-    if device.type == "cuda":
-        waits(group(), train, val)
+    if device.type == "cuda":  # where a fused fit waits for the card (benchmarks/waits.py)
+        steps_seen: list[int] = []
+        waited = group(lambda b, n: steps_seen.append(b))
+        print(in_words(waits(lambda: waited.fit(train, val), device), len(steps_seen)), flush=True)
     return 0
-
-
-def waits(group: FusedGroup, train: Split, val: Split) -> None:
-    """Where a fused fit waits for the card (each wait stops Python from queueing the next kernels while the card
-    works): torch's sync debug mode warns at every synchronizing call; printed by place, with the steps' count (a
-    place called about once a step waits every step)."""
-    steps: list[int] = []
-    step = group._step
-
-    def counted(*args: object) -> None:
-        steps.append(1)
-        step(*args)  # type: ignore[arg-type]
-
-    group._step = counted  # type: ignore[method-assign]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            group.fit(train, val)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    places = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
-    print(f"synchronizing calls in a fit of {len(steps)} steps: {sum(places.values())}; by place: "
-          + (", ".join(f"{place} x{count}" for place, count in places.most_common(12)) or "none"), flush=True)
 
 
 STEP = "fused step"

@@ -13,7 +13,8 @@
 # 3. the pneumonia-cnn recipe's base trial (128 px, 3724 phantom training images, 30 epochs): 1 seed, then 3 seeds
 #    side by side, a worker each (--workers auto; convolutional seeds measured no faster fused) (target: 3 seeds in
 #    at most 1.5x the wall time of one);
-# 4. a 3-seed recipe study of 2 architectures (cnn vs MONAI resnet18, 5 epochs).
+# 4. a 3-seed recipe study of 2 architectures (cnn vs MONAI resnet18, 5 epochs);
+# 5. (only when GPU_CHECK_PARTS names it) where training waits for the card, by place (benchmarks/waits.py).
 # Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
 # --find-links WHEELS -e . first). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit;
 # GPU_CHECK_PARTS="3b 4" runs only those parts ("1a 1b": part 1).
@@ -96,4 +97,8 @@ part "3b. recipe base trial, 3 seeds side by side (--workers auto), 30 epochs (t
     recipe "$OUT/recipe-3" "[0,1,2]" 30 --set "comparisons=[]" --workers auto
 part "4. recipe study, 3 seeds x (cnn vs resnet18), 5 epochs, --workers auto" 40 recipe "$OUT/recipe-arch" "[0,1,2]" 5 \
     --set "comparisons=[{name: architecture, vary: {model: [{name: cnn}, {name: resnet18}]}}]"
+if [[ " $PARTS " == *" 5 "* ]]; then  # not in the 6 minutes: GPU_CHECK_PARTS=5 (or "... 5") asks for it
+    part "5. where training waits for the card: the recipe's base trial, then the course MLP's 5 seeds fused" 60 \
+        bash -c "'$PY' benchmarks/waits.py examples/pneumonia-cnn.yaml --device $DEVICE; '$PY' benchmarks/waits.py examples/course-hw2.yaml --fused 5 --device $DEVICE"
+fi
 echo "== done in $((SECONDS - started)) s; folders under $OUT"

@@ -303,6 +303,42 @@ def test_the_weight_average_warms_up_then_keeps_its_decay() -> None:
         assert averaged[0].tolist() == pytest.approx([share] * 3)
 
 
+def test_the_host_counted_average_is_torchs_averaged_model_to_the_bit() -> None:
+    """HostCountedAverage keeps its count on the host (no wait for a GPU at each step): every update, the copy at
+    the first, the warm-up, BatchNorm's integer buffer and a resume from its state_dict give AveragedModel's numbers."""
+    import copy
+
+    from torch.optim.swa_utils import AveragedModel
+
+    from medablate.train.engine import HostCountedAverage, ema_with_warmup
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(2))
+    model(torch.rand(2, 1, 6, 6))
+    theirs = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.9), use_buffers=True)
+    ours = HostCountedAverage(model, multi_avg_fn=ema_with_warmup(0.9), use_buffers=True)
+    for step in range(12):
+        model(torch.rand(8, 1, 6, 6))  # BatchNorm's running statistics and its num_batches_tracked move
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        theirs.update_parameters(model)
+        ours.update_parameters(model)
+        if step == 2:
+            saved = copy.deepcopy(theirs.state_dict())
+        if step == 5:  # a resume: a fresh average loaded from the saved one reads the count back
+            ours = HostCountedAverage(model, multi_avg_fn=ema_with_warmup(0.9), use_buffers=True)
+            ours.load_state_dict(theirs.state_dict())
+        if step == 8:  # one loaded over its own updates (back to step 2's count) counts from there
+            theirs.load_state_dict(saved)
+            ours.load_state_dict(saved)
+        assert ours.state_dict().keys() == theirs.state_dict().keys()
+        for key, value in theirs.state_dict().items():
+            assert torch.equal(ours.state_dict()[key], value), (step, key)
+    assert int(ours.n_averaged) == 3 + 3 and ours.count == 6
+
+
 def test_a_small_cnn_trains_in_channels_last_on_two_cpu_threads_with_odd_batches() -> None:
     """oneDNN's channels-last weight gradient of a strided 1x1 convolution narrower than its channel block (the cnn's
     residual skip at widths [8, 16]) corrupted the heap here on 2 threads for odd batch sizes (oneDNN #6035): the

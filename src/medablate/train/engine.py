@@ -11,6 +11,7 @@ weights are kept in memory, and best.pt is written with last.pt and at the end.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from medablate.config.schema import PLATEAU, TrialConfig, flatten, to_plain
 from medablate.core import faults
@@ -213,8 +215,8 @@ def evaluate(model: torch.nn.Module, task: Task, data: Split, batch_size: int,
         # batch mean x batch size, as the usual loop sums it: same numbers as the course notebook to the bit
         total_loss += task.loss(logits, labels).double() * len(labels)
         decided = task.decisions(logits)
-        index = labels * task.num_classes + decided
-        confusion += torch.bincount(index, minlength=task.num_classes**2).view(task.num_classes, -1)
+        # added in place: bincount on a GPU reads its input's maximum back, a wait for the card at every batch
+        confusion.view(-1).scatter_add_(0, labels * task.num_classes + decided, torch.ones_like(labels))
         if keep_predictions:
             probabilities.append(task.probabilities(logits.double()).cpu())
             decisions.append(decided.cpu())
@@ -358,10 +360,44 @@ def ema_with_warmup(decay: float) -> Callable[[Tensors, Tensors, torch.Tensor | 
     AveragedModel's n_averaged, saved in the checkpoint, so a resumed run continues the same ramp."""
 
     def update(averaged: Tensors, current: Tensors, n_averaged: torch.Tensor | int) -> None:
-        n = float(n_averaged)  # AveragedModel reads it on the host each step already
+        n = float(n_averaged)  # HostCountedAverage gives the host's count: no wait for the card
         get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, n_averaged)
 
     return update
+
+
+class HostCountedAverage(AveragedModel):
+    """torch's AveragedModel (use_buffers=True) with its count of updates mirrored on the host. AveragedModel's own
+    update compares n_averaged, a tensor on the model's device, twice a step, and each comparison waits for the card
+    to finish every kernel queued so far; this one reads the count back once (after a load). The same arithmetic, in
+    the same groups: the same numbers to the bit, and the same state_dict."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.count: int | None = None  # n_averaged on the host, read back at the first update after a load
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self.count = None
+        return super().load_state_dict(state_dict, strict, assign)
+
+    @torch.no_grad()
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        assert self.use_buffers and self.multi_avg_fn is not None  # how Trainer builds it
+        if self.count is None:
+            self.count = int(self.n_averaged)
+        averaged: list[torch.Tensor | None] = [
+            a.detach() for a in itertools.chain(self.module.parameters(), self.module.buffers())]
+        current: list[torch.Tensor | None] = [
+            c.detach().to(a.device) for a, c in zip(averaged, itertools.chain(model.parameters(), model.buffers()),
+                                                    strict=True) if a is not None]
+        if self.count == 0:
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)  # type: ignore[union-attr, arg-type]
+        else:
+            for (_, _), ([ours, theirs], _) in _group_tensors_by_device_and_dtype([averaged, current]).items():
+                self.multi_avg_fn(ours, theirs, self.count)  # type: ignore[arg-type]
+        self.n_averaged += 1
+        self.count += 1
 
 
 class Trainer:
@@ -384,7 +420,7 @@ class Trainer:
         self.forward: torch.nn.Module = torch.compile(self.model) if config.training.compile else self.model  # type: ignore[assignment]
         self.scaler = self.speed.scaler()
         ema = config.training.ema  # the average of the weights: what validation scores and the run keeps
-        self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(ema.decay), use_buffers=True) \
+        self.ema = HostCountedAverage(self.model, multi_avg_fn=ema_with_warmup(ema.decay), use_buffers=True) \
             if ema is not None else None
         self.scored: torch.nn.Module = self.ema.module if self.ema is not None else self.forward
         self.optimizer = build_optimizer(config.training.optimizer, self.model.parameters())
