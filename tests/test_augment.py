@@ -71,3 +71,22 @@ def test_a_study_trains_with_augmentation(tmp_path) -> None:  # type: ignore[no-
     study, _ = load_study(path)
     assert StudyRunner(study, tmp_path / "out", Console(quiet=True)).run() == 0
     assert "data.augment.flip" in (tmp_path / "out" / "results.csv").read_text()
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_warp_is_monais_affine_transform_to_the_bit(autocast: bool) -> None:
+    """augment.warp does what MONAI's AffineTransform did for the geometric augmentation, without making tensors
+    from Python numbers (a wait for the card on a GPU): the same images to the bit, in fp32 and under bf16 autocast."""
+    from monai.networks.layers import AffineTransform
+
+    from medablate.train.augment import warp
+
+    monai = AffineTransform(normalized=True, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.manual_seed(0)
+    for channels, size in ((1, 17), (3, 24)):
+        x = torch.rand(5, channels, size, size + 3)
+        theta = torch.eye(2, 3).repeat(5, 1, 1) + 0.3 * torch.randn(5, 2, 3)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            theirs, ours = monai(x, theta @ torch.eye(3)), warp(x, theta @ torch.eye(3))
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
+        assert not torch.equal(ours, x[..., :size + 3])  # the matrices do move the images

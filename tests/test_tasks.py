@@ -86,3 +86,21 @@ def test_label_smoothing_is_the_textbook_target_for_both_losses_and_the_training
     assert torch.equal(bce.loss(z, labels), make_task("BCEWithLogitsLoss", 2).loss(z, labels))
     weighted = bce.with_balanced_weights(labels)
     assert weighted.label_smoothing == e  # the class weights keep the smoothing
+
+
+def test_class_weights_are_made_once_per_device_and_give_torchs_weighted_losses() -> None:
+    """The weighted losses take their weights from a tensor made once (made anew at each step, on a GPU it would be
+    a copy to the card that waits for every queued kernel): the numbers of torch's own weighted losses."""
+    from dataclasses import replace
+
+    from medablate.train.tasks import on_device
+
+    logits, labels = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 1, 1])
+    ce = replace(make_task("CrossEntropyLoss", 2), class_weights=(1.5, 0.75))
+    expected = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.5, 0.75]))(logits, labels)
+    assert torch.equal(ce.loss(logits, labels, weighted=True), expected)
+    bce = replace(make_task("BCEWithLogitsLoss", 2), class_weights=(1.5, 0.75))
+    expected = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(0.5))(logits[:, :1].squeeze(1), labels.float())
+    assert torch.equal(bce.loss(logits[:, :1], labels, weighted=True), expected)
+    assert on_device((1.5, 0.75), logits) is on_device((1.5, 0.75), logits)
+    assert on_device((1.5, 0.75), logits.double()).dtype == torch.float64

@@ -25,10 +25,6 @@ BLUR_REFERENCE = 128  # data.augment.blur is in pixels of a 128-pixel image, sca
 def make_augment(config: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor] | None:
     if not config.enabled:
         return None
-    from monai.networks.layers import AffineTransform
-
-    warp = AffineTransform(normalized=True, mode="bilinear", padding_mode="border", align_corners=False)
-
     def augment(images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) (or (B, H, W)) floats in [0, 1] -> the same shape, each image with its own transform."""
         grey = images.dim() == 3
@@ -37,6 +33,20 @@ def make_augment(config: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor
         return x[:, 0] if grey else x
 
     return augment
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """MONAI's AffineTransform(normalized=True, mode="bilinear", padding_mode="border", align_corners=False) of the
+    (B, C, H, W) images by (B, 2, 3) matrices in (row, column) order, step for step, but without its two tensors
+    made from Python numbers (each a copy to a GPU that waits for every kernel queued before it): the same numbers to
+    the bit (tests/test_augment.py)."""
+    bottom = torch.zeros(len(theta), 1, 3, device=theta.device, dtype=theta.dtype)
+    bottom[..., 2] = 1.0
+    full = torch.cat([theta, bottom], dim=1)
+    full[:, :2] = full[:, :2].flip(1)  # reverse_indexing: (row, column) -> (x, y), rows then columns
+    full[:, :, :2] = full[:, :, :2].flip(2)
+    grid = F.affine_grid(full[:, :2], list(x.shape), align_corners=False)
+    return F.grid_sample(x.contiguous(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _uniform(count: int, device: torch.device) -> torch.Tensor:
@@ -76,7 +86,8 @@ def _crop(config: AugmentConfig, count: int, device: torch.device) -> torch.Tens
 
 def _compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     """The sampling matrix of `inner` applied inside `outer`'s crop: outer o inner, both (B, 2, 3)."""
-    bottom = torch.tensor([0.0, 0.0, 1.0], device=outer.device).expand(len(outer), 1, 3)
+    bottom = torch.zeros(len(outer), 1, 3, device=outer.device)  # (0, 0, 1), filled on the device: a tensor from
+    bottom[..., 2] = 1.0  # Python numbers is a copy to the card that waits for every kernel queued before it
     return (torch.cat([outer, bottom], 1) @ torch.cat([inner, bottom], 1))[:, :2]
 
 

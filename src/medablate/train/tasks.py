@@ -6,6 +6,7 @@ never disagree (the course's "102% accuracy" came from scoring a 2-logit model w
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -43,12 +44,11 @@ class Task:
         weights = self.class_weights if weighted else None
         smoothing = self.label_smoothing if smoothed else 0.0
         if self.loss_name == "BCEWithLogitsLoss":
-            pos_weight = None if weights is None else torch.tensor(weights[1] / weights[0], device=logits.device,
-                                                                   dtype=logits.dtype)
+            pos_weight = None if weights is None else on_device((weights[1] / weights[0],), logits)[0]
             targets = labels.to(logits.dtype) * (1 - smoothing) + smoothing / 2
             return F.binary_cross_entropy_with_logits(logits.squeeze(1), targets, reduction=reduction,
                                                       pos_weight=pos_weight)
-        weight = None if weights is None else torch.tensor(weights, device=logits.device, dtype=logits.dtype)
+        weight = None if weights is None else on_device(weights, logits)
         return F.cross_entropy(logits, labels, reduction=reduction, weight=weight, label_smoothing=smoothing)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -71,6 +71,17 @@ class Task:
                 f"{where} has a {num_outputs}-logit head, but {self.loss_name} with {self.num_classes} classes "
                 f"needs {self.num_outputs}: it was trained with another loss. Evaluate it with the loss in its "
                 f"own {layout.CONFIG_YAML}; scoring it with another loss's rule would give meaningless numbers.")
+
+
+def on_device(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    """The numbers as a tensor on like's device and of its dtype, made once: a tensor made from Python numbers on a
+    GPU is a copy to the card that waits for every kernel queued before it, and the loss asks at every step."""
+    return _kept(values, like.device, like.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _kept(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=dtype)
 
 
 def make_task(loss_name: str, num_classes: int) -> Task:
