@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -385,16 +385,15 @@ class HostCountedAverage(AveragedModel):
         assert self.use_buffers and self.multi_avg_fn is not None  # how Trainer builds it
         if self.count is None:
             self.count = int(self.n_averaged)
-        averaged: list[torch.Tensor | None] = [
-            a.detach() for a in itertools.chain(self.module.parameters(), self.module.buffers())]
-        current: list[torch.Tensor | None] = [
-            c.detach().to(a.device) for a, c in zip(averaged, itertools.chain(model.parameters(), model.buffers()),
-                                                    strict=True) if a is not None]
+        averaged = [a.detach() for a in itertools.chain(self.module.parameters(), self.module.buffers())]
+        current = [c.detach().to(a.device) for a, c in
+                   zip(averaged, itertools.chain(model.parameters(), model.buffers()), strict=True)]
         if self.count == 0:
             for a, c in zip(averaged, current, strict=True):
-                a.copy_(c)  # type: ignore[union-attr, arg-type]
+                a.copy_(c)
         else:
-            for (_, _), ([ours, theirs], _) in _group_tensors_by_device_and_dtype([averaged, current]).items():
+            pairs = cast(list[list[torch.Tensor | None]], [averaged, current])
+            for (_, _), ([ours, theirs], _) in _group_tensors_by_device_and_dtype(pairs).items():
                 self.multi_avg_fn(ours, theirs, self.count)  # type: ignore[arg-type]
         self.n_averaged += 1
         self.count += 1
