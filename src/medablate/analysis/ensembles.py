@@ -91,14 +91,10 @@ def ensemble_trial(out: Path, study: Study, plan: Plan, trial: Trial) -> Ensembl
     return record
 
 
-def write_ensembles(out: Path, study: Study, plan: Plan, mapper: Mapper = in_turn) -> dict[str, EnsembleRecord]:
-    """Every trial's seed ensemble (trials with fewer than two finished seeds have none), each trial's over mapper."""
-    return start_ensembles(out, study, plan, mapper)()
-
-
 def start_ensembles(out: Path, study: Study, plan: Plan, mapper: Mapper = in_turn
                     ) -> Callable[[], dict[str, EnsembleRecord]]:
-    """write_ensembles begun (at once where mapper has processes); returns what waits for the records."""
+    """Every trial's seed ensemble (trials with fewer than two finished seeds have none), each trial's over mapper,
+    begun at once where mapper has processes; returns what waits for the records (by trial id)."""
     pending = children.start(mapper, partial(ensemble_trial, out, study, plan), plan.trials)
     return lambda: {trial.id: record for trial, record in zip(plan.trials, pending(), strict=True)
                     if record is not None}
