@@ -15,7 +15,8 @@
 #    at most 1.5x the wall time of one);
 # 4. a 3-seed recipe study of 2 architectures (cnn vs MONAI resnet18, 5 epochs);
 # 5. (only when GPU_CHECK_PARTS names it) where training waits for the card, by place (benchmarks/waits.py).
-# Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
+# Each target is judged where it is measured: a line "target, ...: met" or "MISSED" (part 1b: the table's last two
+# columns). Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
 # --find-links WHEELS -e . first). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit;
 # GPU_CHECK_PARTS="3b 4" runs only those parts ("1a 1b": part 1).
 set -uo pipefail
@@ -34,7 +35,7 @@ part() {  # part NAME SECONDS COMMAND...: run it under its limit (a shell functi
     echo "== $name (limit ${seconds} s; ${SECONDS} s since start)"
     local t0=$SECONDS
     if declare -F "$1" >/dev/null; then  # timeout runs programs: a function goes through bash, with its helpers
-        timeout -s TERM -k 10 "$seconds" bash -c "$(declare -f recipe reached); $1 \"\$@\"" _ "${@:2}"
+        timeout -s TERM -k 10 "$seconds" bash -c "$(declare -f recipe reached against); $1 \"\$@\"" _ "${@:2}"
     else
         timeout -s TERM -k 10 "$seconds" "$@"
     fi
@@ -61,20 +62,36 @@ done = sum((d / "metrics.json").exists() for d in (out / "trials").iterdir()) if
 timing = info.get("timing_seconds") or {}
 print(f"   {done} of {info['runs']} run(s) finished, status {info['status']}; phases: "
       + (", ".join(f"{k} {v:.1f} s" for k, v in timing.items()) or "not recorded yet"))
+if info["status"] == "finished" and "runs" in timing:  # issue 20: no phase longer than the runs phase
+    over = [f"{k} {v:.1f} s" for k, v in timing.items() if k != "runs" and v > timing["runs"]]
+    print(f"   target, every phase at most the runs phase ({timing['runs']:.1f} s): "
+          + (f"MISSED ({', '.join(over)})" if over else "met"))
 EOF
 }
 recipe() {  # recipe OUT SEEDS EPOCHS [--set ...]: the recipe on phantom images of the recipe's size; how far it got
     local out=$1 seeds=$2 epochs=$3; shift 3
     trap 'wait; reached "$out"; exit 124' TERM  # the time limit: the study stops cleanly, then say how far it got
+    local t0=$SECONDS
     "$PY" -m medablate.cli run examples/pneumonia-cnn.yaml --out "$out" --set "seeds=$seeds" \
         --set "training.epochs=$epochs" --set data.path=null --set data.phantom.count_per_class=2660 \
         --set "data.split={method: stratified, val_fraction: 0.15, test_fraction: 0.15, seed: 0}" \
         --set "training.device=$DEVICE" "$@" >"$out.log" 2>&1 &
     wait $!
     local rc=$?
+    [ $rc -eq 0 ] && echo $((SECONDS - t0)) >"$out.wall"  # wall seconds of a finished study, for against()
     reached "$out"
     [ $rc -eq 0 ] || tail -n 5 "$out.log"
     return $rc
+}
+against() {  # against ONE OUT SEEDS EPOCHS [--set ...]: recipe OUT ..., then its wall time over ONE's (target 1.5x)
+    local one=$1; shift
+    recipe "$@" || return $?
+    if [ -f "$one.wall" ]; then
+        "$PY" -c "one, many = $(cat "$one.wall"), $(cat "$1.wall"); r = many / max(one, 1); \
+print(f'   target, at most 1.5x one seed: {many} s / {one} s = {r:.2f}x:', 'met' if r <= 1.5 else 'MISSED')"
+    else
+        echo "   target, at most 1.5x one seed: no finished one-seed study (part 3a) to compare with"
+    fi
 }
 export PY DEVICE
 
@@ -89,12 +106,12 @@ part "1a. the course study's phantom, drawn once into the decode cache (later st
     "$PY" -c "import time; from medablate.data.sources import phantom; t = time.perf_counter(); \
 phantom.generate(1000, 256, 0); phantom.generate(200, 256, 1); print(f'   {time.perf_counter() - t:.1f} s')"
 part "1b. course study, 5 seeds = 30 runs, 40 epochs, seeds fused, --workers auto (target 60 s)" 90 \
-    "$PY" benchmarks/study_time.py --epochs 40 --seeds 5 --configs auto
+    "$PY" benchmarks/study_time.py --epochs 40 --seeds 5 --configs auto --target 60
 part "2. seconds per epoch, the notebook's loop vs medablate's" 30 \
     "$PY" benchmarks/epoch_time.py --device "$DEVICE" --epochs 5
 part "3a. recipe base trial, 1 seed, 30 epochs" 65 recipe "$OUT/recipe-1" "[0]" 30 --set "comparisons=[]"
 part "3b. recipe base trial, 3 seeds side by side (--workers auto), 30 epochs (target: at most 1.5x 3a)" 70 \
-    recipe "$OUT/recipe-3" "[0,1,2]" 30 --set "comparisons=[]" --workers auto
+    against "$OUT/recipe-1" "$OUT/recipe-3" "[0,1,2]" 30 --set "comparisons=[]" --workers auto
 part "4. recipe study, 3 seeds x (cnn vs resnet18), 5 epochs, --workers auto" 40 recipe "$OUT/recipe-arch" "[0,1,2]" 5 \
     --set "comparisons=[{name: architecture, vary: {model: [{name: cnn}, {name: resnet18}]}}]"
 if [[ " $PARTS " == *" 5 "* ]]; then  # not in the 6 minutes: GPU_CHECK_PARTS=5 (or "... 5") asks for it

@@ -12,7 +12,8 @@ per run; sequential only, where it is meaningful), the speed-up of the runs phas
 and whether every run's numbers equal the reference's: the sequential one-thread study on a CPU (each of 2
 workers or Ray tasks gets one of the machine's threads, so one thread is the fair reference), else the first
 configuration (fused seeds agree with unfused ones to float rounding, not to the bit: "no" there is expected; see
-tests/test_fusion.py). Each row is printed as soon as its study is done; stopped by a time limit (SIGTERM) or Ctrl-C, it
+tests/test_fusion.py), the phases longer than the runs phase (issue 20: none), and with --target SECONDS whether
+the wall time met it. Each row is printed as soon as its study is done; stopped by a time limit (SIGTERM) or Ctrl-C, it
 prints how far the running study got (runs finished, phases) and exits 1.
 """
 
@@ -84,6 +85,11 @@ def reached(out: Path) -> str:
     return f"{done} of {info.get('runs')} runs finished" + (f"; phases: {phases}" if phases else "")
 
 
+def longer_than_runs(timing: dict[str, float]) -> str:
+    """Issue 20's target, every phase at most as long as the runs phase: "none", or the phases longer."""
+    return ", ".join(f"{k} {v:.1f} s" for k, v in timing.items() if k != "runs" and v > timing["runs"]) or "none"
+
+
 def numbers(out: Path) -> list[dict[str, str]]:
     with (out / "results.csv").open() as handle:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(handle)]
@@ -97,15 +103,18 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="an image folder instead of the phantom")
     parser.add_argument("--configs", default="sequential,threads1,workers2,ray",
                         help=f"comma-separated, from {', '.join(SHORT)}")
+    parser.add_argument("--target", type=float, help="a wall time in seconds: say under each row whether it was met")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="study-time-"))
     names = [SHORT[c.strip()] for c in args.configs.split(",")]
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a time limit's SIGTERM: say how far it got
     print(f"course study, {args.seeds} seed(s) x 6 trials = {6 * args.seeds} runs, {args.epochs} epochs, "
           f"{'data ' + str(args.data) if args.data else f'phantom {args.count} per class'}; folders under {root}")
+    target = f" wall at most {args.target:g} s |" if args.target is not None else ""
     print("| configuration | wall s | setup | runs phase | figures | analysis | report | summed training | "
-          "fixed cost per run | speed-up (runs phase) | numbers equal the reference |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "fixed cost per run | speed-up (runs phase) | numbers equal the reference | phases longer than the runs |"
+          + target)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if target else ""), flush=True)
     found: dict[str, dict] = {}
     for name in names:  # each row as soon as its study is done: a time limit loses only the one running
         out = root / name.replace(" ", "_").replace(",", "").replace("-", "")
@@ -126,7 +135,8 @@ def main() -> int:
         same = "reference" if f is reference else ("yes" if f["numbers"] == reference["numbers"] else "no")
         print(f"| {name} | {f['wall']:.1f} | {t['setup']:.1f} | {t['runs']:.1f} | {t.get('figures', 0):.1f} | "
               f"{t['analysis']:.1f} | {t['report']:.1f} | {f['training']:.1f} | {fixed:.2f} | "
-              f"{first['timing']['runs'] / t['runs']:.2f} | {same} |", flush=True)
+              f"{first['timing']['runs'] / t['runs']:.2f} | {same} | {longer_than_runs(t)} |"
+              + ("" if args.target is None else f" {'met' if wall <= args.target else 'MISSED'} |"), flush=True)
     if "sequential, 1 thread" in found and names[0] != "sequential, 1 thread":
         reference = found["sequential, 1 thread"]
         print("numbers equal the one-thread reference: " + ", ".join(
