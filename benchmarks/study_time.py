@@ -6,15 +6,16 @@
     python benchmarks/study_time.py --seeds 3 --configs unfused,fused     # training.fuse_seeds off vs on
 
 Prints, per configuration: wall time, the setup / runs / figures / analysis / report phases (study.json's
-timing_seconds; figures: each run's own figures and examples, drawn after training), the summed training time
-of the runs (history seconds: epochs incl. validation), the fixed cost per run (runs phase minus summed training,
-per run; sequential only, where it is meaningful), the speed-up of the runs phase over the first configuration,
-and whether every run's numbers equal the reference's: the sequential one-thread study on a CPU (each of 2
-workers or Ray tasks gets one of the machine's threads, so one thread is the fair reference), else the first
-configuration (fused seeds agree with unfused ones to float rounding, not to the bit: "no" there is expected; see
-tests/test_fusion.py), the phases longer than the runs phase (issue 20: none), and with --target SECONDS whether
-the wall time met it. Each row is printed as soon as its study is done; stopped by a time limit (SIGTERM) or Ctrl-C, it
-prints how far the running study got (runs finished, phases) and exits 1.
+timing_seconds; figures: each run's own figures and examples, drawn after training), the summed training time of the
+runs (history seconds: epochs incl. validation) and a run's mean epoch (a fused seed's is its group's epoch:
+compared with fusion_time.py's epoch alone, it shows what runs side by side cost each other), the fixed cost per run
+(runs phase minus summed training, per run; sequential only, where it is meaningful), the speed-up of the runs phase
+over the first configuration, and whether every run's numbers equal the reference's: the sequential one-thread study
+on a CPU (each of 2 workers or Ray tasks gets one of the machine's threads, so one thread is the fair reference),
+else the first configuration (fused seeds agree with unfused ones to float rounding, not to the bit: "no" there is
+expected; see tests/test_fusion.py), the phases longer than the runs phase (issue 20: none), and with --target
+SECONDS whether the wall time met it. Each row is printed as soon as its study is done; stopped by a time limit
+(SIGTERM) or Ctrl-C, it prints how far the running study got (runs finished, phases) and exits 1.
 """
 
 from __future__ import annotations
@@ -111,10 +112,10 @@ def main() -> int:
     print(f"course study, {args.seeds} seed(s) x 6 trials = {6 * args.seeds} runs, {args.epochs} epochs, "
           f"{'data ' + str(args.data) if args.data else f'phantom {args.count} per class'}; folders under {root}")
     target = f" wall at most {args.target:g} s |" if args.target is not None else ""
-    print("| configuration | wall s | setup | runs phase | figures | analysis | report | summed training | "
+    print("| configuration | wall s | setup | runs phase | figures | analysis | report | summed training | epoch s | "
           "fixed cost per run | speed-up (runs phase) | numbers equal the reference | phases longer than the runs |"
           + target)
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if target else ""), flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if target else ""), flush=True)
     found: dict[str, dict] = {}
     for name in names:  # each row as soon as its study is done: a time limit loses only the one running
         out = root / name.replace(" ", "_").replace(",", "").replace("-", "")
@@ -134,7 +135,8 @@ def main() -> int:
         fixed = (t["runs"] - f["training"]) / f["runs"] if not parallel else float("nan")
         same = "reference" if f is reference else ("yes" if f["numbers"] == reference["numbers"] else "no")
         print(f"| {name} | {f['wall']:.1f} | {t['setup']:.1f} | {t['runs']:.1f} | {t.get('figures', 0):.1f} | "
-              f"{t['analysis']:.1f} | {t['report']:.1f} | {f['training']:.1f} | {fixed:.2f} | "
+              f"{t['analysis']:.1f} | {t['report']:.1f} | {f['training']:.1f} | "
+              f"{f['training'] / f['runs'] / args.epochs:.2f} | {fixed:.2f} | "
               f"{first['timing']['runs'] / t['runs']:.2f} | {same} | {longer_than_runs(t)} |"
               + ("" if args.target is None else f" {'met' if wall <= args.target else 'MISSED'} |"), flush=True)
     if "sequential, 1 thread" in found and names[0] != "sequential, 1 thread":

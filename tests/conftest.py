@@ -176,3 +176,45 @@ def assert_clinical_metrics(metrics: dict) -> None:
             assert all(key in section for key in METRIC_KEYS), (split, at)
             if split == "test":
                 assert all(section["ci95"][k][0] <= section["ci95"][k][1] for k in ("roc_auc", "accuracy"))
+
+
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
+HOST_MADE = ("epoch_permutation",)  # seeds its own CPU generator from a CPU draw, as DataLoader does
+
+
+class HostReads:
+    """Every read of a tensor's value back to the host (on a GPU, a wait for every kernel queued so far) while
+    training steps: `reads` holds (steps done before it, where). The test says when steps run: `begin()` (a step
+    starts), `stepped(more)` (one ended; more: another follows without a pause). Not counted: the optimizers' reads
+    of their own step counters (host tensors on a CPU; on a GPU their fused kernels keep them on the card), and the
+    reads of HOST_MADE functions, whose tensors are made on the host whatever the device."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import torch
+
+        self.done = 0
+        self.watching = False
+        self.reads: list[tuple[int, str]] = []
+        for name in HOST_READS:
+            monkeypatch.setattr(torch.Tensor, name, self._watched(name, getattr(torch.Tensor, name)))
+
+    def begin(self) -> None:
+        self.watching = True
+
+    def stepped(self, more: bool = False) -> None:
+        self.done += 1
+        self.watching = more
+
+    def after_the_first_step(self) -> list[str]:
+        return [where for done, where in self.reads if done > 0]
+
+    def _watched(self, name: str, original: Any) -> Any:
+        def read(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.watching:
+                frames = traceback.extract_stack()[:-1]
+                if frames[-1].name not in HOST_MADE and not any(
+                        os.sep + os.path.join("torch", "optim") + os.sep in f.filename for f in frames):
+                    self.reads.append((self.done, f"{name} at {frames[-1].filename}:{frames[-1].lineno}"))
+            return original(tensor, *args, **kwargs)
+        return read

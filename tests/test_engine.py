@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -337,6 +338,46 @@ def test_the_host_counted_average_is_torchs_averaged_model_to_the_bit() -> None:
         for key, value in theirs.state_dict().items():
             assert torch.equal(ours.state_dict()[key], value), (step, key)
     assert int(ours.n_averaged) == 3 + 3 and ours.count == 6
+
+
+@pytest.mark.parametrize("model", FAMILIES[:2])
+def test_a_training_step_reads_nothing_back_from_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           model: dict) -> None:
+    """The recipe's settings (EMA, a per-step schedule, balanced class weights, label smoothing, AdamW, its
+    augmentation but the blur, whose read is left on purpose): between the first step of a run and its epoch's last,
+    nothing is read back from the device (on a GPU, each read waits for every queued kernel). The running sums are
+    read once an epoch, after its last step; the EMA its count once a run."""
+    from conftest import HostReads
+    from medablate.train import engine
+    from medablate.train.augment import make_augment
+
+    watch = HostReads(monkeypatch)
+    epoch = engine.train_one_epoch
+
+    def watched(*args: Any, **kwargs: Any) -> tuple[float, float]:
+        watch.begin()
+        on_batch = args[7]  # train_one_epoch(model, task, optimizer, scheduler, per_batch, data, size, on_batch...)
+
+        def stepped(b: int, batches: int) -> None:
+            watch.stepped(more=b < batches)
+            if on_batch is not None:
+                on_batch(b, batches)
+        return epoch(*args[:7], stepped, *args[8:], **kwargs)
+    monkeypatch.setattr(engine, "train_one_epoch", watched)
+    config = TrialConfig.model_validate({
+        "model": model,
+        "augment": {"rotate": 7, "translate": 0.04, "crop_scale": [0.7, 1.0], "brightness": 0.15, "contrast": 0.3,
+                    "gamma": 0.3, "noise": 0.02},
+        "training": {"epochs": 2, "batch_size": 8, "loss": "CrossEntropyLoss", "class_weights": "balanced",
+                     "optimizer": {"name": "AdamW", "lr": 2e-3, "weight_decay": 1e-4}, "label_smoothing": 0.1,
+                     "scheduler": {"name": "CosineAnnealingLR", "interval": "step"}, "ema": {"decay": 0.999}}})
+    train, val = splits(side(model))
+    run = trainer(tmp_path, config, loss="CrossEntropyLoss")
+    run.augment = make_augment(config.augment)  # as the runner sets it from data.augment
+    run.fit(train, val)
+    assert watch.done > 2
+    assert watch.after_the_first_step() == []
+    assert len(watch.reads) == 1  # the EMA's count
 
 
 def test_a_small_cnn_trains_in_channels_last_on_two_cpu_threads_with_odd_batches() -> None:

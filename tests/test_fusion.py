@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import medablate, write_study
+from conftest import HostReads, medablate, write_study
 from medablate.config.schema import TrialConfig
+from medablate.train.augment import make_augment
 from medablate.train.engine import FitResult, Split, Trainer
 from medablate.train.fusion import (
     ELEMENTWISE_OPTIMIZERS,
@@ -76,6 +77,7 @@ def fused(folder: Path, config: TrialConfig, train: Split, val: Split, size: int
     trainers, rngs = [], []
     for seed in SEEDS:
         t = seed_trainer(folder / f"seed{seed}", config, seed, size)
+        t.augment = make_augment(config.augment)  # as the runner sets it from data.augment
         t.begin(train)
         trainers.append(t)
         rngs.append(RngSlot(CPU))
@@ -238,6 +240,34 @@ def test_stacked_steps_give_each_seed_its_own_steps_numbers(name: str) -> None:
                     assert state.keys() == mine["state"][i].keys()
                     assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(mine["state"][i][key]))
                                for key, v in state.items()), (step, i, state, mine["state"][i])
+
+
+@pytest.mark.parametrize(("training", "augment"), [
+    pytest.param({}, {}, id="plain"),
+    pytest.param({"ema": {"decay": 0.9}, "scheduler": {"name": "CosineAnnealingLR", "interval": "step"}},
+                 {"rotate": 10, "translate": 0.1, "crop_scale": [0.7, 1.0], "flip": True, "contrast": 0.2,
+                  "brightness": 0.1, "gamma": 0.2, "noise": 0.05}, id="ema-augment-per-step-schedule")])
+def test_a_fused_step_reads_nothing_back_from_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         training: dict, augment: dict) -> None:
+    """On a GPU, reading a value back (item, float, bool, tolist, ...) waits for every queued kernel: once a step, it
+    keeps the card idle while Python prepares the next (and, with workers side by side, while the others' kernels
+    run). So a fused step reads nothing back, but for the first of a fit (the EMA reads its count of updates once)
+    and the optimizer's own step counters (host tensors on a CPU; on a GPU its fused kernel keeps them on the card).
+    The blur augmentation's read is left on purpose."""
+    watch = HostReads(monkeypatch)
+    step = FusedGroup._step
+
+    def watched(self: FusedGroup, *args: object) -> None:
+        watch.begin()
+        step(self, *args)  # type: ignore[arg-type]
+        watch.stepped()
+    monkeypatch.setattr(FusedGroup, "_step", watched)
+    train, val = splits()
+    config = config_of({"hidden": [16], "dropout": [0.2]}, epochs=2, **training)
+    fused(tmp_path, TrialConfig.model_validate({**config.model_dump(), "augment": augment}), train, val)
+    assert watch.done > 2
+    assert watch.after_the_first_step() == []
+    assert len(watch.reads) == (len(SEEDS) if "ema" in training else 0)  # the EMA's count, once a seed
 
 
 def test_seeds_that_stop_early_leave_the_group_and_the_others_go_on(tmp_path: Path) -> None:
