@@ -16,8 +16,9 @@
 # 4. a 3-seed recipe study of 2 architectures (cnn vs MONAI resnet18, 5 epochs);
 # 5. (only when GPU_CHECK_PARTS names it) where training waits for the card, by place (benchmarks/waits.py).
 # Each target is judged where it is measured: a line "target, ...: met" or "MISSED" (part 1b: the table's last two
-# columns). Needs medablate importable (bash scripts/setup.sh; on a machine without internet, pip install --no-index
-# --find-links WHEELS -e . first). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit;
+# columns). Needs medablate importable (bash scripts/setup.sh; on a machine without internet, its missing packages as
+# wheels: benchmarks/device_wheels.sh fetches them for the device tool's H200 and says how to install them there, one
+# command with this script). Figures go to stdout; GPU_CHECK_SCALE=0.5 halves every time limit;
 # GPU_CHECK_PARTS="3b 4" runs only those parts ("1a 1b": part 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
