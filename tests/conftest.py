@@ -183,21 +183,30 @@ HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int_
 HOST_MADE = ("epoch_permutation",)  # seeds its own CPU generator from a CPU draw, as DataLoader does
 
 
-class HostReads:
-    """Every read of a tensor's value back to the host (on a GPU, a wait for every kernel queued so far) while
-    training steps: `reads` holds (steps done before it, where). The test says when steps run: `begin()` (a step
-    starts), `stepped(more)` (one ended; more: another follows without a pause). Not counted: the optimizers' reads
-    of their own step counters (host tensors on a CPU; on a GPU their fused kernels keep them on the card), and the
-    reads of HOST_MADE functions, whose tensors are made on the host whatever the device."""
+class DeviceWaits:
+    """What would make a GPU wait for every kernel queued so far, while training steps: a tensor's value read back
+    to the host (item, float, bool, tolist, ...), or host data copied to the device (torch.tensor or as_tensor with a
+    device, new_tensor, indexing with a Python list: PyTorch waits for such a copy to finish). `waits` holds (steps done before
+    it, what and where). The test says when steps run: `begin()` (a step starts), `stepped(more)` (one ended; more:
+    another follows without a pause). Not counted: the optimizers' own step counters (host tensors on a CPU; on a GPU
+    their fused kernels keep them on the card), and HOST_MADE functions, whose tensors stay on the host."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import torch
 
         self.done = 0
         self.watching = False
-        self.reads: list[tuple[int, str]] = []
+        self.waits: list[tuple[int, str]] = []
+        always = lambda *args, **kwargs: True  # noqa: E731
         for name in HOST_READS:
-            monkeypatch.setattr(torch.Tensor, name, self._watched(name, getattr(torch.Tensor, name)))
+            monkeypatch.setattr(torch.Tensor, name, self._watched(name, getattr(torch.Tensor, name), always))
+        for name in ("tensor", "as_tensor"):
+            monkeypatch.setattr(torch, name, self._watched(
+                f"torch.{name}", getattr(torch, name), lambda *args, **kwargs: kwargs.get("device") is not None))
+        monkeypatch.setattr(torch.Tensor, "new_tensor", self._watched("new_tensor", torch.Tensor.new_tensor, always))
+        for name in ("__getitem__", "__setitem__"):
+            monkeypatch.setattr(torch.Tensor, name, self._watched(
+                f"{name} with a list", getattr(torch.Tensor, name), lambda tensor, index, *rest: listed(index)))
 
     def begin(self) -> None:
         self.watching = True
@@ -207,14 +216,19 @@ class HostReads:
         self.watching = more
 
     def after_the_first_step(self) -> list[str]:
-        return [where for done, where in self.reads if done > 0]
+        return [where for done, where in self.waits if done > 0]
 
-    def _watched(self, name: str, original: Any) -> Any:
-        def read(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-            if self.watching:
+    def _watched(self, name: str, original: Any, waits: Any) -> Any:
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            if self.watching and waits(*args, **kwargs):
                 frames = traceback.extract_stack()[:-1]
                 if frames[-1].name not in HOST_MADE and not any(
                         os.sep + os.path.join("torch", "optim") + os.sep in f.filename for f in frames):
-                    self.reads.append((self.done, f"{name} at {frames[-1].filename}:{frames[-1].lineno}"))
-            return original(tensor, *args, **kwargs)
-        return read
+                    self.waits.append((self.done, f"{name} at {frames[-1].filename}:{frames[-1].lineno}"))
+            return original(*args, **kwargs)
+        return watched
+
+
+def listed(index: Any) -> bool:
+    """Whether a tensor index holds a Python list (copied to the tensor's device before the indexing)."""
+    return isinstance(index, list) or (isinstance(index, tuple) and any(isinstance(i, list) for i in index))

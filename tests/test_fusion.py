@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import HostReads, medablate, write_study
+from conftest import DeviceWaits, medablate, write_study
 from medablate.config.schema import TrialConfig
 from medablate.train.augment import make_augment
 from medablate.train.engine import FitResult, Split, Trainer
@@ -247,14 +247,14 @@ def test_stacked_steps_give_each_seed_its_own_steps_numbers(name: str) -> None:
     pytest.param({"ema": {"decay": 0.9}, "scheduler": {"name": "CosineAnnealingLR", "interval": "step"}},
                  {"rotate": 10, "translate": 0.1, "crop_scale": [0.7, 1.0], "flip": True, "contrast": 0.2,
                   "brightness": 0.1, "gamma": 0.2, "noise": 0.05}, id="ema-augment-per-step-schedule")])
-def test_a_fused_step_reads_nothing_back_from_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         training: dict, augment: dict) -> None:
-    """On a GPU, reading a value back (item, float, bool, tolist, ...) waits for every queued kernel: once a step, it
-    keeps the card idle while Python prepares the next (and, with workers side by side, while the others' kernels
-    run). So a fused step reads nothing back, but for the first of a fit (the EMA reads its count of updates once)
-    and the optimizer's own step counters (host tensors on a CPU; on a GPU its fused kernel keeps them on the card).
-    The blur augmentation's read is left on purpose."""
-    watch = HostReads(monkeypatch)
+def test_a_fused_step_makes_the_device_wait_for_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        training: dict, augment: dict) -> None:
+    """On a GPU, reading a value back (item, float, bool, tolist, ...) or copying host data to the card (a tensor
+    made from Python numbers, an index that is a Python list) waits for every queued kernel: once a step, it keeps
+    the card idle while Python prepares the next (and, with workers side by side, while the others' kernels run).
+    So a fused step does neither, but for the first of a fit (the EMA reads its count of updates once) and the
+    optimizer's own step counters (conftest.DeviceWaits). The blur augmentation's read is left on purpose."""
+    watch = DeviceWaits(monkeypatch)
     step = FusedGroup._step
 
     def watched(self: FusedGroup, *args: object) -> None:
@@ -267,7 +267,7 @@ def test_a_fused_step_reads_nothing_back_from_the_device(tmp_path: Path, monkeyp
     fused(tmp_path, TrialConfig.model_validate({**config.model_dump(), "augment": augment}), train, val)
     assert watch.done > 2
     assert watch.after_the_first_step() == []
-    assert len(watch.reads) == (len(SEEDS) if "ema" in training else 0)  # the EMA's count, once a seed
+    assert len(watch.waits) == (len(SEEDS) if "ema" in training else 0)  # the EMA's count, once a seed
 
 
 def test_seeds_that_stop_early_leave_the_group_and_the_others_go_on(tmp_path: Path) -> None:
