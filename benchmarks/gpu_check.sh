@@ -36,7 +36,7 @@ part() {  # part NAME SECONDS COMMAND...: run it under its limit (a shell functi
     echo "== $name (limit ${seconds} s; ${SECONDS} s since start)"
     local t0=$SECONDS
     if declare -F "$1" >/dev/null; then  # timeout runs programs: a function goes through bash, with its helpers
-        timeout -s TERM -k 10 "$seconds" bash -c "$(declare -f recipe reached against); $1 \"\$@\"" _ "${@:2}"
+        timeout -s TERM -k 10 "$seconds" bash -c "$(declare -f recipe reached against cut); $1 \"\$@\"" _ "${@:2}"
     else
         timeout -s TERM -k 10 "$seconds" "$@"
     fi
@@ -71,8 +71,9 @@ EOF
 }
 recipe() {  # recipe OUT SEEDS EPOCHS [--set ...]: the recipe on phantom images of the recipe's size; how far it got
     local out=$1 seeds=$2 epochs=$3; shift 3
-    trap 'wait; reached "$out"; exit 124' TERM  # the time limit: the study stops cleanly, then say how far it got
     local t0=$SECONDS
+    trap 'wait; reached "$out"; cut $((SECONDS - t0)); exit 124' TERM  # the time limit: the study stops cleanly,
+    # then it says how far it got
     "$PY" -m medablate.cli run examples/pneumonia-cnn.yaml --out "$out" --set "seeds=$seeds" \
         --set "training.epochs=$epochs" --set data.path=null --set data.phantom.count_per_class=2660 \
         --set "data.split={method: stratified, val_fraction: 0.15, test_fraction: 0.15, seed: 0}" \
@@ -84,8 +85,14 @@ recipe() {  # recipe OUT SEEDS EPOCHS [--set ...]: the recipe on phantom images 
     [ $rc -eq 0 ] || tail -n 5 "$out.log"
     return $rc
 }
+cut() {  # cut SECONDS: what a study stopped by its limit after SECONDS says of the 1.5x target (under against)
+    [ -n "${ONE_WALL:-}" ] && "$PY" -c "r = $1 / max($ONE_WALL, 1); print(f'   target, at most 1.5x one seed: \
+stopped after $1 s, one seed took $ONE_WALL s: at least {r:.2f}x,', 'MISSED' if r > 1.5 else 'undecided')"
+    return 0
+}
 against() {  # against ONE OUT SEEDS EPOCHS [--set ...]: recipe OUT ..., then its wall time over ONE's (target 1.5x)
     local one=$1; shift
+    [ -f "$one.wall" ] && export ONE_WALL=$(cat "$one.wall")
     recipe "$@" || return $?
     if [ -f "$one.wall" ]; then
         "$PY" -c "one, many = $(cat "$one.wall"), $(cat "$1.wall"); r = many / max(one, 1); \

@@ -178,18 +178,18 @@ def assert_clinical_metrics(metrics: dict) -> None:
                 assert all(section["ci95"][k][0] <= section["ci95"][k][1] for k in ("roc_auc", "accuracy"))
 
 
-
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 HOST_MADE = ("epoch_permutation",)  # seeds its own CPU generator from a CPU draw, as DataLoader does
 
 
 class DeviceWaits:
     """What would make a GPU wait for every kernel queued so far, while training steps: a tensor's value read back
-    to the host (item, float, bool, tolist, ...), or host data copied to the device (torch.tensor or as_tensor with a
-    device, new_tensor, indexing with a Python list: PyTorch waits for such a copy to finish). `waits` holds (steps done before
-    it, what and where). The test says when steps run: `begin()` (a step starts), `stepped(more)` (one ended; more:
-    another follows without a pause). Not counted: the optimizers' own step counters (host tensors on a CPU; on a GPU
-    their fused kernels keep them on the card), and HOST_MADE functions, whose tensors stay on the host."""
+    to the host (item, float, bool, tolist, ...), or host data copied to the device (torch.tensor or as_tensor with
+    a device, new_tensor, indexing with a Python list: PyTorch waits for such a copy to finish). `waits` holds
+    (steps done before it, what and where). The test says when steps run: `begin()` (a step starts),
+    `stepped(more)` (one ended; more: another follows without a pause). Not counted: the optimizers' own step
+    counters (host tensors on a CPU; on a GPU their fused kernels keep them on the card), and HOST_MADE functions,
+    whose tensors stay on the host."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import torch
