@@ -67,7 +67,10 @@ def run(out: Path, extra: list[str], args: argparse.Namespace) -> float:
     except KeyboardInterrupt:
         process.terminate()
         process.wait(30)
-        print(f"stopped after {time.perf_counter() - started:.0f} s: {reached(out)}", flush=True)
+        seconds = time.perf_counter() - started
+        print(f"stopped after {seconds:.0f} s: {reached(out)}"
+              + (f"; wall at most {args.target:g} s: MISSED" if args.target and seconds > args.target else ""),
+              flush=True)
         raise
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
