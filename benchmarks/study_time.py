@@ -64,7 +64,9 @@ def run(out: Path, extra: list[str], args: argparse.Namespace) -> float:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _, stderr = process.communicate()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the first signal: later ones (timeout signals the child, then its group) wait too
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         process.terminate()
         process.wait(30)
         seconds = time.perf_counter() - started
